@@ -1,0 +1,62 @@
+"""Typed records that flow between stages (one row each in the Parquet tables the stages write)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import pyarrow as pa
+
+
+@dataclass
+class ModelRecord:
+    """One checkpoint in a model zoo (a row of ``manifest.parquet``).
+
+    ``path`` is relative to the zoo directory. ``layer_spec`` is :meth:`raywse.spec.ArchSpec.to_json`;
+    ``hparams`` is a JSON object of training hyper-parameters. ``parent_id`` is empty for models trained from scratch.
+    """
+
+    model_id: str
+    path: str
+    task: str
+    dataset: str
+    num_classes: int
+    family: str
+    layer_spec: str
+    hparams: str
+    seed: int
+    train_acc: float
+    test_acc: float
+    steps: int
+    parent_id: str = ""
+    description: str = ""
+
+
+@dataclass
+class GraphifyError:
+    """A checkpoint that could not be turned into a neural graph, and why."""
+
+    path: str
+    model_id: str
+    stage: str  # "read" | "spec" | "validate" | "graph"
+    reason: str
+
+
+def records_to_table(records: list, cls: type) -> pa.Table:
+    """Build an Arrow table from dataclass records (the schema comes from the dataclass, so empty lists work)."""
+    names = [f.name for f in fields(cls)]
+    types = {int: pa.int64(), float: pa.float64(), str: pa.string(), "int": pa.int64(), "float": pa.float64(),
+             "str": pa.string()}
+    schema = pa.schema([(f.name, types[f.type]) for f in fields(cls)])
+    columns = {n: [getattr(r, n) for r in records] for n in names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def table_to_records(table: pa.Table, cls: type) -> list:
+    """Inverse of :func:`records_to_table` (extra columns are ignored)."""
+    names = [f.name for f in fields(cls)]
+    rows = table.select([n for n in names if n in table.column_names]).to_pylist()
+    return [cls(**row) for row in rows]
+
+
+def record_dict(record) -> dict:
+    return asdict(record)
