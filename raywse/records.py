@@ -44,8 +44,7 @@ class GraphifyError:
 def records_to_table(records: list, cls: type) -> pa.Table:
     """Build an Arrow table from dataclass records (the schema comes from the dataclass, so empty lists work)."""
     names = [f.name for f in fields(cls)]
-    types = {int: pa.int64(), float: pa.float64(), str: pa.string(), "int": pa.int64(), "float": pa.float64(),
-             "str": pa.string()}
+    types = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}  # annotations are strings here
     schema = pa.schema([(f.name, types[f.type]) for f in fields(cls)])
     columns = {n: [getattr(r, n) for r in records] for n in names}
     return pa.Table.from_pydict(columns, schema=schema)
