@@ -1,0 +1,11 @@
+"""Zoo job: ``python jobs/zoo.py --out DIR [--preset small]`` (or via ``ray job submit``)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or an uploaded working dir
+
+from raywse.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["zoo", *sys.argv[1:]]))

@@ -1,0 +1,51 @@
+"""Dataclass configs on the command line: every field becomes ``--field-name`` with the dataclass default."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """Add one option per field of dataclass ``cls`` (bools become ``--flag/--no-flag``)."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{cls.__name__} options")
+    for field in dataclasses.fields(cls):
+        if field.name in skip or not field.init:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = _default(field)
+        kind = hints[field.name]
+        help_text = field.metadata.get("help", "") + f" (default: {default})"
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif typing.get_origin(kind) in (list, tuple):
+            (item,) = set(typing.get_args(kind)) - {Ellipsis}
+            group.add_argument(flag, type=item, nargs="+", default=default, help=help_text)
+        else:
+            base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # Optional[X] -> X
+            group.add_argument(flag, type=base, default=default, help=help_text)
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any):
+    """Build ``cls`` from parsed arguments (fields missing from ``args`` keep their defaults)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(args, f.name)}
+    values.update(overrides)
+    for f in dataclasses.fields(cls):
+        if f.name in values and isinstance(_default(f), tuple) and isinstance(values[f.name], list):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid (reported as a one-line error by the CLI)."""

@@ -1,0 +1,255 @@
+"""Ray Data graphify: checkpoints in, graph shards + an errors table out.
+
+Each input row names one checkpoint. ``map_batches`` reads a batch of checkpoints, turns each good one into a neural
+graph, and writes the batch's graphs as one Parquet shard (atomically: temp file, then rename). Bad checkpoints never
+raise out of the UDF: each becomes one error row (path, model_id, stage, reason), so one corrupt file cannot abort the
+pipeline. The set of shard files on disk is the record of finished work: a rerun skips every model already in a
+shard, and an interrupted run leaves only complete shards behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from raywse.graph.arrow import graphs_to_table, table_to_graphs
+from raywse.graph.infer import infer_spec_and_tensors
+from raywse.graph.neural_graph import to_neural_graph
+from raywse.io import CheckpointError, load_checkpoint, write_parquet_atomic
+from raywse.raycluster import ensure_ray
+from raywse.records import GraphifyError, records_to_table
+from raywse.spec import ArchSpec, SpecError
+
+SHARDS = "shards"
+MANIFEST = "manifest.parquet"
+ERRORS = "errors.parquet"
+
+
+@dataclass
+class GraphifyConfig:
+    """How to graphify: ``batch_size`` checkpoints per Ray Data batch (= per shard)."""
+
+    batch_size: int = 64
+    progress: bool = True
+
+
+@dataclass
+class GraphifyInput:
+    """One checkpoint to graphify; ``layer_spec`` is empty when it must come from the file or be inferred."""
+
+    path: str
+    model_id: str
+    layer_spec: str = ""
+
+
+@dataclass
+class GraphifyResult:
+    out_dir: Path
+    written: int  # graphs written by this run
+    skipped: int  # already present from an earlier run
+    errors: list[GraphifyError]
+    total: int  # graphs in the output after this run
+
+    @property
+    def manifest(self) -> Path:
+        return self.out_dir / MANIFEST
+
+
+def inputs_from_source(source: str | os.PathLike | list) -> list[GraphifyInput]:
+    """Resolve what to graphify: a zoo manifest (file or zoo dir), a directory of ``.safetensors``, or a file list.
+
+    A directory without a manifest, or a list of files, is treated as foreign checkpoints: model ids are the paths
+    relative to the directory (or file stems), and layer specs come from file metadata or are inferred.
+    """
+    if isinstance(source, list | tuple):
+        paths = [Path(p) for p in source]
+        return _dedupe_ids([GraphifyInput(str(p.resolve()), p.stem) for p in paths])
+    source = Path(source)
+    if source.is_dir() and (source / "manifest.parquet").exists() and (source / "models").is_dir():
+        source = source / "manifest.parquet"
+    if source.is_file() and source.suffix == ".parquet":
+        table = pq.read_table(source, columns=["model_id", "path", "layer_spec"])
+        root = source.parent
+        return [
+            GraphifyInput(str((root / row["path"]).resolve()), row["model_id"], row["layer_spec"])
+            for row in table.to_pylist()
+        ]
+    if source.is_dir():
+        files = sorted(source.rglob("*.safetensors"))
+        return [GraphifyInput(str(p.resolve()), p.relative_to(source).with_suffix("").as_posix()) for p in files]
+    if source.exists():
+        return [GraphifyInput(str(source.resolve()), source.stem)]
+    raise FileNotFoundError(f"no such zoo manifest, directory or checkpoint: {source}")
+
+
+def _dedupe_ids(items: list[GraphifyInput]) -> list[GraphifyInput]:
+    """Make model ids unique by suffixing a short hash of the path where two stems collide."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.model_id] = counts.get(item.model_id, 0) + 1
+    for item in items:
+        if counts[item.model_id] > 1:
+            item.model_id = f"{item.model_id}-{hashlib.sha1(item.path.encode()).hexdigest()[:8]}"
+    return items
+
+
+def graphify_checkpoint(path: str, model_id: str, layer_spec: str = ""):
+    """Read one checkpoint and build its neural graph. Raises :class:`GraphifyFailure` with stage and reason."""
+    try:
+        tensors, metadata = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise GraphifyFailure("read", str(exc)) from exc
+    spec_json = layer_spec or metadata.get("layer_spec", "")
+    try:
+        if spec_json:
+            spec = ArchSpec.from_json(spec_json)
+        else:
+            spec, tensors = infer_spec_and_tensors(tensors)
+    except SpecError as exc:
+        raise GraphifyFailure("spec", str(exc)) from exc
+    try:
+        spec.validate(tensors)
+    except SpecError as exc:
+        raise GraphifyFailure("validate", str(exc)) from exc
+    try:
+        return to_neural_graph({k: v.float() for k, v in tensors.items()}, spec, model_id)
+    except (SpecError, RuntimeError, ValueError) as exc:
+        raise GraphifyFailure("graph", str(exc)) from exc
+
+
+class GraphifyFailure(Exception):
+    """Why one checkpoint could not be graphified (kept as a row, never raised out of the pipeline)."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+
+
+def _graphify_batch(batch: pd.DataFrame, out_dir: str) -> pd.DataFrame:
+    """Ray Data UDF: graphify a batch, write its good graphs as one shard, return one status row per input."""
+    graphs, rows = [], []
+    for item in batch.itertuples(index=False):
+        row = {"model_id": item.model_id, "path": item.path, "status": "ok", "stage": "", "reason": "", "shard": ""}
+        try:
+            graphs.append(graphify_checkpoint(item.path, item.model_id, item.layer_spec))
+        except GraphifyFailure as exc:
+            row.update(status="error", stage=exc.stage, reason=exc.reason)
+        except Exception as exc:  # noqa: BLE001 - an unexpected bug in one file must not abort the rest
+            row.update(status="error", stage="graph", reason=f"{type(exc).__name__}: {exc}")
+        rows.append(row)
+    if graphs:
+        ids = sorted(g.model_id for g in graphs)
+        shard = f"shard-{hashlib.sha1(''.join(ids).encode()).hexdigest()[:16]}.parquet"
+        write_parquet_atomic(graphs_to_table(graphs), Path(out_dir) / SHARDS / shard)
+        for row in rows:
+            if row["status"] == "ok":
+                row["shard"] = shard
+    return pd.DataFrame(rows)
+
+
+def completed_model_ids(out_dir: str | os.PathLike) -> set[str]:
+    """Model ids already present in complete shards (temp files of interrupted writes are ignored)."""
+    shard_dir = Path(out_dir) / SHARDS
+    if not shard_dir.is_dir():
+        return set()
+    done: set[str] = set()
+    for shard in sorted(shard_dir.glob("shard-*.parquet")):
+        done.update(pq.read_table(shard, columns=["model_id"]).column("model_id").to_pylist())
+    return done
+
+
+def graphify(
+    source: str | os.PathLike | list, out_dir: str | os.PathLike, config: GraphifyConfig | None = None
+) -> GraphifyResult:
+    """Graphify every checkpoint in ``source`` into ``out_dir`` with Ray Data; see the module docstring."""
+    config = config or GraphifyConfig()
+    out_dir = Path(out_dir)
+    (out_dir / SHARDS).mkdir(parents=True, exist_ok=True)
+    inputs = inputs_from_source(source)
+    done = completed_model_ids(out_dir)
+    seen: set[str] = set()
+    todo, errors = [], []
+    for item in inputs:
+        if item.model_id in seen:
+            errors.append(GraphifyError(item.path, item.model_id, "read", "duplicate model_id in the input"))
+            continue
+        seen.add(item.model_id)
+        if item.model_id not in done:
+            todo.append(item)
+
+    written = 0
+    if todo:
+        ensure_ray()
+        ray.data.DataContext.get_current().enable_progress_bars = config.progress
+        items = [{"path": i.path, "model_id": i.model_id, "layer_spec": i.layer_spec} for i in todo]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / config.batch_size)))
+        status = ds.map_batches(
+            _graphify_batch, batch_size=config.batch_size, batch_format="pandas", fn_kwargs={"out_dir": str(out_dir)}
+        ).to_pandas()
+        ok = status[status["status"] == "ok"]
+        written = len(ok)
+        for row in status[status["status"] == "error"].itertuples(index=False):
+            errors.append(GraphifyError(row.path, row.model_id, row.stage, row.reason))
+
+    write_parquet_atomic(records_to_table(errors, GraphifyError), out_dir / ERRORS)
+    manifest = _write_manifest(out_dir)
+    return GraphifyResult(out_dir, written, len(seen) - len(todo), errors, manifest.num_rows)
+
+
+def _write_manifest(out_dir: Path) -> pa.Table:
+    """Rebuild ``manifest.parquet`` (model_id, shard, num_nodes, num_edges) from the complete shards on disk."""
+    parts = []
+    for shard in sorted((out_dir / SHARDS).glob("shard-*.parquet")):
+        t = pq.read_table(shard, columns=["model_id", "num_nodes", "edge_index"])
+        num_edges = pa.array([len(e) // 2 for e in t.column("edge_index").to_pylist()], pa.int64())
+        parts.append(
+            pa.table(
+                {
+                    "model_id": t.column("model_id"),
+                    "shard": pa.array([shard.name] * t.num_rows, pa.string()),
+                    "num_nodes": t.column("num_nodes").cast(pa.int64()),
+                    "num_edges": num_edges,
+                }
+            )
+        )
+    schema = pa.schema([("model_id", pa.string()), ("shard", pa.string()), ("num_nodes", pa.int64()),
+                        ("num_edges", pa.int64())])  # fmt: skip
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    write_parquet_atomic(table, out_dir / MANIFEST)
+    return table
+
+
+def load_graphs(graphs_dir: str | os.PathLike, model_ids: list[str] | None = None) -> list:
+    """Load graphs from a graphify output directory (all, or the given ids in that order)."""
+    graphs_dir = Path(graphs_dir)
+    if not (graphs_dir / MANIFEST).exists():
+        raise FileNotFoundError(f"not a graphify output (no {MANIFEST}): {graphs_dir}")
+    graphs = []
+    for shard in sorted((graphs_dir / SHARDS).glob("shard-*.parquet")):
+        graphs.extend(table_to_graphs(pq.read_table(shard)))
+    if model_ids is None:
+        return sorted(graphs, key=lambda g: _natural_key(g.model_id))
+    by_id = {g.model_id: g for g in graphs}
+    missing = [m for m in model_ids if m not in by_id]
+    if missing:
+        raise KeyError(f"{len(missing)} model ids not in {graphs_dir}, e.g. {missing[0]}")
+    return [by_id[m] for m in model_ids]
+
+
+def shard_paths(graphs_dir: str | os.PathLike) -> list[str]:
+    """Absolute paths of the complete shards (for ``ray.data.read_parquet``)."""
+    return [str(p.resolve()) for p in sorted((Path(graphs_dir) / SHARDS).glob("shard-*.parquet"))]
+
+
+def _natural_key(text: str) -> list:
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", text)]
