@@ -1,4 +1,4 @@
-"""Main job: ``python jobs/pipeline.py`` (local Ray) or ``ray job submit --working-dir . -- python jobs/pipeline.py``."""
+"""Main job: ``python jobs/pipeline.py`` locally, or ``ray job submit --working-dir . -- python jobs/pipeline.py``."""
 
 import sys
 from pathlib import Path
