@@ -174,8 +174,8 @@ def graphify(
     """Graphify every checkpoint in ``source`` into ``out_dir`` with Ray Data; see the module docstring."""
     config = config or GraphifyConfig()
     out_dir = Path(out_dir)
-    (out_dir / SHARDS).mkdir(parents=True, exist_ok=True)
     inputs = inputs_from_source(source)
+    (out_dir / SHARDS).mkdir(parents=True, exist_ok=True)
     done = completed_model_ids(out_dir)
     seen: set[str] = set()
     todo, errors = [], []

@@ -1,0 +1,42 @@
+"""Shared fixtures: one local Ray for the whole session and one real tiny zoo, graphified once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import ray
+
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "20")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray (2 CPUs), started once; shut down at the end of the session."""
+    from raywse.raycluster import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(ray_local, tmp_path_factory):
+    """A real zoo of tiny networks trained on bundled datasets (the ``tiny`` preset); returns the zoo dir."""
+    from raywse.zoo.build import ZooConfig, build_zoo
+
+    out = tmp_path_factory.mktemp("zoo")
+    build_zoo(ZooConfig(preset="tiny"), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_graphs(tiny_zoo, tmp_path_factory):
+    """The tiny zoo graphified with Ray Data; returns the graphs dir."""
+    from raywse.data.graphify import GraphifyConfig, graphify
+
+    out = tmp_path_factory.mktemp("graphs")
+    result = graphify(tiny_zoo, out, GraphifyConfig(batch_size=16, progress=False))
+    assert not result.errors, result.errors
+    return out

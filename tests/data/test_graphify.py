@@ -1,0 +1,117 @@
+"""Ray Data graphify on a real zoo plus a corpus of broken checkpoints."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from raywse.data.graphify import GraphifyConfig, graphify, load_graphs
+from raywse.graph.neural_graph import graph_size
+from raywse.io import load_checkpoint
+from raywse.spec import ArchSpec
+
+CONFIG = GraphifyConfig(batch_size=16, progress=False)
+
+
+def _zoo_rows(zoo: Path) -> list[dict]:
+    return pq.read_table(zoo / "manifest.parquet").to_pylist()
+
+
+def _fault_corpus(zoo: Path, bad_dir: Path) -> dict[str, str]:
+    """Write one broken checkpoint per failure mode; returns file name -> expected error stage."""
+    bad_dir.mkdir()
+    good = zoo / _zoo_rows(zoo)[0]["path"]
+    tensors, meta = load_checkpoint(good)
+    data = good.read_bytes()
+    (bad_dir / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    (bad_dir / "corrupt_header.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + data[24:])
+    nan = {k: v.clone() for k, v in tensors.items()}
+    next(iter(nan.values())).view(-1)[0] = float("nan")
+    save_file(nan, str(bad_dir / "nan_weights.safetensors"), metadata=meta)
+    inf = {k: v.clone() for k, v in tensors.items()}
+    next(iter(inf.values())).view(-1)[0] = float("inf")
+    save_file(inf, str(bad_dir / "inf_weights.safetensors"), metadata=meta)
+    ints = {k: (v * 100).to(torch.int32) for k, v in tensors.items()}
+    save_file(ints, str(bad_dir / "wrong_dtype.safetensors"), metadata=meta)
+    unsupported = {"prelu.weight": torch.ones(8), "fc.weight": torch.randn(4, 8), "fc.bias": torch.zeros(4),
+                   "attn.qkv": torch.randn(3, 8, 8)}  # fmt: skip
+    save_file(unsupported, str(bad_dir / "unsupported_layer.safetensors"))
+    shape_lie = dict(tensors)
+    first = next(iter(shape_lie))
+    shape_lie[first] = torch.randn(*[d + 1 for d in shape_lie[first].shape])
+    save_file(shape_lie, str(bad_dir / "spec_mismatch.safetensors"), metadata=meta)
+    torch.save(tensors, bad_dir / "pickled.pt")
+    return {
+        "truncated": "read",
+        "corrupt_header": "read",
+        "nan_weights": "validate",
+        "inf_weights": "validate",
+        "wrong_dtype": "validate",
+        "unsupported_layer": "spec",
+        "spec_mismatch": "validate",
+        "pickled": "read",
+        "missing": "read",
+    }
+
+
+def test_zoo_graphs_match_architecture(tiny_zoo, tiny_graphs):
+    rows = {r["model_id"]: r for r in _zoo_rows(tiny_zoo)}
+    graphs = load_graphs(tiny_graphs)
+    assert sorted(g.model_id for g in graphs) == sorted(rows)
+    for g in graphs:
+        tensors, _ = load_checkpoint(tiny_zoo / rows[g.model_id]["path"])
+        nodes, edges = graph_size(ArchSpec.from_json(rows[g.model_id]["layer_spec"]), tensors)
+        assert (g.num_nodes, g.edge_index.shape[1]) == (nodes, edges), g.model_id
+
+
+def test_fault_corpus_reported_row_by_row_and_good_files_kept(tiny_zoo, tmp_path):
+    expected = _fault_corpus(tiny_zoo, tmp_path / "bad")
+    good = [tiny_zoo / r["path"] for r in _zoo_rows(tiny_zoo)[:20]]
+    bad = sorted((tmp_path / "bad").iterdir()) + [tmp_path / "bad" / "missing.safetensors"]
+    result = graphify([*good, *bad], tmp_path / "out", CONFIG)
+
+    errors = {Path(e.path).stem: e for e in result.errors}
+    assert set(errors) == set(expected), errors
+    for name, stage in expected.items():
+        assert errors[name].stage == stage, (name, errors[name])
+        assert errors[name].reason and "\n" not in errors[name].reason
+    assert "not found" in errors["missing"].reason
+    assert "NaN" in errors["nan_weights"].reason
+    assert result.written == len(good)
+    table = pq.read_table(tmp_path / "out" / "errors.parquet")
+    assert sorted(Path(p).stem for p in table.column("path").to_pylist()) == sorted(expected)
+    assert sorted(g.model_id for g in load_graphs(tmp_path / "out")) == sorted(p.stem for p in good)
+
+
+def test_rerun_is_idempotent_and_resumes_after_interruption(tiny_zoo, tmp_path):
+    out = tmp_path / "graphs"
+    first = graphify(tiny_zoo, out, CONFIG)
+    shards = sorted((out / "shards").glob("shard-*.parquet"))
+    mtimes = {p: p.stat().st_mtime_ns for p in shards}
+    manifest = pq.read_table(out / "manifest.parquet").sort_by("model_id")
+
+    second = graphify(tiny_zoo, out, CONFIG)
+    assert (second.written, second.skipped, second.total) == (0, first.total, first.total)
+    assert {p: p.stat().st_mtime_ns for p in sorted((out / "shards").glob("shard-*.parquet"))} == mtimes
+    assert pq.read_table(out / "manifest.parquet").sort_by("model_id").equals(manifest)
+
+    # An interrupted run: one shard never finished (only its temp file exists), so its models are redone.
+    lost = shards[0]
+    lost_ids = set(pq.read_table(lost, columns=["model_id"]).column("model_id").to_pylist())
+    shutil.move(lost, out / "shards" / f".{lost.name}.abc.tmp")
+    third = graphify(tiny_zoo, out, CONFIG)
+    assert third.written == len(lost_ids)
+    assert third.total == first.total
+    assert sorted(g.model_id for g in load_graphs(out)) == sorted(manifest.column("model_id").to_pylist())
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such zoo manifest"):
+        graphify(tmp_path / "nope", tmp_path / "out", CONFIG)
+    assert not os.path.exists(tmp_path / "out" / "manifest.parquet")
