@@ -1,0 +1,246 @@
+"""DDP contrastive training of the neural-graph encoder on Ray Train.
+
+The driver builds Ray Datasets from the graph shards ("train" is sharded across workers, "val" is not) and runs a
+``TorchTrainer``. Each worker materialises its shard once, then per epoch draws positive pairs: two augmented views
+(rescaling, weight noise, edge dropout) of either the same model or, with probability ``same_task_prob``, of
+another model trained on the same task (the weak supervision of the seeds). Loss: NT-Xent with in-batch negatives
+(or supervised contrastive), plus an optional accuracy-prediction term. Rank 0 writes a checkpoint every epoch;
+re-running with the same ``out_dir`` and ``run_name`` resumes from the latest one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+import ray.train
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from torch_geometric.data import Batch
+
+from raywse.data.graphify import shard_paths
+from raywse.data.splits import assign_splits
+from raywse.eval.metrics import kendall_tau, self_retrieval
+from raywse.graph.arrow import row_to_graph
+from raywse.io import atomic_path, write_json_atomic
+from raywse.models.augment import make_view
+from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+from raywse.models.losses import alignment, nt_xent, supervised_nt_xent, uniformity
+from raywse.raycluster import ensure_ray
+
+ENCODER_FILE = "encoder.pt"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Contrastive training; defaults train in minutes on a 2-core laptop."""
+
+    epochs: int = field(default=8, metadata={"help": "passes over the training graphs"})
+    batch_size: int = field(default=64, metadata={"help": "pairs per worker step (in-batch negatives)"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = 1e-4
+    temperature: float = field(default=0.1, metadata={"help": "NT-Xent temperature tau"})
+    same_task_prob: float = field(default=0.5, metadata={"help": "chance a positive is another model of the task"})
+    supervised: bool = field(default=False, metadata={"help": "supervised contrastive loss (same task = positive)"})
+    accuracy_weight: float = field(default=0.5, metadata={"help": "lambda of the accuracy-prediction loss (0: off)"})
+    noise: float = field(default=0.05, metadata={"help": "weight noise, in units of each layer's weight std"})
+    edge_drop: float = field(default=0.1, metadata={"help": "edge dropout probability of a view"})
+    depth: int = field(default=4, metadata={"help": "message-passing layers"})
+    hidden: int = field(default=64, metadata={"help": "hidden width of the encoder"})
+    embed_dim: int = 64
+    num_workers: int = field(default=2, metadata={"help": "Ray Train workers (DDP ranks)"})
+    use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker, NCCL backend"})
+    seed: int = 0
+    run_name: str = field(default="encoder", metadata={"help": "Ray Train run name (same name + out dir = resume)"})
+
+    def encoder_config(self) -> EncoderConfig:
+        return EncoderConfig(depth=self.depth, hidden=self.hidden, embed_dim=self.embed_dim,
+                             accuracy_head=self.accuracy_weight > 0)  # fmt: skip
+
+
+@dataclass
+class TrainResult:
+    encoder_dir: Path
+    metrics: list[dict]  # one dict per epoch
+
+
+def _rows_to_graphs(rows: list[dict], labels: dict[str, tuple[int, float]]) -> list:
+    graphs = []
+    for row in rows:
+        g = row_to_graph(row)
+        g.task_label, g.accuracy = labels[g.model_id]
+        graphs.append(g)
+    return graphs
+
+
+def _batch(graphs: list, gen: torch.Generator, config: dict) -> Batch:
+    views = [make_view(g, gen, noise=config["noise"], edge_drop=config["edge_drop"]) for g in graphs]
+    return Batch.from_data_list(views)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train worker loop (one DDP rank)."""
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(config["seed"])
+    labels = config["labels"]
+    train = _rows_to_graphs(list(ray.train.get_dataset_shard("train").iter_rows()), labels)
+    val = _rows_to_graphs(list(ray.train.get_dataset_shard("val").iter_rows()), labels)
+    by_task: dict[int, list[int]] = {}
+    for i, g in enumerate(train):
+        by_task.setdefault(g.task_label, []).append(i)
+
+    encoder = NeuralGraphEncoder(EncoderConfig(**config["encoder"]))
+    model = ray.train.torch.prepare_model(encoder)
+    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            state = torch.load(Path(ckpt_dir) / "state.pt", map_location=device, weights_only=True)
+        encoder.load_state_dict(state["encoder"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"] + 1
+
+    steps = max(1, len(train) // config["batch_size"])
+    for epoch in range(start_epoch, config["epochs"]):
+        rng = random.Random(config["seed"] * 1000 + epoch * 10 + rank)
+        gen = torch.Generator().manual_seed(config["seed"] * 1000 + epoch * 10 + rank)
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        model.train()
+        totals = {"loss": 0.0, "alignment": 0.0, "uniformity": 0.0}
+        for step in range(steps):
+            anchors = order[step * config["batch_size"] : (step + 1) * config["batch_size"]]
+            partners = [
+                rng.choice(by_task[train[i].task_label]) if rng.random() < config["same_task_prob"] else i
+                for i in anchors
+            ]
+            b1 = _batch([train[i] for i in anchors], gen, config).to(device)
+            b2 = _batch([train[i] for i in partners], gen, config).to(device)
+            z1, z2 = model(b1), model(b2)
+            if config["supervised"]:
+                task = torch.tensor([train[i].task_label for i in anchors + partners], device=device)
+                loss = supervised_nt_xent(torch.cat([z1, z2]), task, config["temperature"])
+            else:
+                loss = nt_xent(z1, z2, config["temperature"])
+            if config["accuracy_weight"] > 0:
+                acc = torch.tensor([train[i].accuracy for i in anchors], device=device, dtype=torch.float32)
+                pred = encoder.predict_accuracy(b1)
+                loss = loss + config["accuracy_weight"] * torch.nn.functional.mse_loss(pred, acc)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            totals["loss"] += loss.item()
+            totals["alignment"] += alignment(z1.detach(), z2.detach()).item()
+            totals["uniformity"] += uniformity(z1.detach()).item()
+        metrics = {k: v / steps for k, v in totals.items()} | {"epoch": epoch}
+        metrics |= _validate(encoder, val, device)
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                state = {"encoder": encoder.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch}
+                torch.save(state, Path(tmp) / "state.pt")
+                (Path(tmp) / CONFIG_FILE).write_text(json.dumps(config["encoder"]))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+
+
+@torch.no_grad()
+def _validate(encoder: NeuralGraphEncoder, val: list, device: torch.device) -> dict[str, float]:
+    """Validation retrieval of same-task models (leave one out) and accuracy-prediction Kendall tau."""
+    if len(val) < 2:
+        return {}
+    encoder.eval()
+    z, acc_pred = [], []
+    for start in range(0, len(val), 128):
+        batch = Batch.from_data_list(val[start : start + 128]).to(device)
+        z.append(encoder(batch).cpu())
+        if encoder.config.accuracy_head:
+            acc_pred.append(encoder.predict_accuracy(batch).cpu())
+    emb = torch.cat(z).numpy()
+    retrieval = self_retrieval(emb, np.array([g.task_label for g in val]), ks=(10,))
+    out = {"val_precision@10": retrieval["precision@10"], "val_mAP": retrieval["mAP"]}
+    if acc_pred:
+        out["val_kendall_tau"] = kendall_tau(torch.cat(acc_pred).numpy(), np.array([g.accuracy for g in val]))
+    return out
+
+
+def train_encoder(
+    zoo_dir: str | os.PathLike, graphs_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig
+) -> TrainResult:
+    """Train on the zoo's ``train`` split with Ray Train; write ``out_dir/encoder/{encoder.pt,config.json}``."""
+    ensure_ray()
+    out_dir = Path(out_dir).resolve()
+    manifest = pq.read_table(Path(zoo_dir) / "manifest.parquet").to_pylist()
+    splits = assign_splits(manifest)
+    tasks = sorted({r["task"] for r in manifest})
+    labels = {r["model_id"]: (tasks.index(r["task"]), float(r["test_acc"])) for r in manifest}
+    train_ids = {m for m, s in splits.items() if s == "train"}
+    val_ids = {m for m, s in splits.items() if s == "val"}
+    graphs = ray.data.read_parquet(shard_paths(graphs_dir))
+    datasets = {
+        "train": graphs.filter(lambda row: row["model_id"] in train_ids),
+        "val": graphs.filter(lambda row: row["model_id"] in val_ids),
+    }
+    loop_config = asdict(config) | {"encoder": asdict(config.encoder_config()), "labels": labels}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name=config.run_name,
+            storage_path=str(out_dir / "ray_results"),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    encoder_dir = out_dir / "encoder"
+    with result.checkpoint.as_directory() as ckpt_dir:
+        state = torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=True)
+        export_encoder(state["encoder"], json.loads((Path(ckpt_dir) / CONFIG_FILE).read_text()), encoder_dir)
+    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    write_json_atomic(history, out_dir / "train_metrics.json")
+    return TrainResult(encoder_dir, history)
+
+
+def export_encoder(state_dict: dict, encoder_config: dict, encoder_dir: Path) -> str:
+    """Write the final encoder (state dict + config + content version) atomically; returns the version."""
+    encoder_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(encoder_dir / ENCODER_FILE) as tmp:
+        torch.save(state_dict, tmp)
+    version = _file_digest(encoder_dir / ENCODER_FILE)
+    write_json_atomic({"encoder": encoder_config, "version": version}, encoder_dir / CONFIG_FILE)
+    return version
+
+
+def load_encoder(encoder_dir: str | os.PathLike) -> tuple[NeuralGraphEncoder, str]:
+    """Load an exported encoder in eval mode; returns ``(encoder, version)``."""
+    encoder_dir = Path(encoder_dir)
+    if not (encoder_dir / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"no trained encoder in {encoder_dir} (expected {CONFIG_FILE} and {ENCODER_FILE})")
+    meta = json.loads((encoder_dir / CONFIG_FILE).read_text())
+    if _file_digest(encoder_dir / ENCODER_FILE) != meta["version"]:
+        raise ValueError(f"{encoder_dir}: {ENCODER_FILE} does not match the version in {CONFIG_FILE} (partial export)")
+    encoder = NeuralGraphEncoder(EncoderConfig(**meta["encoder"]))
+    encoder.load_state_dict(torch.load(encoder_dir / ENCODER_FILE, map_location="cpu", weights_only=True))
+    return encoder.eval(), meta["version"]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
