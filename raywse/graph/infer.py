@@ -1,0 +1,173 @@
+"""Infer a sequential :class:`~raywse.spec.ArchSpec` for a foreign checkpoint that carries none, or refuse.
+
+Tensors are grouped by module prefix (``layers.3.weight`` → module ``layers.3``) and modules are ordered by natural
+sort of their names (``layers.10`` after ``layers.2``). 2-D weights are linear layers, 4-D weights square-kernel
+convs, 1-D weights with running statistics batch norms. Parameter-free layers (activations, pooling) leave no
+tensors, so they are guessed: hidden activations are ``"unknown"`` (the last layer's is ``"none"``), a linear layer
+whose ``in_features`` equals the previous conv's channels reads a ``global_avg_pool``, and one reading ``C·s²`` reads
+a ``flatten`` of an ``s×s`` map. Convs are assumed to have stride 1 and padding ``k // 2`` and no pooling happens
+between them, so the inferred input size (``s`` minus one per even-sized kernel, or :data:`NOMINAL_SPATIAL` when no
+flatten fixes it) may differ from the network's real one: this changes the spec's function, never its neural graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+
+import torch
+
+from raywse.spec import ArchSpec, Layer, SpecError
+
+#: Input height/width assumed for conv nets whose spatial size no flatten pins down (the graph does not depend on it).
+NOMINAL_SPATIAL = 8
+_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_ATTENTION = re.compile(r"attn|attention|in_proj", re.IGNORECASE)
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key comparing digit runs numerically: ``layers.2`` < ``layers.10``."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part)
+
+
+def infer_spec(tensors: Mapping[str, torch.Tensor]) -> ArchSpec:
+    """The inferred spec of a checkpoint without one; :class:`SpecError` with a one-line reason if it is not a chain."""
+    return infer_spec_and_tensors(tensors)[0]
+
+
+def infer_spec_and_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
+    """Infer the spec and return tensors matching it exactly.
+
+    Missing linear/conv biases become zeros, a batch norm without affine parameters gets weight 1 and bias 0, and
+    ``num_batches_tracked`` counters (bookkeeping, not weights) are dropped; every other tensor must be explained.
+    """
+    if not tensors:
+        raise SpecError("empty checkpoint: no tensors")
+    attention = sorted(n for n in tensors if _ATTENTION.search(n))
+    if attention:
+        raise SpecError(f"not a sequential chain: attention tensors ({attention[0]}, ...)")
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in tensors.items():
+        prefix, _, param = name.rpartition(".")
+        if not prefix:
+            raise SpecError(f"tensor {name!r} has no module prefix (expected names like layers.0.weight)")
+        if param not in _PARAMS:
+            raise SpecError(f"unsupported tensor {name}: {param!r} is not a weight, bias or batch-norm statistic")
+        if tensor.dim() not in (0, 1, 2, 4):
+            raise SpecError(f"unsupported {tensor.dim()}-D tensor {name} {list(tensor.shape)}")
+        modules.setdefault(prefix, {})[param] = tensor
+    order = sorted(modules, key=natural_key)
+    out: dict[str, torch.Tensor] = {}
+    kinds = {m: _classify(m, modules[m], out) for m in order}
+    _refuse_parallel(order, kinds, out)
+    return _build_chain(order, kinds, out), out
+
+
+def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> str:
+    """Kind of one module; writes its (completed) tensors into ``out``."""
+    params = {k: v for k, v in params.items() if k != "num_batches_tracked"}
+    for key, tensor in params.items():
+        if not tensor.is_floating_point():
+            raise SpecError(f"tensor {module}.{key} has dtype {tensor.dtype}, expected floating point")
+    w = params.get("weight")
+    stats = "running_mean" in params and "running_var" in params
+    if stats:
+        kind, n = "batchnorm", len(params["running_mean"])
+        like = params["running_mean"]
+        full = {"weight": torch.ones_like(like), "bias": torch.zeros_like(like), **params}
+    elif w is None:
+        raise SpecError(f"module {module} has no weight ({', '.join(sorted(params))})")
+    elif w.dim() == 1:
+        raise SpecError(f"unsupported layer {module}: 1-D weight without running statistics (PReLU/LayerNorm-like)")
+    elif w.dim() in (2, 4):
+        kind, n = ("linear" if w.dim() == 2 else "conv2d"), int(w.shape[0])
+        if kind == "conv2d" and w.shape[2] != w.shape[3]:
+            raise SpecError(f"unsupported layer {module}: non-square {w.shape[2]}x{w.shape[3]} conv kernel")
+        full = {"bias": torch.zeros(n, dtype=w.dtype), **params}
+    else:
+        raise SpecError(f"unsupported {w.dim()}-D weight {module}.weight")
+    expected = {"weight", "bias"} | ({"running_mean", "running_var"} if kind == "batchnorm" else set())
+    if set(full) != expected:
+        raise SpecError(f"module {module} has unexpected tensors for a {kind} layer: {', '.join(sorted(full))}")
+    for key, tensor in full.items():
+        if (key != "weight" or kind == "batchnorm") and tuple(tensor.shape) != (n,):
+            raise SpecError(f"tensor {module}.{key} has shape {list(tensor.shape)}, expected [{n}]")
+        out[f"{module}.{key}"] = tensor
+    return kind
+
+
+def _refuse_parallel(order: list[str], kinds: dict[str, str], out: dict[str, torch.Tensor]) -> None:
+    """Refuse sibling layers of one kind and weight shape whose names do not order them (e.g. q/k/v projections)."""
+    seen: dict[tuple, str] = {}
+    for m in order:
+        if kinds[m] == "batchnorm":
+            continue
+        parent, _, leaf = m.rpartition(".")
+        key = (parent, kinds[m], tuple(out[f"{m}.weight"].shape))
+        other = seen.setdefault(key, m)
+        if other != m and re.sub(r"\d+", "#", other.rpartition(".")[2]) != re.sub(r"\d+", "#", leaf):
+            shape = list(out[f"{m}.weight"].shape)
+            raise SpecError(
+                f"not a sequential chain: {other} and {m} are parallel {kinds[m]} layers of shape {shape} "
+                "that their names do not order (branches such as attention q/k/v projections?)"
+            )
+
+
+def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.Tensor]) -> ArchSpec:
+    """Check the shape chain module by module and insert the pooling/flatten a conv → linear step needs."""
+    layers: list[Layer] = []
+    carriers: list[int] = []  # index of the layer whose activation follows each linear/conv (itself or its BN)
+    width, is_map, growth = None, False, 0  # current feature count, whether it is a C×s×s map, even-kernel growth
+    input_shape: tuple[int, ...] | None = None
+    spatial = None
+    for m in order:
+        kind, w = kinds[m], out[f"{m}.weight"]
+        if kind == "batchnorm":
+            if width is None:
+                raise SpecError(f"batchnorm {m} comes before any linear/conv layer")
+            if len(w) != width:
+                raise SpecError(f"chain breaks at {m}: batch norm over {len(w)} features, previous layer has {width}")
+            layers.append(Layer("batchnorm", m))
+            carriers[-1] = len(layers) - 1
+            continue
+        fan_in = int(w.shape[1])
+        if kind == "conv2d":
+            if width is not None and not is_map:
+                raise SpecError(f"chain breaks at {m}: conv2d after a linear layer")
+            if width is not None and fan_in != width:
+                raise SpecError(f"chain breaks at {m}: {fan_in} input channels, previous layer has {width}")
+            k = int(w.shape[2])
+            if width is None:
+                input_shape = (fan_in,)
+            growth += 1 - k % 2
+            layers.append(Layer("conv2d", m, padding=k // 2))
+            is_map = True
+        else:
+            if width is None:
+                input_shape = (fan_in,)
+            elif is_map and fan_in == width:
+                layers.append(Layer("global_avg_pool"))
+            elif is_map and fan_in % width == 0 and math.isqrt(fan_in // width) ** 2 == fan_in // width:
+                side = math.isqrt(fan_in // width)
+                if side - growth < 1:
+                    raise SpecError(f"chain breaks at {m}: a {side}x{side} map cannot follow its convs")
+                spatial = side - growth
+                layers.append(Layer("flatten"))
+            elif fan_in != width:
+                what = f"{width} channels (nor C·s² for a flatten)" if is_map else f"{width} outputs"
+                raise SpecError(f"chain breaks at {m}: {fan_in} inputs, previous layer has {what}")
+            layers.append(Layer("linear", m))
+            is_map = False
+        width = int(w.shape[0])
+        carriers.append(len(layers) - 1)
+    if input_shape is None:
+        raise SpecError("no linear or conv layer found")
+    if layers[0].kind == "conv2d":
+        input_shape = (input_shape[0], spatial or NOMINAL_SPATIAL, spatial or NOMINAL_SPATIAL)
+    for i in carriers[:-1]:
+        layers[i] = dataclasses.replace(layers[i], activation="unknown")
+    spec = ArchSpec(input_shape, tuple(layers))
+    spec.validate(out)
+    return spec

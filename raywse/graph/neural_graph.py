@@ -1,0 +1,135 @@
+"""Checkpoint → neural graph (one node per neuron, one edge per weight), per the contract in docs/architecture.md.
+
+Edges of each layer are emitted target-major (for target ``j``, sources ``i`` ascending), i.e. in the row-major
+order of the weight. Kernels smaller than the graph's largest ``(kh, kw)`` are zero-padded centred; an odd amount of
+padding puts the extra row/column at the bottom/right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import Data
+
+from raywse.graph.chain import NODE_KINDS, NodeLayer, walk
+from raywse.spec import ACTIVATIONS, ArchSpec, Layer, SpecError
+
+NODE_KIND_INPUT, NODE_KIND_HIDDEN, NODE_KIND_OUTPUT = 0, 1, 2
+NODE_TYPE_INPUT, NODE_TYPE_LINEAR, NODE_TYPE_CONV = 0, 1, 2
+
+
+def fold_batchnorm(tensors: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple[dict[str, torch.Tensor], ArchSpec]:
+    """Fold every batch norm into the linear/conv layer right before it; the BN's activation becomes that layer's.
+
+    Returns new tensors (the batch-norm tensors dropped, folded weights in the original dtype) and the BN-free spec.
+    Raises :class:`SpecError` for a batch norm that does not directly follow a linear/conv layer without activation.
+    """
+    spec.validate(tensors)
+    out = dict(tensors)
+    layers: list[Layer] = []
+    for layer in spec.layers:
+        if layer.kind != "batchnorm":
+            layers.append(layer)
+            continue
+        prev = layers[-1] if layers else None
+        if prev is None or prev.kind not in NODE_KINDS:
+            raise SpecError(f"batchnorm {layer.name} does not directly follow a linear/conv layer; cannot fold it")
+        if prev.activation != "none":
+            raise SpecError(f"batchnorm {layer.name} follows the {prev.activation} of {prev.name}; cannot fold it")
+        bn = {k: out.pop(f"{layer.name}.{k}").double() for k in ("weight", "bias", "running_mean", "running_var")}
+        w, b = out[f"{prev.name}.weight"], out[f"{prev.name}.bias"]
+        scale = bn["weight"] / torch.sqrt(bn["running_var"] + layer.eps)
+        out[f"{prev.name}.weight"] = (w.double() * scale.view(-1, *[1] * (w.dim() - 1))).to(w.dtype)
+        out[f"{prev.name}.bias"] = ((b.double() - bn["running_mean"]) * scale + bn["bias"]).to(b.dtype)
+        layers[-1] = dataclasses.replace(prev, activation=layer.activation)
+    return out, ArchSpec(spec.input_shape, tuple(layers))
+
+
+def effective_activation(node_layer: NodeLayer) -> str:
+    """The single activation applied between a node layer and the next one (``none`` if there is none)."""
+    acts = [ly.activation for ly in (node_layer.layer, *node_layer.followers) if ly.activation != "none"]
+    if len(acts) > 1:
+        raise SpecError(f"layer {node_layer.layer.name} is followed by several activations ({', '.join(acts)})")
+    return acts[0] if acts else "none"
+
+
+def to_neural_graph(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, model_id: str = "") -> Data:
+    """Build the neural graph of a checkpoint (batch norm folded first); :class:`SpecError` if unsupported."""
+    folded, folded_spec = fold_batchnorm(tensors, spec)
+    chain = walk(folded_spec, folded)
+    for layer in chain.leading:
+        if layer.activation != "none":
+            raise SpecError(f"activation {layer.activation} applied to the input ({layer.kind}) is not supported")
+    kh = max(nl.in_block[0] for nl in chain.node_layers)
+    kw = max(nl.in_block[1] for nl in chain.node_layers)
+
+    n_in = chain.input_nodes
+    x = [torch.zeros(n_in)]
+    node_layer = [torch.zeros(n_in, dtype=torch.long)]
+    node_kind = [torch.full((n_in,), NODE_KIND_INPUT)]
+    node_pos = [torch.arange(n_in)]
+    node_act = [torch.zeros(n_in, dtype=torch.long)]
+    node_type = [torch.full((n_in,), NODE_TYPE_INPUT)]
+    sources, targets, attrs = [], [], []
+    in_offset, offset = 0, n_in
+    last = len(chain.node_layers)
+    for index, nl in enumerate(chain.node_layers, start=1):
+        name, n_out, n_prev = nl.layer.name, nl.out_nodes, nl.in_nodes
+        kind = NODE_KIND_OUTPUT if index == last else NODE_KIND_HIDDEN
+        x.append(folded[f"{name}.bias"].detach().float().reshape(-1))
+        node_layer.append(torch.full((n_out,), index))
+        node_kind.append(torch.full((n_out,), kind))
+        node_pos.append(torch.arange(n_out) if kind == NODE_KIND_OUTPUT else torch.full((n_out,), -1))
+        node_act.append(torch.full((n_out,), ACTIVATIONS.index(effective_activation(nl))))
+        node_type.append(torch.full((n_out,), NODE_TYPE_CONV if nl.layer.kind == "conv2d" else NODE_TYPE_LINEAR))
+        kernels = folded[f"{name}.weight"].detach().float().reshape(n_out, n_prev, *nl.in_block)
+        attrs.append(_pad_kernels(kernels, (kh, kw)).reshape(n_out * n_prev, kh * kw))
+        sources.append(in_offset + torch.arange(n_prev).repeat(n_out))
+        targets.append(offset + torch.arange(n_out).repeat_interleave(n_prev))
+        in_offset, offset = offset, offset + n_out
+    return Data(
+        x=torch.cat(x).float().unsqueeze(1),
+        node_layer=torch.cat(node_layer).long(),
+        node_kind=torch.cat(node_kind).long(),
+        node_pos=torch.cat(node_pos).long(),
+        node_act=torch.cat(node_act).long(),
+        node_type=torch.cat(node_type).long(),
+        edge_index=torch.stack([torch.cat(sources), torch.cat(targets)]).long(),
+        edge_attr=torch.cat(attrs).contiguous(),
+        kernel_shape=(kh, kw),
+        model_id=model_id,
+    )
+
+
+def _pad_kernels(kernels: torch.Tensor, kernel_shape: tuple[int, int]) -> torch.Tensor:
+    """Zero-pad ``[..., h, w]`` kernels centred to ``kernel_shape`` (extra row/column at the bottom/right)."""
+    h, w = kernels.shape[-2:]
+    dh, dw = kernel_shape[0] - h, kernel_shape[1] - w
+    if dh < 0 or dw < 0:
+        raise SpecError(f"cannot pad {h}x{w} kernels to the smaller {kernel_shape[0]}x{kernel_shape[1]}")
+    return F.pad(kernels, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
+
+
+def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
+    """A copy of ``data`` whose ``edge_attr`` kernels are centred-padded to the (not smaller) ``kernel_shape``."""
+    kh, kw = data.kernel_shape
+    kernel_shape = (int(kernel_shape[0]), int(kernel_shape[1]))
+    kernels = data.edge_attr.reshape(-1, kh, kw)
+    out = data.clone()
+    out.edge_attr = _pad_kernels(kernels, kernel_shape).reshape(-1, kernel_shape[0] * kernel_shape[1])
+    out.kernel_shape = kernel_shape
+    return out
+
+
+def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """``(num_nodes, num_edges)`` from the architecture alone: input width + neurons, and out × in per layer."""
+    nodes = prev = int(spec.input_shape[0])
+    edges = 0
+    for layer in spec.layers:
+        if layer.kind in NODE_KINDS:
+            out = int(tensors[f"{layer.name}.weight"].shape[0])
+            nodes, edges, prev = nodes + out, edges + out * prev, out
+    return nodes, edges
