@@ -13,29 +13,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import ray
 import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from torch_geometric.data import Batch
 
 from raywse.data.graphify import shard_paths
 from raywse.data.splits import assign_splits
-from raywse.eval.metrics import kendall_tau, self_retrieval
 from raywse.graph.arrow import row_to_graph
 from raywse.io import atomic_path, write_json_atomic
-from raywse.models.augment import make_view
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
-from raywse.models.losses import alignment, nt_xent, supervised_nt_xent, uniformity
 from raywse.raycluster import ensure_ray
+from raywse.train.loop import ContrastiveLoop, EmbedAndPredict, LoopConfig, validate
 
 ENCODER_FILE = "encoder.pt"
 CONFIG_FILE = "config.json"
@@ -74,34 +69,36 @@ class TrainResult:
     metrics: list[dict]  # one dict per epoch
 
 
-def _rows_to_graphs(rows: list[dict], labels: dict[str, tuple[int, float]]) -> list:
-    graphs = []
-    for row in rows:
-        g = row_to_graph(row)
+def zoo_labels(zoo_dir: str | os.PathLike) -> tuple[dict[str, tuple[int, float]], dict[str, str]]:
+    """``model_id -> (task index, test accuracy)`` and ``model_id -> split`` for a zoo."""
+    manifest = pq.read_table(Path(zoo_dir) / "manifest.parquet").to_pylist()
+    tasks = sorted({r["task"] for r in manifest})
+    labels = {r["model_id"]: (tasks.index(r["task"]), float(r["test_acc"])) for r in manifest}
+    return labels, assign_splits(manifest)
+
+
+def label_graphs(graphs: list, labels: dict[str, tuple[int, float]]) -> list:
+    """Attach ``task_label`` and ``accuracy`` to graphs (what the contrastive loop reads)."""
+    for g in graphs:
         g.task_label, g.accuracy = labels[g.model_id]
-        graphs.append(g)
     return graphs
 
 
-def _batch(graphs: list, gen: torch.Generator, config: dict) -> Batch:
-    views = [make_view(g, gen, noise=config["noise"], edge_drop=config["edge_drop"]) for g in graphs]
-    return Batch.from_data_list(views)
+def loop_config(config: dict) -> LoopConfig:
+    return LoopConfig(**{f.name: config[f.name] for f in fields(LoopConfig)})
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train worker loop (one DDP rank)."""
+    """Ray Train worker loop (one DDP rank): materialise the shard once, then epochs with a checkpoint each."""
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
     torch.manual_seed(config["seed"])
-    labels = config["labels"]
-    train = _rows_to_graphs(list(ray.train.get_dataset_shard("train").iter_rows()), labels)
-    val = _rows_to_graphs(list(ray.train.get_dataset_shard("val").iter_rows()), labels)
-    by_task: dict[int, list[int]] = {}
-    for i, g in enumerate(train):
-        by_task.setdefault(g.task_label, []).append(i)
+    shard_graphs = [row_to_graph(row) for row in ray.train.get_dataset_shard("train").iter_rows()]
+    train = label_graphs(shard_graphs, config["labels"])
+    val = label_graphs([row_to_graph(row) for row in ray.train.get_dataset_shard("val").iter_rows()], config["labels"])
 
     encoder = NeuralGraphEncoder(EncoderConfig(**config["encoder"]))
-    model = ray.train.torch.prepare_model(encoder)
+    model = ray.train.torch.prepare_model(EmbedAndPredict(encoder))
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
@@ -112,40 +109,9 @@ def train_loop_per_worker(config: dict) -> None:
         opt.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
 
-    steps = max(1, len(train) // config["batch_size"])
+    loop = ContrastiveLoop(loop_config(config), train, model, opt, device, rank)
     for epoch in range(start_epoch, config["epochs"]):
-        rng = random.Random(config["seed"] * 1000 + epoch * 10 + rank)
-        gen = torch.Generator().manual_seed(config["seed"] * 1000 + epoch * 10 + rank)
-        order = list(range(len(train)))
-        rng.shuffle(order)
-        model.train()
-        totals = {"loss": 0.0, "alignment": 0.0, "uniformity": 0.0}
-        for step in range(steps):
-            anchors = order[step * config["batch_size"] : (step + 1) * config["batch_size"]]
-            partners = [
-                rng.choice(by_task[train[i].task_label]) if rng.random() < config["same_task_prob"] else i
-                for i in anchors
-            ]
-            b1 = _batch([train[i] for i in anchors], gen, config).to(device)
-            b2 = _batch([train[i] for i in partners], gen, config).to(device)
-            z1, z2 = model(b1), model(b2)
-            if config["supervised"]:
-                task = torch.tensor([train[i].task_label for i in anchors + partners], device=device)
-                loss = supervised_nt_xent(torch.cat([z1, z2]), task, config["temperature"])
-            else:
-                loss = nt_xent(z1, z2, config["temperature"])
-            if config["accuracy_weight"] > 0:
-                acc = torch.tensor([train[i].accuracy for i in anchors], device=device, dtype=torch.float32)
-                pred = encoder.predict_accuracy(b1)
-                loss = loss + config["accuracy_weight"] * torch.nn.functional.mse_loss(pred, acc)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            totals["loss"] += loss.item()
-            totals["alignment"] += alignment(z1.detach(), z2.detach()).item()
-            totals["uniformity"] += uniformity(z1.detach()).item()
-        metrics = {k: v / steps for k, v in totals.items()} | {"epoch": epoch}
-        metrics |= _validate(encoder, val, device)
+        metrics = loop.train_epoch(epoch) | validate(encoder, val, device) | {"epoch": epoch}
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 state = {"encoder": encoder.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch}
@@ -156,36 +122,13 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics)
 
 
-@torch.no_grad()
-def _validate(encoder: NeuralGraphEncoder, val: list, device: torch.device) -> dict[str, float]:
-    """Validation retrieval of same-task models (leave one out) and accuracy-prediction Kendall tau."""
-    if len(val) < 2:
-        return {}
-    encoder.eval()
-    z, acc_pred = [], []
-    for start in range(0, len(val), 128):
-        batch = Batch.from_data_list(val[start : start + 128]).to(device)
-        z.append(encoder(batch).cpu())
-        if encoder.config.accuracy_head:
-            acc_pred.append(encoder.predict_accuracy(batch).cpu())
-    emb = torch.cat(z).numpy()
-    retrieval = self_retrieval(emb, np.array([g.task_label for g in val]), ks=(10,))
-    out = {"val_precision@10": retrieval["precision@10"], "val_mAP": retrieval["mAP"]}
-    if acc_pred:
-        out["val_kendall_tau"] = kendall_tau(torch.cat(acc_pred).numpy(), np.array([g.accuracy for g in val]))
-    return out
-
-
 def train_encoder(
     zoo_dir: str | os.PathLike, graphs_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig
 ) -> TrainResult:
     """Train on the zoo's ``train`` split with Ray Train; write ``out_dir/encoder/{encoder.pt,config.json}``."""
     ensure_ray()
     out_dir = Path(out_dir).resolve()
-    manifest = pq.read_table(Path(zoo_dir) / "manifest.parquet").to_pylist()
-    splits = assign_splits(manifest)
-    tasks = sorted({r["task"] for r in manifest})
-    labels = {r["model_id"]: (tasks.index(r["task"]), float(r["test_acc"])) for r in manifest}
+    labels, splits = zoo_labels(zoo_dir)
     train_ids = {m for m, s in splits.items() if s == "train"}
     val_ids = {m for m, s in splits.items() if s == "val"}
     graphs = ray.data.read_parquet(shard_paths(graphs_dir))
