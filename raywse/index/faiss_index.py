@@ -1,0 +1,272 @@
+"""Cosine-similarity FAISS index over model embeddings, one code path for CPU and GPU.
+
+Vectors are float32 and L2-normalised, so inner product = cosine. Small collections use an exact ``IndexFlatIP``;
+above ``exact_threshold`` an ``IndexIVFFlat`` (inner-product metric, trained on a sample). With a GPU the index is
+built and searched on it (``index_cpu_to_all_gpus``) and copied back to CPU to save.
+
+On disk an index directory holds ``CURRENT`` (the name of the live version) and ``versions/<n>/`` with
+``index.faiss``, ``ids.parquet``, ``meta.json`` and optionally ``embeddings.parquet``. A save writes a complete new
+version directory, then atomically replaces ``CURRENT``; a save killed midway leaves the previous version live.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raywse.io import atomic_path, write_json_atomic, write_parquet_atomic
+
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.parquet"
+META_FILE = "meta.json"
+EMBEDDINGS_FILE = "embeddings.parquet"
+KEEP_VERSIONS = 2
+IVF_TRAIN_PER_LIST = 256  # training sample size per inverted list
+IVF_MIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid
+
+#: Test hook: called with the version dir after ``index.faiss`` is written and before ``CURRENT`` switches.
+_before_commit: Callable[[Path], None] | None = None
+
+
+class IndexVersionError(RuntimeError):
+    """The index on disk was built by a different encoder than the one in use."""
+
+
+@dataclass
+class IndexConfig:
+    """Which FAISS index to build and how to search it."""
+
+    exact_threshold: int = 50_000  # below this many vectors: exact IndexFlatIP
+    nlist: int | None = None  # IVF lists; None = ~4 * sqrt(n)
+    nprobe: int = 16  # IVF lists visited per query
+    use_gpu: bool | None = None  # None = auto (faiss.get_num_gpus() > 0)
+    seed: int = 0  # IVF training sample
+
+    def gpu(self) -> bool:
+        return faiss.get_num_gpus() > 0 if self.use_gpu is None else self.use_gpu
+
+    def nlist_for(self, n: int) -> int:
+        nlist = self.nlist or int(4 * math.sqrt(n))
+        return max(1, min(nlist, n // IVF_MIN_PER_LIST))
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Float32, C-contiguous, L2-normalised copy of ``[n, d]`` vectors."""
+    out = np.array(vectors, dtype=np.float32, order="C", copy=True)
+    if out.ndim != 2:
+        raise ValueError(f"expected a [n, d] array of vectors, got shape {out.shape}")
+    faiss.normalize_L2(out)
+    return out
+
+
+class EmbeddingIndex:
+    """String model ids ↔ FAISS row ids; the FAISS index may live on GPU (saved via a CPU copy)."""
+
+    def __init__(self, index: faiss.Index, ids: list[str], encoder_version: str, kind: str, config: IndexConfig):
+        self.index = index
+        self.ids = ids
+        self.encoder_version = encoder_version
+        self.kind = kind
+        self.config = config
+        self._positions = {m: i for i, m in enumerate(ids)}
+        if len(self._positions) != len(ids):
+            raise ValueError("duplicate model ids in the index")
+
+    @property
+    def dim(self) -> int:
+        return self.index.d
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._positions
+
+    @classmethod
+    def build(
+        cls, ids: list[str], vectors: np.ndarray, encoder_version: str, config: IndexConfig | None = None
+    ) -> EmbeddingIndex:
+        """Build an exact (below ``config.exact_threshold``) or IVF index over ``vectors`` (normalised here)."""
+        config = config or IndexConfig()
+        vectors = normalize(vectors)
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+        n, dim = vectors.shape
+        if n < config.exact_threshold or n == 0:
+            kind, cpu = "flat", faiss.IndexFlatIP(dim)
+        else:
+            kind, cpu = "ivf", faiss.index_factory(dim, f"IVF{config.nlist_for(n)},Flat", faiss.METRIC_INNER_PRODUCT)
+        index = _to_device(cpu, config)
+        if kind == "ivf":
+            rng = np.random.default_rng(config.seed)
+            sample = min(n, faiss.extract_index_ivf(cpu).nlist * IVF_TRAIN_PER_LIST)
+            index.train(vectors[np.sort(rng.choice(n, sample, replace=False))])
+            _set_nprobe(index, config)
+        out = cls(index, [], encoder_version, kind, config)
+        out.add(ids, vectors)
+        return out
+
+    def add(self, ids: list[str], vectors: np.ndarray) -> None:
+        """Append vectors; refuses ids already in the index (or repeated in ``ids``)."""
+        vectors = normalize(vectors) if len(ids) else np.zeros((0, self.dim), np.float32)
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"vectors have dim {vectors.shape[1]}, the index has dim {self.dim}")
+        dupes = [m for m in ids if m in self._positions]
+        if dupes or len(set(ids)) != len(ids):
+            example = dupes[0] if dupes else next(m for m in ids if ids.count(m) > 1)
+            raise ValueError(f"duplicate model id (already in the index or repeated in the batch): {example}")
+        if not ids:
+            return
+        self.index.add(vectors)
+        for m in ids:
+            self._positions[m] = len(self.ids)
+            self.ids.append(m)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[list[list[str | None]], np.ndarray]:
+        """Top-``k`` neighbours by cosine: ``(ids [n][k], scores [n, k])``; k is capped at the index size.
+
+        An IVF search that finds fewer than ``k`` candidates in its ``nprobe`` lists pads with ``None`` / ``-inf``.
+        """
+        queries = normalize(vectors)
+        if queries.shape[1] != self.dim:
+            raise ValueError(f"queries have dim {queries.shape[1]}, the index has dim {self.dim}")
+        k = min(k, len(self.ids))
+        if k <= 0:
+            return [[] for _ in range(len(queries))], np.zeros((len(queries), 0), np.float32)
+        scores, rows = self.index.search(queries, k)
+        ids = [[self.ids[r] if r >= 0 else None for r in row] for row in rows]
+        return ids, np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+
+    def cpu_index(self) -> faiss.Index:
+        return faiss.index_gpu_to_cpu(self.index) if self.config.gpu() else self.index
+
+    def save(self, index_dir: str | os.PathLike, embeddings: pa.Table | None = None) -> Path:
+        """Write a new version (plus ``embeddings.parquet`` when given) and switch ``CURRENT`` to it atomically."""
+        index_dir = Path(index_dir)
+        versions = index_dir / VERSIONS
+        versions.mkdir(parents=True, exist_ok=True)
+        number = max(_version_numbers(versions), default=0) + 1
+        vdir = versions / str(number)
+        vdir.mkdir()
+        with atomic_path(vdir / INDEX_FILE) as tmp:
+            faiss.write_index(self.cpu_index(), str(tmp))
+        if _before_commit is not None:
+            _before_commit(vdir)
+        write_parquet_atomic(pa.table({"model_id": pa.array(self.ids, pa.string())}), vdir / IDS_FILE)
+        if embeddings is not None:
+            write_embeddings(embeddings, vdir / EMBEDDINGS_FILE)
+        meta = {
+            "encoder_version": self.encoder_version,
+            "count": len(self.ids),
+            "kind": self.kind,
+            "dim": self.dim,
+            "nprobe": self.config.nprobe,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        write_json_atomic(meta, vdir / META_FILE)
+        previous = _current_name(index_dir)
+        with atomic_path(index_dir / CURRENT) as tmp:
+            tmp.write_text(f"{number}\n")
+        _prune(versions, keep={str(number), previous})
+        return vdir
+
+    @classmethod
+    def load(
+        cls,
+        index_dir: str | os.PathLike,
+        expected_encoder_version: str | None = None,
+        config: IndexConfig | None = None,
+    ) -> EmbeddingIndex:
+        """Load the live version; raises :class:`IndexVersionError` if built by another encoder version."""
+        vdir = current_version_dir(index_dir)
+        meta = read_meta(index_dir)
+        check_encoder_version(meta, expected_encoder_version, index_dir)
+        config = config or IndexConfig(nprobe=meta.get("nprobe", IndexConfig.nprobe))
+        cpu = faiss.read_index(str(vdir / INDEX_FILE))
+        ids = pq.read_table(vdir / IDS_FILE).column("model_id").to_pylist()
+        if not (cpu.ntotal == len(ids) == meta["count"]):
+            raise ValueError(f"corrupt index {vdir}: {cpu.ntotal} vectors, {len(ids)} ids, meta count {meta['count']}")
+        index = _to_device(cpu, config)
+        if meta["kind"] == "ivf":
+            _set_nprobe(index, config)
+        return cls(index, ids, meta["encoder_version"], meta["kind"], config)
+
+
+EMBEDDINGS_SCHEMA = pa.schema(
+    [("model_id", pa.string()), ("vector", pa.list_(pa.float32())), ("encoder_version", pa.string())]
+)
+
+
+def write_embeddings(table: pa.Table, path: str | os.PathLike) -> None:
+    """Write an embeddings table (``model_id``, ``vector`` list<float32>, ``encoder_version``) atomically."""
+    write_parquet_atomic(table.select(EMBEDDINGS_SCHEMA.names).cast(EMBEDDINGS_SCHEMA), path)
+
+
+def read_embeddings(index_dir: str | os.PathLike) -> pa.Table:
+    """The live version's embeddings (an empty table when the index was saved without them)."""
+    path = current_version_dir(index_dir) / EMBEDDINGS_FILE
+    return pq.read_table(path).cast(EMBEDDINGS_SCHEMA) if path.exists() else EMBEDDINGS_SCHEMA.empty_table()
+
+
+def current_version_dir(index_dir: str | os.PathLike) -> Path:
+    """The directory of the live version (raises ``FileNotFoundError`` when there is no index)."""
+    name = _current_name(Path(index_dir))
+    if name is None:
+        raise FileNotFoundError(f"no index in {index_dir} (no {CURRENT} file): build one first")
+    return Path(index_dir) / VERSIONS / name
+
+
+def has_index(index_dir: str | os.PathLike) -> bool:
+    return _current_name(Path(index_dir)) is not None
+
+
+def read_meta(index_dir: str | os.PathLike) -> dict:
+    return json.loads((current_version_dir(index_dir) / META_FILE).read_text())
+
+
+def check_encoder_version(meta: dict, expected: str | None, index_dir: str | os.PathLike) -> None:
+    if expected is not None and meta["encoder_version"] != expected:
+        raise IndexVersionError(
+            f"index at {index_dir} was built by encoder {meta['encoder_version']}, this encoder is {expected}: "
+            "rebuild with `python jobs/build_index.py --rebuild ...` (or build_index_job(..., rebuild=True))"
+        )
+
+
+def _to_device(cpu: faiss.Index, config: IndexConfig) -> faiss.Index:
+    return faiss.index_cpu_to_all_gpus(cpu) if config.gpu() else cpu
+
+
+def _set_nprobe(index: faiss.Index, config: IndexConfig) -> None:
+    space = faiss.GpuParameterSpace() if config.gpu() else faiss.ParameterSpace()
+    space.set_index_parameter(index, "nprobe", config.nprobe)
+
+
+def _current_name(index_dir: Path) -> str | None:
+    pointer = index_dir / CURRENT
+    return pointer.read_text().strip() if pointer.exists() else None
+
+
+def _version_numbers(versions: Path) -> list[int]:
+    return [int(p.name) for p in versions.iterdir() if p.name.isdigit()]
+
+
+def _prune(versions: Path, keep: set[str | None]) -> None:
+    """Delete every version directory except ``keep`` (the new and the previous live version)."""
+    for path in versions.iterdir():
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
