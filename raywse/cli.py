@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from raywse.config import ConfigError, add_config_args, config_from_args
+from raywse.config import ConfigError, add_config_args, apply_json_overrides, config_from_args
 
 USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, NotADirectoryError, ConfigError)
 
@@ -32,6 +32,49 @@ def _cmd_graphify(args: argparse.Namespace) -> None:
             print(f"  {err.path}: [{err.stage}] {err.reason}")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from raywse.train.trainer import TrainConfig, train_encoder
+
+    config = apply_json_overrides(config_from_args(TrainConfig, args), args.config_json)
+    result = train_encoder(args.zoo, args.graphs, args.out, config)
+    last = result.metrics[-1] if result.metrics else {}
+    print(f"encoder: {result.encoder_dir}")
+    print("last epoch: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)))
+
+
+def _cmd_tune(args: argparse.Namespace) -> None:
+    from raywse.tune.sweep import TuneConfig, run_sweep
+
+    summary = run_sweep(args.zoo, args.graphs, args.out, config_from_args(TuneConfig, args))
+    print(f"best {summary['objective']}={summary['best_score']:.4f} with {summary['best']}")
+    print(f"best config: {args.out}/best_config.json (use: raywse train --config-json ...)")
+
+
+def _cmd_index(args: argparse.Namespace) -> None:
+    from raywse.index.embed import build_index_job
+    from raywse.index.faiss_index import IndexConfig
+
+    summary = build_index_job(args.graphs, args.encoder, args.out, config_from_args(IndexConfig, args),
+                              rebuild=args.rebuild)  # fmt: skip
+    print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+
+
+def _cmd_search(args: argparse.Namespace) -> None:
+    from raywse.index.search import search_checkpoint
+
+    neighbours = search_checkpoint(args.checkpoint, args.index, args.encoder, args.zoo, k=args.k)
+    print(f"{'rank':>4}  {'model_id':<40} {'task':<18} {'family':<6} {'test_acc':>8} {'score':>7}")
+    for n in neighbours:
+        print(f"{n.rank:>4}  {n.model_id:<40} {n.task:<18} {n.family:<6} {n.test_acc:>8.3f} {n.score:>7.4f}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from raywse.eval.report import EvalConfig, evaluate
+
+    report = evaluate(args.zoo, args.graphs, args.encoder, args.out, config_from_args(EvalConfig, args))
+    print(f"report: {report}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from raywse.pipeline import PipelineConfig, run_pipeline
 
@@ -43,7 +86,11 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (stage configs are imported lazily so ``--help`` stays fast)."""
     from raywse.data.graphify import GraphifyConfig
+    from raywse.eval.report import EvalConfig
+    from raywse.index.faiss_index import IndexConfig
     from raywse.pipeline import PipelineConfig
+    from raywse.train.trainer import TrainConfig
+    from raywse.tune.sweep import TuneConfig
     from raywse.zoo.build import ZooConfig
 
     parser = argparse.ArgumentParser(
@@ -63,6 +110,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (shards/, manifest.parquet, errors.parquet)")
     add_config_args(p, GraphifyConfig)
     p.set_defaults(func=_cmd_graphify)
+
+    p = sub.add_parser("train", help="DDP contrastive training of the GNN encoder on Ray Train")
+    p.add_argument("--zoo", required=True, help="zoo directory (for tasks, accuracies and splits)")
+    p.add_argument("--graphs", required=True, help="graphify output directory")
+    p.add_argument("--out", required=True, help="run directory (encoder/, ray_results/, train_metrics.json)")
+    p.add_argument("--config-json", help="JSON of TrainConfig overrides, e.g. best_config.json from raywse tune")
+    add_config_args(p, TrainConfig)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("tune", help="Ray Tune sweep (ASHA) over temperature, depth, width, learning rate")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--graphs", required=True)
+    p.add_argument("--out", required=True, help="sweep directory (best_config.json, ray_results/)")
+    add_config_args(p, TuneConfig)
+    p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("index", help="embed every graph (Ray Data actors) and build/extend the FAISS index")
+    p.add_argument("--graphs", required=True)
+    p.add_argument("--encoder", required=True, help="trained encoder directory (encoder.pt + config.json)")
+    p.add_argument("--out", required=True, help="index directory")
+    p.add_argument("--rebuild", action="store_true", help="rebuild from scratch (e.g. after retraining)")
+    add_config_args(p, IndexConfig)
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="find the zoo models nearest to a checkpoint")
+    p.add_argument("checkpoint", help="a .safetensors file")
+    p.add_argument("--index", required=True)
+    p.add_argument("--encoder", required=True)
+    p.add_argument("--zoo", help="zoo directory, to show task, family and accuracy of neighbours")
+    p.add_argument("-k", type=int, default=10, help="neighbours to show (default: 10)")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("eval", help="evaluation report: raywse vs baselines on held-out and hard splits")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--graphs", required=True)
+    p.add_argument("--encoder", required=True)
+    p.add_argument("--out", required=True, help="report directory (report.md, metrics.json, plots)")
+    add_config_args(p, EvalConfig)
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("demo", help="the main job end to end: zoo -> graphs -> train -> index -> report")
     add_config_args(p, PipelineConfig)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import typing
+from pathlib import Path
 from typing import Any
 
 
@@ -49,3 +51,23 @@ def _default(field: dataclasses.Field) -> Any:
 
 class ConfigError(ValueError):
     """A configuration value is invalid (reported as a one-line error by the CLI)."""
+
+
+def apply_json_overrides(config, path: str | None):
+    """Return ``config`` with the fields named in a JSON file replaced (the file's ``best`` object if it has one,
+    as written by ``raywse tune``). Unknown keys are a :class:`ConfigError`."""
+    if not path:
+        return config
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"config file not found: {file}")
+    try:
+        values = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file} is not valid JSON: {exc}") from exc
+    values = values.get("best", values)
+    known = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{file}: unknown {type(config).__name__} fields: {', '.join(unknown)}")
+    return dataclasses.replace(config, **values)
