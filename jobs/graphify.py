@@ -1,11 +1,6 @@
-"""Graphify job: ``python jobs/graphify.py SOURCE --out DIR`` (or via ``ray job submit``)."""
+"""Graphify job: ``python jobs/graphify.py --help``; on a cluster: ``ray job submit --working-dir . -- python jobs/graphify.py ...``."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or an uploaded working dir
-
-from raywse.cli import main  # noqa: E402
+from _entry import run_stage
 
 if __name__ == "__main__":
-    sys.exit(main(["graphify", *sys.argv[1:]]))
+    run_stage("graphify")

@@ -1,11 +1,7 @@
-"""Main job: ``python jobs/pipeline.py`` locally, or ``ray job submit --working-dir . -- python jobs/pipeline.py``."""
+"""Main job (zoo -> graphs -> train -> index -> report): ``python jobs/pipeline.py``; on a cluster:
+``ray job submit --working-dir . -- python jobs/pipeline.py``."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or an uploaded working dir
-
-from raywse.cli import main  # noqa: E402
+from _entry import run_stage
 
 if __name__ == "__main__":
-    sys.exit(main(["demo", *sys.argv[1:]]))
+    run_stage("demo")

@@ -1,11 +1,6 @@
-"""Zoo job: ``python jobs/zoo.py --out DIR [--preset small]`` (or via ``ray job submit``)."""
+"""Zoo job: ``python jobs/zoo.py --help``; on a cluster: ``ray job submit --working-dir . -- python jobs/zoo.py ...``."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or an uploaded working dir
-
-from raywse.cli import main  # noqa: E402
+from _entry import run_stage
 
 if __name__ == "__main__":
-    sys.exit(main(["zoo", *sys.argv[1:]]))
+    run_stage("zoo")
