@@ -1,4 +1,4 @@
-"""Graphify job: ``python jobs/graphify.py --help``; on a cluster: ``ray job submit --working-dir . -- python jobs/graphify.py ...``."""
+"""Graphify job: ``python jobs/graphify.py --help``; cluster: ``ray job submit --working-dir . -- python ...``."""
 
 from _entry import run_stage
 

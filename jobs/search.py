@@ -1,4 +1,4 @@
-"""Search job: ``python jobs/search.py --help``; on a cluster: ``ray job submit --working-dir . -- python jobs/search.py ...``."""
+"""Search job: ``python jobs/search.py --help``; on a cluster via ``ray job submit --working-dir . -- python ...``."""
 
 from _entry import run_stage
 

@@ -1,4 +1,4 @@
-"""Train job: ``python jobs/train.py --help``; on a cluster: ``ray job submit --working-dir . -- python jobs/train.py ...``."""
+"""Train job: ``python jobs/train.py --help``; on a cluster via ``ray job submit --working-dir . -- python ...``."""
 
 from _entry import run_stage
 

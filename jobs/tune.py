@@ -1,4 +1,4 @@
-"""Tune job: ``python jobs/tune.py --help``; on a cluster: ``ray job submit --working-dir . -- python jobs/tune.py ...``."""
+"""Tune job: ``python jobs/tune.py --help``; on a cluster via ``ray job submit --working-dir . -- python ...``."""
 
 from _entry import run_stage
 

@@ -1,4 +1,4 @@
-"""Zoo job: ``python jobs/zoo.py --help``; on a cluster: ``ray job submit --working-dir . -- python jobs/zoo.py ...``."""
+"""Zoo job: ``python jobs/zoo.py --help``; on a cluster via ``ray job submit --working-dir . -- python ...``."""
 
 from _entry import run_stage
 
