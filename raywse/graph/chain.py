@@ -78,3 +78,14 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
         raise SpecError("spec has no linear or conv2d layer")
     nodes = tuple(NodeLayer(p["layer"], p["in_nodes"], p["out"], p["block"], tuple(p["f"])) for p in pending)
     return Chain(input_nodes, tuple(leading), nodes)
+
+
+def split_layers(spec: ArchSpec) -> list[tuple[Layer, tuple[Layer, ...]]]:
+    """Each linear/conv layer of ``spec`` with the layers that follow it up to the next one (spec only, no shapes)."""
+    groups: list[tuple[Layer, list[Layer]]] = []
+    for layer in spec.layers:
+        if layer.kind in NODE_KINDS:
+            groups.append((layer, []))
+        elif groups:
+            groups[-1][1].append(layer)
+    return [(layer, tuple(followers)) for layer, followers in groups]

@@ -1,0 +1,101 @@
+"""Helpers for graph tests: real digits data and tiny nets trained on it for a few steps (via ``spec.forward``)."""
+
+from __future__ import annotations
+
+import functools
+import zlib
+
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+
+from raywse.spec import ArchSpec, Layer, forward
+
+
+@functools.cache
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """sklearn digits as ``([n, 1, 8, 8] float32 in [0, 1], labels)``."""
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    return x, torch.tensor(data.target)
+
+
+def make_spec(arch: str, act: str) -> ArchSpec:
+    """Named tiny architectures; ``act`` is every hidden activation."""
+    if arch == "mlp":
+        return ArchSpec((64,), (Layer("linear", "l.0", act), Layer("linear", "l.1", act), Layer("linear", "l.2")))
+    if arch == "cnn_gap":
+        layers = (
+            Layer("conv2d", "l.0", act, padding=1),
+            Layer("max_pool2d"),
+            Layer("conv2d", "l.1", act, padding=1),
+            Layer("global_avg_pool"),
+            Layer("linear", "l.2"),
+        )
+        return ArchSpec((1, 8, 8), layers)
+    if arch == "cnn_flat":
+        layers = (
+            Layer("conv2d", "l.0", act, padding=1),
+            Layer("max_pool2d"),
+            Layer("conv2d", "l.1", act, padding=1),
+            Layer("flatten"),
+            Layer("linear", "l.2", act),
+            Layer("linear", "l.3"),
+        )
+        return ArchSpec((1, 8, 8), layers)
+    if arch == "cnn_bn":
+        layers = (
+            Layer("conv2d", "l.0", padding=1),
+            Layer("batchnorm", "l.1", act),
+            Layer("avg_pool2d"),
+            Layer("conv2d", "l.2", padding=1),
+            Layer("batchnorm", "l.3", act),
+            Layer("flatten"),
+            Layer("linear", "l.4"),
+        )
+        return ArchSpec((1, 8, 8), layers)
+    raise ValueError(arch)
+
+
+SHAPES = {
+    "mlp": {"l.0": (24, 64), "l.1": (16, 24), "l.2": (10, 16)},
+    "cnn_gap": {"l.0": (6, 1, 3, 3), "l.1": (8, 6, 3, 3), "l.2": (10, 8)},
+    "cnn_flat": {"l.0": (4, 1, 3, 3), "l.1": (6, 4, 3, 3), "l.2": (12, 96), "l.3": (10, 12)},
+    "cnn_bn": {"l.0": (5, 1, 3, 3), "l.1": (5,), "l.2": (7, 5, 3, 3), "l.3": (7,), "l.4": (10, 112)},
+}
+
+
+def inputs_for(spec: ArchSpec, x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(len(x), *spec.input_shape)
+
+
+@functools.cache
+def trained(arch: str, act: str, steps: int = 50) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
+    """A tiny net of ``arch`` trained with Adam on digits for ``steps`` steps (batch norms get random stats)."""
+    spec = make_spec(arch, act)
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{arch}/{act}".encode()))
+    tensors: dict[str, torch.Tensor] = {}
+    for name, shape in SHAPES[arch].items():
+        if len(shape) == 1:
+            tensors[f"{name}.weight"] = 1 + 0.2 * torch.randn(shape, generator=gen)
+            tensors[f"{name}.bias"] = 0.1 * torch.randn(shape, generator=gen)
+            tensors[f"{name}.running_mean"] = 0.3 * torch.randn(shape, generator=gen)
+            tensors[f"{name}.running_var"] = 0.5 + torch.rand(shape, generator=gen)
+        else:
+            fan_in = torch.Size(shape[1:]).numel()
+            tensors[f"{name}.weight"] = torch.randn(shape, generator=gen) / fan_in**0.5
+            tensors[f"{name}.bias"] = 0.1 * torch.randn(shape[0], generator=gen)
+    trainable = [t.requires_grad_() for k, t in tensors.items() if "running" not in k]
+    opt = torch.optim.Adam(trainable, lr=1e-2)
+    x, y = digits()
+    for _ in range(steps):
+        idx = torch.randint(len(x), (128,), generator=gen)
+        loss = F.cross_entropy(forward_spec(spec, tensors, x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return spec, {k: v.detach() for k, v in tensors.items()}
+
+
+def forward_spec(spec: ArchSpec, tensors: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    return forward(spec, tensors, inputs_for(spec, x))

@@ -1,0 +1,127 @@
+"""Spec inference for foreign checkpoints: recovers sequential nets exactly, refuses everything else clearly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from graph_nets import digits
+from torch import nn
+
+from raywse.graph.infer import NOMINAL_SPATIAL, infer_spec, infer_spec_and_tensors, natural_key
+from raywse.graph.neural_graph import graph_size, to_neural_graph
+from raywse.spec import ArchSpec, Layer, SpecError, forward
+
+
+class Wrapped(nn.Module):
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def _known(spec: ArchSpec, act: str) -> ArchSpec:
+    """Replace ``unknown`` activations with the one the test net really uses."""
+    layers = tuple(dataclasses.replace(ly, activation=act) if ly.activation == "unknown" else ly for ly in spec.layers)
+    return ArchSpec(spec.input_shape, layers)
+
+
+def _same_function(net: nn.Module, act: str, x: torch.Tensor) -> None:
+    spec, tensors = infer_spec_and_tensors(net.state_dict())
+    with torch.no_grad():
+        assert (forward(_known(spec, act), tensors, x) - net.eval()(x)).abs().max() < 1e-5
+
+
+def test_natural_sort():
+    names = ["layers.10", "layers.2", "layers.1", "head", "layers.100"]
+    assert sorted(names, key=natural_key) == ["head", "layers.1", "layers.2", "layers.10", "layers.100"]
+
+
+def test_infers_deep_mlp_in_numeric_order():
+    torch.manual_seed(0)
+    body = [nn.Linear(64, 12), nn.ReLU()] + [m for _ in range(6) for m in (nn.Linear(12, 12), nn.ReLU())]
+    net = Wrapped(*body, nn.Linear(12, 10))  # layers.0 ... layers.14: numeric order matters past layers.9
+    spec = infer_spec(net.state_dict())
+    names = [f"layers.{i}" for i in range(0, 15, 2)]
+    expected = tuple(Layer("linear", n, "unknown") for n in names[:-1]) + (Layer("linear", names[-1]),)
+    assert spec == ArchSpec((64,), expected)
+    _same_function(net, "relu", digits()[0].reshape(-1, 64))
+
+
+def test_infers_cnn_with_batchnorm_and_gap():
+    torch.manual_seed(0)
+    net = Wrapped(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 10),
+    )
+    net.layers[1].running_mean.normal_()
+    net.layers[1].running_var.uniform_(0.5, 2)
+    spec = infer_spec(net.state_dict())
+    assert [ly.kind for ly in spec.layers] == ["conv2d", "batchnorm", "conv2d", "global_avg_pool", "linear"]
+    assert spec.input_shape == (1, NOMINAL_SPATIAL, NOMINAL_SPATIAL)
+    assert [ly.padding for ly in spec.layers if ly.kind == "conv2d"] == [1, 2]
+    assert [ly.activation for ly in spec.layers] == ["none", "unknown", "unknown", "none", "none"]
+    _same_function(net, "relu", digits()[0])
+
+
+def test_infers_cnn_flatten_size():
+    torch.manual_seed(0)
+    net = Wrapped(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 5, 3, padding=1), nn.Tanh())
+    net.layers.append(nn.Flatten())
+    net.layers.append(nn.Linear(5 * 64, 10))
+    spec = infer_spec(net.state_dict())
+    assert spec.input_shape == (1, 8, 8) and spec.layers[-2].kind == "flatten"
+    _same_function(net, "tanh", digits()[0])
+    g = to_neural_graph(*reversed(infer_spec_and_tensors(net.state_dict())))
+    assert g.kernel_shape == (8, 8) and (g.num_nodes, g.num_edges) == (1 + 3 + 5 + 10, 3 + 15 + 50)
+
+
+def test_missing_bias_and_counters():
+    net = Wrapped(nn.Linear(4, 3, bias=False), nn.BatchNorm1d(3, affine=False), nn.ReLU(), nn.Linear(3, 2))
+    sd = net.state_dict()
+    spec, tensors = infer_spec_and_tensors(sd)
+    assert torch.equal(tensors["layers.0.bias"], torch.zeros(3))
+    assert torch.equal(tensors["layers.1.weight"], torch.ones(3))
+    assert "layers.1.num_batches_tracked" not in tensors and "layers.1.num_batches_tracked" in sd
+    assert set(tensors) == set(spec.tensor_names())
+    assert graph_size(spec, tensors) == (9, 18)
+
+
+def _attention_like() -> dict[str, torch.Tensor]:
+    d = 8
+    sd = {f"blocks.0.{p}.weight": torch.randn(d, d) for p in ("q", "k", "v", "o")}
+    sd |= {"blocks.0.ff1.weight": torch.randn(4 * d, d), "blocks.0.ff2.weight": torch.randn(d, 4 * d)}
+    return sd
+
+
+@pytest.mark.parametrize(
+    ("state_dict", "reason"),
+    [
+        (lambda: nn.TransformerEncoderLayer(16, 2).state_dict(), "not a sequential chain: attention"),
+        (_attention_like, "not a sequential chain: blocks.0.k and blocks.0.o are parallel linear"),
+        (lambda: Wrapped(nn.Linear(3, 4), nn.PReLU(), nn.Linear(4, 2)).state_dict(), "unsupported layer layers.1"),
+        (lambda: Wrapped(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)).state_dict(), "unsupported layer"),
+        (lambda: Wrapped(nn.Conv1d(1, 2, 3)).state_dict(), "unsupported 3-D tensor layers.0.weight"),
+        (lambda: Wrapped(nn.Conv3d(1, 2, 3)).state_dict(), "unsupported 5-D tensor"),
+        (lambda: {"emb.weight": torch.randn(100, 8), "head.weight": torch.randn(3, 8)}, "chain breaks at head"),
+        (lambda: Wrapped(nn.Linear(3, 4), nn.Linear(5, 2)).state_dict(), "chain breaks at layers.1: 5 inputs"),
+        (lambda: Wrapped(nn.Conv2d(1, 2, 3), nn.Linear(7, 2)).state_dict(), "nor C·s²"),
+        (lambda: Wrapped(nn.Conv2d(1, 2, (3, 1))).state_dict(), "non-square"),
+        (lambda: nn.Linear(3, 2).state_dict(), "no module prefix"),
+        (lambda: {"a.scale": torch.ones(3)}, "'scale' is not a weight"),
+        (lambda: {}, "empty checkpoint"),
+    ],
+)
+def test_refusals_are_clear(state_dict, reason):
+    with pytest.raises(SpecError, match=reason) as info:
+        infer_spec(state_dict())
+    assert "\n" not in str(info.value)
