@@ -20,7 +20,7 @@ import ray
 import torch
 from tqdm import tqdm
 
-from raywse.io import load_checkpoint, save_checkpoint, write_parquet_atomic
+from raywse.io import load_checkpoint, save_checkpoint, write_json_atomic, write_parquet_atomic
 from raywse.raycluster import ensure_ray
 from raywse.records import ModelRecord, records_to_table, table_to_records
 from raywse.zoo.batched import (
@@ -35,12 +35,31 @@ from raywse.zoo.datasets import TaskData, TaskSpec, get_task, list_tasks, load_t
 
 MANIFEST = "manifest.parquet"
 MODELS_DIR = "models"
+STATS = "build_stats.json"
 
 PRESETS: dict[str, dict] = {
     # ~31 (task, family) combos x 2 models + fine-tuned children: ~70 models, seconds of training.
-    "tiny": {"num_parents": 62, "group_size": 2, "steps_choices": (30, 80), "finetune_steps": (20,)},
-    "small": {"num_parents": 720, "group_size": 24, "steps_choices": (50, 200, 600), "finetune_steps": (50, 200)},
-    "bench": {"num_parents": 8200, "group_size": 64, "steps_choices": (50, 200, 600), "finetune_steps": (50, 200)},
+    "tiny": {
+        "num_parents": 62,
+        "group_size": 2,
+        "steps_choices": (150, 300),
+        "finetune_steps": (30,),
+        "lr_range": (3e-3, 5e-2),
+    },
+    "small": {
+        "num_parents": 720,
+        "group_size": 24,
+        "steps_choices": (50, 200, 600),
+        "finetune_steps": (50, 200),
+        "lr_range": (3e-4, 3e-2),
+    },
+    "bench": {
+        "num_parents": 8200,
+        "group_size": 64,
+        "steps_choices": (50, 200, 600),
+        "finetune_steps": (50, 200),
+        "lr_range": (3e-4, 3e-2),
+    },
 }
 
 
@@ -53,8 +72,8 @@ class ZooConfig:
     group_size: int | None = None
     steps_choices: tuple[int, ...] | None = None
     finetune_steps: tuple[int, ...] | None = None
+    lr_range: tuple[float, float] | None = None  # Adam lr, sampled log-uniformly
     batch_choices: tuple[int, ...] = (16, 32, 64)
-    lr_range: tuple[float, float] = (3e-4, 3e-2)
     wd_choices: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3)
     finetune_group_fraction: float = 0.25  # of parent groups; half of each chosen group's models get children
     tasks: tuple[str, ...] = ()  # empty = all tasks
@@ -244,17 +263,23 @@ def build_zoo(config: ZooConfig, out_dir: str | Path, progress: bool = True) -> 
     # a child group starts when its parent group is complete: now, or once that group's result is written
     pending = {submit(gi): gi for gi in todo if parent_of.get(gi) not in todo_set}
     bar = tqdm(total=len(todo), desc="zoo groups", unit="group", disable=not progress)
+    stats = {"groups": len(todo), "models_trained": 0, "train_seconds": 0.0, "train_flops": 0.0}
+    start = time.perf_counter()
     last_write = time.monotonic()
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         gi = pending.pop(done[0])
         group, result = groups[gi], ray.get(done[0])
         dataset = get_task(group.task).dataset
+        shape = load_task(group.task).input_shape_for(group.arch.family)
+        stats["models_trained"] += len(group.models)
+        stats["train_seconds"] += result["train_seconds"]
+        stats["train_flops"] += group_train_flops(group, shape, get_task(group.task).num_classes)
         for i, model in enumerate(group.models):
             if model.model_id in records:
                 continue
             rel = f"{MODELS_DIR}/{model.model_id}.safetensors"
-            spec_json = group.arch.spec(load_task(group.task).input_shape_for(group.arch.family)).to_json()
+            spec_json = group.arch.spec(shape).to_json()
             meta = {"model_id": model.model_id, "task": group.task, "layer_spec": spec_json, "raywse_format": "1"}
             save_checkpoint(result["tensors"][i], out_dir / rel, meta)
             records[model.model_id] = ModelRecord(
@@ -286,4 +311,11 @@ def build_zoo(config: ZooConfig, out_dir: str | Path, progress: bool = True) -> 
     extra = [r for mid, r in records.items() if mid not in planned]  # rows of another config in the same dir
     final = [records[mid] for mid in order] + extra
     write_parquet_atomic(records_to_table(final, ModelRecord), manifest_path)
+    write_json_atomic({**stats, "wall_seconds": time.perf_counter() - start}, out_dir / STATS)
     return manifest_path
+
+
+def group_train_flops(group: GroupPlan, input_shape: tuple[int, ...], num_classes: int) -> float:
+    """Analytic training FLOPs of a group: 2 FLOPs per MAC, forward plus ~2x for backward."""
+    macs = group.arch.macs_per_sample(input_shape, num_classes)
+    return 6.0 * macs * group.batch_size * group.steps * len(group.models)

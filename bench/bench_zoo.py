@@ -1,0 +1,150 @@
+"""Zoo benchmark, in one run: end-to-end zoo build, batched vs per-model training, achieved FLOP/s vs sgemm peak.
+
+Usage: ``python bench/bench_zoo.py [--preset bench] [--out /tmp/raywse_bench_zoo] [--steps 200] [--loop-models 4]``.
+Writes ``bench/results/zoo.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from raywse.raycluster import ensure_ray
+from raywse.zoo.batched import Arch, init_params, minibatch_indices, train_batched, train_reference
+from raywse.zoo.build import STATS, ZooConfig, build_zoo, plan_zoo
+from raywse.zoo.datasets import load_task
+
+
+def machine() -> dict:
+    """CPU model and core count (``lscpu``)."""
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def sgemm_peak(threads: int, n: int = 2048, reps: int = 10) -> float:
+    """Measured single-precision matmul FLOP/s with ``threads`` threads (best of ``reps``)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def batched_vs_loop(arch: Arch, task: str, models: int, loop_models: int, steps: int, batch: int) -> dict:
+    """Per-model training seconds: one batched program of ``models`` vs a plain loop over ``loop_models``."""
+    torch.set_num_threads(1)
+    data = load_task(task)
+    shape = data.input_shape_for(arch.family)
+    spec = arch.spec(shape)
+    inits = [init_params(arch, shape, data.num_classes, s) for s in range(models)]
+    stacked = {k: torch.stack([i[k] for i in inits]) for k in spec.tensor_names()}
+    idx = torch.stack([minibatch_indices(len(data.x_train), steps, batch, s) for s in range(models)], 1)
+    lr, wd = torch.full((models,), 3e-3), torch.full((models,), 1e-4)
+    train_batched(spec, stacked, data.x_train, data.y_train, idx[:2], lr, wd)  # warm-up
+    train_reference(spec, inits[0], data.x_train, data.y_train, idx[:2, 0], 3e-3, 1e-4)
+    t0 = time.perf_counter()
+    train_batched(spec, stacked, data.x_train, data.y_train, idx, lr, wd)
+    batched = (time.perf_counter() - t0) / models
+    t0 = time.perf_counter()
+    for m in range(loop_models):
+        train_reference(spec, inits[m], data.x_train, data.y_train, idx[:, m], 3e-3, 1e-4)
+    loop = (time.perf_counter() - t0) / loop_models
+    flops = 6.0 * arch.macs_per_sample(shape, data.num_classes) * batch * steps
+    return {
+        "arch": arch.describe(),
+        "task": task,
+        "steps": steps,
+        "batch_size": batch,
+        "batched_models": models,
+        "loop_models": loop_models,
+        "batched_s_per_model": batched,
+        "loop_s_per_model": loop,
+        "speedup": loop / batched,
+        "batched_flops_per_s_1thread": flops / batched,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--preset", default="bench")
+    ap.add_argument("--out", default="/tmp/raywse_bench_zoo")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--loop-models", type=int, default=4)
+    ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "zoo.json"))
+    args = ap.parse_args()
+    info = machine()
+    cores = info["cores"]
+    peak_all, peak_1 = sgemm_peak(cores), sgemm_peak(1)
+    print(f"machine: {info}; sgemm peak {peak_all / 1e9:.1f} GFLOP/s ({cores} threads), {peak_1 / 1e9:.1f} (1 thread)")
+
+    ratios = [
+        batched_vs_loop(Arch("mlp", (64, 64), "tanh"), "digits/all10", 64, args.loop_models, args.steps, 32),
+        batched_vs_loop(Arch("cnn", (), "relu", (8, 16), (1, 2)), "digits/all10", 64, args.loop_models, args.steps, 32),
+    ]
+    for r in ratios:
+        print(
+            f"{r['arch']}: batched {r['batched_s_per_model'] * 1e3:.1f} ms/model, loop "
+            f"{r['loop_s_per_model'] * 1e3:.1f} ms/model -> {r['speedup']:.1f}x"
+        )
+
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    config = ZooConfig(preset=args.preset)
+    planned = sum(len(g.models) for g in plan_zoo(config))
+    torch.set_num_threads(cores)
+    t0 = time.perf_counter()
+    ensure_ray()
+    manifest = build_zoo(config, out)
+    wall = time.perf_counter() - t0
+    n_models = pq.read_metadata(manifest).num_rows
+    stats = json.loads((out / STATS).read_text())
+    achieved = stats["train_flops"] / wall
+    in_training = stats["train_flops"] / stats["train_seconds"]
+    build = {
+        "preset": args.preset,
+        "models_planned": planned,
+        "models_built": n_models,
+        "wall_seconds_incl_ray_start": wall,
+        "models_per_second": n_models / wall,
+        "train_flops": stats["train_flops"],
+        "worker_train_seconds": stats["train_seconds"],
+        "achieved_flops_per_s_end_to_end": achieved,
+        "fraction_of_peak_end_to_end": achieved / peak_all,
+        "flops_per_s_inside_training_per_worker": in_training,
+        "fraction_of_1thread_peak_inside_training": in_training / peak_1,
+    }
+    print(json.dumps(build, indent=2))
+    result = {
+        "machine": info,
+        "sgemm_peak_flops_per_s": {"all_threads": peak_all, "one_thread": peak_1},
+        "batched_vs_loop": ratios,
+        "build": build,
+        "command": "python bench/bench_zoo.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        "load_average_at_end": os.getloadavg(),
+    }
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
