@@ -120,7 +120,7 @@ def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
     kernels = data.edge_attr.reshape(-1, kh, kw)
     out = data.clone()
     out.edge_attr = _pad_kernels(kernels, kernel_shape).reshape(-1, kernel_shape[0] * kernel_shape[1])
-    out.kernel_shape = kernel_shape
+    out.kernel_shape = kernel_shape  # a tuple (Data.clone turned the copied one into a list)
     return out
 
 
