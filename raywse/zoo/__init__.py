@@ -1,1 +1,10 @@
-"""raywse.zoo"""
+"""raywse.zoo: a model zoo of really-trained tiny networks on real, offline datasets.
+
+``datasets`` (tasks and their train/test tensors), ``batched`` (many same-shaped models trained as one tensor program),
+``build`` (sampling, Ray fan-out, checkpoints and manifest).
+"""
+
+from raywse.zoo.build import ZooConfig, build_zoo
+from raywse.zoo.datasets import TaskData, TaskSpec, list_tasks, load_task
+
+__all__ = ["TaskData", "TaskSpec", "ZooConfig", "build_zoo", "list_tasks", "load_task"]
