@@ -52,7 +52,7 @@ SHAPES = {
 SPECS = {"mlp": MLP_SPEC, "cnn": CNN_SPEC, "flat_cnn": FLAT_CNN_SPEC}
 
 
-def train_net(kind: str, seed: int, steps: int = 40) -> dict[str, torch.Tensor]:
+def train_net(kind: str, seed: int, steps: int = 20) -> dict[str, torch.Tensor]:
     """Train a tiny net of ``kind`` on sklearn digits for a few Adam steps."""
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
@@ -61,8 +61,8 @@ def train_net(kind: str, seed: int, steps: int = 40) -> dict[str, torch.Tensor]:
         tensors[f"{name}.weight"] = (torch.randn(shape, generator=gen) / fan_in**0.5).requires_grad_()
         tensors[f"{name}.bias"] = (torch.randn(shape[0], generator=gen) * 0.1).requires_grad_()
     digits = load_digits()
-    x = torch.tensor(digits.data[:512], dtype=torch.float32) / 16
-    y = torch.tensor(digits.target[:512])
+    x = torch.tensor(digits.data[:256], dtype=torch.float32) / 16
+    y = torch.tensor(digits.target[:256])
     spec = SPECS[kind]
     x = x.view(-1, *spec.input_shape)
     opt = torch.optim.Adam(tensors.values(), lr=1e-2)
