@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -27,21 +29,16 @@ def ranked_neighbours(
     return [row[row != own] for row, own in zip(order, exclude_self, strict=True)]
 
 
-def retrieval_metrics(
-    query_labels: np.ndarray,
-    database_labels: np.ndarray,
-    ranking: list[np.ndarray],
-    ks: tuple[int, ...] = (1, 5, 10),
-) -> dict[str, float]:
-    """precision@k, recall@k, mAP and MRR of label retrieval, averaged over queries with at least one relevant item.
+def relevance_metrics(relevance: list[np.ndarray], ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """precision@k, recall@k, mAP and MRR from ranked relevance flags, averaged over queries with a relevant item.
 
-    ``ranking[i]`` lists database indices for query ``i``, best first (self already removed).
+    ``relevance[i]`` is a boolean array over query ``i``'s ranked database (best first, self already removed).
     """
     out: dict[str, list[float]] = {f"precision@{k}": [] for k in ks}
     out.update({f"recall@{k}": [] for k in ks})
     out.update({"mAP": [], "MRR": []})
-    for label, order in zip(query_labels, ranking, strict=True):
-        relevant = np.asarray(database_labels)[order] == label
+    for relevant in relevance:
+        relevant = np.asarray(relevant, dtype=bool)
         n_rel = int(relevant.sum())
         if n_rel == 0:
             continue
@@ -55,11 +52,61 @@ def retrieval_metrics(
     return {k: float(np.mean(v)) if v else float("nan") for k, v in out.items()}
 
 
+def precision_curve(relevance: list[np.ndarray], max_k: int = 20) -> list[float]:
+    """Mean precision@k for k = 1..max_k over queries with at least one relevant item."""
+    rows = [np.asarray(r, dtype=bool) for r in relevance if np.any(r)]
+    if not rows:
+        return [float("nan")] * max_k
+    return [float(np.mean([r[:k].sum() / k for r in rows])) for k in range(1, max_k + 1)]
+
+
+def retrieval_metrics(
+    query_labels: np.ndarray,
+    database_labels: np.ndarray,
+    ranking: list[np.ndarray],
+    ks: tuple[int, ...] = (1, 5, 10),
+) -> dict[str, float]:
+    """precision@k, recall@k, mAP and MRR of label retrieval, averaged over queries with at least one relevant item.
+
+    ``ranking[i]`` lists database indices for query ``i``, best first (self already removed).
+    """
+    database_labels = np.asarray(database_labels)
+    relevance = [database_labels[order] == label for label, order in zip(query_labels, ranking, strict=True)]
+    return relevance_metrics(relevance, ks)
+
+
 def self_retrieval(embeddings: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
     """Leave-one-out retrieval within one set: every item queries all the others."""
     n = len(labels)
     ranking = ranked_neighbours(embeddings, embeddings, exclude_self=np.arange(n))
     return retrieval_metrics(np.asarray(labels), np.asarray(labels), ranking, ks)
+
+
+def purity(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """Share of items whose cluster's majority label is their own label."""
+    labels, clusters = np.asarray(labels), np.asarray(clusters)
+    majority = sum(np.unique(labels[clusters == c], return_counts=True)[1].max() for c in np.unique(clusters))
+    return float(majority / len(labels))
+
+
+def clustering_metrics(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """k-means (k = number of distinct labels, on L2-normalised rows) scored by ARI, NMI and purity."""
+    labels = np.asarray(labels)
+    k = len(np.unique(labels))
+    if k < 2 or len(labels) <= k:
+        return {"ARI": float("nan"), "NMI": float("nan"), "purity": float("nan")}
+    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(embeddings))
+    return {
+        "ARI": float(adjusted_rand_score(labels, clusters)),
+        "NMI": float(normalized_mutual_info_score(labels, clusters)),
+        "purity": purity(labels, clusters),
+    }
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def kendall_tau(pred: np.ndarray, target: np.ndarray) -> float:

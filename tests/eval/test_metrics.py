@@ -1,0 +1,68 @@
+"""Hand-computable cases for the retrieval and clustering metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raywse.eval.metrics import (
+    clustering_metrics,
+    precision_curve,
+    purity,
+    ranked_neighbours,
+    relevance_metrics,
+    retrieval_metrics,
+    self_retrieval,
+)
+
+
+def test_relevance_metrics_by_hand():
+    # query 1: relevant at ranks 1 and 3 of 4; query 2: relevant at rank 2 only
+    rel = [np.array([1, 0, 1, 0], bool), np.array([0, 1, 0, 0], bool)]
+    m = relevance_metrics(rel, ks=(1, 2))
+    assert m["precision@1"] == pytest.approx((1 + 0) / 2)
+    assert m["precision@2"] == pytest.approx((0.5 + 0.5) / 2)
+    assert m["recall@2"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["mAP"] == pytest.approx(((1 + 2 / 3) / 2 + 0.5) / 2)
+    assert m["MRR"] == pytest.approx((1 + 0.5) / 2)
+
+
+def test_queries_without_relevant_items_are_skipped():
+    m = relevance_metrics([np.array([0, 0], bool), np.array([1, 0], bool)], ks=(1,))
+    assert m["precision@1"] == 1.0 and m["MRR"] == 1.0
+    assert np.isnan(relevance_metrics([np.array([0, 0], bool)], ks=(1,))["mAP"])
+
+
+def test_retrieval_metrics_matches_relevance_form():
+    labels = np.array([0, 0, 1, 1])
+    ranking = [np.array([2, 1]), np.array([0, 3])]
+    m = retrieval_metrics(labels[:2], labels, ranking, ks=(1, 2))
+    assert m["precision@1"] == pytest.approx(0.5)
+    assert m["mAP"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_ranked_neighbours_excludes_self_and_orders_by_cosine():
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    order = ranked_neighbours(x, x, exclude_self=np.arange(3))
+    assert order[0].tolist() == [1, 2] and order[2].tolist() == [1, 0]
+    assert self_retrieval(x, np.array([0, 0, 1]), ks=(1,))["precision@1"] == 1.0  # the lone label-1 query is skipped
+
+
+def test_precision_curve():
+    curve = precision_curve([np.array([1, 0, 1], bool), np.array([0, 0, 0], bool)], max_k=3)
+    assert curve == pytest.approx([1.0, 0.5, 2 / 3])
+
+
+def test_purity_by_hand():
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    clusters = np.array([5, 5, 5, 7, 7, 7])  # majorities: 2 of cluster 5, 2 of cluster 7
+    assert purity(labels, clusters) == pytest.approx(4 / 6)
+    assert purity(labels, labels) == 1.0
+
+
+def test_clustering_separable_blobs():
+    rng = np.random.default_rng(0)
+    centres = np.eye(3) * 10
+    x = np.concatenate([c + rng.normal(size=(10, 3)) * 0.1 for c in centres])
+    m = clustering_metrics(x, np.repeat([0, 1, 2], 10))
+    assert m["ARI"] == pytest.approx(1.0) and m["NMI"] == pytest.approx(1.0) and m["purity"] == 1.0
