@@ -55,7 +55,7 @@ def infer_spec_and_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[ArchSpe
             raise SpecError(f"tensor {name!r} has no module prefix (expected names like layers.0.weight)")
         if param not in _PARAMS:
             raise SpecError(f"unsupported tensor {name}: {param!r} is not a weight, bias or batch-norm statistic")
-        if tensor.dim() not in (0, 1, 2, 4):
+        if tensor.dim() not in (1, 2, 4) and param != "num_batches_tracked":
             raise SpecError(f"unsupported {tensor.dim()}-D tensor {name} {list(tensor.shape)}")
         modules.setdefault(prefix, {})[param] = tensor
     order = sorted(modules, key=natural_key)
