@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,11 +49,11 @@ class IndexVersionError(RuntimeError):
 class IndexConfig:
     """Which FAISS index to build and how to search it."""
 
-    exact_threshold: int = 50_000  # below this many vectors: exact IndexFlatIP
-    nlist: int | None = None  # IVF lists; None = ~4 * sqrt(n)
-    nprobe: int = 16  # IVF lists visited per query
+    exact_threshold: int = field(default=50_000, metadata={"help": "below this many vectors: exact IndexFlatIP"})
+    nlist: int | None = field(default=None, metadata={"help": "IVF inverted lists (default: ~4*sqrt(n))"})
+    nprobe: int = field(default=16, metadata={"help": "IVF lists visited per query"})
     use_gpu: bool | None = None  # None = auto (faiss.get_num_gpus() > 0)
-    seed: int = 0  # IVF training sample
+    seed: int = field(default=0, metadata={"help": "seed of the IVF training sample"})
 
     def gpu(self) -> bool:
         return faiss.get_num_gpus() > 0 if self.use_gpu is None else self.use_gpu

@@ -1,0 +1,200 @@
+"""Batch embedding of graph shards with Ray Data, and the incremental index build.
+
+``embed_graphs`` reads the shards with ``ray.data.read_parquet`` and runs :class:`EmbedActor` in an actor pool: each
+actor loads the encoder once (on CUDA when it has a GPU) and embeds one Arrow batch per call. A graph the encoder
+cannot take (e.g. kernels larger than its ``edge_dim``) becomes an error row instead of failing the pipeline.
+
+``build_index_job`` is incremental: with an index of the same encoder version in ``index_dir`` only the model ids not
+yet in it are embedded and added; an index of another encoder version is refused unless ``rebuild=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+import torch
+from torch_geometric.data import Batch
+
+from raywse.data.graphify import MANIFEST, SHARDS, shard_paths
+from raywse.graph.arrow import table_to_graphs
+from raywse.index.faiss_index import (
+    EMBEDDINGS_SCHEMA,
+    EmbeddingIndex,
+    IndexConfig,
+    check_encoder_version,
+    has_index,
+    read_embeddings,
+    read_meta,
+    write_embeddings,
+)
+from raywse.raycluster import cluster_cpus, ensure_ray
+from raywse.train.trainer import load_encoder
+
+__all__ = ["EmbedActor", "IndexBuildSummary", "build_index_job", "embed_graphs", "write_embeddings"]
+
+#: What the actors return: the embeddings plus ``error`` (null when the row embedded; ``vector`` null when not).
+RESULT_SCHEMA = EMBEDDINGS_SCHEMA.append(pa.field("error", pa.string()))
+
+
+class EmbedActor:
+    """Ray Data actor: loads the encoder once, embeds Arrow batches of graph rows."""
+
+    def __init__(self, encoder_dir: str, use_gpu: bool = False):
+        self.encoder, self.version = load_encoder(encoder_dir)
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.encoder.to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids, graphs, errors = batch.column("model_id").to_pylist(), [], {}
+        for graph in table_to_graphs(batch):
+            try:
+                graphs.append(self.encoder.prepare(graph))
+            except ValueError as exc:  # e.g. kernels larger than the encoder's edge_dim
+                errors[graph.model_id] = str(exc)
+        vectors = iter([])
+        if graphs:
+            vectors = iter(self.encoder(Batch.from_data_list(graphs).to(self.device)).float().cpu().numpy())
+        column = [None if m in errors else next(vectors).tolist() for m in ids]
+        return pa.table(
+            {
+                "model_id": pa.array(ids, pa.string()),
+                "vector": pa.array(column, pa.list_(pa.float32())),
+                "encoder_version": pa.array([self.version] * len(ids), pa.string()),
+                "error": pa.array([errors.get(m) for m in ids], pa.string()),
+            },
+            schema=RESULT_SCHEMA,
+        )
+
+
+def _paths_for(graphs_dir: Path, model_ids: list[str] | None) -> list[str]:
+    """Shards to read: all, or only those holding one of ``model_ids`` (from the graphs manifest)."""
+    if model_ids is None:
+        return shard_paths(graphs_dir)
+    manifest = pq.read_table(graphs_dir / MANIFEST, columns=["model_id", "shard"])
+    wanted = set(model_ids)
+    shards = {s for m, s in zip(*manifest.to_pydict().values(), strict=True) if m in wanted}
+    return [str((graphs_dir / SHARDS / s).resolve()) for s in sorted(shards)]
+
+
+def embed_graphs(
+    graphs_dir: str | os.PathLike,
+    encoder_dir: str | os.PathLike,
+    model_ids: list[str] | None = None,
+    batch_size: int = 64,
+    num_actors: int | None = None,
+    use_gpu: bool | None = None,
+) -> pa.Table:
+    """Embed the graphs (all, or ``model_ids``) with an actor pool; returns a table with :data:`RESULT_SCHEMA`.
+
+    ``use_gpu=None`` uses one GPU per actor when the cluster has GPUs. ``num_actors`` defaults to the GPU count,
+    or to the CPU count minus one (leaving a core for reading).
+    """
+    paths = _paths_for(Path(graphs_dir), model_ids)
+    if not paths:
+        return RESULT_SCHEMA.empty_table()
+    ensure_ray()
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    use_gpu = gpus > 0 if use_gpu is None else use_gpu
+    num_actors = num_actors or (max(1, gpus) if use_gpu else max(1, cluster_cpus() - 1))
+    ds = ray.data.read_parquet(paths)
+    if model_ids is not None:
+        wanted = pa.array(sorted(set(model_ids)), pa.string())
+        ds = ds.map_batches(
+            lambda t: t.filter(pc.is_in(t["model_id"], value_set=wanted)), batch_format="pyarrow", batch_size=None
+        )
+    ds = ds.map_batches(
+        EmbedActor,
+        fn_constructor_kwargs={"encoder_dir": str(Path(encoder_dir).resolve()), "use_gpu": use_gpu},
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        num_gpus=1 if use_gpu else 0,
+    )
+    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    return pa.concat_tables(tables).cast(RESULT_SCHEMA) if tables else RESULT_SCHEMA.empty_table()
+
+
+@dataclass
+class IndexBuildSummary:
+    index_dir: str
+    encoder_version: str
+    kind: str  # "flat" | "ivf"
+    count: int  # vectors in the index after this run
+    embedded: int  # graphs embedded by this run
+    reused: int  # already in the index, not re-embedded
+    errors: dict[str, str]  # model_id -> why it could not be embedded
+    saved: bool  # False when nothing was new
+    seconds: float
+
+
+def _vectors(table: pa.Table) -> np.ndarray:
+    column = table.column("vector").combine_chunks()
+    if not len(column):
+        return np.zeros((0, 0), np.float32)
+    return column.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(column), -1)
+
+
+def build_index_job(
+    graphs_dir: str | os.PathLike,
+    encoder_dir: str | os.PathLike,
+    index_dir: str | os.PathLike,
+    config: IndexConfig | None = None,
+    rebuild: bool = False,
+    batch_size: int = 64,
+    num_actors: int | None = None,
+) -> dict:
+    """Embed the graphs not yet indexed and (re)write the index; returns an :class:`IndexBuildSummary` as a dict."""
+    start = time.perf_counter()
+    config = config or IndexConfig()
+    graphs_dir, index_dir = Path(graphs_dir), Path(index_dir)
+    if not (graphs_dir / MANIFEST).exists():
+        raise FileNotFoundError(f"not a graphify output (no {MANIFEST}): {graphs_dir}")
+    _, version = load_encoder(encoder_dir)
+    all_ids = pq.read_table(graphs_dir / MANIFEST, columns=["model_id"]).column("model_id").to_pylist()
+
+    index, old = None, EMBEDDINGS_SCHEMA.empty_table()
+    if has_index(index_dir) and not rebuild:
+        check_encoder_version(read_meta(index_dir), version, index_dir)
+        index = EmbeddingIndex.load(index_dir, expected_encoder_version=version, config=config)
+        old = read_embeddings(index_dir)
+    todo = [m for m in all_ids if index is None or m not in index]
+
+    result = embed_graphs(
+        graphs_dir, encoder_dir, todo, batch_size=batch_size, num_actors=num_actors, use_gpu=config.use_gpu
+    )
+    failed = pc.is_valid(result.column("error"))
+    errors = dict(zip(*result.filter(failed).select(["model_id", "error"]).to_pydict().values(), strict=True))
+    new = result.filter(pc.invert(failed)).select(EMBEDDINGS_SCHEMA.names)
+
+    saved = new.num_rows > 0 or index is None
+    if index is None:
+        index = EmbeddingIndex.build(new.column("model_id").to_pylist(), _vectors(new), version, config)
+    elif new.num_rows and index.kind == "flat" and len(index) + new.num_rows >= config.exact_threshold:
+        # grown past the threshold: rebuild as IVF from the stored vectors (a flat index holds them exactly)
+        vectors = np.concatenate([index.cpu_index().reconstruct_n(0, len(index)), _vectors(new)])
+        index = EmbeddingIndex.build(index.ids + new.column("model_id").to_pylist(), vectors, version, config)
+    elif new.num_rows:
+        index.add(new.column("model_id").to_pylist(), _vectors(new))
+    if saved:
+        index.save(index_dir, embeddings=pa.concat_tables([old, new]))
+    summary = IndexBuildSummary(
+        index_dir=str(index_dir),
+        encoder_version=version,
+        kind=index.kind,
+        count=len(index),
+        embedded=new.num_rows,
+        reused=len(all_ids) - len(todo),
+        errors=errors,
+        saved=saved,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    return asdict(summary)

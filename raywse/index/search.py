@@ -1,0 +1,84 @@
+"""Query the index with one checkpoint: graphify → encode → FAISS search → join zoo metadata."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+from torch_geometric.data import Batch
+
+from raywse.data.graphify import GraphifyFailure, graphify_checkpoint
+from raywse.index.faiss_index import EmbeddingIndex
+from raywse.io import CheckpointError
+from raywse.train.trainer import load_encoder
+
+ZOO_MANIFEST = "manifest.parquet"
+
+
+@dataclass
+class Neighbor:
+    rank: int  # 1-based
+    model_id: str
+    score: float  # cosine similarity
+    task: str = ""  # metadata columns are empty / NaN without a zoo manifest or for ids not in it
+    family: str = ""
+    test_acc: float = math.nan
+
+
+def _zoo_metadata(zoo_manifest: str | os.PathLike) -> dict[str, dict]:
+    path = Path(zoo_manifest)
+    if path.is_dir():
+        path = path / ZOO_MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"no zoo manifest at {path}")
+    rows = pq.read_table(path, columns=["model_id", "task", "family", "test_acc"]).to_pylist()
+    return {row["model_id"]: row for row in rows}
+
+
+@torch.no_grad()
+def search_checkpoint(
+    path: str | os.PathLike,
+    index_dir: str | os.PathLike,
+    encoder_dir: str | os.PathLike,
+    zoo_manifest: str | os.PathLike | None = None,
+    k: int = 10,
+) -> list[Neighbor]:
+    """The ``k`` indexed models nearest to the checkpoint at ``path``.
+
+    ``zoo_manifest`` (a zoo dir or its ``manifest.parquet``) adds task, family and accuracy. A checkpoint that cannot
+    be read, graphified or encoded raises :class:`CheckpointError` with a one-line reason; an index built by another
+    encoder raises :class:`~raywse.index.faiss_index.IndexVersionError`.
+    """
+    path = Path(path)
+    try:
+        graph = graphify_checkpoint(str(path), path.stem)
+    except GraphifyFailure as exc:
+        raise CheckpointError(f"cannot graphify {path} ({exc.stage}): {exc.reason}") from exc
+    encoder, version = load_encoder(encoder_dir)
+    index = EmbeddingIndex.load(index_dir, expected_encoder_version=version)
+    meta = _zoo_metadata(zoo_manifest) if zoo_manifest is not None else {}
+    try:
+        batch = Batch.from_data_list([encoder.prepare(graph)])
+    except ValueError as exc:
+        raise CheckpointError(f"cannot encode {path}: {exc}") from exc
+    ids, scores = index.search(encoder(batch).numpy(), k)
+    neighbours = []
+    for rank, (model_id, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1):
+        if model_id is None:  # IVF found fewer than k candidates
+            break
+        row = meta.get(model_id, {})
+        neighbours.append(
+            Neighbor(
+                rank=rank,
+                model_id=model_id,
+                score=float(score),
+                task=row.get("task", ""),
+                family=row.get("family", ""),
+                test_acc=float(row.get("test_acc", math.nan)),
+            )
+        )
+    return neighbours

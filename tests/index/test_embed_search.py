@@ -1,0 +1,141 @@
+"""Ray Data embedding, incremental index builds and checkpoint search on the real tiny zoo."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import raywse.index.embed as embed_mod
+from raywse.data.graphify import MANIFEST, SHARDS, shard_paths
+from raywse.index.embed import EmbedActor, build_index_job
+from raywse.index.faiss_index import EmbeddingIndex, IndexVersionError, read_embeddings
+from raywse.index.search import search_checkpoint
+from raywse.io import CheckpointError
+from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+from raywse.train.trainer import export_encoder
+
+
+def make_encoder(out: Path, seed: int) -> str:
+    config = EncoderConfig(depth=1, hidden=16, embed_dim=8, seed=seed)
+    return export_encoder(NeuralGraphEncoder(config).state_dict(), asdict(config), out)
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("encoders")
+    make_encoder(root / "a", 0)
+    make_encoder(root / "b", 1)
+    return {"a": root / "a", "b": root / "b"}
+
+
+def subset_graphs(graphs_dir: Path, out: Path, num_shards: int) -> Path:
+    """A graphs dir holding only the first ``num_shards`` shards (and a matching manifest)."""
+    (out / SHARDS).mkdir(parents=True)
+    names = [Path(p).name for p in shard_paths(graphs_dir)[:num_shards]]
+    for name in names:
+        shutil.copy(graphs_dir / SHARDS / name, out / SHARDS / name)
+    manifest = pq.read_table(graphs_dir / MANIFEST)
+    pq.write_table(manifest.filter(pc.is_in(manifest["shard"], pa.array(names))), out / MANIFEST)
+    return out
+
+
+def in_process_embed(graphs_dir, encoder_dir, model_ids=None, **_) -> pa.Table:
+    """``embed_graphs`` without Ray (same actor class), for the tests that don't exercise Ray Data."""
+    table = pa.concat_tables([pq.read_table(p) for p in shard_paths(graphs_dir)])
+    if model_ids is not None:
+        table = table.filter(pc.is_in(table["model_id"], pa.array(model_ids, pa.string())))
+    return EmbedActor(str(encoder_dir))(table)
+
+
+def test_incremental_build_embeds_only_new_ids(tiny_graphs, encoders, tmp_path, monkeypatch):
+    total = pq.read_table(tiny_graphs / MANIFEST).num_rows
+    embedded: list[str] = []
+
+    def counting(*args, _impl=embed_mod.embed_graphs, **kwargs):
+        table = _impl(*args, **kwargs)
+        embedded.extend(table.column("model_id").to_pylist())
+        return table
+
+    part = subset_graphs(tiny_graphs, tmp_path / "part", 2)
+    first_ids = pq.read_table(part / MANIFEST).column("model_id").to_pylist()
+    index_dir = tmp_path / "index"
+
+    monkeypatch.setattr(embed_mod, "embed_graphs", lambda *a, **kw: counting(*a, _impl=in_process_embed, **kw))
+    first = build_index_job(part, encoders["a"], index_dir)  # in-process: one Ray Data run below is enough
+    assert (first["count"], first["embedded"], first["reused"], first["errors"]) == (
+        len(first_ids),
+        len(first_ids),
+        0,
+        {},
+    )
+    assert sorted(embedded) == sorted(first_ids)
+
+    embedded.clear()
+    monkeypatch.setattr(embed_mod, "embed_graphs", counting)  # the real Ray Data pipeline
+    second = build_index_job(tiny_graphs, encoders["a"], index_dir)
+    assert sorted(embedded) == sorted(
+        set(pq.read_table(tiny_graphs / MANIFEST)["model_id"].to_pylist()) - set(first_ids)
+    )
+    assert (second["count"], second["embedded"], second["reused"]) == (total, total - len(first_ids), len(first_ids))
+
+    index = EmbeddingIndex.load(index_dir, expected_encoder_version=first["encoder_version"])
+    assert len(index) == len(set(index.ids)) == index.index.ntotal == total
+    stored = read_embeddings(index_dir)
+    assert sorted(stored["model_id"].to_pylist()) == sorted(index.ids)
+
+    # vectors from the Ray pipeline equal an in-process forward pass; each graph finds itself first
+    direct = in_process_embed(tiny_graphs, encoders["a"])
+    order = {m: i for i, m in enumerate(stored["model_id"].to_pylist())}
+    ray_vecs = np.array(stored["vector"].to_pylist(), np.float32)
+    direct_vecs = np.array(direct["vector"].to_pylist(), np.float32)
+    rows = [order[m] for m in direct["model_id"].to_pylist()]
+    np.testing.assert_allclose(ray_vecs[rows], direct_vecs, atol=1e-5)
+    ids, scores = index.search(direct_vecs, 1)
+    assert np.mean([row[0] == m for row, m in zip(ids, direct["model_id"].to_pylist(), strict=True)]) > 0.9
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-4)
+
+    embedded.clear()
+    third = build_index_job(tiny_graphs, encoders["a"], index_dir)
+    assert (third["embedded"], third["saved"], embedded) == (0, False, [])
+
+
+def test_other_encoder_is_refused_unless_rebuild(tiny_graphs, encoders, tmp_path, monkeypatch):
+    monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
+    part = subset_graphs(tiny_graphs, tmp_path / "part", 1)
+    built = build_index_job(part, encoders["a"], tmp_path / "index")
+    with pytest.raises(IndexVersionError, match=f"built by encoder {built['encoder_version']}, this encoder is"):
+        build_index_job(part, encoders["b"], tmp_path / "index")
+    rebuilt = build_index_job(part, encoders["b"], tmp_path / "index", rebuild=True)
+    assert rebuilt["encoder_version"] != built["encoder_version"]
+    assert rebuilt["count"] == rebuilt["embedded"] == built["count"]
+    assert EmbeddingIndex.load(tmp_path / "index", expected_encoder_version=rebuilt["encoder_version"])
+
+
+def test_search_checkpoint_finds_itself_with_metadata(tiny_zoo, tiny_graphs, encoders, tmp_path, monkeypatch):
+    monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
+    build_index_job(tiny_graphs, encoders["a"], tmp_path / "index")
+    record = pq.read_table(tiny_zoo / "manifest.parquet").to_pylist()[0]
+    found = search_checkpoint(tiny_zoo / record["path"], tmp_path / "index", encoders["a"], tiny_zoo, k=5)
+    assert [n.rank for n in found] == [1, 2, 3, 4, 5]
+    assert found[0].model_id == record["model_id"] and math.isclose(found[0].score, 1.0, abs_tol=1e-4)
+    assert (found[0].task, found[0].family, found[0].test_acc) == (record["task"], record["family"], record["test_acc"])
+    bare = search_checkpoint(tiny_zoo / record["path"], tmp_path / "index", encoders["a"], k=2)
+    assert bare[0].task == "" and math.isnan(bare[0].test_acc)
+
+
+def test_search_bad_input_raises_one_line_error(tiny_graphs, encoders, tmp_path):
+    garbage = tmp_path / "junk.safetensors"
+    garbage.write_bytes(b"\x00" * 4)
+    with pytest.raises(CheckpointError, match=r"cannot graphify .*junk.safetensors \(read\): truncated") as err:
+        search_checkpoint(garbage, tmp_path / "none", encoders["a"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(CheckpointError, match="file not found"):
+        search_checkpoint(tmp_path / "missing.safetensors", tmp_path / "none", encoders["a"])
