@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import stats
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 
@@ -95,7 +98,9 @@ def clustering_metrics(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0
     k = len(np.unique(labels))
     if k < 2 or len(labels) <= k:
         return {"ARI": float("nan"), "NMI": float("nan"), "purity": float("nan")}
-    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(embeddings))
+    with warnings.catch_warnings():  # duplicate points (e.g. identical embeddings) only warn
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(embeddings))
     return {
         "ARI": float(adjusted_rand_score(labels, clusters)),
         "NMI": float(normalized_mutual_info_score(labels, clusters)),
