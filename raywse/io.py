@@ -21,6 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or not a valid safetensors file."""
@@ -34,6 +37,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the final file ordinary permissions
     try:
         yield tmp_path
         os.replace(tmp_path, final)
