@@ -153,37 +153,53 @@ class NeuralGraphConv(MessagePassing):
     """Bidirectional message passing with FiLM edge modulation, residual LayerNorm updates and edge updates.
 
     Messages flow along every edge in both directions (a learned direction embedding tells them apart):
-    ``m_ij = φm(FiLM_e(W_d h_i + W_s h_j + W_e e_ij + dir))``, aggregated by sum and scaled by ``1/sqrt(deg)``;
-    ``h_i' = LN(h_i + φu([h_i, m_i]))``; optionally ``e_ij' = LN(e_ij + φe([h_src, h_dst, e_ij]))``.
+    ``m_ij = φm(FiLM_e(W_d h_i + W_s h_j + W_e e_ij + dir))`` with ``scale, shift = Linear(e_ij)``, aggregated by
+    sum and scaled by ``1/sqrt(deg)``; ``h_i' = LN(h_i + φu([h_i, m_i]))``; optionally
+    ``e_ij' = LN(e_ij + φe(U_s h_src + U_d h_dst + U_e e_ij))``. Node projections are computed per node before
+    gathering, so per-edge work is one ``hidden x hidden`` matmul per direction.
     """
 
     def __init__(self, hidden: int, edge_hidden: int, dropout: float = 0.0, update_edges: bool = True) -> None:
         super().__init__(aggr="add")
         self.lin_dst = nn.Linear(hidden, hidden)
         self.lin_src = nn.Linear(hidden, hidden, bias=False)
-        self.lin_edge = nn.Linear(edge_hidden, hidden, bias=False)
+        self.lin_edge = nn.Linear(edge_hidden, 3 * hidden)  # edge term, FiLM scale, FiLM shift
         self.direction = nn.Embedding(2, hidden)
-        self.film = nn.Linear(edge_hidden, 2 * hidden)
-        self.phi_m = mlp([hidden, hidden, hidden], dropout)
+        self.phi_m = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden))
         self.phi_u = mlp([2 * hidden, hidden, hidden], dropout)
         self.norm = nn.LayerNorm(hidden)
-        self.phi_e = mlp([2 * hidden + edge_hidden, edge_hidden, edge_hidden], dropout) if update_edges else None
-        self.edge_norm = nn.LayerNorm(edge_hidden) if update_edges else None
+        self.update_edges = update_edges
+        if update_edges:
+            self.edge_src = nn.Linear(hidden, edge_hidden)
+            self.edge_dst = nn.Linear(hidden, edge_hidden, bias=False)
+            self.edge_self = nn.Linear(edge_hidden, edge_hidden, bias=False)
+            self.phi_e = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), nn.Linear(edge_hidden, edge_hidden))
+            self.edge_norm = nn.LayerNorm(edge_hidden)
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
         num_edges = edge_index.shape[1]
         both = torch.cat([edge_index, edge_index.flip(0)], dim=1)
         direction = torch.cat([edge_index.new_zeros(num_edges), edge_index.new_ones(num_edges)])
         deg = scatter(torch.ones_like(both[1], dtype=h.dtype), both[1], dim=0, dim_size=h.shape[0], reduce="sum")
-        h_new = self.propagate(both, h=h, e=torch.cat([e, e]), direction=direction, deg=deg)
-        if self.phi_e is not None:
+        film = self.lin_edge(e)
+        h_new = self.propagate(
+            both,
+            dst_term=self.lin_dst(h),
+            src_term=self.lin_src(h),
+            film=torch.cat([film, film]),
+            direction=direction,
+            h=h,
+            deg=deg,
+        )
+        if self.update_edges:
             src, dst = edge_index
-            e = self.edge_norm(e + self.phi_e(torch.cat([h_new[src], h_new[dst], e], dim=-1)))
+            delta = self.edge_src(h_new)[src] + self.edge_dst(h_new)[dst] + self.edge_self(e)
+            e = self.edge_norm(e + self.phi_e(delta))
         return h_new, e
 
-    def message(self, h_i: Tensor, h_j: Tensor, e: Tensor, direction: Tensor) -> Tensor:
-        pre = self.lin_dst(h_i) + self.lin_src(h_j) + self.lin_edge(e) + self.direction(direction)
-        scale, shift = self.film(e).chunk(2, dim=-1)
+    def message(self, dst_term_i: Tensor, src_term_j: Tensor, film: Tensor, direction: Tensor) -> Tensor:
+        edge_term, scale, shift = film.chunk(3, dim=-1)
+        pre = dst_term_i + src_term_j + edge_term + self.direction(direction)
         return self.phi_m(F.silu(pre * (1 + scale) + shift))
 
     def update(self, aggr_out: Tensor, h: Tensor, deg: Tensor) -> Tensor:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from netgraphs import SPECS, to_graph, train_net
+from netgraphs import SPECS, train_net
 from torch_geometric.data import Data
+
+from raywse.graph.neural_graph import to_neural_graph
 
 torch.set_num_threads(1)  # tiny graphs: threading only adds overhead, and the test machine is shared
 
@@ -19,4 +21,4 @@ def trained() -> dict[str, list[dict[str, torch.Tensor]]]:
 @pytest.fixture(scope="session")
 def graphs(trained) -> list[Data]:
     """Graphs of all trained nets (mixed MLP and CNN)."""
-    return [to_graph(t, SPECS[k], f"{k}-{i}") for k, ts in trained.items() for i, t in enumerate(ts)]
+    return [to_neural_graph(t, SPECS[k], f"{k}-{i}") for k, ts in trained.items() for i, t in enumerate(ts)]
