@@ -175,6 +175,9 @@ def build_index_job(
     errors = dict(zip(*result.filter(failed).select(["model_id", "error"]).to_pydict().values(), strict=True))
     new = result.filter(pc.invert(failed)).select(EMBEDDINGS_SCHEMA.names)
 
+    if index is None and not new.num_rows:
+        example = next(iter(errors.items()), None)
+        raise ValueError(f"nothing to index in {graphs_dir}: {len(errors)} graphs failed to embed, e.g. {example}")
     saved = new.num_rows > 0 or index is None
     if index is None:
         index = EmbeddingIndex.build(new.column("model_id").to_pylist(), _vectors(new), version, config)

@@ -25,11 +25,11 @@ from raywse.index.faiss_index import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-def clustered(n: int, dim: int = 32, clusters: int = 200, seed: int = 0) -> np.ndarray:
+def clustered(n: int, dim: int = 32, clusters: int = 200, seed: int = 0, spread: float = 0.3) -> np.ndarray:
     """Gaussian blobs around random centres (so nearest neighbours are meaningful)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    return centres[rng.integers(0, clusters, n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
 
 
 def ids_for(n: int, prefix: str = "m") -> list[str]:
@@ -48,15 +48,15 @@ def test_exact_index_finds_each_vector_first():
 
 def test_ivf_recall_at_10_vs_exact():
     n, dim = 20_000, 32
-    vecs = clustered(n, dim)
-    queries = clustered(300, dim, seed=1)
+    data = clustered(n + 300, dim, spread=1.0)  # overlapping blobs: neighbours straddle IVF lists
+    vecs, queries = data[:n], data[n:]
     exact = EmbeddingIndex.build(ids_for(n), vecs, "v1", IndexConfig(use_gpu=False))
     ivf = EmbeddingIndex.build(ids_for(n), vecs, "v1", IndexConfig(exact_threshold=10_000, use_gpu=False))
     assert (exact.kind, ivf.kind) == ("flat", "ivf")
     truth, _ = exact.search(queries, 10)
     approx, _ = ivf.search(queries, 10)
     recall = np.mean([len(set(t) & set(a)) / 10 for t, a in zip(truth, approx, strict=True)])
-    assert recall >= 0.9, recall
+    assert 0.9 <= recall < 1.0, recall  # approximate, yet good
 
 
 def test_k_is_capped_at_index_size():
