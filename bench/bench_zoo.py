@@ -1,7 +1,7 @@
-"""Zoo benchmark, in one run: end-to-end zoo build, batched vs per-model training, achieved FLOP/s vs sgemm peak.
+"""Zoo benchmark, one run: end-to-end zoo build, batched vs per-model training per family, FLOP/s vs sgemm peak.
 
-Usage: ``python bench/bench_zoo.py [--preset bench] [--out /tmp/raywse_bench_zoo] [--steps 200] [--loop-models 4]``.
-Writes ``bench/results/zoo.json``.
+Usage: ``python bench/bench_zoo.py [--preset bench] [--out /tmp/raywse_bench_zoo] [--steps 200] [--loop-models 3]
+[--time-limit 600]``. Writes ``bench/results/zoo.json``; the build stops (and says so) at ``--time-limit`` seconds.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +72,7 @@ def batched_vs_loop(arch: Arch, task: str, models: int, loop_models: int, steps:
     loop = (time.perf_counter() - t0) / loop_models
     flops = 6.0 * arch.macs_per_sample(shape, data.num_classes) * batch * steps
     return {
+        "family": arch.family,
         "arch": arch.describe(),
         "task": task,
         "steps": steps,
@@ -88,24 +91,49 @@ def main() -> None:
     ap.add_argument("--preset", default="bench")
     ap.add_argument("--out", default="/tmp/raywse_bench_zoo")
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--loop-models", type=int, default=4)
+    ap.add_argument("--loop-models", type=int, default=3)
+    ap.add_argument("--time-limit", type=float, default=600.0, help="stop the build after this many seconds")
     ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "zoo.json"))
     args = ap.parse_args()
+    load_start = os.getloadavg()
     info = machine()
     cores = info["cores"]
     peak_all, peak_1 = sgemm_peak(cores), sgemm_peak(1)
     print(f"machine: {info}; sgemm peak {peak_all / 1e9:.1f} GFLOP/s ({cores} threads), {peak_1 / 1e9:.1f} (1 thread)")
 
-    ratios = [
-        batched_vs_loop(Arch("mlp", (64, 64), "tanh"), "digits/all10", 64, args.loop_models, args.steps, 32),
-        batched_vs_loop(Arch("cnn", (), "relu", (8, 16), (1, 2)), "digits/all10", 64, args.loop_models, args.steps, 32),
+    cases = [
+        (Arch("mlp", (64, 64), "tanh"), "digits/all10", 32),
+        (Arch("mlp", (32,), "relu"), "mnist1d/all10", 16),
+        (Arch("cnn", (), "relu", (8, 16), (1, 2)), "digits/all10", 32),
+        (Arch("cnn", (16,), "relu", (4, 8, 16), (1, 2, 1)), "mnist14/all10", 16),
     ]
+    ratios = [batched_vs_loop(a, task, 64, args.loop_models, args.steps, bs) for a, task, bs in cases]
     for r in ratios:
         print(
-            f"{r['arch']}: batched {r['batched_s_per_model'] * 1e3:.1f} ms/model, loop "
-            f"{r['loop_s_per_model'] * 1e3:.1f} ms/model -> {r['speedup']:.1f}x"
+            f"{r['arch']} on {r['task']}: batched {r['batched_s_per_model'] * 1e3:.1f} ms/model, loop "
+            f"{r['loop_s_per_model'] * 1e3:.1f} ms/model -> {r['speedup']:.1f}x, "
+            f"{r['batched_flops_per_s_1thread'] / peak_1:.1%} of 1-thread peak"
         )
+    families = {}
+    for fam in ("mlp", "cnn"):
+        rs = [r for r in ratios if r["family"] == fam]
+        families[fam] = {
+            "speedup_min": min(r["speedup"] for r in rs),
+            "speedup_median": statistics.median(r["speedup"] for r in rs),
+            "batched_fraction_of_1thread_peak_median": statistics.median(
+                r["batched_flops_per_s_1thread"] / peak_1 for r in rs
+            ),
+        }
+    print("per family:", json.dumps(families))
 
+    loads: list[tuple[float, float, float]] = [os.getloadavg()]
+    stop = threading.Event()
+
+    def sample_load() -> None:
+        while not stop.wait(15):
+            loads.append(os.getloadavg())
+
+    threading.Thread(target=sample_load, daemon=True).start()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     config = ZooConfig(preset=args.preset)
@@ -113,8 +141,9 @@ def main() -> None:
     torch.set_num_threads(cores)
     t0 = time.perf_counter()
     ensure_ray()
-    manifest = build_zoo(config, out)
+    manifest = build_zoo(config, out, time_limit_s=args.time_limit)
     wall = time.perf_counter() - t0
+    stop.set()
     n_models = pq.read_metadata(manifest).num_rows
     stats = json.loads((out / STATS).read_text())
     achieved = stats["train_flops"] / wall
@@ -123,6 +152,9 @@ def main() -> None:
         "preset": args.preset,
         "models_planned": planned,
         "models_built": n_models,
+        "stopped_at_time_limit": stats["stopped_early"],
+        "time_limit_s": args.time_limit,
+        "target_met_10k_in_600s": n_models >= 10_000 and wall <= 600,
         "wall_seconds_incl_ray_start": wall,
         "models_per_second": n_models / wall,
         "train_flops": stats["train_flops"],
@@ -137,10 +169,17 @@ def main() -> None:
         "machine": info,
         "sgemm_peak_flops_per_s": {"all_threads": peak_all, "one_thread": peak_1},
         "batched_vs_loop": ratios,
+        "batched_vs_loop_per_family": families,
         "build": build,
         "command": "python bench/bench_zoo.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "load_average_at_end": os.getloadavg(),
+        "load_average_1min_during_build": {
+            "start": loads[0][0],
+            "max": max(x[0] for x in loads),
+            "mean": statistics.mean(x[0] for x in loads),
+            "end": os.getloadavg()[0],
+        },
+        "load_average_at_start": load_start,
     }
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(result, indent=2))

@@ -110,32 +110,101 @@ def minibatch_indices(n: int, steps: int, batch_size: int, seed: int) -> torch.T
     return torch.randint(n, (steps, batch_size), generator=gen)
 
 
-def batched_forward(spec: ArchSpec, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Forward ``M`` stacked models; ``x`` is ``[M, B, *input_shape]``; returns logits ``[M, B, C]``."""
-    m, b = x.shape[:2]
-    h = x
-    for layer in spec.layers:
+_PATCH_CACHE: list[tuple[torch.Tensor, int, tuple, int, torch.Tensor]] = []
+
+
+def first_layer_patches(x: torch.Tensor, input_shape: tuple[int, ...], stride: int) -> torch.Tensor:
+    """3×3 patches (padding 1) of every image in ``x`` (flat ``[N, C*H*W]``): ``[N, Ho*Wo, C*9]``, ``(c, ky, kx)``
+    order as a flattened conv weight. Cached on the tensor (a Ray worker trains many groups of one task)."""
+    for cx, version, shape, s, patches in _PATCH_CACHE:
+        if cx is x and version == x._version and shape == tuple(input_shape) and s == stride:
+            return patches
+    cols = F.unfold(x.view(len(x), *input_shape), 3, padding=1, stride=stride)  # [N, C*9, L]
+    patches = cols.transpose(1, 2).contiguous()
+    _PATCH_CACHE.insert(0, (x, x._version, tuple(input_shape), stride, patches))
+    del _PATCH_CACHE[4:]
+    return patches
+
+
+def _out_hw(hw: tuple[int, int], stride: int) -> tuple[int, int]:
+    return (hw[0] - 1) // stride + 1, (hw[1] - 1) // stride + 1
+
+
+class _FirstConv(torch.autograd.Function):
+    """The first 3×3 conv of ``M`` models as one ``bmm`` over precomputed patch columns ``[M, B*L, Cin*9]`` (the
+    input needs no gradient), with the ReLU fused: ``[M, B*L, Cout]``."""
+
+    @staticmethod
+    def forward(ctx, cols, weight, bias, relu):  # noqa: ANN001, ANN205
+        m, cout = weight.shape[:2]
+        w2 = weight.reshape(m, cout, -1)
+        out = torch.baddbmm(bias.unsqueeze(1), cols, w2.transpose(1, 2))
+        if relu:
+            out.clamp_(min=0)
+        ctx.save_for_backward(cols, weight, out)
+        ctx.relu = relu
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        cols, weight, out = ctx.saved_tensors
+        if ctx.relu:
+            grad = torch.ops.aten.threshold_backward(grad, out, 0)
+        gw = torch.bmm(grad.transpose(1, 2), cols).view_as(weight)
+        return None, gw, grad.sum(1), None
+
+
+def _fast_forward(spec: ArchSpec, params: dict[str, torch.Tensor], first: torch.Tensor, m: int, b: int) -> torch.Tensor:
+    """Forward ``M`` stacked models. ``first`` is the network input: for a CNN the first layer's patch columns,
+    ``[M, B*L, K]`` per model or ``[B*L, K]`` shared by all models; for an MLP ``[M, B, d]`` or ``[B, d]``. The first
+    conv is a ``bmm`` (or one matmul for shared inputs), later convs one grouped conv over ``[B, M*C, H, W]``.
+    Returns logits ``[M, B, C]``."""
+    h = first
+    hw = tuple(spec.input_shape[1:])
+    for i, layer in enumerate(spec.layers):
         if layer.kind == "conv2d":
-            if h.dim() == 5:  # [M, B, C, H, W] -> [B, M*C, H, W]
-                h = h.transpose(0, 1).reshape(b, m * h.shape[2], *h.shape[3:])
-            w = params[f"{layer.name}.weight"]
-            h = F.conv2d(
-                h,
-                w.reshape(-1, *w.shape[2:]),
-                params[f"{layer.name}.bias"].reshape(-1),
-                stride=layer.stride,
-                padding=layer.padding,
-                groups=m,
-            )
-        elif layer.kind == "global_avg_pool":
-            h = h.mean(dim=(2, 3)).reshape(b, m, -1).transpose(0, 1)
+            w, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
+            if layer.padding != 1 or w.shape[-2:] != (3, 3):
+                raise ValueError("batched training supports 3x3 convs with padding 1 only")
+            hw = _out_hw(hw, layer.stride)
+            relu = layer.activation == "relu"
+            if i == 0:
+                cout = w.shape[1]
+                if h.dim() == 2:  # one input for all models: one matmul [B*L, K] @ [K, M*C]
+                    h = torch.addmm(bias.reshape(1, -1), h, w.reshape(m * cout, -1).T)
+                    h = (h.clamp_(min=0) if relu else h).view(b, *hw, m * cout).permute(0, 3, 1, 2).contiguous()
+                else:
+                    h = _FirstConv.apply(h, w, bias, relu)  # [M, B*L, C]
+                    h = h.view(m, b, *hw, cout).permute(1, 0, 4, 2, 3).reshape(b, m * cout, *hw)
+            else:
+                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), bias.reshape(-1), stride=layer.stride, padding=1, groups=m)
+                h = F.relu(h) if relu else h
+            if not relu:
+                h = activate(h, layer.activation)
+            continue
+        if layer.kind == "global_avg_pool":
+            h = h.mean(dim=(2, 3)).view(b, m, -1).transpose(0, 1)
         elif layer.kind == "linear":
             w, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
-            h = torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
+            if h.dim() == 2:
+                h = torch.addmm(bias.view(1, -1), h, w.reshape(-1, w.shape[-1]).T).view(b, m, -1).transpose(0, 1)
+            else:
+                h = torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
         else:
             raise ValueError(f"batched training does not support layer kind {layer.kind}")
         h = activate(h, layer.activation)
     return h
+
+
+def batched_forward(spec: ArchSpec, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Forward ``M`` stacked models; ``x`` is ``[M, B, *input_shape]``; returns logits ``[M, B, C]``."""
+    m, b = x.shape[:2]
+    if spec.layers[0].kind == "conv2d":
+        first = F.unfold(x.reshape(m * b, *spec.input_shape), 3, padding=1, stride=spec.layers[0].stride)
+        first = first.transpose(1, 2).reshape(m, -1, first.shape[1])
+    else:
+        first = x.reshape(m, b, -1)
+    return _fast_forward(spec, params, first, m, b)
 
 
 @dataclass
@@ -160,44 +229,60 @@ def train_batched(
 
     ``init``: stacked parameters ``[M, ...]``; ``x``: flat inputs ``[N, d]``; ``indices``: ``[steps, M, B]``;
     ``lr``/``weight_decay``: ``[M]``. Returns the trained stacked parameters.
+
+    All parameters of a model live in one flat row of ``flat [M, P]`` (the per-layer tensors are views), so the
+    Adam update is one fused kernel over ``[M, P]`` (``torch._fused_adam_`` with lr 1 computes the update
+    direction; the per-model learning rate scales it). A CNN's first layer reads 3×3 patches computed once per
+    dataset (:func:`first_layer_patches`).
     """
     names = spec.tensor_names()
-    params = [init[k].clone().requires_grad_(True) for k in names]
-    m_state = [torch.zeros_like(p) for p in params]
-    v_state = [torch.zeros_like(p) for p in params]
-    lr_b = [lr.view(-1, *([1] * (p.dim() - 1))) for p in params]
-    wd_b = [weight_decay.view(-1, *([1] * (p.dim() - 1))) for p in params]
-    use_wd = bool((weight_decay != 0).any())
     steps, m, b = indices.shape
-    beta1, beta2 = ADAM_BETAS
-    for t in range(1, steps + 1):
-        idx = indices[t - 1]
-        xb = x[idx].view(m, b, *spec.input_shape)
-        logits = batched_forward(spec, dict(zip(names, params, strict=True)), xb)
+    sizes = [init[k][0].numel() for k in names]
+    flat = torch.cat([init[k].reshape(m, -1) for k in names], 1).contiguous()
+    params, offset = [], 0
+    for k, size in zip(names, sizes, strict=True):
+        params.append(flat[:, offset : offset + size].view(init[k].shape).requires_grad_(True))
+        offset += size
+    exp_avg, exp_avg_sq, update = torch.zeros_like(flat), torch.zeros_like(flat), torch.zeros_like(flat)
+    step = torch.zeros((), dtype=torch.float32)
+    lr_col, wd_col = lr.view(m, 1).to(flat.dtype), weight_decay.view(m, 1).to(flat.dtype)
+    use_wd = bool((weight_decay != 0).any())
+    is_cnn = spec.layers[0].kind == "conv2d"
+    source = first_layer_patches(x, spec.input_shape, spec.layers[0].stride) if is_cnn else x
+    named = dict(zip(names, params, strict=True))
+    for t in range(steps):
+        idx = indices[t]
+        first = source[idx].view(m, -1, source.shape[-1])
+        logits = _fast_forward(spec, named, first, m, b)
         loss = F.cross_entropy(logits.reshape(m * b, -1), y[idx].reshape(-1), reduction="sum") / b
         grads = torch.autograd.grad(loss, params)
-        bc1, bc2_sqrt = 1 - beta1**t, math.sqrt(1 - beta2**t)
         with torch.no_grad():
-            for p, g, mm, vv, lrp, wdp in zip(params, grads, m_state, v_state, lr_b, wd_b, strict=True):
-                if use_wd:
-                    g = g.addcmul(p, wdp)
-                mm.lerp_(g, 1 - beta1)
-                vv.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                denom = (vv.sqrt() / bc2_sqrt).add_(ADAM_EPS)
-                p.sub_((mm / denom).mul_(lrp / bc1))
-    return {k: p.detach() for k, p in zip(names, params, strict=True)}
+            grad = torch.cat([g.reshape(m, -1) for g in grads], 1)
+            if use_wd:
+                grad.addcmul_(flat, wd_col)
+            update.zero_()
+            step += 1  # the fused kernel reads the step count; torch.optim increments it before the call
+            torch._fused_adam_(
+                [update], [grad], [exp_avg], [exp_avg_sq], [], [step],
+                lr=1.0, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS,
+                amsgrad=False, maximize=False,
+            )  # fmt: skip
+            flat.addcmul_(update, lr_col)
+    return {k: p.detach().clone() for k, p in zip(names, params, strict=True)}
 
 
 @torch.no_grad()
 def batched_accuracy(spec: ArchSpec, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """Accuracy of every stacked model on ``(x, y)`` (evaluated in sample chunks to bound memory)."""
     m = next(iter(params.values())).shape[0]
+    is_cnn = spec.layers[0].kind == "conv2d"
+    source = first_layer_patches(x, spec.input_shape, spec.layers[0].stride) if is_cnn else x
     correct = torch.zeros(m, dtype=torch.int64)
-    for start in range(0, len(x), 512):
-        xb = x[start : start + 512]
-        xv = xb.view(1, len(xb), *spec.input_shape)
-        logits = batched_forward(spec, params, xv.expand(m, *xv.shape[1:]))
-        correct += (logits.argmax(-1) == y[start : start + 512]).sum(-1)
+    chunk = 256
+    for start in range(0, len(x), chunk):
+        xb = source[start : start + chunk]
+        logits = _fast_forward(spec, params, xb.reshape(-1, xb.shape[-1]), m, len(xb))
+        correct += (logits.argmax(-1) == y[start : start + chunk]).sum(-1)
     return (correct.double() / len(x)).tolist()
 
 

@@ -234,8 +234,11 @@ def _read_manifest(path: Path) -> list[ModelRecord]:
     return table_to_records(pq.read_table(path), ModelRecord) if path.exists() else []
 
 
-def build_zoo(config: ZooConfig, out_dir: str | Path, progress: bool = True) -> Path:
-    """Build (or complete) the zoo in ``out_dir``; returns the manifest path. Models already built are skipped."""
+def build_zoo(config: ZooConfig, out_dir: str | Path, progress: bool = True, time_limit_s: float | None = None) -> Path:
+    """Build (or complete) the zoo in ``out_dir``; returns the manifest path. Models already built are skipped.
+
+    With ``time_limit_s``, groups still running when the limit passes are cancelled and the manifest holds the
+    models finished so far (a later call completes the zoo); ``build_stats.json`` records ``stopped_early``."""
     out_dir = Path(out_dir)
     (out_dir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST
@@ -266,8 +269,15 @@ def build_zoo(config: ZooConfig, out_dir: str | Path, progress: bool = True) -> 
     stats = {"groups": len(todo), "models_trained": 0, "train_seconds": 0.0, "train_flops": 0.0}
     start = time.perf_counter()
     last_write = time.monotonic()
+    stopped_early = False
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        timeout = None if time_limit_s is None else max(0.0, start + time_limit_s - time.perf_counter())
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+        if not done:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            stopped_early = True
+            break
         gi = pending.pop(done[0])
         group, result = groups[gi], ray.get(done[0])
         dataset = get_task(group.task).dataset
@@ -309,9 +319,10 @@ def build_zoo(config: ZooConfig, out_dir: str | Path, progress: bool = True) -> 
     order = [m.model_id for g in groups for m in g.models]
     planned = set(order)
     extra = [r for mid, r in records.items() if mid not in planned]  # rows of another config in the same dir
-    final = [records[mid] for mid in order] + extra
+    final = [records[mid] for mid in order if mid in records] + extra
     write_parquet_atomic(records_to_table(final, ModelRecord), manifest_path)
-    write_json_atomic({**stats, "wall_seconds": time.perf_counter() - start}, out_dir / STATS)
+    stats.update(wall_seconds=time.perf_counter() - start, stopped_early=stopped_early)
+    write_json_atomic(stats, out_dir / STATS)
     return manifest_path
 
 
