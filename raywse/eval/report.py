@@ -59,7 +59,9 @@ class EvalConfig:
         "input_saliency",
         "metadata_text",
     )
-    baseline_train_steps: int = field(default=100, metadata={"help": "contrastive steps of the trained baselines"})
+    baseline_train_steps: int = field(default=100, metadata={"help": "contrastive steps of the flat-MLP baseline"})
+    gnn_baseline_steps: int = field(default=40, metadata={"help": "contrastive steps of the non-equivariant GNN"})
+    torch_threads: int = field(default=1, metadata={"help": "intra-op threads (1 is fastest for tiny nets)"})
     ks: tuple[int, ...] = (1, 5, 10)
     curve_k: int = 20
     finetune_tasks: tuple[str, ...] = ("digits/ge5", "mnist14/parity")
@@ -361,12 +363,11 @@ def finetune_task(
 # ---------------------------------------------------------------- embedders and IO
 
 
-def make_embedders(config: EvalConfig, encoder_dir: str | os.PathLike, rows: list[dict]) -> dict:
+def make_embedders(config: EvalConfig, encoder: torch.nn.Module, rows: list[dict]) -> dict:
     """``{name: embedder}``: raywse (the trained encoder) and each configured baseline."""
     from raywse.models import baselines as B
     from raywse.models.embedder import GNNEmbedder
 
-    encoder, _ = load_encoder(encoder_dir)
     descriptions = {r["model_id"]: r.get("description") or r["task"] for r in rows}
     steps = config.baseline_train_steps
     factories = {
@@ -374,7 +375,7 @@ def make_embedders(config: EvalConfig, encoder_dir: str | os.PathLike, rows: lis
         "weight_pca": lambda: B.WeightPCAEmbedder(seed=config.seed),
         "flat_mlp": lambda: B.FlatMLPEmbedder(steps=steps, seed=config.seed),
         "gnn_nonequivariant": lambda: B.NonEquivariantGNNEmbedder(
-            B.NonEquivariantEncoder(encoder.config), train_steps=steps, seed=config.seed
+            B.NonEquivariantEncoder(encoder.config), train_steps=config.gnn_baseline_steps, seed=config.seed
         ),
         "input_saliency": lambda: B.InputSaliencyEmbedder(),
         "metadata_text": lambda: B.MetadataTextEmbedder(describe=lambda g: descriptions[g.model_id], seed=config.seed),
@@ -471,9 +472,17 @@ def evaluate(
 ) -> Path:
     """Run the whole evaluation; returns the path of ``report.md`` (see the module docstring)."""
     config = config or EvalConfig()
-    zoo_dir, out_dir = Path(zoo_dir), Path(out_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.torch_threads)
+    try:
+        return _evaluate(Path(zoo_dir), Path(graphs_dir), Path(encoder_dir), Path(out_dir), config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path, config: EvalConfig) -> Path:
     rows = read_manifest(zoo_dir)
-    graph_ids = set(pq.read_table(Path(graphs_dir) / "manifest.parquet", columns=["model_id"])["model_id"].to_pylist())
+    graph_ids = set(pq.read_table(graphs_dir / "manifest.parquet", columns=["model_id"])["model_id"].to_pylist())
     ids = [r["model_id"] for r in rows if r["model_id"] in graph_ids]
     view = zoo_view(rows, ids)
     graphs = load_graphs(graphs_dir, ids)
@@ -482,10 +491,15 @@ def evaluate(
     train = np.flatnonzero(view.split == "train")
     train_graphs = [graphs[i] for i in train]
 
+    encoder, version = load_encoder(encoder_dir)
+    embedders = make_embedders(config, encoder, rows)
+    for stale in (out_dir / EMBEDDINGS).glob("*.parquet"):  # from an earlier run with other embedders
+        if stale.stem not in embedders:
+            stale.unlink()
     embeddings: dict[str, np.ndarray] = {}
     per: dict[str, dict] = {}
     seconds: dict[str, float] = {}
-    for name, embedder in make_embedders(config, encoder_dir, rows).items():
+    for name, embedder in embedders.items():
         start = time.perf_counter()
         embedder.fit(train_graphs, labels[train])
         emb = np.ascontiguousarray(embedder.embed(graphs), dtype=np.float32)
@@ -497,7 +511,6 @@ def evaluate(
             for split, vals in extra.items():
                 per[name].setdefault(split, {}).update(vals)
 
-    encoder, version = load_encoder(encoder_dir)
     if encoder.config.accuracy_head:
         pred = head_accuracy(encoder, graphs)
         for split, mask in _held_masks(view):
@@ -562,6 +575,19 @@ def _versus(per: dict, rival: str, checks: list[tuple[str, str, str]]) -> list[s
     return lines
 
 
+def _describe(name: str, cfg: dict) -> str:
+    return {
+        RAYWSE: "permutation-equivariant GNN encoder under evaluation (trained by `raywse train`, not refitted here)",
+        "weight_stats": "per-layer weight / bias statistics (Unterthiner et al. 2020), standardised",
+        "weight_pca": "PCA of flattened weights (not permutation invariant)",
+        "flat_mlp": f"MLP on flattened weights, supervised contrastive, {cfg['baseline_train_steps']} steps",
+        "gnn_nonequivariant": "raywse encoder architecture + hidden-neuron index embeddings, supervised contrastive, "
+        f"{cfg['gnn_baseline_steps']} steps",
+        "input_saliency": "mean absolute outgoing weight of each input position; training-free",
+        "metadata_text": "TF-IDF + SVD of the manifest's free-text description (no weights)",
+    }.get(name, name)
+
+
 def _claim_verdict(precision: float | None, ceiling: float | None, mean_ap: float | None) -> str:
     if precision is None or ceiling is None:
         return "Not measurable on this zoo."
@@ -583,6 +609,10 @@ def render_report(metrics: dict) -> str:
         f"Encoder version `{metrics['encoder_version']}`. Every embedder is fitted on the `train` split only; "
         "queries are held-out models. Cosine similarity; metrics averaged over queries with at least one relevant "
         "database item (`queries`).",
+        "",
+        "| embedder | what it is | fit + embed seconds |",
+        "|---|---|---|",
+        *[f"| {name} | {_describe(name, cfg)} | {metrics['seconds'].get(name, 0.0):.1f} |" for name in per],
         "",
         "## Hard splits",
         "",
@@ -675,6 +705,21 @@ def render_report(metrics: dict) -> str:
         lines += [f"**{split}**", "", *_table(per, split, struct_cols), ""]
 
     lines += _finetune_section(metrics["finetune"], cfg)
+    few = sorted(s for s in (*HELD_OUT, *HARD) if (per[RAYWSE].get(s, {}).get("queries") or 0) < 30)
+    lines += [
+        "",
+        "## Caveats",
+        "",
+        f"- Fewer than 30 scored queries in: {', '.join(few) or 'none'}; differences of a few hundredths there are "
+        "within query-sampling noise.",
+        "- `test_lineage` task retrieval is easy when a child keeps its parent's task (the parent is in the database); "
+        "the lineage hard split scores kinship instead.",
+    ]
+    if "metadata_text" in per:
+        lines.append(
+            "- `metadata_text` reads descriptions, not weights: it is a reference for what metadata alone gives, "
+            "not a weight-space method."
+        )
     lines += [
         "",
         "## Figures",
