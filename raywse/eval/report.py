@@ -588,7 +588,7 @@ def _describe(name: str, cfg: dict) -> str:
     }.get(name, name)
 
 
-def _claim_verdict(precision: float | None, ceiling: float | None, mean_ap: float | None) -> str:
+def _claim_verdict(precision: float | None, ceiling: float | None) -> str:
     if precision is None or ceiling is None:
         return "Not measurable on this zoo."
     if precision >= 0.95 * ceiling:
@@ -653,8 +653,7 @@ def render_report(metrics: dict) -> str:
             "Claim under test: the training-free input-saliency baseline reaches ≈0.99 precision@10 on same-family "
             f"task retrieval. Measured here (held-out queries, database = same family): precision@{ks[-1]} = "
             f"{_f(sal)}, against a ceiling of {_f(ceiling)} (the most a perfect ranking scores when a task has fewer "
-            f"than {ks[-1]} other models of the family) and mAP {_f(sal_map)}. "
-            + _claim_verdict(sal, ceiling, sal_map),
+            f"than {ks[-1]} other models of the family) and mAP {_f(sal_map)}. " + _claim_verdict(sal, ceiling),
             "",
             "Where raywse stands against it (higher is better everywhere):",
             "",
