@@ -55,7 +55,7 @@ def _cmd_index(args: argparse.Namespace) -> None:
     from raywse.index.faiss_index import IndexConfig
 
     summary = build_index_job(args.graphs, args.encoder, args.out, config_from_args(IndexConfig, args),
-                              rebuild=args.rebuild)  # fmt: skip
+                              rebuild=args.rebuild, batch_size=args.batch_size)  # fmt: skip
     print(", ".join(f"{k}: {v}" for k, v in summary.items()))
 
 
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", required=True, help="trained encoder directory (encoder.pt + config.json)")
     p.add_argument("--out", required=True, help="index directory")
     p.add_argument("--rebuild", action="store_true", help="rebuild from scratch (e.g. after retraining)")
+    p.add_argument("--batch-size", type=int, default=64, help="graphs per Ray Data batch (default: 64)")
     add_config_args(p, IndexConfig)
     p.set_defaults(func=_cmd_index)
 
@@ -158,13 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user mistakes end in one line on stderr and exit status 2, never a traceback."""
+    from raywse.index.faiss_index import IndexVersionError
     from raywse.io import CheckpointError
     from raywse.spec import SpecError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (*USER_ERRORS, CheckpointError, SpecError) as exc:
+    except (*USER_ERRORS, CheckpointError, SpecError, IndexVersionError) as exc:
         print(f"raywse: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -21,13 +21,13 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str,
         default = _default(field)
         kind = hints[field.name]
         help_text = field.metadata.get("help", "") + f" (default: {default})"
-        if kind is bool:
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # Optional[X] -> X
+        if base is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif typing.get_origin(kind) in (list, tuple):
             (item,) = set(typing.get_args(kind)) - {Ellipsis}
             group.add_argument(flag, type=item, nargs="+", default=default, help=help_text)
         else:
-            base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # Optional[X] -> X
             group.add_argument(flag, type=base, default=default, help=help_text)
 
 
