@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.data import Batch, Data
@@ -47,19 +48,30 @@ class ContrastiveLoop:
 
     ``graphs`` carry ``task_label`` (int) and ``accuracy`` (float) attributes. A positive pair is two augmented views
     (rescaling, weight noise, edge dropout) of one model, or with probability ``same_task_prob`` of two models of
-    the same task. ``model`` is the (possibly DDP-wrapped) :class:`EmbedAndPredict` around ``encoder``.
+    the same task. ``model`` is the (possibly DDP-wrapped) :class:`EmbedAndPredict` around ``encoder``; graphs are
+    padded once to the encoder's kernel size so MLP and CNN graphs batch together.
     """
 
-    def __init__(self, config: LoopConfig, graphs: list[Data], model: nn.Module, optimizer, device, rank: int = 0):
-        self.config, self.graphs, self.model, self.optimizer = config, graphs, model, optimizer
+    def __init__(
+        self,
+        config: LoopConfig,
+        graphs: list[Data],
+        encoder: NeuralGraphEncoder,
+        model: nn.Module,
+        optimizer,
+        device,
+        rank: int = 0,
+    ):
+        self.config, self.model, self.optimizer = config, model, optimizer
+        self.graphs = [encoder.prepare(g) for g in graphs]
         self.device, self.rank = device, rank
         self.by_task: dict[int, list[int]] = {}
         for i, g in enumerate(graphs):
             self.by_task.setdefault(int(g.task_label), []).append(i)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return max(1, len(self.graphs) // self.config.batch_size)
+        steps = torch.tensor(max(1, len(self.graphs) // config.batch_size))
+        if dist.is_available() and dist.is_initialized():  # every DDP rank must take the same number of steps
+            dist.all_reduce(steps, op=dist.ReduceOp.MIN)
+        self.steps_per_epoch = int(steps)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.config
@@ -102,6 +114,7 @@ def validate(encoder: NeuralGraphEncoder, graphs: list[Data], device, batch_size
     if len(graphs) < 2:
         return {}
     encoder.eval()
+    graphs = [encoder.prepare(g) for g in graphs]
     z, acc_pred = [], []
     for start in range(0, len(graphs), batch_size):
         batch = Batch.from_data_list(graphs[start : start + batch_size]).to(device)

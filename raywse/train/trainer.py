@@ -109,7 +109,7 @@ def train_loop_per_worker(config: dict) -> None:
         opt.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
 
-    loop = ContrastiveLoop(loop_config(config), train, model, opt, device, rank)
+    loop = ContrastiveLoop(loop_config(config), train, encoder, model, opt, device, rank)
     for epoch in range(start_epoch, config["epochs"]):
         metrics = loop.train_epoch(epoch) | validate(encoder, val, device) | {"epoch": epoch}
         if rank == 0:
@@ -132,9 +132,10 @@ def train_encoder(
     train_ids = {m for m, s in splits.items() if s == "train"}
     val_ids = {m for m, s in splits.items() if s == "val"}
     graphs = ray.data.read_parquet(shard_paths(graphs_dir))
+    # Materialised up front: the training workers may hold every CPU, leaving none for Ray Data to run the filter.
     datasets = {
-        "train": graphs.filter(lambda row: row["model_id"] in train_ids),
-        "val": graphs.filter(lambda row: row["model_id"] in val_ids),
+        "train": graphs.filter(lambda row: row["model_id"] in train_ids).materialize(),
+        "val": graphs.filter(lambda row: row["model_id"] in val_ids).materialize(),
     }
     loop_config = asdict(config) | {"encoder": asdict(config.encoder_config()), "labels": labels}
     trainer = TorchTrainer(
