@@ -4,6 +4,10 @@ Each trial is a function trainable that runs the same :class:`raywse.train.loop.
 workers, in-process on one CPU (on a 2-core laptop, two trials run at once). The graphs travel once through the
 object store (``tune.with_parameters``). ASHA stops trials whose validation mAP lags; the best configuration is
 written to ``best_config.json``, which ``raywse train --config-json`` (and the main job) picks up.
+
+The objective, ``val_query_mAP``, is the retrieval the index serves: each ``val`` model queries the ``train`` and
+``val`` models (itself excluded) for models of its task. Leave-one-out retrieval within ``val`` alone (the
+training loop's ``val_mAP``, also reported) is undefined when no two ``val`` models share a task, as in small zoos.
 """
 
 from __future__ import annotations
@@ -12,18 +16,21 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+from torch_geometric.data import Batch
 
 from raywse.data.graphify import load_graphs
+from raywse.eval.metrics import ranked_neighbours, retrieval_metrics
 from raywse.io import write_json_atomic
 from raywse.models.encoder import NeuralGraphEncoder
 from raywse.raycluster import ensure_ray
 from raywse.train.loop import ContrastiveLoop, EmbedAndPredict, validate
 from raywse.train.trainer import TrainConfig, label_graphs, loop_config, zoo_labels
 
-OBJECTIVE = "val_mAP"
+OBJECTIVE = "val_query_mAP"
 
 
 @dataclass
@@ -52,16 +59,36 @@ def search_space(config: TuneConfig) -> dict:
     }
 
 
+@torch.no_grad()
+def _embed(encoder: NeuralGraphEncoder, graphs: list, batch_size: int = 128) -> np.ndarray:
+    encoder.eval()
+    graphs = [encoder.prepare(g) for g in graphs]
+    chunks = [encoder(Batch.from_data_list(graphs[i : i + batch_size])) for i in range(0, len(graphs), batch_size)]
+    return torch.cat(chunks).numpy()
+
+
+def query_retrieval(encoder: NeuralGraphEncoder, val_graphs: list, train_graphs: list) -> dict[str, float]:
+    """``val_query_mAP`` / ``val_query_precision@10``: val models query train + val (self excluded) by task."""
+    database = val_graphs + train_graphs
+    z = _embed(encoder, database)
+    labels = np.array([int(g.task_label) for g in database])
+    n = len(val_graphs)
+    ranking = ranked_neighbours(z[:n], z, exclude_self=np.arange(n))
+    metrics = retrieval_metrics(labels[:n], labels, ranking, ks=(10,))
+    return {"val_query_mAP": metrics["mAP"], "val_query_precision@10": metrics["precision@10"]}
+
+
 def tune_trial(trial: dict, train_graphs: list, val_graphs: list, base: dict) -> None:
-    """One Tune trial: the base training config with the trial's values, reporting ``val_mAP`` every epoch."""
+    """One Tune trial: the base training config with the trial's values, reporting the objective every epoch."""
     torch.set_num_threads(1)
     config = TrainConfig(**(base | trial))
     torch.manual_seed(config.seed)
     encoder = NeuralGraphEncoder(config.encoder_config())
     opt = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loop = ContrastiveLoop(loop_config(asdict(config)), train_graphs, EmbedAndPredict(encoder), opt, "cpu")
+    loop = ContrastiveLoop(loop_config(asdict(config)), train_graphs, encoder, EmbedAndPredict(encoder), opt, "cpu")
     for epoch in range(config.epochs):
-        tune.report(loop.train_epoch(epoch) | validate(encoder, val_graphs, "cpu") | {"epoch": epoch})
+        metrics = loop.train_epoch(epoch) | validate(encoder, val_graphs, "cpu")
+        tune.report(metrics | query_retrieval(encoder, val_graphs, train_graphs) | {"epoch": epoch})
 
 
 def run_sweep(
@@ -78,6 +105,11 @@ def run_sweep(
     graphs = label_graphs(load_graphs(graphs_dir, [m for m in labels if splits[m] in ("train", "val")]), labels)
     train = [g for g in graphs if splits[g.model_id] == "train"]
     val = [g for g in graphs if splits[g.model_id] == "val"]
+    tasks = [int(g.task_label) for g in train + val]
+    if not any(tasks.count(int(g.task_label)) > 1 for g in val):
+        raise ValueError(
+            f"cannot tune on {zoo_dir}: none of its {len(val)} val models shares a task with another train/val model"
+        )
     base_dict = asdict(base or TrainConfig()) | {"epochs": config.max_epochs, "seed": config.seed}
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, train_graphs=train, val_graphs=val, base=base_dict),
