@@ -156,7 +156,8 @@ class NeuralGraphConv(MessagePassing):
     ``m_ij = φm(FiLM_e(W_d h_i + W_s h_j + W_e e_ij + dir))`` with ``scale, shift = Linear(e_ij)``, aggregated by
     sum and scaled by ``1/sqrt(deg)``; ``h_i' = LN(h_i + φu([h_i, m_i]))``; optionally
     ``e_ij' = LN(e_ij + φe(U_s h_src + U_d h_dst + U_e e_ij))``. Node projections are computed per node before
-    gathering, so per-edge work is one ``hidden x hidden`` matmul per direction.
+    gathering, and the linear ``φm`` commutes with the sum (``Σ_j W x_j = W Σ_j x_j``), so it is applied once per
+    node after aggregation: per-edge work is elementwise apart from the edge projections.
     """
 
     def __init__(self, hidden: int, edge_hidden: int, dropout: float = 0.0, update_edges: bool = True) -> None:
@@ -165,7 +166,8 @@ class NeuralGraphConv(MessagePassing):
         self.lin_src = nn.Linear(hidden, hidden, bias=False)
         self.lin_edge = nn.Linear(edge_hidden, 3 * hidden)  # edge term, FiLM scale, FiLM shift
         self.direction = nn.Embedding(2, hidden)
-        self.phi_m = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden))
+        self.dropout = nn.Dropout(dropout)
+        self.phi_m = nn.Linear(hidden, hidden, bias=False)  # linear: applied after the sum, once per node
         self.phi_u = mlp([2 * hidden, hidden, hidden], dropout)
         self.norm = nn.LayerNorm(hidden)
         self.update_edges = update_edges
@@ -177,34 +179,39 @@ class NeuralGraphConv(MessagePassing):
             self.edge_norm = nn.LayerNorm(edge_hidden)
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
-        num_edges = edge_index.shape[1]
-        both = torch.cat([edge_index, edge_index.flip(0)], dim=1)
-        direction = torch.cat([edge_index.new_zeros(num_edges), edge_index.new_ones(num_edges)])
-        deg = scatter(torch.ones_like(both[1], dtype=h.dtype), both[1], dim=0, dim_size=h.shape[0], reduce="sum")
-        film = self.lin_edge(e)
-        h_new = self.propagate(
-            both,
-            dst_term=self.lin_dst(h),
-            src_term=self.lin_src(h),
-            film=torch.cat([film, film]),
-            direction=direction,
-            h=h,
-            deg=deg,
+        edge_term, scale, shift = self.lin_edge(e).chunk(3, dim=-1)
+        dst_term, src_term = self.lin_dst(h), self.lin_src(h)
+        reverse = edge_index.flip(0)
+        # One propagate per direction over the same edge tensors (no duplicated per-edge FiLM parameters); the
+        # direction embedding is a per-node term, so it is added to the node projections, not to every message.
+        aggr = sum(
+            self.propagate(
+                index,
+                dst_term=dst_term + self.direction.weight[d],
+                src_term=src_term,
+                edge_term=edge_term,
+                scale=scale,
+                shift=shift,
+            )  # fmt: skip
+            for d, index in enumerate((edge_index, reverse))
         )
+        ones = torch.ones(edge_index.shape[1], dtype=h.dtype, device=h.device)
+        deg = scatter(ones, edge_index[1], dim=0, dim_size=h.shape[0]) + scatter(
+            ones, edge_index[0], dim=0, dim_size=h.shape[0]
+        )
+        m = self.phi_m(aggr) / deg.clamp(min=1).sqrt().unsqueeze(-1)
+        h_new = self.norm(h + self.phi_u(torch.cat([h, m], dim=-1)))
         if self.update_edges:
             src, dst = edge_index
             delta = self.edge_src(h_new)[src] + self.edge_dst(h_new)[dst] + self.edge_self(e)
             e = self.edge_norm(e + self.phi_e(delta))
         return h_new, e
 
-    def message(self, dst_term_i: Tensor, src_term_j: Tensor, film: Tensor, direction: Tensor) -> Tensor:
-        edge_term, scale, shift = film.chunk(3, dim=-1)
-        pre = dst_term_i + src_term_j + edge_term + self.direction(direction)
-        return self.phi_m(F.silu(pre * (1 + scale) + shift))
-
-    def update(self, aggr_out: Tensor, h: Tensor, deg: Tensor) -> Tensor:
-        m = aggr_out / deg.clamp(min=1).sqrt().unsqueeze(-1)
-        return self.norm(h + self.phi_u(torch.cat([h, m], dim=-1)))
+    def message(
+        self, dst_term_i: Tensor, src_term_j: Tensor, edge_term: Tensor, scale: Tensor, shift: Tensor
+    ) -> Tensor:
+        """``m_ij`` before the (linear, post-aggregation) ``φm``: FiLM-modulated sum of node and edge terms."""
+        return self.dropout(F.silu((dst_term_i + src_term_j + edge_term) * (1 + scale) + shift))
 
 
 class NeuralGraphEncoder(nn.Module):

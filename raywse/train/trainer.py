@@ -52,6 +52,8 @@ class TrainConfig:
     edge_drop: float = field(default=0.1, metadata={"help": "edge dropout probability of a view"})
     depth: int = field(default=4, metadata={"help": "message-passing layers"})
     hidden: int = field(default=64, metadata={"help": "hidden width of the encoder"})
+    edge_hidden: int = field(default=16, metadata={"help": "width of edge states (per-edge cost dominates)"})
+    fourier_features: int = field(default=4, metadata={"help": "random Fourier features per scalar weight"})
     embed_dim: int = 64
     num_workers: int = field(default=2, metadata={"help": "Ray Train workers (DDP ranks)"})
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker, NCCL backend"})
@@ -59,8 +61,14 @@ class TrainConfig:
     run_name: str = field(default="encoder", metadata={"help": "Ray Train run name (same name + out dir = resume)"})
 
     def encoder_config(self) -> EncoderConfig:
-        return EncoderConfig(depth=self.depth, hidden=self.hidden, embed_dim=self.embed_dim,
-                             accuracy_head=self.accuracy_weight > 0)  # fmt: skip
+        return EncoderConfig(
+            depth=self.depth,
+            hidden=self.hidden,
+            edge_hidden=self.edge_hidden,
+            fourier_features=self.fourier_features,
+            embed_dim=self.embed_dim,
+            accuracy_head=self.accuracy_weight > 0,
+        )
 
 
 @dataclass
