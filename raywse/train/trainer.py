@@ -41,7 +41,7 @@ class TrainConfig:
     """Contrastive training; defaults train in minutes on a 2-core laptop."""
 
     epochs: int = field(default=8, metadata={"help": "passes over the training graphs"})
-    batch_size: int = field(default=64, metadata={"help": "pairs per worker step (in-batch negatives)"})
+    batch_size: int = field(default=32, metadata={"help": "pairs per worker step (in-batch negatives)"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = 1e-4
     temperature: float = field(default=0.1, metadata={"help": "NT-Xent temperature tau"})
