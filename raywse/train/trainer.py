@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from raywse.train.loop import ContrastiveLoop, EmbedAndPredict, LoopConfig, vali
 
 ENCODER_FILE = "encoder.pt"
 CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
 
 
 @dataclass
@@ -74,7 +76,7 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     encoder_dir: Path
-    metrics: list[dict]  # one dict per epoch
+    metrics: list[dict]  # one dict per epoch, all epochs of the run (including those before a resume)
 
 
 def zoo_labels(zoo_dir: str | os.PathLike) -> tuple[dict[str, tuple[int, float]], dict[str, str]]:
@@ -108,23 +110,27 @@ def train_loop_per_worker(config: dict) -> None:
     encoder = NeuralGraphEncoder(EncoderConfig(**config["encoder"]))
     model = ray.train.torch.prepare_model(EmbedAndPredict(encoder))
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    start_epoch = 0
+    start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
             state = torch.load(Path(ckpt_dir) / "state.pt", map_location=device, weights_only=True)
+            history = json.loads((Path(ckpt_dir) / HISTORY_FILE).read_text())
         encoder.load_state_dict(state["encoder"])
         opt.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
 
     loop = ContrastiveLoop(loop_config(config), train, encoder, model, opt, device, rank)
     for epoch in range(start_epoch, config["epochs"]):
-        metrics = loop.train_epoch(epoch) | validate(encoder, val, device) | {"epoch": epoch}
+        metrics = loop.train_epoch(epoch) | validate(encoder, val, device)
+        metrics |= {"epoch": epoch, "finished_at": time.time()}
+        history.append(metrics)
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 state = {"encoder": encoder.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch}
                 torch.save(state, Path(tmp) / "state.pt")
                 (Path(tmp) / CONFIG_FILE).write_text(json.dumps(config["encoder"]))
+                (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history))  # every epoch, across resumes
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
@@ -166,7 +172,7 @@ def train_encoder(
     with result.checkpoint.as_directory() as ckpt_dir:
         state = torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=True)
         export_encoder(state["encoder"], json.loads((Path(ckpt_dir) / CONFIG_FILE).read_text()), encoder_dir)
-    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+        history = json.loads((Path(ckpt_dir) / HISTORY_FILE).read_text())
     write_json_atomic(history, out_dir / "train_metrics.json")
     return TrainResult(encoder_dir, history)
 

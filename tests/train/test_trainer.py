@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import torch
@@ -25,9 +26,12 @@ def test_two_worker_ddp_trains_exports_and_resumes(tiny_zoo, tiny_graphs, tmp_pa
     assert encoder.config.depth == 2
 
     # Same run name and directory, more epochs: Ray Train resumes from the latest checkpoint (epoch 1).
-    # Its history holds the restored checkpoint's row (epoch 1) and the one new epoch, never a restart from 0.
+    # Its history carries epochs 0-1 from the first run unchanged and adds only epoch 2: no restart from scratch.
+    started = time.time()
     second = train_encoder(tiny_zoo, tiny_graphs, tmp_path, replace(SMALL, epochs=3))
-    assert [m["epoch"] for m in second.metrics] == [1, 2]
+    assert [m["epoch"] for m in second.metrics] == [0, 1, 2]
+    assert second.metrics[:2] == first.metrics
+    assert second.metrics[2]["finished_at"] > started
     assert load_encoder(second.encoder_dir)[1] != version
 
 
