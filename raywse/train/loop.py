@@ -68,7 +68,7 @@ class ContrastiveLoop:
         self.by_task: dict[int, list[int]] = {}
         for i, g in enumerate(graphs):
             self.by_task.setdefault(int(g.task_label), []).append(i)
-        steps = torch.tensor(max(1, len(self.graphs) // config.batch_size))
+        steps = torch.tensor(max(1, len(self.graphs) // config.batch_size), device=device)  # NCCL: on the GPU
         if dist.is_available() and dist.is_initialized():  # every DDP rank must take the same number of steps
             dist.all_reduce(steps, op=dist.ReduceOp.MIN)
         self.steps_per_epoch = int(steps)
