@@ -30,7 +30,8 @@ def _fault_corpus(zoo: Path, bad_dir: Path) -> dict[str, str]:
     tensors, meta = load_checkpoint(good)
     data = good.read_bytes()
     (bad_dir / "truncated.safetensors").write_bytes(data[: len(data) // 2])
-    (bad_dir / "corrupt_header.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + data[24:])
+    header = (16).to_bytes(8, "little") + b"{not json at all"  # declares 16 header bytes that are not JSON
+    (bad_dir / "corrupt_header.safetensors").write_bytes(header + data[24:])
     nan = {k: v.clone() for k, v in tensors.items()}
     next(iter(nan.values())).view(-1)[0] = float("nan")
     save_file(nan, str(bad_dir / "nan_weights.safetensors"), metadata=meta)
