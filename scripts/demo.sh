@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python jobs/pipeline.py "$@"
+. .venv/bin/activate
+exec python jobs/pipeline.py "$@"

@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m ruff check raywse jobs tests bench
-exec .venv/bin/python -m pytest -q tests "$@"
+. .venv/bin/activate  # subprocesses (a local Ray head, submitted jobs) must find this venv's python and ray
+python -m ruff check raywse jobs tests bench
+exec python -m pytest -q tests "$@"

@@ -34,7 +34,9 @@ def local_head():
     """A real Ray head on 127.0.0.1 with the dashboard (job submission needs it); yields the dashboard address."""
     gcs, dashboard, client, agent, metrics, agent_grpc, runtime_env = _free_ports(7)
     temp_dir = tempfile.mkdtemp(prefix="rw-", dir="/tmp")  # short: Ray's unix sockets live under it
-    env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # The job's `python` must be this interpreter (the one with raywse's dependencies), as on a real cluster node.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PATH": path}
     cmd = [RAY, "start", "--head", "--block", "--num-cpus=2", "--node-ip-address=127.0.0.1",
            f"--port={gcs}", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
            f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
