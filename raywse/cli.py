@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -83,15 +84,30 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         print(f"{name}: {path}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (stage configs are imported lazily so ``--help`` stays fast)."""
-    from raywse.data.graphify import GraphifyConfig
-    from raywse.eval.report import EvalConfig
-    from raywse.index.faiss_index import IndexConfig
-    from raywse.pipeline import PipelineConfig
-    from raywse.train.trainer import TrainConfig
-    from raywse.tune.sweep import TuneConfig
-    from raywse.zoo.build import ZooConfig
+#: Each stage's configuration dataclass, imported only when that stage runs (so ``raywse --help`` is instant).
+STAGE_CONFIGS = {
+    "zoo": "raywse.zoo.build:ZooConfig",
+    "graphify": "raywse.data.graphify:GraphifyConfig",
+    "train": "raywse.train.trainer:TrainConfig",
+    "tune": "raywse.tune.sweep:TuneConfig",
+    "index": "raywse.index.faiss_index:IndexConfig",
+    "eval": "raywse.eval.report:EvalConfig",
+    "demo": "raywse.pipeline:PipelineConfig",
+}
+
+
+def stage_config(stage: str) -> type:
+    module, name = STAGE_CONFIGS[stage].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The argument parser; only the stage named in ``argv`` gets its configuration options (imported lazily)."""
+    selected = next((a for a in argv if a in STAGE_CONFIGS), None)
+
+    def add_stage_config(parser: argparse.ArgumentParser, stage: str) -> None:
+        if stage == selected:
+            add_config_args(parser, stage_config(stage))
 
     parser = argparse.ArgumentParser(
         prog="raywse",
@@ -102,13 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("zoo", help="train a model zoo of real tiny networks on bundled datasets")
     p.add_argument("--out", required=True, help="zoo directory (models/*.safetensors + manifest.parquet)")
-    add_config_args(p, ZooConfig)
+    add_stage_config(p, "zoo")
     p.set_defaults(func=_cmd_zoo)
 
     p = sub.add_parser("graphify", help="checkpoints -> neural-graph shards with Ray Data (bad files reported)")
     p.add_argument("source", nargs="+", help="a zoo dir or manifest.parquet, a directory of .safetensors, or files")
     p.add_argument("--out", required=True, help="output directory (shards/, manifest.parquet, errors.parquet)")
-    add_config_args(p, GraphifyConfig)
+    add_stage_config(p, "graphify")
     p.set_defaults(func=_cmd_graphify)
 
     p = sub.add_parser("train", help="DDP contrastive training of the GNN encoder on Ray Train")
@@ -116,14 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graphs", required=True, help="graphify output directory")
     p.add_argument("--out", required=True, help="run directory (encoder/, ray_results/, train_metrics.json)")
     p.add_argument("--config-json", help="JSON of TrainConfig overrides, e.g. best_config.json from raywse tune")
-    add_config_args(p, TrainConfig)
+    add_stage_config(p, "train")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("tune", help="Ray Tune sweep (ASHA) over temperature, depth, width, learning rate")
     p.add_argument("--zoo", required=True)
     p.add_argument("--graphs", required=True)
     p.add_argument("--out", required=True, help="sweep directory (best_config.json, ray_results/)")
-    add_config_args(p, TuneConfig)
+    add_stage_config(p, "tune")
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("index", help="embed every graph (Ray Data actors) and build/extend the FAISS index")
@@ -132,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="index directory")
     p.add_argument("--rebuild", action="store_true", help="rebuild from scratch (e.g. after retraining)")
     p.add_argument("--batch-size", type=int, default=64, help="graphs per Ray Data batch (default: 64)")
-    add_config_args(p, IndexConfig)
+    add_stage_config(p, "index")
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="find the zoo models nearest to a checkpoint")
@@ -148,22 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graphs", required=True)
     p.add_argument("--encoder", required=True)
     p.add_argument("--out", required=True, help="report directory (report.md, metrics.json, plots)")
-    add_config_args(p, EvalConfig)
+    add_stage_config(p, "eval")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("demo", help="the main job end to end: zoo -> graphs -> train -> index -> report")
-    add_config_args(p, PipelineConfig)
+    add_stage_config(p, "demo")
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user mistakes end in one line on stderr and exit status 2, never a traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     from raywse.index.faiss_index import IndexVersionError
     from raywse.io import CheckpointError
     from raywse.spec import SpecError
 
-    args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (*USER_ERRORS, CheckpointError, SpecError, IndexVersionError) as exc:

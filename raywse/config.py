@@ -38,7 +38,10 @@ def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any):
     for f in dataclasses.fields(cls):
         if f.name in values and isinstance(_default(f), tuple) and isinstance(values[f.name], list):
             values[f.name] = tuple(values[f.name])
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:  # a dataclass's own validation (__post_init__) of a user's value
+        raise ConfigError(f"invalid {cls.__name__}: {exc}") from exc
 
 
 def _default(field: dataclasses.Field) -> Any:
