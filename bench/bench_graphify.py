@@ -1,0 +1,241 @@
+"""Graphify benchmark, one run: safetensors read ceiling, serial graphify, Ray Data graphify at a few batch sizes.
+
+Usage: ``python bench/bench_graphify.py [--zoo DIR] [--preset small] [--out /tmp/raywse_bench_graphify]
+[--batch-sizes 16,64,256] [--repeats 3]``. Without ``--zoo`` a zoo of the preset is built (once) and cached under
+``--out/zoo_<preset>``. Writes ``bench/results/graphify.json``.
+
+Measured, every checkpoint of the zoo each time (page cache warmed by one untimed read pass first):
+
+(a) read ceiling: ``Path.read_bytes`` alone and ``raywse.io.load_checkpoint`` (read + safetensors parse), one process;
+(b) serial: ``graphify_checkpoint`` on every file in one process, then Arrow conversion (``graphs_to_table``) and
+    Parquet writes in shards of the default batch size;
+(c) Ray Data: ``graphify(zoo, fresh_dir, GraphifyConfig(batch_size=b))`` end to end on a local Ray with 2 CPUs.
+    Ray start-up (``ensure_ray(num_cpus=2)``) and a first full ``graphify`` at the default batch size (cold worker
+    processes importing torch etc.) are timed separately; the driver-side manifest rebuild is re-timed on the output
+    to show its share;
+(d) reference: the same batch UDF (``_graphify_batch``) as plain ``@ray.remote`` tasks, one per ``batch_size``
+    chunk, without Ray Data (what Ray's parallelism alone gives; manifest not rebuilt).
+
+(a) and (b) take the best of ``--repeats`` passes, each Ray Data batch size the best of ``--ray-repeats`` runs (the
+machine is shared, so the load average is recorded beside every figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import ray
+import torch
+
+from raywse.data.graphify import (
+    GraphifyConfig,
+    _graphify_batch,
+    _write_manifest,
+    graphify,
+    graphify_checkpoint,
+    inputs_from_source,
+)
+from raywse.graph.arrow import graphs_to_table
+from raywse.io import load_checkpoint, write_parquet_atomic
+from raywse.raycluster import ensure_ray
+from raywse.zoo.build import ZooConfig, build_zoo
+
+
+def machine() -> dict:
+    """CPU model and core count (``lscpu``)."""
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+    }
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def best_of(repeats: int, fn) -> tuple[float, object]:
+    """Smallest wall time of ``repeats`` calls of ``fn`` and the last call's return value."""
+    best, value = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, value
+
+
+def serial_arrow(graphs: list, out: Path, shard_size: int) -> tuple[float, float]:
+    """Seconds to convert ``graphs`` to Arrow tables and to write them as Parquet shards of ``shard_size``."""
+    shutil.rmtree(out, ignore_errors=True)
+    convert = write = 0.0
+    for i, start in enumerate(range(0, len(graphs), shard_size)):
+        t0 = time.perf_counter()
+        table = graphs_to_table(graphs[start : start + shard_size])
+        t1 = time.perf_counter()
+        write_parquet_atomic(table, out / f"shard-{i:05d}.parquet")
+        convert += t1 - t0
+        write += time.perf_counter() - t1
+    return convert, write
+
+
+@ray.remote(num_cpus=1)
+def _batch_task(batch: pd.DataFrame, out_dir: str) -> int:
+    return len(_graphify_batch(batch, out_dir))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--zoo", help="existing zoo directory (default: build the preset under --out)")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--out", default="/tmp/raywse_bench_graphify")
+    ap.add_argument("--batch-sizes", default="16,64,256")
+    ap.add_argument("--repeats", type=int, default=3, help="passes of (a) and (b); the best counts")
+    ap.add_argument("--ray-repeats", type=int, default=2, help="runs per Ray Data batch size; the best counts")
+    ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "graphify.json"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    result: dict = {"machine": machine(), "load_start": load()}
+
+    zoo = Path(args.zoo) if args.zoo else out / f"zoo_{args.preset}"
+    if not args.zoo:
+        t0 = time.perf_counter()
+        build_zoo(ZooConfig(preset=args.preset, num_cpus=2), zoo, progress=False)
+        result["zoo_build_s"] = round(time.perf_counter() - t0, 2)  # ~0 when cached
+        if ray.is_initialized():  # measure Ray start-up below from a cold start
+            ray.shutdown()
+    inputs = inputs_from_source(zoo)
+    paths = [i.path for i in inputs]
+    total_bytes = sum(os.path.getsize(p) for p in paths)
+    n = len(inputs)
+    result["zoo"] = {"dir": str(zoo), "preset": None if args.zoo else args.preset, "files": n, "bytes": total_bytes,
+                     "mean_file_bytes": round(total_bytes / n)}  # fmt: skip
+    print(f"zoo {zoo}: {n} checkpoints, {total_bytes / 1e6:.1f} MB")
+    torch.set_num_threads(1)  # as a Ray Data task runs (num_cpus=1 sets OMP_NUM_THREADS=1)
+
+    # (a) read ceiling, warm page cache
+    for p in paths:
+        Path(p).read_bytes()
+    t_bytes, _ = best_of(args.repeats, lambda: [Path(p).read_bytes() for p in paths])
+    t_load, _ = best_of(args.repeats, lambda: [load_checkpoint(p) for p in paths])
+    result["read"] = {
+        "read_bytes_s": round(t_bytes, 3),
+        "read_bytes_ckpt_per_s": round(n / t_bytes, 1),
+        "read_bytes_MB_per_s": round(total_bytes / 1e6 / t_bytes, 1),
+        "load_checkpoint_s": round(t_load, 3),
+        "load_checkpoint_ckpt_per_s": round(n / t_load, 1),
+        "load_checkpoint_MB_per_s": round(total_bytes / 1e6 / t_load, 1),
+        "load": load(),
+    }
+    print("read:", json.dumps(result["read"]))
+
+    # (b) serial graphify + Arrow conversion + Parquet writes
+    t_graph, graphs = best_of(
+        args.repeats, lambda: [graphify_checkpoint(i.path, i.model_id, i.layer_spec) for i in inputs]
+    )
+    convert, write = min(
+        (serial_arrow(graphs, out / "serial_shards", GraphifyConfig().batch_size) for _ in range(args.repeats)),
+        key=sum,
+    )
+    serial_total = t_graph + convert + write
+    result["serial"] = {
+        "graphify_s": round(t_graph, 3),
+        "graphify_ckpt_per_s": round(n / t_graph, 1),
+        "arrow_convert_s": round(convert, 3),
+        "parquet_write_s": round(write, 3),
+        "shard_size": GraphifyConfig().batch_size,
+        "total_s": round(serial_total, 3),
+        "total_ckpt_per_s": round(n / serial_total, 1),
+        "graph_nodes_mean": round(sum(int(g.num_nodes) for g in graphs) / n, 1),
+        "graph_edges_mean": round(sum(int(g.edge_index.shape[1]) for g in graphs) / n, 1),
+        "load": load(),
+    }
+    print("serial:", json.dumps(result["serial"]))
+    del graphs
+
+    # (c) Ray Data, 2 CPUs
+    t0 = time.perf_counter()
+    ensure_ray(num_cpus=2)
+    startup = time.perf_counter() - t0
+    warm_dir = out / "ray_warmup"
+    shutil.rmtree(warm_dir, ignore_errors=True)
+    load_before = load()
+    t0 = time.perf_counter()
+    graphify(zoo, warm_dir, GraphifyConfig(progress=False))
+    first = time.perf_counter() - t0
+    result["ray"] = {
+        "startup_s": round(startup, 2),
+        "first_graphify_s": round(first, 2),  # cold worker processes, default batch size
+        "first_graphify_ckpt_per_s": round(n / first, 1),
+        "first_graphify_load_before": load_before,
+        "runs": [],
+    }
+    print(f"ray: start-up {startup:.2f} s, first (cold) graphify of all files {first:.2f} s")
+    for bs in batch_sizes:
+        run_dir = out / f"ray_bs{bs}"
+        times = []
+        load_before = load()
+        for _ in range(args.ray_repeats):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            t0 = time.perf_counter()
+            res = graphify(zoo, run_dir, GraphifyConfig(batch_size=bs, progress=False))
+            times.append(time.perf_counter() - t0)
+        elapsed = min(times)
+        t1 = time.perf_counter()
+        _write_manifest(run_dir)  # the driver-side manifest rebuild graphify ends with, re-timed alone
+        manifest_s = time.perf_counter() - t1
+        run = {
+            "batch_size": bs,
+            "shards": -(-n // bs),
+            "written": res.written,
+            "errors": len(res.errors),
+            "s": round(elapsed, 3),
+            "all_s": [round(t, 3) for t in times],
+            "ckpt_per_s": round(n / elapsed, 1),
+            "manifest_rebuild_s": round(manifest_s, 3),
+            "speedup_vs_serial_graphify": round(t_graph / elapsed, 2),
+            "speedup_vs_serial_total": round(serial_total / elapsed, 2),
+            "fraction_of_load_checkpoint_ceiling": round(t_load / elapsed, 3),
+            "load_before": load_before,
+            "load_after": load(),
+        }
+        result["ray"]["runs"].append(run)
+        print("ray run:", json.dumps(run))
+        if res.written != n:
+            print(f"WARNING: {n - res.written} checkpoints not written ({len(res.errors)} errors)")
+    # (d) reference: the same UDF as plain Ray tasks (one task per batch_size chunk), i.e. Ray without Ray Data
+    df = pd.DataFrame([{"path": i.path, "model_id": i.model_id, "layer_spec": i.layer_spec} for i in inputs])
+    task_runs = []
+    for bs in batch_sizes:
+        run_dir = out / f"tasks_bs{bs}"
+        best = float("inf")
+        for _ in range(args.ray_repeats):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            t0 = time.perf_counter()
+            ray.get([_batch_task.remote(df.iloc[s : s + bs], str(run_dir)) for s in range(0, n, bs)])
+            best = min(best, time.perf_counter() - t0)
+        task_runs.append({"batch_size": bs, "s": round(best, 3), "ckpt_per_s": round(n / best, 1),
+                          "speedup_vs_serial_total": round(serial_total / best, 2), "load_after": load()})  # fmt: skip
+        print("ray tasks:", json.dumps(task_runs[-1]))
+    result["ray"]["plain_tasks"] = task_runs
+    result["ray"]["startup_plus_best_run_s"] = round(startup + min(r["s"] for r in result["ray"]["runs"]), 2)
+    result["load_end"] = load()
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()
