@@ -81,7 +81,10 @@ class TrainResult:
 
 def zoo_labels(zoo_dir: str | os.PathLike) -> tuple[dict[str, tuple[int, float]], dict[str, str]]:
     """``model_id -> (task index, test accuracy)`` and ``model_id -> split`` for a zoo."""
-    manifest = pq.read_table(Path(zoo_dir) / "manifest.parquet").to_pylist()
+    path = Path(zoo_dir) / "manifest.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"no zoo manifest at {path} (build one with `raywse zoo --out {zoo_dir}`)")
+    manifest = pq.read_table(path).to_pylist()
     tasks = sorted({r["task"] for r in manifest})
     labels = {r["model_id"]: (tasks.index(r["task"]), float(r["test_acc"])) for r in manifest}
     return labels, assign_splits(manifest)
