@@ -25,15 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pandas as pd
 import ray
 import torch
+from _machine import load, machine
 
 from raywse.data.graphify import (
     GraphifyConfig,
@@ -47,23 +46,6 @@ from raywse.graph.arrow import graphs_to_table
 from raywse.io import load_checkpoint, write_parquet_atomic
 from raywse.raycluster import ensure_ray
 from raywse.zoo.build import ZooConfig, build_zoo
-
-
-def machine() -> dict:
-    """CPU model and core count (``lscpu``)."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
-    return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-    }
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def best_of(repeats: int, fn) -> tuple[float, object]:

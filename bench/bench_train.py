@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import shutil
 import statistics
-import subprocess
 import threading
 import time
 from dataclasses import asdict
@@ -39,6 +36,7 @@ from pathlib import Path
 
 import ray
 import torch
+from _machine import load, machine
 
 from raywse.data.graphify import MANIFEST, GraphifyConfig, graphify, load_graphs
 from raywse.models.encoder import NeuralGraphEncoder
@@ -48,23 +46,6 @@ from raywse.train.trainer import TrainConfig, label_graphs, loop_config, train_e
 from raywse.zoo.build import ZooConfig, build_zoo
 
 CKPT_RE = re.compile(r"checkpoint_(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}\.\d+)$")
-
-
-def machine() -> dict:
-    """CPU model and core count (``lscpu``)."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
-    return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-    }
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def pairs_per_epoch(n_train: int, workers: int, batch: int) -> int:

@@ -9,33 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+from _machine import machine
 
 from raywse.raycluster import ensure_ray
 from raywse.zoo.batched import Arch, init_params, minibatch_indices, train_batched, train_reference
 from raywse.zoo.build import STATS, ZooConfig, build_zoo, plan_zoo
 from raywse.zoo.datasets import load_task
-
-
-def machine() -> dict:
-    """CPU model and core count (``lscpu``)."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
-    return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
 
 
 def sgemm_peak(threads: int, n: int = 2048, reps: int = 10) -> float:
