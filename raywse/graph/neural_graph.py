@@ -86,7 +86,7 @@ def to_neural_graph(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, model_i
         node_act.append(torch.full((n_out,), ACTIVATIONS.index(effective_activation(nl))))
         node_type.append(torch.full((n_out,), NODE_TYPE_CONV if nl.layer.kind == "conv2d" else NODE_TYPE_LINEAR))
         kernels = folded[f"{name}.weight"].detach().float().reshape(n_out, n_prev, *nl.in_block)
-        attrs.append(_pad_kernels(kernels, (kh, kw)).reshape(n_out * n_prev, kh * kw))
+        attrs.append(center_pad_kernels(kernels, (kh, kw)).reshape(n_out * n_prev, kh * kw))
         sources.append(in_offset + torch.arange(n_prev).repeat(n_out))
         targets.append(offset + torch.arange(n_out).repeat_interleave(n_prev))
         in_offset, offset = offset, offset + n_out
@@ -104,7 +104,7 @@ def to_neural_graph(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, model_i
     )
 
 
-def _pad_kernels(kernels: torch.Tensor, kernel_shape: tuple[int, int]) -> torch.Tensor:
+def center_pad_kernels(kernels: torch.Tensor, kernel_shape: tuple[int, int]) -> torch.Tensor:
     """Zero-pad ``[..., h, w]`` kernels centred to ``kernel_shape`` (extra row/column at the bottom/right)."""
     h, w = kernels.shape[-2:]
     dh, dw = kernel_shape[0] - h, kernel_shape[1] - w
@@ -119,7 +119,7 @@ def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
     kernel_shape = (int(kernel_shape[0]), int(kernel_shape[1]))
     kernels = data.edge_attr.reshape(-1, kh, kw)
     out = data.clone()
-    out.edge_attr = _pad_kernels(kernels, kernel_shape).reshape(-1, kernel_shape[0] * kernel_shape[1])
+    out.edge_attr = center_pad_kernels(kernels, kernel_shape).reshape(-1, kernel_shape[0] * kernel_shape[1])
     out.kernel_shape = kernel_shape  # a tuple (Data.clone turned the copied one into a list)
     return out
 

@@ -25,6 +25,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
+from raywse.graph.neural_graph import center_pad_kernels
 from raywse.spec import ACTIVATIONS, POSITIVELY_HOMOGENEOUS
 
 #: ``node_act`` ids of activations that commute with positive per-neuron scaling.
@@ -89,8 +90,7 @@ def pad_kernels(data: Data, edge_dim: int) -> Data:
             f"graph {getattr(data, 'model_id', '?')} has {kh}x{kw} kernels; the encoder supports at most "
             f"{side}x{side} (edge_dim={edge_dim}); raise EncoderConfig.edge_dim"
         )
-    top, left = (side - kh) // 2, (side - kw) // 2
-    kern = F.pad(data.edge_attr.view(-1, kh, kw), (left, side - kw - left, top, side - kh - top))
+    kern = center_pad_kernels(data.edge_attr.view(-1, kh, kw), (side, side))
     out = data.clone()
     out.edge_attr = kern.reshape(-1, side * side).contiguous()
     out.kernel_shape = [(side, side)] * len(data.kernel_shape) if collated else (side, side)
