@@ -12,17 +12,17 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
 from raywse.graph.arrow import graphs_to_table, table_to_graphs
-from raywse.graph.infer import infer_spec_and_tensors
+from raywse.graph.infer import infer_spec_and_tensors, natural_key
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.io import CheckpointError, load_checkpoint, write_parquet_atomic
 from raywse.raycluster import ensure_ray
@@ -211,7 +211,7 @@ def _write_manifest(out_dir: Path) -> pa.Table:
     parts = []
     for shard in sorted((out_dir / SHARDS).glob("shard-*.parquet")):
         t = pq.read_table(shard, columns=["model_id", "num_nodes", "edge_index"])
-        num_edges = pa.array([len(e) // 2 for e in t.column("edge_index").to_pylist()], pa.int64())
+        num_edges = pc.divide(pc.list_value_length(t.column("edge_index")), 2).cast(pa.int64())
         parts.append(
             pa.table(
                 {
@@ -238,7 +238,7 @@ def load_graphs(graphs_dir: str | os.PathLike, model_ids: list[str] | None = Non
     for shard in sorted((graphs_dir / SHARDS).glob("shard-*.parquet")):
         graphs.extend(table_to_graphs(pq.read_table(shard)))
     if model_ids is None:
-        return sorted(graphs, key=lambda g: _natural_key(g.model_id))
+        return sorted(graphs, key=lambda g: natural_key(g.model_id))
     by_id = {g.model_id: g for g in graphs}
     missing = [m for m in model_ids if m not in by_id]
     if missing:
@@ -249,7 +249,3 @@ def load_graphs(graphs_dir: str | os.PathLike, model_ids: list[str] | None = Non
 def shard_paths(graphs_dir: str | os.PathLike) -> list[str]:
     """Absolute paths of the complete shards (for ``ray.data.read_parquet``)."""
     return [str(p.resolve()) for p in sorted((Path(graphs_dir) / SHARDS).glob("shard-*.parquet"))]
-
-
-def _natural_key(text: str) -> list:
-    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", text)]
