@@ -20,8 +20,6 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
-    # Ray Data prints a progress bar per operator; keep them, but silence the verbose per-dataset execution logs.
-    ray.data.DataContext.get_current().enable_progress_bars = True
 
 
 def cluster_cpus() -> int:

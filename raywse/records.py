@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import pyarrow as pa
 
@@ -55,7 +55,3 @@ def table_to_records(table: pa.Table, cls: type) -> list:
     names = [f.name for f in fields(cls)]
     rows = table.select([n for n in names if n in table.column_names]).to_pylist()
     return [cls(**row) for row in rows]
-
-
-def record_dict(record) -> dict:
-    return asdict(record)
