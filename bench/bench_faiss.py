@@ -28,8 +28,8 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from raywse.core.io import write_json_atomic  # noqa: E402
 from raywse.index.faiss_index import EmbeddingIndex, IndexConfig  # noqa: E402
-from raywse.io import write_json_atomic  # noqa: E402
 
 K = 10
 NUM_CENTRES = 1_000  # Gaussian blobs; SPREAD is the per-coordinate noise std (centres are N(0, 1)): blobs overlap

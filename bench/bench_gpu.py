@@ -20,23 +20,28 @@ import torch
 import torch.distributed as dist
 from torch_geometric.data import Batch
 
+from raywse.core.artifacts import GraphFiles
+from raywse.data.labels import ZooLabels
 from raywse.graph.arrow import table_to_graphs
+from raywse.models.contrastive import ContrastiveConfig, ContrastiveLoop, EmbedAndPredict, LabelledGraphs
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
-from raywse.train.loop import ContrastiveLoop, EmbedAndPredict, LoopConfig
 
 ENCODER = {"depth": 4, "hidden": 64, "edge_hidden": 16, "fourier_features": 4, "embed_dim": 64, "accuracy_head": True}
 
 
-def load(graphs_dir: Path, zoo_dir: Path) -> list:
+def load(graphs_dir: Path, zoo_dir: Path) -> LabelledGraphs:
+    """Every graph of a graphify output (shard order; read directly, as ``raywse.data.graphify`` imports Ray),
+    labelled with its model's task and accuracy from the zoo."""
     graphs = []
-    for shard in sorted((graphs_dir / "shards").glob("shard-*.parquet")):
+    for shard in sorted((graphs_dir / GraphFiles.SHARDS).glob(GraphFiles.SHARD_GLOB)):
         graphs.extend(table_to_graphs(pq.read_table(shard)))
-    rows = pq.read_table(zoo_dir / "manifest.parquet", columns=["model_id", "task", "test_acc"]).to_pylist()
-    tasks = sorted({r["task"] for r in rows})
-    meta = {r["model_id"]: (tasks.index(r["task"]), r["test_acc"]) for r in rows}
-    for g in graphs:
-        g.task_label, g.accuracy = meta[g.model_id]
-    return graphs
+    return ZooLabels.from_zoo(zoo_dir).label(graphs)
+
+
+def prepared(encoder: NeuralGraphEncoder, data: LabelledGraphs, n: int | None = None) -> LabelledGraphs:
+    """The first ``n`` (default all) graphs of ``data``, prepared for ``encoder`` (what ``ContrastiveLoop`` takes)."""
+    n = len(data) if n is None else n
+    return LabelledGraphs([encoder.prepare(g) for g in data.graphs[:n]], data.task[:n], data.accuracy[:n])
 
 
 def throughput(encoder, graphs, device, batch_graphs: int, train: bool, repeats: int = 5) -> float:
@@ -68,7 +73,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.manual_seed(0)
-    graphs = load(args.graphs, args.zoo)
+    data = load(args.graphs, args.zoo)
+    graphs = data.graphs
     gpu = torch.device("cuda")
     results: dict = {
         "gpu": torch.cuda.get_device_name(0),
@@ -89,9 +95,11 @@ def main() -> None:
     # The contrastive loop for one epoch on CUDA (what a GPU Ray Train worker runs), then one DDP step over NCCL.
     encoder = NeuralGraphEncoder(EncoderConfig(**ENCODER)).to(gpu)
     opt = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
-    config = LoopConfig(batch_size=128, temperature=0.1, same_task_prob=0.5, supervised=False, accuracy_weight=0.5,
-                        noise=0.05, edge_drop=0.1, seed=0)  # fmt: skip
-    loop = ContrastiveLoop(config, graphs, encoder, EmbedAndPredict(encoder), opt, gpu)
+    config = ContrastiveConfig(batch_size=128, temperature=0.1, same_task_prob=0.5, supervised=False,
+                               accuracy_weight=0.5, noise=0.05, edge_drop=0.1, seed=0)  # fmt: skip
+    model = EmbedAndPredict(encoder).train()
+    loop = ContrastiveLoop(config, prepared(encoder, data), lambda views: model(Batch.from_data_list(views).to(gpu)),
+                           opt, gpu)  # fmt: skip
     start = time.perf_counter()
     epoch = loop.train_epoch(0)
     torch.cuda.synchronize()
@@ -102,8 +110,9 @@ def main() -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533")
     dist.init_process_group("nccl", rank=0, world_size=1)
-    ddp = torch.nn.parallel.DistributedDataParallel(EmbedAndPredict(encoder), device_ids=[0])
-    loop = ContrastiveLoop(config, graphs[:256], encoder, ddp, opt, gpu)
+    ddp = torch.nn.parallel.DistributedDataParallel(EmbedAndPredict(encoder), device_ids=[0]).train()
+    loop = ContrastiveLoop(config, prepared(encoder, data, 256), lambda views: ddp(Batch.from_data_list(views).to(gpu)),
+                           opt, gpu)  # fmt: skip
     results["nccl_ddp_step"] = loop.train_epoch(1) | {"backend": dist.get_backend()}
     dist.destroy_process_group()
     print("nccl ddp", results["nccl_ddp_step"], flush=True)

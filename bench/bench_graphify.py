@@ -6,15 +6,17 @@ Usage: ``python bench/bench_graphify.py [--zoo DIR] [--preset small] [--out /tmp
 
 Measured, every checkpoint of the zoo each time (page cache warmed by one untimed read pass first):
 
-(a) read ceiling: ``Path.read_bytes`` alone and ``raywse.io.load_checkpoint`` (read + safetensors parse), one process;
+(a) read ceiling: ``Path.read_bytes`` alone and ``raywse.core.io.load_checkpoint`` (read + safetensors parse), one
+    process;
 (b) serial: ``graphify_checkpoint`` on every file in one process, then Arrow conversion (``graphs_to_table``) and
     Parquet writes in shards of the default batch size;
 (c) Ray Data: ``graphify(zoo, fresh_dir, GraphifyConfig(batch_size=b))`` end to end on a local Ray with 2 CPUs.
     Ray start-up (``ensure_ray(num_cpus=2)``) and a first full ``graphify`` at the default batch size (cold worker
     processes importing torch etc.) are timed separately; the driver-side manifest rebuild is re-timed on the output
-    to show its share;
-(d) reference: the same batch UDF (``_graphify_batch``) as plain ``@ray.remote`` tasks, one per ``batch_size``
-    chunk, without Ray Data (what Ray's parallelism alone gives; manifest not rebuilt).
+    (``write_graph_manifest``, graphify's own) to show its share;
+(d) reference: the work of graphify's batch UDF (graphify each checkpoint of a chunk, write its graphs as one shard;
+    ``graphify_batch``) as plain ``@ray.remote`` tasks, one per ``batch_size`` chunk, without Ray Data (what Ray's
+    parallelism alone gives; manifest not rebuilt).
 
 (a) and (b) take the best of ``--repeats`` passes, each Ray Data batch size the best of ``--ray-repeats`` runs (the
 machine is shared, so the load average is recorded beside every figure).
@@ -34,17 +36,11 @@ import ray
 import torch
 from _machine import load, machine
 
-from raywse.data.graphify import (
-    GraphifyConfig,
-    _graphify_batch,
-    _write_manifest,
-    graphify,
-    graphify_checkpoint,
-    inputs_from_source,
-)
+from raywse.core.io import load_checkpoint, write_parquet_atomic
+from raywse.core.ray_session import ensure_ray
+from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, inputs_from_source, write_graph_manifest
 from raywse.graph.arrow import graphs_to_table
-from raywse.io import load_checkpoint, write_parquet_atomic
-from raywse.raycluster import ensure_ray
+from raywse.graph.checkpoint import graphify_checkpoint
 from raywse.zoo.build import ZooConfig, build_zoo
 
 
@@ -72,9 +68,8 @@ def serial_arrow(graphs: list, out: Path, shard_size: int) -> tuple[float, float
     return convert, write
 
 
-@ray.remote(num_cpus=1)
-def _batch_task(batch: pd.DataFrame, out_dir: str) -> int:
-    return len(_graphify_batch(batch, out_dir))
+#: graphify's own batch UDF as a plain Ray task (no Ray Data): graphify a chunk, write it as one shard.
+batch_task = ray.remote(num_cpus=1)(graphify_batch)
 
 
 def main() -> None:
@@ -94,7 +89,7 @@ def main() -> None:
     zoo = Path(args.zoo) if args.zoo else out / f"zoo_{args.preset}"
     if not args.zoo:
         t0 = time.perf_counter()
-        build_zoo(ZooConfig(preset=args.preset, num_cpus=2), zoo, progress=False)
+        build_zoo(ZooConfig.preset(args.preset, num_cpus=2), zoo, progress=False)
         result["zoo_build_s"] = round(time.perf_counter() - t0, 2)  # ~0 when cached
         if ray.is_initialized():  # measure Ray start-up below from a cold start
             ray.shutdown()
@@ -176,7 +171,7 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         elapsed = min(times)
         t1 = time.perf_counter()
-        _write_manifest(run_dir)  # the driver-side manifest rebuild graphify ends with, re-timed alone
+        write_graph_manifest(Path(run_dir))  # the driver-side manifest rebuild graphify ends with, re-timed alone
         manifest_s = time.perf_counter() - t1
         run = {
             "batch_size": bs,
@@ -206,7 +201,7 @@ def main() -> None:
         for _ in range(args.ray_repeats):
             shutil.rmtree(run_dir, ignore_errors=True)
             t0 = time.perf_counter()
-            ray.get([_batch_task.remote(df.iloc[s : s + bs], str(run_dir)) for s in range(0, n, bs)])
+            ray.get([batch_task.remote(df.iloc[s : s + bs], str(run_dir)) for s in range(0, n, bs)])
             best = min(best, time.perf_counter() - t0)
         task_runs.append({"batch_size": bs, "s": round(best, 3), "ckpt_per_s": round(n / best, 1),
                           "speedup_vs_serial_total": round(serial_total / best, 2), "load_after": load()})  # fmt: skip

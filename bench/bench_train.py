@@ -5,11 +5,11 @@ Defaults use the zoo cached by ``bench_graphify.py`` (``/tmp/raywse_bench_graphi
 and graphify it into ``--out/graphs`` if no ``--graphs`` is given. Writes ``bench/results/train.json``.
 
 Throughput is graphs/s: positive pairs x 2 views encoded (forward + backward + AdamW step) per second. Every setup
-uses ``TrainConfig()`` defaults (depth 4, hidden 64, embed 64, accuracy head, batch 64 pairs per worker step) on the
-zoo's ``train`` split:
+uses ``TrainConfig()`` defaults (``EncoderConfig()``: depth 4, hidden 64, embed 64, accuracy head;
+``ContrastiveConfig()``: ``batch_size`` pairs per worker step) on the zoo's ``train`` split:
 
-* single process: ``ContrastiveLoop`` in-process with ``torch.set_num_threads`` 1 and 2; every epoch is timed, and
-  ``validate`` on the ``val`` split is timed beside it (a Ray Train epoch includes it);
+* single process: ``raywse.models.contrastive.ContrastiveLoop`` in-process with ``torch.set_num_threads`` 1 and 2;
+  every epoch is timed, and ``validate`` on the ``val`` split is timed beside it (a Ray Train epoch includes it);
 * Ray Train: ``train_encoder(..., TrainConfig(epochs=E, num_workers=n))`` for n = 1, 2 on a local Ray with 2 CPUs.
   Epoch ends are the timestamps Ray Train puts in each checkpoint directory's name (rank 0 checkpoints every epoch;
   a thread lists the run directory every 50 ms, as only the last two are kept). Steady state = median time between
@@ -17,8 +17,8 @@ zoo's ``train`` split:
   counted from the ``train_encoder`` call (Ray Data reads + filters the shards, the workers start, join the process
   group and materialise their shards).
 
-With n workers each rank draws 64 pairs per step from its 1/n of the train split, so an epoch covers
-n * floor(floor(N / n) / 64) * 64 pairs (the global batch is n * 64).
+With n workers each rank draws B = ``batch_size`` pairs per step from its 1/n of the train split, so an epoch covers
+n * floor(floor(N / n) / B) * B pairs (the global batch is n * B).
 """
 
 from __future__ import annotations
@@ -37,12 +37,15 @@ from pathlib import Path
 import ray
 import torch
 from _machine import load, machine
+from torch_geometric.data import Batch
 
-from raywse.data.graphify import MANIFEST, GraphifyConfig, graphify, load_graphs
+from raywse.core.artifacts import GraphFiles, ZooFiles
+from raywse.core.ray_session import ensure_ray
+from raywse.data.graphify import GraphifyConfig, graphify, load_graphs
+from raywse.data.labels import ZooLabels
+from raywse.models.contrastive import ContrastiveLoop, EmbedAndPredict, LabelledGraphs, validate
 from raywse.models.encoder import NeuralGraphEncoder
-from raywse.raycluster import ensure_ray
-from raywse.train.loop import ContrastiveLoop, EmbedAndPredict, validate
-from raywse.train.trainer import TrainConfig, label_graphs, loop_config, train_encoder, zoo_labels
+from raywse.train.trainer import TrainConfig, train_encoder
 from raywse.zoo.build import ZooConfig, build_zoo
 
 CKPT_RE = re.compile(r"checkpoint_(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}\.\d+)$")
@@ -53,27 +56,30 @@ def pairs_per_epoch(n_train: int, workers: int, batch: int) -> int:
     return workers * min(per_rank, max(1, per_rank // batch) * batch)
 
 
-def single_process(config: TrainConfig, train: list, val: list, threads: int, epochs: int) -> dict:
+def single_process(config: TrainConfig, train: LabelledGraphs, val: LabelledGraphs, threads: int, epochs: int) -> dict:
     """Time ``ContrastiveLoop`` epochs (and ``validate``) in this process with ``threads`` torch threads."""
+    cfg = config.contrastive
     torch.set_num_threads(threads)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(cfg.seed)
     load_before = load()
     t0 = time.perf_counter()
     encoder = NeuralGraphEncoder(config.encoder_config())
     model = EmbedAndPredict(encoder)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loop = ContrastiveLoop(loop_config(asdict(config)), train, encoder, model, opt, "cpu")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    prepared = LabelledGraphs([encoder.prepare(g) for g in train.graphs], train.task, train.accuracy)
+    loop = ContrastiveLoop(cfg, prepared, lambda views: model(Batch.from_data_list(views)), opt, "cpu")
     setup = time.perf_counter() - t0
     epoch_s, val_s = [], []
     for epoch in range(epochs):
         t1 = time.perf_counter()
+        model.train()  # validate leaves the encoder in eval mode
         loop.train_epoch(epoch)
         t2 = time.perf_counter()
         validate(encoder, val, "cpu")
         epoch_s.append(t2 - t1)
         val_s.append(time.perf_counter() - t2)
     total = time.perf_counter() - t0
-    pairs = min(len(train), loop.steps_per_epoch * config.batch_size)
+    pairs = min(len(train), loop.steps_per_epoch * cfg.batch_size)
     steady = statistics.median(epoch_s[1:] if epochs > 1 else epoch_s)
     steady_val = statistics.median(val_s[1:] if epochs > 1 else val_s)
     return {
@@ -119,7 +125,7 @@ def ray_train(zoo: Path, graphs: Path, out: Path, config: TrainConfig, n_train: 
     ends = sorted(datetime.strptime(CKPT_RE.match(s).group(1), "%Y-%m-%d_%H-%M-%S.%f").timestamp() for s in seen)
     ends = [e - start_wall for e in ends]
     gaps = [b - a for a, b in zip(ends, ends[1:], strict=False)]
-    pairs = pairs_per_epoch(n_train, config.num_workers, config.batch_size)
+    pairs = pairs_per_epoch(n_train, config.num_workers, config.contrastive.batch_size)
     steady = statistics.median(gaps) if gaps else float("nan")
     return {
         "workers": config.num_workers,
@@ -150,21 +156,19 @@ def main() -> None:
     config = TrainConfig(epochs=args.epochs)
     result: dict = {"machine": machine(), "load_start": load(), "config": asdict(config)}
 
-    if not (zoo / MANIFEST).exists():
-        build_zoo(ZooConfig(preset=args.preset, num_cpus=2), zoo, progress=False)
+    if not (zoo / ZooFiles.MANIFEST).exists():
+        build_zoo(ZooConfig.preset(args.preset, num_cpus=2), zoo, progress=False)
     graphs_dir = Path(args.graphs) if args.graphs else out / "graphs"
-    if not (graphs_dir / MANIFEST).exists():
+    if not (graphs_dir / GraphFiles.MANIFEST).exists():
         graphify(zoo, graphs_dir, GraphifyConfig(progress=False))
     if ray.is_initialized():  # single-process figures without Ray's processes in the background
         ray.shutdown()
 
-    labels, splits = zoo_labels(zoo)
-    train_ids = sorted(m for m, s in splits.items() if s == "train")
-    val_ids = sorted(m for m, s in splits.items() if s == "val")
-    train = label_graphs(load_graphs(graphs_dir, train_ids), labels)
-    val = label_graphs(load_graphs(graphs_dir, val_ids), labels)
-    nodes = sum(int(g.num_nodes) for g in train) / len(train)
-    edges = sum(int(g.edge_index.shape[1]) for g in train) / len(train)
+    labels = ZooLabels.from_zoo(zoo)
+    train = labels.label(load_graphs(graphs_dir, sorted(labels.ids("train"))))
+    val = labels.label(load_graphs(graphs_dir, sorted(labels.ids("val"))))
+    nodes = sum(int(g.num_nodes) for g in train.graphs) / len(train)
+    edges = sum(int(g.edge_index.shape[1]) for g in train.graphs) / len(train)
     result["data"] = {"zoo": str(zoo), "graphs": str(graphs_dir), "train": len(train), "val": len(val),
                       "train_nodes_mean": round(nodes, 1), "train_edges_mean": round(edges, 1)}  # fmt: skip
     print("data:", json.dumps(result["data"]))

@@ -19,9 +19,10 @@ import pyarrow.parquet as pq
 import torch
 from _machine import machine
 
-from raywse.raycluster import ensure_ray
+from raywse.core.artifacts import ZooFiles
+from raywse.core.ray_session import ensure_ray
 from raywse.zoo.batched import Arch, init_params, minibatch_indices, train_batched, train_reference
-from raywse.zoo.build import STATS, ZooConfig, build_zoo, plan_zoo
+from raywse.zoo.build import ZooConfig, build_zoo, plan_zoo
 from raywse.zoo.datasets import load_task
 
 
@@ -123,7 +124,7 @@ def main() -> None:
     threading.Thread(target=sample_load, daemon=True).start()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    config = ZooConfig(preset=args.preset)
+    config = ZooConfig.preset(args.preset)
     planned = sum(len(g.models) for g in plan_zoo(config))
     torch.set_num_threads(cores)
     t0 = time.perf_counter()
@@ -132,7 +133,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     stop.set()
     n_models = pq.read_metadata(manifest).num_rows
-    stats = json.loads((out / STATS).read_text())
+    stats = json.loads((out / ZooFiles.STATS).read_text())
     achieved = stats["train_flops"] / wall
     in_training = stats["train_flops"] / stats["train_seconds"]
     build = {

@@ -6,29 +6,32 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from raywse.config import ConfigError, add_config_args, apply_json_overrides, config_from_args
+from raywse.core.config import ConfigError, add_config_args, apply_json_overrides, config_from_args
 
 USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, NotADirectoryError, ConfigError)
 
 
 def _cmd_zoo(args: argparse.Namespace) -> None:
-    from raywse.raycluster import ensure_ray
+    from raywse.core.ray_session import ensure_ray
     from raywse.zoo.build import ZooConfig, build_zoo
 
-    ensure_ray()
-    manifest = build_zoo(config_from_args(ZooConfig, args), args.out)
+    config = config_from_args(ZooConfig, args, base=ZooConfig.preset(args.preset))
+    ensure_ray(num_cpus=config.num_cpus)
+    manifest = build_zoo(config, args.out)
     print(f"zoo manifest: {manifest}")
 
 
 def _cmd_graphify(args: argparse.Namespace) -> None:
+    from raywse.core.artifacts import GraphFiles
     from raywse.data.graphify import GraphifyConfig, graphify
 
     source = args.source[0] if len(args.source) == 1 else list(args.source)
     result = graphify(source, args.out, config_from_args(GraphifyConfig, args))
     print(f"graphs: {result.written} written, {result.skipped} already done, {result.total} in {result.out_dir}")
     if result.errors:
-        print(f"{len(result.errors)} checkpoints failed (also in {result.out_dir / 'errors.parquet'}):")
+        print(f"{len(result.errors)} checkpoints failed (also in {result.out_dir / GraphFiles.ERRORS}):")
         for err in result.errors:
             print(f"  {err.path}: [{err.stage}] {err.reason}")
 
@@ -44,18 +47,19 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_tune(args: argparse.Namespace) -> None:
+    from raywse.core.artifacts import TuneFiles
     from raywse.tune.sweep import TuneConfig, run_sweep
 
     summary = run_sweep(args.zoo, args.graphs, args.out, config_from_args(TuneConfig, args))
     print(f"best {summary['objective']}={summary['best_score']:.4f} with {summary['best']}")
-    print(f"best config: {args.out}/best_config.json (use: raywse train --config-json ...)")
+    print(f"best config: {Path(args.out) / TuneFiles.BEST_CONFIG} (use: raywse train --config-json ...)")
 
 
 def _cmd_index(args: argparse.Namespace) -> None:
-    from raywse.index.embed import build_index_job
+    from raywse.index.embed import build_index
     from raywse.index.faiss_index import IndexConfig
 
-    summary = build_index_job(args.graphs, args.encoder, args.out, config_from_args(IndexConfig, args),
+    summary = build_index(args.graphs, args.encoder, args.out, config_from_args(IndexConfig, args),
                               rebuild=args.rebuild, batch_size=args.batch_size)  # fmt: skip
     print(", ".join(f"{k}: {v}" for k, v in summary.items()))
 
@@ -70,7 +74,8 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from raywse.eval.report import EvalConfig, evaluate
+    from raywse.eval.config import EvalConfig
+    from raywse.eval.report import evaluate
 
     report = evaluate(args.zoo, args.graphs, args.encoder, args.out, config_from_args(EvalConfig, args))
     print(f"report: {report}")
@@ -91,7 +96,7 @@ STAGE_CONFIGS = {
     "train": "raywse.train.trainer:TrainConfig",
     "tune": "raywse.tune.sweep:TuneConfig",
     "index": "raywse.index.faiss_index:IndexConfig",
-    "eval": "raywse.eval.report:EvalConfig",
+    "eval": "raywse.eval.config:EvalConfig",
     "demo": "raywse.pipeline:PipelineConfig",
 }
 
@@ -118,6 +123,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("zoo", help="train a model zoo of real tiny networks on bundled datasets")
     p.add_argument("--out", required=True, help="zoo directory (models/*.safetensors + manifest.parquet)")
+    p.add_argument("--preset", default="small", help="tiny | small | bench: the base config the options below change")
     add_stage_config(p, "zoo")
     p.set_defaults(func=_cmd_zoo)
 
@@ -177,9 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user mistakes end in one line on stderr and exit status 2, never a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
+    from raywse.core.io import CheckpointError
+    from raywse.core.spec import SpecError
     from raywse.index.faiss_index import IndexVersionError
-    from raywse.io import CheckpointError
-    from raywse.spec import SpecError
 
     try:
         args.func(args)

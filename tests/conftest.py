@@ -14,7 +14,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray (2 CPUs), started once; shut down at the end of the session."""
-    from raywse.raycluster import ensure_ray
+    from raywse.core.ray_session import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield
@@ -27,7 +27,7 @@ def tiny_zoo(ray_local, tmp_path_factory):
     from raywse.zoo.build import ZooConfig, build_zoo
 
     out = tmp_path_factory.mktemp("zoo")
-    build_zoo(ZooConfig(preset="tiny"), out, progress=False)
+    build_zoo(ZooConfig.tiny(), out, progress=False)
     return out
 
 

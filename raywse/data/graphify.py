@@ -21,17 +21,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
+from raywse.core.artifacts import GraphFiles, ZooFiles
+from raywse.core.io import write_parquet_atomic
+from raywse.core.ray_session import ensure_ray
+from raywse.core.records import GraphifyFailure, records_to_table
 from raywse.graph.arrow import graphs_to_table, table_to_graphs
-from raywse.graph.infer import infer_spec_and_tensors, natural_key
-from raywse.graph.neural_graph import to_neural_graph
-from raywse.io import CheckpointError, load_checkpoint, write_parquet_atomic
-from raywse.raycluster import ensure_ray
-from raywse.records import GraphifyError, records_to_table
-from raywse.spec import ArchSpec, SpecError
-
-SHARDS = "shards"
-MANIFEST = "manifest.parquet"
-ERRORS = "errors.parquet"
+from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
+from raywse.graph.infer import natural_key
 
 
 @dataclass
@@ -56,12 +52,8 @@ class GraphifyResult:
     out_dir: Path
     written: int  # graphs written by this run
     skipped: int  # already present from an earlier run
-    errors: list[GraphifyError]
+    errors: list[GraphifyFailure]
     total: int  # graphs in the output after this run
-
-    @property
-    def manifest(self) -> Path:
-        return self.out_dir / MANIFEST
 
 
 def inputs_from_source(source: str | os.PathLike | list) -> list[GraphifyInput]:
@@ -74,8 +66,8 @@ def inputs_from_source(source: str | os.PathLike | list) -> list[GraphifyInput]:
         paths = [Path(p) for p in source]
         return _dedupe_ids([GraphifyInput(str(p.resolve()), p.stem) for p in paths])
     source = Path(source)
-    if source.is_dir() and (source / "manifest.parquet").exists() and (source / "models").is_dir():
-        source = source / "manifest.parquet"
+    if source.is_dir() and (source / ZooFiles.MANIFEST).exists() and (source / ZooFiles.MODELS).is_dir():
+        source = source / ZooFiles.MANIFEST
     if source.is_file() and source.suffix == ".parquet":
         table = pq.read_table(source, columns=["model_id", "path", "layer_spec"])
         root = source.parent
@@ -102,55 +94,22 @@ def _dedupe_ids(items: list[GraphifyInput]) -> list[GraphifyInput]:
     return items
 
 
-def graphify_checkpoint(path: str, model_id: str, layer_spec: str = ""):
-    """Read one checkpoint and build its neural graph. Raises :class:`GraphifyFailure` with stage and reason."""
-    try:
-        tensors, metadata = load_checkpoint(path)
-    except CheckpointError as exc:
-        raise GraphifyFailure("read", str(exc)) from exc
-    spec_json = layer_spec or metadata.get("layer_spec", "")
-    try:
-        if spec_json:
-            spec = ArchSpec.from_json(spec_json)
-        else:
-            spec, tensors = infer_spec_and_tensors(tensors)
-    except SpecError as exc:
-        raise GraphifyFailure("spec", str(exc)) from exc
-    try:
-        spec.validate(tensors)
-    except SpecError as exc:
-        raise GraphifyFailure("validate", str(exc)) from exc
-    try:
-        return to_neural_graph({k: v.float() for k, v in tensors.items()}, spec, model_id)
-    except (SpecError, RuntimeError, ValueError) as exc:
-        raise GraphifyFailure("graph", str(exc)) from exc
-
-
-class GraphifyFailure(Exception):
-    """Why one checkpoint could not be graphified (kept as a row, never raised out of the pipeline)."""
-
-    def __init__(self, stage: str, reason: str):
-        super().__init__(reason)
-        self.stage = stage
-        self.reason = reason
-
-
-def _graphify_batch(batch: pd.DataFrame, out_dir: str) -> pd.DataFrame:
+def graphify_batch(batch: pd.DataFrame, out_dir: str) -> pd.DataFrame:
     """Ray Data UDF: graphify a batch, write its good graphs as one shard, return one status row per input."""
     graphs, rows = [], []
     for item in batch.itertuples(index=False):
         row = {"model_id": item.model_id, "path": item.path, "status": "ok", "stage": "", "reason": "", "shard": ""}
         try:
             graphs.append(graphify_checkpoint(item.path, item.model_id, item.layer_spec))
-        except GraphifyFailure as exc:
+        except GraphifyError as exc:
             row.update(status="error", stage=exc.stage, reason=exc.reason)
         except Exception as exc:  # noqa: BLE001 - an unexpected bug in one file must not abort the rest
             row.update(status="error", stage="graph", reason=f"{type(exc).__name__}: {exc}")
         rows.append(row)
     if graphs:
         ids = sorted(g.model_id for g in graphs)
-        shard = f"shard-{hashlib.sha1(''.join(ids).encode()).hexdigest()[:16]}.parquet"
-        write_parquet_atomic(graphs_to_table(graphs), Path(out_dir) / SHARDS / shard)
+        shard = GraphFiles.shard(hashlib.sha1("".join(ids).encode()).hexdigest()[:16])
+        write_parquet_atomic(graphs_to_table(graphs), Path(out_dir) / GraphFiles.SHARDS / shard)
         for row in rows:
             if row["status"] == "ok":
                 row["shard"] = shard
@@ -159,11 +118,11 @@ def _graphify_batch(batch: pd.DataFrame, out_dir: str) -> pd.DataFrame:
 
 def completed_model_ids(out_dir: str | os.PathLike) -> set[str]:
     """Model ids already present in complete shards (temp files of interrupted writes are ignored)."""
-    shard_dir = Path(out_dir) / SHARDS
+    shard_dir = Path(out_dir) / GraphFiles.SHARDS
     if not shard_dir.is_dir():
         return set()
     done: set[str] = set()
-    for shard in sorted(shard_dir.glob("shard-*.parquet")):
+    for shard in sorted(shard_dir.glob(GraphFiles.SHARD_GLOB)):
         done.update(pq.read_table(shard, columns=["model_id"]).column("model_id").to_pylist())
     return done
 
@@ -175,13 +134,13 @@ def graphify(
     config = config or GraphifyConfig()
     out_dir = Path(out_dir)
     inputs = inputs_from_source(source)
-    (out_dir / SHARDS).mkdir(parents=True, exist_ok=True)
+    (out_dir / GraphFiles.SHARDS).mkdir(parents=True, exist_ok=True)
     done = completed_model_ids(out_dir)
     seen: set[str] = set()
     todo, errors = [], []
     for item in inputs:
         if item.model_id in seen:
-            errors.append(GraphifyError(item.path, item.model_id, "read", "duplicate model_id in the input"))
+            errors.append(GraphifyFailure(item.path, item.model_id, "read", "duplicate model_id in the input"))
             continue
         seen.add(item.model_id)
         if item.model_id not in done:
@@ -194,22 +153,22 @@ def graphify(
         items = [{"path": i.path, "model_id": i.model_id, "layer_spec": i.layer_spec} for i in todo]
         ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / config.batch_size)))
         status = ds.map_batches(
-            _graphify_batch, batch_size=config.batch_size, batch_format="pandas", fn_kwargs={"out_dir": str(out_dir)}
+            graphify_batch, batch_size=config.batch_size, batch_format="pandas", fn_kwargs={"out_dir": str(out_dir)}
         ).to_pandas()
         ok = status[status["status"] == "ok"]
         written = len(ok)
         for row in status[status["status"] == "error"].itertuples(index=False):
-            errors.append(GraphifyError(row.path, row.model_id, row.stage, row.reason))
+            errors.append(GraphifyFailure(row.path, row.model_id, row.stage, row.reason))
 
-    write_parquet_atomic(records_to_table(errors, GraphifyError), out_dir / ERRORS)
-    manifest = _write_manifest(out_dir)
+    write_parquet_atomic(records_to_table(errors, GraphifyFailure), out_dir / GraphFiles.ERRORS)
+    manifest = write_graph_manifest(out_dir)
     return GraphifyResult(out_dir, written, len(seen) - len(todo), errors, manifest.num_rows)
 
 
-def _write_manifest(out_dir: Path) -> pa.Table:
+def write_graph_manifest(out_dir: Path) -> pa.Table:
     """Rebuild ``manifest.parquet`` (model_id, shard, num_nodes, num_edges) from the complete shards on disk."""
     parts = []
-    for shard in sorted((out_dir / SHARDS).glob("shard-*.parquet")):
+    for shard in sorted((out_dir / GraphFiles.SHARDS).glob(GraphFiles.SHARD_GLOB)):
         t = pq.read_table(shard, columns=["model_id", "num_nodes", "edge_index"])
         num_edges = pc.divide(pc.list_value_length(t.column("edge_index")), 2).cast(pa.int64())
         parts.append(
@@ -225,17 +184,17 @@ def _write_manifest(out_dir: Path) -> pa.Table:
     schema = pa.schema([("model_id", pa.string()), ("shard", pa.string()), ("num_nodes", pa.int64()),
                         ("num_edges", pa.int64())])  # fmt: skip
     table = pa.concat_tables(parts) if parts else schema.empty_table()
-    write_parquet_atomic(table, out_dir / MANIFEST)
+    write_parquet_atomic(table, out_dir / GraphFiles.MANIFEST)
     return table
 
 
 def load_graphs(graphs_dir: str | os.PathLike, model_ids: list[str] | None = None) -> list:
     """Load graphs from a graphify output directory (all, or the given ids in that order)."""
     graphs_dir = Path(graphs_dir)
-    if not (graphs_dir / MANIFEST).exists():
-        raise FileNotFoundError(f"not a graphify output (no {MANIFEST}): {graphs_dir}")
+    if not (graphs_dir / GraphFiles.MANIFEST).exists():
+        raise FileNotFoundError(f"not a graphify output (no {GraphFiles.MANIFEST}): {graphs_dir}")
     graphs = []
-    for shard in sorted((graphs_dir / SHARDS).glob("shard-*.parquet")):
+    for shard in sorted((graphs_dir / GraphFiles.SHARDS).glob(GraphFiles.SHARD_GLOB)):
         graphs.extend(table_to_graphs(pq.read_table(shard)))
     if model_ids is None:
         return sorted(graphs, key=lambda g: natural_key(g.model_id))
@@ -248,4 +207,4 @@ def load_graphs(graphs_dir: str | os.PathLike, model_ids: list[str] | None = Non
 
 def shard_paths(graphs_dir: str | os.PathLike) -> list[str]:
     """Absolute paths of the complete shards (for ``ray.data.read_parquet``)."""
-    return [str(p.resolve()) for p in sorted((Path(graphs_dir) / SHARDS).glob("shard-*.parquet"))]
+    return [str(p.resolve()) for p in sorted((Path(graphs_dir) / GraphFiles.SHARDS).glob(GraphFiles.SHARD_GLOB))]

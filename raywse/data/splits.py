@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raywse.spec import ArchSpec
+from raywse.core.spec import ArchSpec
 
 SPLITS = ("train", "val", "test_seed", "test_hparam", "test_family", "test_lineage")
 

@@ -1,6 +1,8 @@
 """raywse.graph: checkpoints as neural graphs.
 
-``neural_graph`` (spec + tensors → PyG ``Data``, batch-norm folding), ``infer`` (specs for foreign checkpoints),
-``symmetry`` (function-preserving permutations / rescalings), ``arrow`` (graphs as Arrow rows), ``chain`` (shared
-walk over a spec's linear/conv layers).
+``schema`` (the graph's fields and node enums), ``chain`` (a spec walked as layers of neurons), ``neural_graph``
+(spec + tensors → PyG ``Data``, batch-norm folding, kernel padding), ``infer`` (specs for foreign checkpoints),
+``checkpoint`` (one file → its graph, or a staged error), ``symmetry`` (function-preserving permutations and
+rescalings, tensor and graph forms, and the scale canonicalisation), ``transforms`` (random views for contrastive
+training), ``arrow`` (graphs as Arrow rows).
 """

@@ -12,9 +12,8 @@ import pyarrow as pa
 import torch
 from torch_geometric.data import Data
 
-from raywse.spec import SpecError
-
-NODE_COLUMNS = ("node_layer", "node_kind", "node_pos", "node_act", "node_type")
+from raywse.core.spec import SpecError
+from raywse.graph.schema import NODE_COLUMNS
 
 GRAPH_SCHEMA = pa.schema(
     [

@@ -1,4 +1,4 @@
-"""Walk an :class:`~raywse.spec.ArchSpec` as a chain of node-producing layers (linear / conv2d).
+"""Walk an :class:`~raywse.core.spec.ArchSpec` as a chain of node-producing layers (linear / conv2d).
 
 Shared by graph conversion and the weight-space symmetries: every linear/conv layer becomes a :class:`NodeLayer` that
 knows how many neurons feed it, the spatial block each incoming edge carries (conv kernel or the ``H×W`` block of a
@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from raywse.spec import ArchSpec, Layer, SpecError, forward
+from raywse.core.spec import ArchSpec, Layer, SpecError, forward
 
-NODE_KINDS = ("linear", "conv2d")
+#: Layer kinds whose outputs are neurons (graph nodes).
+NODE_LAYER_KINDS = ("linear", "conv2d")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
     pending: list[dict] = []  # node layers still collecting followers
     block = (1, 1)  # spatial block carried by each channel after a flatten of a C×H×W map
     for layer in spec.layers:
-        if layer.kind in NODE_KINDS:
+        if layer.kind in NODE_LAYER_KINDS:
             w = tensors[f"{layer.name}.weight"]
             if layer.kind == "conv2d":
                 if x.dim() != 4:
@@ -84,7 +85,7 @@ def split_layers(spec: ArchSpec) -> list[tuple[Layer, tuple[Layer, ...]]]:
     """Each linear/conv layer of ``spec`` with the layers that follow it up to the next one (spec only, no shapes)."""
     groups: list[tuple[Layer, list[Layer]]] = []
     for layer in spec.layers:
-        if layer.kind in NODE_KINDS:
+        if layer.kind in NODE_LAYER_KINDS:
             groups.append((layer, []))
         elif groups:
             groups[-1][1].append(layer)

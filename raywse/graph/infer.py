@@ -1,4 +1,4 @@
-"""Infer a sequential :class:`~raywse.spec.ArchSpec` for a foreign checkpoint that carries none, or refuse.
+"""Infer a sequential :class:`~raywse.core.spec.ArchSpec` for a foreign checkpoint that carries none, or refuse.
 
 Tensors are grouped by module prefix (``layers.3.weight`` → module ``layers.3``) and modules are ordered by natural
 sort of their names (``layers.10`` after ``layers.2``). 2-D weights are linear layers, 4-D weights square-kernel
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import torch
 
-from raywse.spec import ArchSpec, Layer, SpecError
+from raywse.core.spec import ArchSpec, Layer, SpecError
 
 #: Input height/width assumed for conv nets whose spatial size no flatten pins down (the graph does not depend on it).
 NOMINAL_SPATIAL = 8

@@ -1,4 +1,4 @@
-"""Checkpoint → neural graph (one node per neuron, one edge per weight), per the contract in docs/architecture.md.
+"""Checkpoint → neural graph (one node per neuron, one edge per weight), per the schema in :mod:`raywse.graph.schema`.
 
 Edges of each layer are emitted target-major (for target ``j``, sources ``i`` ascending), i.e. in the row-major
 order of the weight. Kernels smaller than the graph's largest ``(kh, kw)`` are zero-padded centred; an odd amount of
@@ -14,11 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data
 
-from raywse.graph.chain import NODE_KINDS, NodeLayer, walk
-from raywse.spec import ACTIVATIONS, ArchSpec, Layer, SpecError
-
-NODE_KIND_INPUT, NODE_KIND_HIDDEN, NODE_KIND_OUTPUT = 0, 1, 2
-NODE_TYPE_INPUT, NODE_TYPE_LINEAR, NODE_TYPE_CONV = 0, 1, 2
+from raywse.core.spec import ACTIVATIONS, ArchSpec, Layer, SpecError
+from raywse.graph.chain import NODE_LAYER_KINDS, NodeLayer, walk
+from raywse.graph.schema import NodeKind, NodeType
 
 
 def fold_batchnorm(tensors: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple[dict[str, torch.Tensor], ArchSpec]:
@@ -35,7 +33,7 @@ def fold_batchnorm(tensors: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple
             layers.append(layer)
             continue
         prev = layers[-1] if layers else None
-        if prev is None or prev.kind not in NODE_KINDS:
+        if prev is None or prev.kind not in NODE_LAYER_KINDS:
             raise SpecError(f"batchnorm {layer.name} does not directly follow a linear/conv layer; cannot fold it")
         if prev.activation != "none":
             raise SpecError(f"batchnorm {layer.name} follows the {prev.activation} of {prev.name}; cannot fold it")
@@ -69,22 +67,22 @@ def to_neural_graph(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, model_i
     n_in = chain.input_nodes
     x = [torch.zeros(n_in)]
     node_layer = [torch.zeros(n_in, dtype=torch.long)]
-    node_kind = [torch.full((n_in,), NODE_KIND_INPUT)]
+    node_kind = [torch.full((n_in,), int(NodeKind.INPUT))]
     node_pos = [torch.arange(n_in)]
     node_act = [torch.zeros(n_in, dtype=torch.long)]
-    node_type = [torch.full((n_in,), NODE_TYPE_INPUT)]
+    node_type = [torch.full((n_in,), int(NodeType.INPUT))]
     sources, targets, attrs = [], [], []
     in_offset, offset = 0, n_in
     last = len(chain.node_layers)
     for index, nl in enumerate(chain.node_layers, start=1):
         name, n_out, n_prev = nl.layer.name, nl.out_nodes, nl.in_nodes
-        kind = NODE_KIND_OUTPUT if index == last else NODE_KIND_HIDDEN
+        kind = NodeKind.OUTPUT if index == last else NodeKind.HIDDEN
         x.append(folded[f"{name}.bias"].detach().float().reshape(-1))
         node_layer.append(torch.full((n_out,), index))
-        node_kind.append(torch.full((n_out,), kind))
-        node_pos.append(torch.arange(n_out) if kind == NODE_KIND_OUTPUT else torch.full((n_out,), -1))
+        node_kind.append(torch.full((n_out,), int(kind)))
+        node_pos.append(torch.arange(n_out) if kind == NodeKind.OUTPUT else torch.full((n_out,), -1))
         node_act.append(torch.full((n_out,), ACTIVATIONS.index(effective_activation(nl))))
-        node_type.append(torch.full((n_out,), NODE_TYPE_CONV if nl.layer.kind == "conv2d" else NODE_TYPE_LINEAR))
+        node_type.append(torch.full((n_out,), int(NodeType.CONV if nl.layer.kind == "conv2d" else NodeType.LINEAR)))
         kernels = folded[f"{name}.weight"].detach().float().reshape(n_out, n_prev, *nl.in_block)
         attrs.append(center_pad_kernels(kernels, (kh, kw)).reshape(n_out * n_prev, kh * kw))
         sources.append(in_offset + torch.arange(n_prev).repeat(n_out))
@@ -114,13 +112,31 @@ def center_pad_kernels(kernels: torch.Tensor, kernel_shape: tuple[int, int]) -> 
 
 
 def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
-    """A copy of ``data`` whose ``edge_attr`` kernels are centred-padded to the (not smaller) ``kernel_shape``."""
-    kh, kw = data.kernel_shape
-    kernel_shape = (int(kernel_shape[0]), int(kernel_shape[1]))
-    kernels = data.edge_attr.reshape(-1, kh, kw)
+    """``data`` with its ``edge_attr`` kernels centred-padded to ``kernel_shape`` (``data`` itself if they fit).
+
+    Works on one graph or on a ``Batch`` whose graphs share a kernel shape; pad graphs one by one before batching
+    mixed shapes (MLP 1×1 edges with CNN 3×3 edges). :class:`SpecError` for kernels larger than ``kernel_shape``.
+    """
+    shape = data.kernel_shape
+    collated = isinstance(shape[0], list | tuple)  # a Batch holds one (kh, kw) per graph
+    if collated:
+        if len({tuple(s) for s in shape}) != 1:
+            raise SpecError("mixed kernel shapes in one batch: pad each graph with pad_edge_features before batching")
+        shape = shape[0]
+    kh, kw = (int(v) for v in shape)
+    th, tw = (int(v) for v in kernel_shape)
+    if data.edge_attr.shape[1] != kh * kw:
+        raise SpecError(f"edge_attr width {data.edge_attr.shape[1]} does not match kernel_shape {(kh, kw)}")
+    if (kh, kw) == (th, tw):
+        return data
+    if kh > th or kw > tw:
+        raise SpecError(
+            f"graph {getattr(data, 'model_id', '?')} has {kh}x{kw} kernels: cannot pad them to the smaller {th}x{tw} "
+            f"(at most {th}x{tw} are supported here)"
+        )
     out = data.clone()
-    out.edge_attr = center_pad_kernels(kernels, kernel_shape).reshape(-1, kernel_shape[0] * kernel_shape[1])
-    out.kernel_shape = kernel_shape  # a tuple (Data.clone turned the copied one into a list)
+    out.edge_attr = center_pad_kernels(data.edge_attr.view(-1, kh, kw), (th, tw)).reshape(-1, th * tw).contiguous()
+    out.kernel_shape = [(th, tw)] * len(data.kernel_shape) if collated else (th, tw)
     return out
 
 
@@ -129,7 +145,7 @@ def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int
     nodes = prev = int(spec.input_shape[0])
     edges = 0
     for layer in spec.layers:
-        if layer.kind in NODE_KINDS:
+        if layer.kind in NODE_LAYER_KINDS:
             out = int(tensors[f"{layer.name}.weight"].shape[0])
             nodes, edges, prev = nodes + out, edges + out * prev, out
     return nodes, edges

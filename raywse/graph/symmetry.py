@@ -1,9 +1,10 @@
-"""Function-preserving weight-space symmetries, for augmentation and invariance tests.
+"""Function-preserving weight-space symmetries, in tensor form (checkpoints) and graph form (neural graphs).
 
 Hidden neurons / filters (every linear/conv layer but the last) can be permuted, and, where everything between the
 neuron's last affine step and the next layer is positively homogeneous, rescaled by ``s > 0`` (incoming weights and
 bias × s, outgoing weights ÷ s). A batch norm after a layer is permuted with it; when rescaling, the last batch norm
-before the next layer is the affine step that gets scaled. Inputs are never mutated.
+before the next layer is the affine step that gets scaled. :func:`canonicalize_scale` removes the rescaling symmetry
+exactly (the encoder's first step). Inputs are never mutated.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from collections.abc import Mapping
 from itertools import pairwise
 
 import torch
+from torch import Tensor
 from torch_geometric.data import Data
+from torch_geometric.utils import scatter
 
+from raywse.core.spec import POSITIVELY_HOMOGENEOUS, ArchSpec, Layer, SpecError
 from raywse.graph.chain import NodeLayer, split_layers, walk
-from raywse.graph.neural_graph import NODE_KIND_HIDDEN
-from raywse.spec import POSITIVELY_HOMOGENEOUS, ArchSpec, Layer, SpecError
+from raywse.graph.schema import HOMOGENEOUS_ACT_IDS, NODE_FIELDS, NodeKind
 
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
@@ -62,6 +65,12 @@ def permute_hidden(
     return out
 
 
+def log_uniform(n: int, generator: torch.Generator, low: float, high: float) -> Tensor:
+    """``n`` float64 factors drawn log-uniformly from ``[low, high]``."""
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    return torch.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+
+
 def rescale_hidden(
     tensors: Mapping[str, torch.Tensor],
     spec: ArchSpec,
@@ -78,8 +87,7 @@ def rescale_hidden(
     for nl, nxt in pairwise(chain.node_layers):
         if nl.layer.name not in rescalable:
             continue
-        u = torch.rand(nl.out_nodes, generator=generator, dtype=torch.float64)
-        s = torch.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+        s = log_uniform(nl.out_nodes, generator, low, high)
         step, _ = _scaled_step(nl.layer, nl.followers)
         for name in (f"{step.name}.weight", f"{step.name}.bias"):
             t = out[name]
@@ -88,18 +96,65 @@ def rescale_hidden(
     return out
 
 
-def permute_graph_nodes(data: Data, generator: torch.Generator) -> Data:
-    """A copy of a neural graph with the order of hidden nodes shuffled within each layer (edges relabelled)."""
+def scalable_nodes(node_kind: Tensor, node_act: Tensor) -> Tensor:
+    """Mask of the hidden neurons whose activation commutes with positive scaling (the rescalable ones)."""
+    homogeneous = torch.isin(node_act, node_act.new_tensor(HOMOGENEOUS_ACT_IDS))
+    return (node_kind == NodeKind.HIDDEN) & homogeneous
+
+
+def permute_graph_nodes(data: Data, generator: torch.Generator, shuffle_edges: bool = False) -> Data:
+    """A copy of a neural graph with its hidden nodes shuffled within each layer (edges relabelled).
+
+    Input and output nodes keep their places, so the layer-by-layer node order of the schema still holds; only a model
+    reading hidden node order can tell the two graphs apart. ``shuffle_edges`` also shuffles the edge order.
+    """
     order = torch.arange(data.num_nodes)
-    hidden = data.node_kind == NODE_KIND_HIDDEN
+    hidden = data.node_kind == NodeKind.HIDDEN
     for layer in torch.unique(data.node_layer[hidden]).tolist():
         idx = torch.nonzero(hidden & (data.node_layer == layer)).flatten()
         order[idx] = idx[torch.randperm(len(idx), generator=generator)]
     new_of_old = torch.empty_like(order)
     new_of_old[order] = torch.arange(len(order))
     out = data.clone()
-    for key in ("x", "node_layer", "node_kind", "node_pos", "node_act", "node_type"):
+    for key in NODE_FIELDS:
         out[key] = data[key][order]
-    out.edge_index = new_of_old[data.edge_index]
+    edges = torch.randperm(data.edge_index.shape[1], generator=generator) if shuffle_edges else slice(None)
+    out.edge_index = new_of_old[data.edge_index[:, edges]]
+    out.edge_attr = data.edge_attr[edges]
     out.kernel_shape = tuple(data.kernel_shape)  # Data.clone turns tuples into lists
     return out
+
+
+def rescale_graph_hidden(data: Data, generator: torch.Generator, low: float = 0.5, high: float = 2.0) -> Data:
+    """Graph form of :func:`rescale_hidden`: every :func:`scalable_nodes` neuron gets a log-uniform ``s`` in
+    ``[low, high]`` (incoming weights and bias × s, outgoing weights ÷ s); other neurons keep ``s = 1``."""
+    scalable = scalable_nodes(data.node_kind, data.node_act)
+    s = torch.where(scalable, log_uniform(data.num_nodes, generator, low, high).float(), torch.ones(data.num_nodes))
+    src, dst = data.edge_index
+    out = data.clone()
+    out.edge_attr = data.edge_attr * (s[dst] / s[src]).unsqueeze(-1)
+    out.x = data.x * s.unsqueeze(-1)
+    out.kernel_shape = tuple(data.kernel_shape)
+    return out
+
+
+def canonicalize_scale(edge_index: Tensor, edge_attr: Tensor, bias: Tensor, node_layer: Tensor, scalable: Tensor):
+    """Remove the positive per-neuron scale symmetry of homogeneous activations, exactly.
+
+    Layer by layer from the input side, every ``scalable`` neuron is rescaled so that its incoming weights and bias
+    have unit L2 norm, and the inverse factor is pushed into its outgoing weights. The network function is unchanged
+    and the result is the same for every rescaled twin. Returns new ``(edge_attr, bias)``.
+    """
+    edge_attr, bias = edge_attr.clone(), bias.clone()
+    src, dst = edge_index
+    for layer in range(1, int(node_layer.max()) + 1):
+        nodes = scalable & (node_layer == layer)
+        if not bool(nodes.any()):
+            continue
+        incoming = nodes[dst]
+        sq = scatter(edge_attr[incoming].pow(2).sum(-1), dst[incoming], dim=0, dim_size=bias.numel(), reduce="sum")
+        norm = (sq + bias.pow(2)).sqrt()
+        factor = torch.where(nodes & (norm > 0), norm, torch.ones_like(norm))
+        edge_attr = edge_attr / factor[dst].unsqueeze(-1) * factor[src].unsqueeze(-1)
+        bias = bias / factor
+    return edge_attr, bias

@@ -4,7 +4,7 @@
 actor loads the encoder once (on CUDA when it has a GPU) and embeds one Arrow batch per call. A graph the encoder
 cannot take (e.g. kernels larger than its ``edge_dim``) becomes an error row instead of failing the pipeline.
 
-``build_index_job`` is incremental: with an index of the same encoder version in ``index_dir`` only the model ids not
+``build_index`` is incremental: with an index of the same encoder version in ``index_dir`` only the model ids not
 yet in it are embedded and added; an index of another encoder version is refused unless ``rebuild=True``.
 """
 
@@ -21,24 +21,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 import torch
-from torch_geometric.data import Batch
 
-from raywse.data.graphify import MANIFEST, SHARDS, shard_paths
+from raywse.core.artifacts import GraphFiles
+from raywse.core.embeddings import EMBEDDINGS_SCHEMA, table_vectors
+from raywse.core.ray_session import cluster_cpus, ensure_ray
+from raywse.core.spec import SpecError
+from raywse.data.graphify import shard_paths
 from raywse.graph.arrow import table_to_graphs
 from raywse.index.faiss_index import (
-    EMBEDDINGS_SCHEMA,
     EmbeddingIndex,
     IndexConfig,
     check_encoder_version,
     has_index,
-    read_embeddings,
+    index_embeddings,
     read_meta,
-    write_embeddings,
 )
-from raywse.raycluster import cluster_cpus, ensure_ray
-from raywse.train.trainer import load_encoder
-
-__all__ = ["EmbedActor", "IndexBuildSummary", "build_index_job", "embed_graphs", "write_embeddings"]
+from raywse.models.checkpoint import load_encoder
+from raywse.models.encode import encode
 
 #: What the actors return: the embeddings plus ``error`` (null when the row embedded; ``vector`` null when not).
 RESULT_SCHEMA = EMBEDDINGS_SCHEMA.append(pa.field("error", pa.string()))
@@ -52,17 +51,14 @@ class EmbedActor:
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.encoder.to(self.device)
 
-    @torch.no_grad()
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids, graphs, errors = batch.column("model_id").to_pylist(), [], {}
         for graph in table_to_graphs(batch):
             try:
                 graphs.append(self.encoder.prepare(graph))
-            except ValueError as exc:  # e.g. kernels larger than the encoder's edge_dim
+            except SpecError as exc:  # e.g. kernels larger than the encoder's edge_dim
                 errors[graph.model_id] = str(exc)
-        vectors = iter([])
-        if graphs:
-            vectors = iter(self.encoder(Batch.from_data_list(graphs).to(self.device)).float().cpu().numpy())
+        vectors = iter(encode(self.encoder, graphs, batch_size=len(graphs) or 1, device=self.device).embeddings)
         column = [None if m in errors else next(vectors).tolist() for m in ids]
         return pa.table(
             {
@@ -79,10 +75,10 @@ def _paths_for(graphs_dir: Path, model_ids: list[str] | None) -> list[str]:
     """Shards to read: all, or only those holding one of ``model_ids`` (from the graphs manifest)."""
     if model_ids is None:
         return shard_paths(graphs_dir)
-    manifest = pq.read_table(graphs_dir / MANIFEST, columns=["model_id", "shard"])
+    manifest = pq.read_table(graphs_dir / GraphFiles.MANIFEST, columns=["model_id", "shard"])
     wanted = set(model_ids)
     shards = {s for m, s in zip(*manifest.to_pydict().values(), strict=True) if m in wanted}
-    return [str((graphs_dir / SHARDS / s).resolve()) for s in sorted(shards)]
+    return [str((graphs_dir / GraphFiles.SHARDS / s).resolve()) for s in sorted(shards)]
 
 
 def embed_graphs(
@@ -136,14 +132,7 @@ class IndexBuildSummary:
     seconds: float
 
 
-def _vectors(table: pa.Table) -> np.ndarray:
-    column = table.column("vector").combine_chunks()
-    if not len(column):
-        return np.zeros((0, 0), np.float32)
-    return column.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(column), -1)
-
-
-def build_index_job(
+def build_index(
     graphs_dir: str | os.PathLike,
     encoder_dir: str | os.PathLike,
     index_dir: str | os.PathLike,
@@ -156,16 +145,16 @@ def build_index_job(
     start = time.perf_counter()
     config = config or IndexConfig()
     graphs_dir, index_dir = Path(graphs_dir), Path(index_dir)
-    if not (graphs_dir / MANIFEST).exists():
-        raise FileNotFoundError(f"not a graphify output (no {MANIFEST}): {graphs_dir}")
+    if not (graphs_dir / GraphFiles.MANIFEST).exists():
+        raise FileNotFoundError(f"not a graphify output (no {GraphFiles.MANIFEST}): {graphs_dir}")
     _, version = load_encoder(encoder_dir)
-    all_ids = pq.read_table(graphs_dir / MANIFEST, columns=["model_id"]).column("model_id").to_pylist()
+    all_ids = pq.read_table(graphs_dir / GraphFiles.MANIFEST, columns=["model_id"]).column("model_id").to_pylist()
 
     index, old = None, EMBEDDINGS_SCHEMA.empty_table()
     if has_index(index_dir) and not rebuild:
         check_encoder_version(read_meta(index_dir), version, index_dir)
         index = EmbeddingIndex.load(index_dir, expected_encoder_version=version, config=config)
-        old = read_embeddings(index_dir)
+        old = index_embeddings(index_dir)
     todo = [m for m in all_ids if index is None or m not in index]
 
     result = embed_graphs(
@@ -180,13 +169,13 @@ def build_index_job(
         raise ValueError(f"nothing to index in {graphs_dir}: {len(errors)} graphs failed to embed, e.g. {example}")
     saved = new.num_rows > 0 or index is None
     if index is None:
-        index = EmbeddingIndex.build(new.column("model_id").to_pylist(), _vectors(new), version, config)
+        index = EmbeddingIndex.build(new.column("model_id").to_pylist(), table_vectors(new), version, config)
     elif new.num_rows and index.kind == "flat" and len(index) + new.num_rows >= config.exact_threshold:
         # grown past the threshold: rebuild as IVF from the stored vectors (a flat index holds them exactly)
-        vectors = np.concatenate([index.cpu_index().reconstruct_n(0, len(index)), _vectors(new)])
+        vectors = np.concatenate([index.cpu_index().reconstruct_n(0, len(index)), table_vectors(new)])
         index = EmbeddingIndex.build(index.ids + new.column("model_id").to_pylist(), vectors, version, config)
     elif new.num_rows:
-        index.add(new.column("model_id").to_pylist(), _vectors(new))
+        index.add(new.column("model_id").to_pylist(), table_vectors(new))
     if saved:
         index.save(index_dir, embeddings=pa.concat_tables([old, new]))
     summary = IndexBuildSummary(

@@ -25,15 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raywse.io import atomic_path, write_json_atomic, write_parquet_atomic
+from raywse.core.artifacts import IndexFiles
+from raywse.core.embeddings import read_embeddings, write_embeddings
+from raywse.core.io import atomic_path, write_json_atomic, write_parquet_atomic
+from raywse.metrics import normalize
 
-CURRENT = "CURRENT"
-VERSIONS = "versions"
-INDEX_FILE = "index.faiss"
-IDS_FILE = "ids.parquet"
-META_FILE = "meta.json"
-EMBEDDINGS_FILE = "embeddings.parquet"
-KEEP_VERSIONS = 2
 IVF_TRAIN_PER_LIST = 64  # k-means sample per inverted list (FAISS advises 30-256; 256 made 1M CPU builds slow)
 IVF_MIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid
 
@@ -61,15 +57,6 @@ class IndexConfig:
     def nlist_for(self, n: int) -> int:
         nlist = self.nlist or int(4 * math.sqrt(n))
         return max(1, min(nlist, n // IVF_MIN_PER_LIST))
-
-
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Float32, C-contiguous, L2-normalised copy of ``[n, d]`` vectors."""
-    out = np.array(vectors, dtype=np.float32, order="C", copy=True)
-    if out.ndim != 2:
-        raise ValueError(f"expected a [n, d] array of vectors, got shape {out.shape}")
-    faiss.normalize_L2(out)
-    return out
 
 
 class EmbeddingIndex:
@@ -160,18 +147,18 @@ class EmbeddingIndex:
     def save(self, index_dir: str | os.PathLike, embeddings: pa.Table | None = None) -> Path:
         """Write a new version (plus ``embeddings.parquet`` when given) and switch ``CURRENT`` to it atomically."""
         index_dir = Path(index_dir)
-        versions = index_dir / VERSIONS
+        versions = index_dir / IndexFiles.VERSIONS
         versions.mkdir(parents=True, exist_ok=True)
         number = max(_version_numbers(versions), default=0) + 1
         vdir = versions / str(number)
         vdir.mkdir()
-        with atomic_path(vdir / INDEX_FILE) as tmp:
+        with atomic_path(vdir / IndexFiles.INDEX) as tmp:
             faiss.write_index(self.cpu_index(), str(tmp))
         if _before_commit is not None:
             _before_commit(vdir)
-        write_parquet_atomic(pa.table({"model_id": pa.array(self.ids, pa.string())}), vdir / IDS_FILE)
+        write_parquet_atomic(pa.table({"model_id": pa.array(self.ids, pa.string())}), vdir / IndexFiles.IDS)
         if embeddings is not None:
-            write_embeddings(embeddings, vdir / EMBEDDINGS_FILE)
+            write_embeddings(embeddings, vdir / IndexFiles.EMBEDDINGS)
         meta = {
             "encoder_version": self.encoder_version,
             "count": len(self.ids),
@@ -180,9 +167,9 @@ class EmbeddingIndex:
             "nprobe": self.config.nprobe,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        write_json_atomic(meta, vdir / META_FILE)
+        write_json_atomic(meta, vdir / IndexFiles.META)
         previous = _current_name(index_dir)
-        with atomic_path(index_dir / CURRENT) as tmp:
+        with atomic_path(index_dir / IndexFiles.CURRENT) as tmp:
             tmp.write_text(f"{number}\n")
         _prune(versions, keep={str(number), previous})
         return vdir
@@ -199,8 +186,8 @@ class EmbeddingIndex:
         meta = read_meta(index_dir)
         check_encoder_version(meta, expected_encoder_version, index_dir)
         config = config or IndexConfig(nprobe=meta.get("nprobe", IndexConfig.nprobe))
-        cpu = faiss.read_index(str(vdir / INDEX_FILE))
-        ids = pq.read_table(vdir / IDS_FILE).column("model_id").to_pylist()
+        cpu = faiss.read_index(str(vdir / IndexFiles.INDEX))
+        ids = pq.read_table(vdir / IndexFiles.IDS).column("model_id").to_pylist()
         if not (cpu.ntotal == len(ids) == meta["count"]):
             raise ValueError(f"corrupt index {vdir}: {cpu.ntotal} vectors, {len(ids)} ids, meta count {meta['count']}")
         index = _to_device(cpu, config)
@@ -209,28 +196,17 @@ class EmbeddingIndex:
         return cls(index, ids, meta["encoder_version"], meta["kind"], config)
 
 
-EMBEDDINGS_SCHEMA = pa.schema(
-    [("model_id", pa.string()), ("vector", pa.list_(pa.float32())), ("encoder_version", pa.string())]
-)
-
-
-def write_embeddings(table: pa.Table, path: str | os.PathLike) -> None:
-    """Write an embeddings table (``model_id``, ``vector`` list<float32>, ``encoder_version``) atomically."""
-    write_parquet_atomic(table.select(EMBEDDINGS_SCHEMA.names).cast(EMBEDDINGS_SCHEMA), path)
-
-
-def read_embeddings(index_dir: str | os.PathLike) -> pa.Table:
+def index_embeddings(index_dir: str | os.PathLike) -> pa.Table:
     """The live version's embeddings (an empty table when the index was saved without them)."""
-    path = current_version_dir(index_dir) / EMBEDDINGS_FILE
-    return pq.read_table(path).cast(EMBEDDINGS_SCHEMA) if path.exists() else EMBEDDINGS_SCHEMA.empty_table()
+    return read_embeddings(current_version_dir(index_dir) / IndexFiles.EMBEDDINGS)
 
 
 def current_version_dir(index_dir: str | os.PathLike) -> Path:
     """The directory of the live version (raises ``FileNotFoundError`` when there is no index)."""
     name = _current_name(Path(index_dir))
     if name is None:
-        raise FileNotFoundError(f"no index in {index_dir} (no {CURRENT} file): build one first")
-    return Path(index_dir) / VERSIONS / name
+        raise FileNotFoundError(f"no index in {index_dir} (no {IndexFiles.CURRENT} file): build one first")
+    return Path(index_dir) / IndexFiles.VERSIONS / name
 
 
 def has_index(index_dir: str | os.PathLike) -> bool:
@@ -238,14 +214,14 @@ def has_index(index_dir: str | os.PathLike) -> bool:
 
 
 def read_meta(index_dir: str | os.PathLike) -> dict:
-    return json.loads((current_version_dir(index_dir) / META_FILE).read_text())
+    return json.loads((current_version_dir(index_dir) / IndexFiles.META).read_text())
 
 
 def check_encoder_version(meta: dict, expected: str | None, index_dir: str | os.PathLike) -> None:
     if expected is not None and meta["encoder_version"] != expected:
         raise IndexVersionError(
             f"index at {index_dir} was built by encoder {meta['encoder_version']}, this encoder is {expected}: "
-            "rebuild with `python jobs/build_index.py --rebuild ...` (or build_index_job(..., rebuild=True))"
+            "rebuild with `python jobs/index.py --rebuild ...` (or build_index(..., rebuild=True))"
         )
 
 
@@ -259,7 +235,7 @@ def _set_nprobe(index: faiss.Index, config: IndexConfig) -> None:
 
 
 def _current_name(index_dir: Path) -> str | None:
-    pointer = index_dir / CURRENT
+    pointer = index_dir / IndexFiles.CURRENT
     return pointer.read_text().strip() if pointer.exists() else None
 
 

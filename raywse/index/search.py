@@ -7,16 +7,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-import torch
-from torch_geometric.data import Batch
-
-from raywse.data.graphify import GraphifyFailure, graphify_checkpoint
+from raywse.core.artifacts import read_zoo_manifest
+from raywse.core.io import CheckpointError
+from raywse.core.spec import SpecError
+from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
 from raywse.index.faiss_index import EmbeddingIndex
-from raywse.io import CheckpointError
-from raywse.train.trainer import load_encoder
-
-ZOO_MANIFEST = "manifest.parquet"
+from raywse.models.checkpoint import load_encoder
+from raywse.models.encode import encode
 
 
 @dataclass
@@ -29,17 +26,11 @@ class Neighbor:
     test_acc: float = math.nan
 
 
-def _zoo_metadata(zoo_manifest: str | os.PathLike) -> dict[str, dict]:
-    path = Path(zoo_manifest)
-    if path.is_dir():
-        path = path / ZOO_MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"no zoo manifest at {path}")
-    rows = pq.read_table(path, columns=["model_id", "task", "family", "test_acc"]).to_pylist()
+def _zoo_metadata(zoo: str | os.PathLike) -> dict[str, dict]:
+    rows = read_zoo_manifest(zoo, columns=["model_id", "task", "family", "test_acc"])
     return {row["model_id"]: row for row in rows}
 
 
-@torch.no_grad()
 def search_checkpoint(
     path: str | os.PathLike,
     index_dir: str | os.PathLike,
@@ -56,16 +47,16 @@ def search_checkpoint(
     path = Path(path)
     try:
         graph = graphify_checkpoint(str(path), path.stem)
-    except GraphifyFailure as exc:
+    except GraphifyError as exc:
         raise CheckpointError(f"cannot graphify {path} ({exc.stage}): {exc.reason}") from exc
     encoder, version = load_encoder(encoder_dir)
     index = EmbeddingIndex.load(index_dir, expected_encoder_version=version)
     meta = _zoo_metadata(zoo_manifest) if zoo_manifest is not None else {}
     try:
-        batch = Batch.from_data_list([encoder.prepare(graph)])
-    except ValueError as exc:
+        query = encode(encoder, [graph]).embeddings
+    except SpecError as exc:
         raise CheckpointError(f"cannot encode {path}: {exc}") from exc
-    ids, scores = index.search(encoder(batch).numpy(), k)
+    ids, scores = index.search(query, k)
     neighbours = []
     for rank, (model_id, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1):
         if model_id is None:  # IVF found fewer than k candidates

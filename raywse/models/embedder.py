@@ -1,23 +1,24 @@
-"""The :class:`Embedder` protocol shared by the GNN encoder and the baselines, plus a small contrastive fit loop.
+"""The :class:`Embedder` protocol shared by the GNN encoder and every baseline, and the GNN embedder itself.
 
-Every embedder consumes neural graphs (``torch_geometric.data.Data``, docs/architecture.md) so all methods see the
-same input; ``embed`` returns a float32 ``(n, d)`` array.
+Every embedder consumes neural graphs (:mod:`raywse.graph.schema`) so all methods see the same input; ``embed``
+returns a float32 ``(n, d)`` array.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
-from torch_geometric.loader import DataLoader
 
-from raywse.models.augment import make_view
+from raywse.models.contrastive import ContrastiveConfig, EmbedAndPredict, LabelledGraphs, fit_steps
+from raywse.models.encode import encode
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
-from raywse.models.losses import nt_xent, supervised_nt_xent
+
+#: How the trained baselines are fitted: supervised contrastive on two views of each model, permutations included.
+BASELINE_CONTRASTIVE = ContrastiveConfig(same_task_prob=0.0, supervised=True, accuracy_weight=0.0, permute_views=True)
 
 
 @runtime_checkable
@@ -31,45 +32,10 @@ class Embedder(Protocol):
     def embed(self, graphs: list[Data]) -> np.ndarray: ...
 
 
-def fit_contrastive(
-    model: nn.Module,
-    encode: Callable[[list[Data]], Tensor],
-    graphs: Sequence[Data],
-    labels: np.ndarray | None = None,
-    *,
-    steps: int = 100,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    temperature: float = 0.1,
-    view: Callable[[Data, torch.Generator], Data] = make_view,
-    seed: int = 0,
-) -> list[float]:
-    """Train ``model`` (through ``encode``: graphs → embeddings) on pairs of views; returns the loss per step.
-
-    Without labels: NT-Xent between two views of the same graph. With labels: supervised NT-Xent over both views
-    (graphs sharing a label are positives as well).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    label_t = None if labels is None else torch.as_tensor(np.asarray(labels))
-    n = len(graphs)
-    history = []
-    model.train()
-    for _ in range(steps):
-        idx = torch.randperm(n, generator=gen)[: min(batch_size, n)].tolist()
-        z1 = encode([view(graphs[i], gen) for i in idx])
-        z2 = encode([view(graphs[i], gen) for i in idx])
-        if label_t is None:
-            loss = nt_xent(z1, z2, temperature)
-        else:
-            y = label_t[idx]
-            loss = supervised_nt_xent(torch.cat([z1, z2]), torch.cat([y, y]), temperature)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append(float(loss.detach()))
-    model.eval()
-    return history
+def labelled(graphs: list[Data], labels: np.ndarray | None) -> LabelledGraphs:
+    """Graphs with task labels for a baseline fit (each graph its own label when there are none)."""
+    task = np.arange(len(graphs)) if labels is None else np.asarray(labels)
+    return LabelledGraphs(list(graphs), task, np.zeros(len(graphs)))
 
 
 class GNNEmbedder:
@@ -82,10 +48,7 @@ class GNNEmbedder:
         encoder: NeuralGraphEncoder | None = None,
         *,
         train_steps: int = 0,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        temperature: float = 0.1,
-        permute_views: bool = False,
+        contrastive: ContrastiveConfig = BASELINE_CONTRASTIVE,
         seed: int = 0,
     ) -> None:
         if encoder is None:
@@ -93,8 +56,7 @@ class GNNEmbedder:
                 torch.manual_seed(seed)
                 encoder = self._new_encoder(EncoderConfig())
         self.encoder = encoder.eval()
-        self.train_steps, self.batch_size, self.lr, self.temperature = train_steps, batch_size, lr, temperature
-        self.permute_views, self.seed = permute_views, seed
+        self.train_steps, self.contrastive = train_steps, replace(contrastive, seed=seed)
         self.history: list[float] = []
 
     @staticmethod
@@ -102,39 +64,22 @@ class GNNEmbedder:
         return NeuralGraphEncoder(config)
 
     @classmethod
-    def from_state(cls, state_dict: dict, config: EncoderConfig | dict, **kwargs) -> GNNEmbedder:
-        """Wrap a trained encoder from its state dict and config (e.g. ``encoder.pt`` + ``config.json``)."""
-        config = config if isinstance(config, EncoderConfig) else EncoderConfig(**config)
+    def from_state(cls, state_dict: dict, config: EncoderConfig, **kwargs) -> GNNEmbedder:
+        """Wrap a trained encoder from its state dict and config."""
         encoder = cls._new_encoder(config)
         encoder.load_state_dict(state_dict)
         return cls(encoder, **kwargs)
 
-    def _encode(self, graphs: list[Data]) -> Tensor:
-        return self.encoder(Batch.from_data_list([self.encoder.prepare(g) for g in graphs]))
-
     def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> GNNEmbedder:
         if self.train_steps > 0:
-
-            def view(g: Data, gen: torch.Generator) -> Data:
-                return make_view(g, gen, permute=self.permute_views)
-
-            self.history = fit_contrastive(
-                self.encoder,
-                self._encode,
-                graphs,
-                labels,
-                steps=self.train_steps,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                temperature=self.temperature,
-                view=view,
-                seed=self.seed,
-            )
+            data = labelled([self.encoder.prepare(g) for g in graphs], labels)
+            model = EmbedAndPredict(self.encoder).train()
+            self.history = fit_steps(
+                self.contrastive, data, lambda views: model(Batch.from_data_list(views)), model.parameters(),
+                self.train_steps,
+            )  # fmt: skip
+            self.encoder.eval()
         return self
 
-    @torch.no_grad()
-    def embed(self, graphs: list[Data], batch_size: int = 64) -> np.ndarray:
-        self.encoder.eval()
-        loader = DataLoader([self.encoder.prepare(g) for g in graphs], batch_size=batch_size, shuffle=False)
-        out = [self.encoder(batch) for batch in loader]
-        return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, self.encoder.config.embed_dim))
+    def embed(self, graphs: list[Data]) -> np.ndarray:
+        return encode(self.encoder, graphs).embeddings

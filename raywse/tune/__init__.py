@@ -1,1 +1,1 @@
-"""raywse.tune"""
+"""raywse.tune: Ray Tune (ASHA) sweeps over the contrastive training loop."""

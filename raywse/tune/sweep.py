@@ -1,9 +1,10 @@
 """Ray Tune sweep over the contrastive encoder's temperature, depth, width and learning rate, with ASHA.
 
-Each trial is a function trainable that runs the same :class:`raywse.train.loop.ContrastiveLoop` as the Ray Train
-workers, in-process on one CPU (on a 2-core laptop, two trials run at once). The graphs travel once through the
-object store (``tune.with_parameters``). ASHA stops trials whose validation mAP lags; the best configuration is
-written to ``best_config.json``, which ``raywse train --config-json`` (and the main job) picks up.
+Each trial is a function trainable running :func:`raywse.models.contrastive.train_contrastive` (the same epoch loop
+as the Ray Train workers, with ``tune.report`` as its report) in-process on one CPU; on a 2-core laptop two trials
+run at once. The graphs travel once through the object store (``tune.with_parameters``). ASHA stops trials whose
+objective lags; the best trial's settings are written to ``best_config.json`` as nested
+:class:`~raywse.train.trainer.TrainConfig` overrides, which ``raywse train --config-json`` (and the main job) apply.
 
 The objective, ``val_query_mAP``, is the retrieval the index serves: each ``val`` model queries the ``train`` and
 ``val`` models (itself excluded) for models of its task. Leave-one-out retrieval within ``val`` alone (the
@@ -13,22 +14,23 @@ training loop's ``val_mAP``, also reported) is undefined when no two ``val`` mod
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from torch_geometric.data import Batch
 
+from raywse.core.artifacts import TuneFiles
+from raywse.core.io import write_json_atomic
+from raywse.core.ray_session import ensure_ray
 from raywse.data.graphify import load_graphs
-from raywse.eval.metrics import ranked_neighbours, retrieval_metrics
-from raywse.io import write_json_atomic
-from raywse.models.encoder import NeuralGraphEncoder
-from raywse.raycluster import ensure_ray
-from raywse.train.loop import ContrastiveLoop, EmbedAndPredict, validate
-from raywse.train.trainer import TrainConfig, label_graphs, loop_config, zoo_labels
+from raywse.data.labels import ZooLabels
+from raywse.metrics import ranked_neighbours, retrieval_metrics
+from raywse.models.contrastive import ContrastiveConfig, LabelledGraphs, train_contrastive
+from raywse.models.encode import encode
+from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 OBJECTIVE = "val_query_mAP"
 
@@ -51,44 +53,41 @@ class TuneConfig:
 
 
 def search_space(config: TuneConfig) -> dict:
+    """Nested like the configs it overrides: ``{"contrastive": {...}, "encoder": {...}}``."""
     return {
-        "temperature": tune.loguniform(config.temperature_min, config.temperature_max),
-        "depth": tune.choice(list(config.depths)),
-        "hidden": tune.choice(list(config.hiddens)),
-        "lr": tune.loguniform(config.lr_min, config.lr_max),
+        "contrastive": {
+            "temperature": tune.loguniform(config.temperature_min, config.temperature_max),
+            "lr": tune.loguniform(config.lr_min, config.lr_max),
+        },
+        "encoder": {"depth": tune.choice(list(config.depths)), "hidden": tune.choice(list(config.hiddens))},
     }
 
 
-@torch.no_grad()
-def _embed(encoder: NeuralGraphEncoder, graphs: list, batch_size: int = 128) -> np.ndarray:
-    encoder.eval()
-    graphs = [encoder.prepare(g) for g in graphs]
-    chunks = [encoder(Batch.from_data_list(graphs[i : i + batch_size])) for i in range(0, len(graphs), batch_size)]
-    return torch.cat(chunks).numpy()
-
-
-def query_retrieval(encoder: NeuralGraphEncoder, val_graphs: list, train_graphs: list) -> dict[str, float]:
+def query_retrieval(encoder: NeuralGraphEncoder, val: LabelledGraphs, train: LabelledGraphs) -> dict[str, float]:
     """``val_query_mAP`` / ``val_query_precision@10``: val models query train + val (self excluded) by task."""
-    database = val_graphs + train_graphs
-    z = _embed(encoder, database)
-    labels = np.array([int(g.task_label) for g in database])
-    n = len(val_graphs)
+    z = encode(encoder, val.graphs + train.graphs, batch_size=128).embeddings
+    labels = np.concatenate([val.task, train.task])
+    n = len(val)
     ranking = ranked_neighbours(z[:n], z, exclude_self=np.arange(n))
     metrics = retrieval_metrics(labels[:n], labels, ranking, ks=(10,))
     return {"val_query_mAP": metrics["mAP"], "val_query_precision@10": metrics["precision@10"]}
 
 
-def tune_trial(trial: dict, train_graphs: list, val_graphs: list, base: dict) -> None:
-    """One Tune trial: the base training config with the trial's values, reporting the objective every epoch."""
+def tune_trial(
+    trial: dict, train: LabelledGraphs, val: LabelledGraphs, contrastive: ContrastiveConfig, encoder: EncoderConfig,
+    epochs: int,
+) -> None:  # fmt: skip
+    """One Tune trial: the base configs with the trial's values, reporting the objective every epoch."""
     torch.set_num_threads(1)
-    config = TrainConfig(**(base | trial))
-    torch.manual_seed(config.seed)
-    encoder = NeuralGraphEncoder(config.encoder_config())
-    opt = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loop = ContrastiveLoop(loop_config(asdict(config)), train_graphs, encoder, EmbedAndPredict(encoder), opt, "cpu")
-    for epoch in range(config.epochs):
-        metrics = loop.train_epoch(epoch) | validate(encoder, val_graphs, "cpu")
-        tune.report(metrics | query_retrieval(encoder, val_graphs, train_graphs) | {"epoch": epoch})
+    contrastive = replace(contrastive, **trial["contrastive"])
+    encoder_config = replace(encoder, **trial["encoder"], accuracy_head=contrastive.accuracy_weight > 0)
+    torch.manual_seed(contrastive.seed)
+    model = NeuralGraphEncoder(encoder_config)
+
+    def report(metrics: dict, state: dict) -> None:
+        tune.report(metrics | query_retrieval(model, val, train))
+
+    train_contrastive(model, train, val, contrastive, epochs, report)
 
 
 def run_sweep(
@@ -96,25 +95,28 @@ def run_sweep(
     graphs_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     config: TuneConfig,
-    base: TrainConfig | None = None,
+    contrastive: ContrastiveConfig | None = None,
+    encoder: EncoderConfig | None = None,
 ) -> dict:
-    """Run the sweep; write and return the best trial's training overrides (``best_config.json``)."""
+    """Run the sweep around the base configs; write and return the best trial's overrides (``best_config.json``)."""
     ensure_ray()
     out_dir = Path(out_dir).resolve()
-    labels, splits = zoo_labels(zoo_dir)
-    graphs = label_graphs(load_graphs(graphs_dir, [m for m in labels if splits[m] in ("train", "val")]), labels)
-    train = [g for g in graphs if splits[g.model_id] == "train"]
-    val = [g for g in graphs if splits[g.model_id] == "val"]
-    tasks = [int(g.task_label) for g in train + val]
-    if not any(tasks.count(int(g.task_label)) > 1 for g in val):
+    labels = ZooLabels.from_zoo(zoo_dir)
+    train = labels.label(load_graphs(graphs_dir, labels.ids("train")))
+    val = labels.label(load_graphs(graphs_dir, labels.ids("val")))
+    tasks = np.concatenate([train.task, val.task]).tolist()
+    if not any(tasks.count(t) > 1 for t in val.task.tolist()):
         raise ValueError(
             f"cannot tune on {zoo_dir}: none of its {len(val)} val models shares a task with another train/val model"
         )
-    base_dict = asdict(base or TrainConfig()) | {"epochs": config.max_epochs, "seed": config.seed}
+    contrastive = replace(contrastive or ContrastiveConfig(), seed=config.seed)
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, train_graphs=train, val_graphs=val, base=base_dict),
+        tune.with_parameters(
+            tune_trial, train=train, val=val, contrastive=contrastive, encoder=encoder or EncoderConfig(),
+            epochs=config.max_epochs,
+        ),
         {"cpu": config.cpus_per_trial},
-    )
+    )  # fmt: skip
     tuner = tune.Tuner(
         trainable,
         param_space=search_space(config),
@@ -124,23 +126,19 @@ def run_sweep(
             num_samples=config.num_samples,
             scheduler=ASHAScheduler(max_t=config.max_epochs, grace_period=config.grace_period),
         ),
-        run_config=tune.RunConfig(name="sweep", storage_path=str(out_dir / "ray_results"), verbose=1),
+        run_config=tune.RunConfig(name="sweep", storage_path=str(out_dir / TuneFiles.RAY_RESULTS), verbose=1),
     )
     results = tuner.fit()
     best = results.get_best_result(metric=OBJECTIVE, mode="max")
     summary = {
-        "best": {k: best.config[k] for k in search_space(config)},
+        "best": best.config,
         "objective": OBJECTIVE,
         "best_score": float(best.metrics[OBJECTIVE]),
         "trials": [
-            {
-                "config": {k: r.config[k] for k in search_space(config)},
-                OBJECTIVE: r.metrics.get(OBJECTIVE),
-                "epochs": r.metrics.get("epoch", -1) + 1,
-            }  # fmt: skip
+            {"config": r.config, OBJECTIVE: r.metrics.get(OBJECTIVE), "epochs": r.metrics.get("epoch", -1) + 1}
             for r in results
             if r.metrics
         ],
     }
-    write_json_atomic(summary, out_dir / "best_config.json")
+    write_json_atomic(summary, out_dir / TuneFiles.BEST_CONFIG)
     return summary

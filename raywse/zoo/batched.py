@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from raywse.spec import ArchSpec, Layer, activate, forward
+from raywse.core.spec import ArchSpec, Layer, activate, forward, module_tensors, spec_module
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -196,26 +195,6 @@ def _fast_forward(spec: ArchSpec, params: dict[str, torch.Tensor], first: torch.
     return h
 
 
-def batched_forward(spec: ArchSpec, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Forward ``M`` stacked models; ``x`` is ``[M, B, *input_shape]``; returns logits ``[M, B, C]``."""
-    m, b = x.shape[:2]
-    if spec.layers[0].kind == "conv2d":
-        first = F.unfold(x.reshape(m * b, *spec.input_shape), 3, padding=1, stride=spec.layers[0].stride)
-        first = first.transpose(1, 2).reshape(m, -1, first.shape[1])
-    else:
-        first = x.reshape(m, b, -1)
-    return _fast_forward(spec, params, first, m, b)
-
-
-@dataclass
-class BatchedResult:
-    """Stacked trained parameters ``[M, ...]`` and per-model accuracies (test accuracy via :func:`forward`)."""
-
-    params: dict[str, torch.Tensor]
-    train_acc: list[float]
-    test_acc: list[float]
-
-
 def train_batched(
     spec: ArchSpec,
     init: dict[str, torch.Tensor],
@@ -288,45 +267,9 @@ def batched_accuracy(spec: ArchSpec, params: dict[str, torch.Tensor], x: torch.T
 
 @torch.no_grad()
 def model_accuracy(spec: ArchSpec, tensors: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> float:
-    """Accuracy of one model through the reference :func:`raywse.spec.forward` (what a checkpoint computes)."""
+    """Accuracy of one model through the reference :func:`raywse.core.spec.forward` (what a checkpoint computes)."""
     pred = forward(spec, tensors, x.reshape(-1, *spec.input_shape)).argmax(-1)
     return int((pred == y).sum()) / len(y)
-
-
-class _GlobalAvgPool(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
-
-
-_ACT_MODULES = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.01), "tanh": nn.Tanh, "gelu": nn.GELU}
-
-
-def spec_module(spec: ArchSpec, tensors: dict[str, torch.Tensor]) -> nn.Sequential:
-    """A plain ``nn.Sequential`` computing the same function as ``spec`` with a copy of ``tensors``."""
-    mods: list[nn.Module] = []
-    for layer in spec.layers:
-        if layer.kind == "linear":
-            w = tensors[f"{layer.name}.weight"]
-            mod = nn.Linear(w.shape[1], w.shape[0])
-        elif layer.kind == "conv2d":
-            w = tensors[f"{layer.name}.weight"]
-            mod = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride=layer.stride, padding=layer.padding)
-        else:
-            mod = _GlobalAvgPool()
-        if layer.parametric:
-            with torch.no_grad():
-                mod.weight.copy_(tensors[f"{layer.name}.weight"])
-                mod.bias.copy_(tensors[f"{layer.name}.bias"])
-        mods.append(mod)
-        if layer.activation != "none":
-            mods.append(_ACT_MODULES[layer.activation]())
-    return nn.Sequential(*mods)
-
-
-def module_tensors(spec: ArchSpec, module: nn.Sequential) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`spec_module`: the module's parameters under the spec's tensor names."""
-    params = [p.detach().clone() for p in module.parameters()]
-    return dict(zip(spec.tensor_names(), params, strict=True))
 
 
 def train_reference(

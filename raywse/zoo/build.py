@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import ray
 import torch
 from tqdm import tqdm
 
-from raywse.io import load_checkpoint, save_checkpoint, write_json_atomic, write_parquet_atomic
-from raywse.raycluster import ensure_ray
-from raywse.records import ModelRecord, records_to_table, table_to_records
+from raywse.core.artifacts import ZooFiles, read_model_records
+from raywse.core.io import load_checkpoint, save_checkpoint, write_json_atomic, write_parquet_atomic
+from raywse.core.ray_session import ensure_ray
+from raywse.core.records import ModelRecord, records_to_table
 from raywse.zoo.batched import (
     Arch,
     batched_accuracy,
@@ -33,46 +33,16 @@ from raywse.zoo.batched import (
 )
 from raywse.zoo.datasets import TaskData, TaskSpec, get_task, list_tasks, load_task
 
-MANIFEST = "manifest.parquet"
-MODELS_DIR = "models"
-STATS = "build_stats.json"
-
-PRESETS: dict[str, dict] = {
-    # ~31 (task, family) combos x 2 models + fine-tuned children: ~70 models, seconds of training.
-    "tiny": {
-        "num_parents": 62,
-        "group_size": 2,
-        "steps_choices": (150, 300),
-        "finetune_steps": (30,),
-        "lr_range": (3e-3, 5e-2),
-    },
-    "small": {
-        "num_parents": 720,
-        "group_size": 24,
-        "steps_choices": (50, 200, 600),
-        "finetune_steps": (50, 200),
-        "lr_range": (3e-4, 3e-2),
-    },
-    "bench": {
-        "num_parents": 8200,
-        "group_size": 64,
-        "steps_choices": (50, 200, 600),
-        "finetune_steps": (50, 200),
-        "lr_range": (3e-4, 3e-2),
-    },
-}
-
 
 @dataclass
 class ZooConfig:
-    """What to build. Size fields left as ``None`` are taken from ``preset`` (``tiny``/``small``/``bench``)."""
+    """What to build; the defaults are the ``small`` preset (the demo zoo). Presets are named constructors."""
 
-    preset: str = "small"
-    num_parents: int | None = None
-    group_size: int | None = None
-    steps_choices: tuple[int, ...] | None = None
-    finetune_steps: tuple[int, ...] | None = None
-    lr_range: tuple[float, float] | None = None  # Adam lr, sampled log-uniformly
+    num_parents: int = field(default=720, metadata={"help": "models trained from scratch"})
+    group_size: int = field(default=24, metadata={"help": "models per batched training program (one Ray task)"})
+    steps_choices: tuple[int, ...] = (50, 200, 600)
+    finetune_steps: tuple[int, ...] = (50, 200)
+    lr_range: tuple[float, ...] = (3e-4, 3e-2)  # Adam lr (low, high), sampled log-uniformly
     batch_choices: tuple[int, ...] = (16, 32, 64)
     wd_choices: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3)
     finetune_group_fraction: float = 0.25  # of parent groups; half of each chosen group's models get children
@@ -81,11 +51,34 @@ class ZooConfig:
     num_cpus: int | None = None
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
-        for key, value in PRESETS[self.preset].items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
+        if len(self.lr_range) != 2 or not 0 < self.lr_range[0] <= self.lr_range[1]:
+            raise ValueError(f"lr_range must be (low, high) with 0 < low <= high, got {self.lr_range}")
+
+    @classmethod
+    def tiny(cls, **overrides) -> ZooConfig:
+        """~31 (task, family) combinations x 2 models plus fine-tuned children: ~70 models, seconds of training."""
+        return cls(num_parents=62, group_size=2, steps_choices=(150, 300), finetune_steps=(30,),
+                   lr_range=(3e-3, 5e-2), **overrides)  # fmt: skip
+
+    @classmethod
+    def small(cls, **overrides) -> ZooConfig:
+        """The demo zoo: ~1,000 models in about a minute on 2 cores."""
+        return cls(**overrides)
+
+    @classmethod
+    def bench(cls, **overrides) -> ZooConfig:
+        """The benchmark zoo: ~10,000 models."""
+        return cls(num_parents=8200, group_size=64, **overrides)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> ZooConfig:
+        """The preset called ``name`` (``tiny`` | ``small`` | ``bench``)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown zoo preset {name!r} (choose from {', '.join(PRESETS)})")
+        return getattr(cls, name)(**overrides)
+
+
+PRESETS = ("tiny", "small", "bench")
 
 
 @dataclass
@@ -204,7 +197,7 @@ def _train_group_remote(group: GroupPlan, data: TaskData, parents: list[dict[str
 
 
 def train_group(group: GroupPlan, data: TaskData, parents: list[dict[str, torch.Tensor]] | None = None) -> dict:
-    """Train one group; returns per-model tensors and accuracies (test accuracy through ``raywse.spec.forward``)."""
+    """Train one group; returns per-model tensors and accuracies (test accuracy via ``raywse.core.spec.forward``)."""
     input_shape = data.input_shape_for(group.arch.family)
     spec = group.arch.spec(input_shape)
     inits = parents or [init_params(group.arch, input_shape, data.num_classes, m.seed) for m in group.models]
@@ -230,21 +223,17 @@ def _description(group: GroupPlan, model: ModelPlan, dataset: str) -> str:
     )
 
 
-def _read_manifest(path: Path) -> list[ModelRecord]:
-    return table_to_records(pq.read_table(path), ModelRecord) if path.exists() else []
-
-
 def build_zoo(config: ZooConfig, out_dir: str | Path, progress: bool = True, time_limit_s: float | None = None) -> Path:
     """Build (or complete) the zoo in ``out_dir``; returns the manifest path. Models already built are skipped.
 
     With ``time_limit_s``, groups still running when the limit passes are cancelled and the manifest holds the
     models finished so far (a later call completes the zoo); ``build_stats.json`` records ``stopped_early``."""
     out_dir = Path(out_dir)
-    (out_dir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
-    manifest_path = out_dir / MANIFEST
+    (out_dir / ZooFiles.MODELS).mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / ZooFiles.MANIFEST
     groups = plan_zoo(config)
     # rows whose file vanished are rebuilt
-    records = {r.model_id: r for r in _read_manifest(manifest_path) if (out_dir / r.path).exists()}
+    records = {r.model_id: r for r in read_model_records(out_dir) if (out_dir / r.path).exists()}
     todo = [gi for gi, g in enumerate(groups) if any(m.model_id not in records for m in g.models)]
     if not todo:
         return manifest_path
@@ -288,7 +277,7 @@ def build_zoo(config: ZooConfig, out_dir: str | Path, progress: bool = True, tim
         for i, model in enumerate(group.models):
             if model.model_id in records:
                 continue
-            rel = f"{MODELS_DIR}/{model.model_id}.safetensors"
+            rel = f"{ZooFiles.MODELS}/{model.model_id}.safetensors"
             spec_json = group.arch.spec(shape).to_json()
             meta = {"model_id": model.model_id, "task": group.task, "layer_spec": spec_json, "raywse_format": "1"}
             save_checkpoint(result["tensors"][i], out_dir / rel, meta)
@@ -322,7 +311,7 @@ def build_zoo(config: ZooConfig, out_dir: str | Path, progress: bool = True, tim
     final = [records[mid] for mid in order if mid in records] + extra
     write_parquet_atomic(records_to_table(final, ModelRecord), manifest_path)
     stats.update(wall_seconds=time.perf_counter() - start, stopped_early=stopped_early)
-    write_json_atomic(stats, out_dir / STATS)
+    write_json_atomic(stats, out_dir / ZooFiles.STATS)
     return manifest_path
 
 

@@ -11,16 +11,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from raywse.core.artifacts import GraphFiles, ZooFiles
+from raywse.core.io import load_checkpoint
+from raywse.core.spec import ArchSpec
 from raywse.data.graphify import GraphifyConfig, graphify, load_graphs
 from raywse.graph.neural_graph import graph_size
-from raywse.io import load_checkpoint
-from raywse.spec import ArchSpec
 
 CONFIG = GraphifyConfig(batch_size=16, progress=False)
 
 
 def _zoo_rows(zoo: Path) -> list[dict]:
-    return pq.read_table(zoo / "manifest.parquet").to_pylist()
+    return pq.read_table(zoo / ZooFiles.MANIFEST).to_pylist()
 
 
 def _fault_corpus(zoo: Path, bad_dir: Path) -> dict[str, str]:
@@ -85,7 +86,7 @@ def test_fault_corpus_reported_row_by_row_and_good_files_kept(tiny_zoo, tmp_path
     assert "not found" in errors["missing"].reason
     assert "NaN" in errors["nan_weights"].reason
     assert result.written == len(good)
-    table = pq.read_table(tmp_path / "out" / "errors.parquet")
+    table = pq.read_table(tmp_path / "out" / GraphFiles.ERRORS)
     assert sorted(Path(p).stem for p in table.column("path").to_pylist()) == sorted(expected)
     assert sorted(g.model_id for g in load_graphs(tmp_path / "out")) == sorted(p.stem for p in good)
 
@@ -95,12 +96,12 @@ def test_rerun_is_idempotent_and_resumes_after_interruption(tiny_zoo, tmp_path):
     first = graphify(tiny_zoo, out, CONFIG)
     shards = sorted((out / "shards").glob("shard-*.parquet"))
     mtimes = {p: p.stat().st_mtime_ns for p in shards}
-    manifest = pq.read_table(out / "manifest.parquet").sort_by("model_id")
+    manifest = pq.read_table(out / GraphFiles.MANIFEST).sort_by("model_id")
 
     second = graphify(tiny_zoo, out, CONFIG)
     assert (second.written, second.skipped, second.total) == (0, first.total, first.total)
     assert {p: p.stat().st_mtime_ns for p in sorted((out / "shards").glob("shard-*.parquet"))} == mtimes
-    assert pq.read_table(out / "manifest.parquet").sort_by("model_id").equals(manifest)
+    assert pq.read_table(out / GraphFiles.MANIFEST).sort_by("model_id").equals(manifest)
 
     # An interrupted run: one shard never finished (only its temp file exists), so its models are redone.
     lost = shards[0]
@@ -115,4 +116,4 @@ def test_rerun_is_idempotent_and_resumes_after_interruption(tiny_zoo, tmp_path):
 def test_missing_source_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such zoo manifest"):
         graphify(tmp_path / "nope", tmp_path / "out", CONFIG)
-    assert not os.path.exists(tmp_path / "out" / "manifest.parquet")
+    assert not os.path.exists(tmp_path / "out" / GraphFiles.MANIFEST)

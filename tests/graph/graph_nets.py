@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from raywse.spec import ArchSpec, Layer, forward
+from raywse.core.spec import ArchSpec, Layer, forward
 
 
 @functools.cache

@@ -9,9 +9,9 @@ import pytest
 import torch
 from graph_nets import trained
 
+from raywse.core.spec import SpecError
 from raywse.graph.arrow import GRAPH_SCHEMA, graph_to_row, graphs_to_table, row_to_graph, table_to_graphs
 from raywse.graph.neural_graph import to_neural_graph
-from raywse.spec import SpecError
 
 
 def _graphs() -> list:

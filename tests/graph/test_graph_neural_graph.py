@@ -7,8 +7,8 @@ import torch
 from graph_nets import digits, forward_spec, trained
 from torch import nn
 
+from raywse.core.spec import ACTIVATIONS, ArchSpec, Layer, SpecError, forward
 from raywse.graph.neural_graph import fold_batchnorm, graph_size, pad_edge_features, to_neural_graph
-from raywse.spec import ACTIVATIONS, ArchSpec, Layer, SpecError, forward
 
 
 def mlp(widths: list[int], act: str = "relu") -> tuple[ArchSpec, dict[str, torch.Tensor]]:

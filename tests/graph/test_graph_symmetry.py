@@ -6,9 +6,9 @@ import pytest
 import torch
 from graph_nets import digits, forward_spec, trained
 
+from raywse.core.spec import ArchSpec, Layer, SpecError
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.symmetry import permute_graph_nodes, permute_hidden, rescalable_layers, rescale_hidden
-from raywse.spec import ArchSpec, Layer, SpecError
 
 ARCHS = ["mlp", "cnn_gap", "cnn_flat", "cnn_bn"]
 

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from raywse.core.artifacts import ZooFiles
+from raywse.core.io import load_checkpoint
+from raywse.core.spec import POSITIVELY_HOMOGENEOUS, ArchSpec, forward
 from raywse.graph.symmetry import permute_hidden, rescalable_layers, rescale_hidden
-from raywse.io import load_checkpoint
-from raywse.spec import POSITIVELY_HOMOGENEOUS, ArchSpec, forward
 from raywse.zoo.datasets import load_task
 
 TOL = 1e-5
@@ -28,7 +29,7 @@ def hidden_activation(spec: ArchSpec) -> str:
 def zoo_models(tiny_zoo) -> dict[tuple[str, str], list[dict]]:
     """``(family, activation) -> manifest rows``, one row per distinct layer spec."""
     groups: dict[tuple[str, str], dict[str, dict]] = {}
-    for row in pq.read_table(tiny_zoo / "manifest.parquet").to_pylist():
+    for row in pq.read_table(tiny_zoo / ZooFiles.MANIFEST).to_pylist():
         key = (row["family"], hidden_activation(ArchSpec.from_json(row["layer_spec"])))
         groups.setdefault(key, {}).setdefault(row["layer_spec"], row)
     return {key: list(by_spec.values()) for key, by_spec in sorted(groups.items())}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +13,19 @@ import pyarrow.parquet as pq
 import pytest
 
 import raywse.index.embed as embed_mod
-from raywse.data.graphify import MANIFEST, SHARDS, shard_paths
-from raywse.index.embed import EmbedActor, build_index_job
-from raywse.index.faiss_index import EmbeddingIndex, IndexVersionError, read_embeddings
+from raywse.core.artifacts import GraphFiles
+from raywse.core.io import CheckpointError
+from raywse.data.graphify import shard_paths
+from raywse.index.embed import EmbedActor, build_index
+from raywse.index.faiss_index import EmbeddingIndex, IndexVersionError, index_embeddings
 from raywse.index.search import search_checkpoint
-from raywse.io import CheckpointError
+from raywse.models.checkpoint import export_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
-from raywse.train.trainer import export_encoder
 
 
 def make_encoder(out: Path, seed: int) -> str:
     config = EncoderConfig(depth=1, hidden=16, embed_dim=8, seed=seed)
-    return export_encoder(NeuralGraphEncoder(config).state_dict(), asdict(config), out)
+    return export_encoder(NeuralGraphEncoder(config).state_dict(), config, out)
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +38,12 @@ def encoders(tmp_path_factory) -> dict[str, Path]:
 
 def subset_graphs(graphs_dir: Path, out: Path, num_shards: int) -> Path:
     """A graphs dir holding only the first ``num_shards`` shards (and a matching manifest)."""
-    (out / SHARDS).mkdir(parents=True)
+    (out / GraphFiles.SHARDS).mkdir(parents=True)
     names = [Path(p).name for p in shard_paths(graphs_dir)[:num_shards]]
     for name in names:
-        shutil.copy(graphs_dir / SHARDS / name, out / SHARDS / name)
-    manifest = pq.read_table(graphs_dir / MANIFEST)
-    pq.write_table(manifest.filter(pc.is_in(manifest["shard"], pa.array(names))), out / MANIFEST)
+        shutil.copy(graphs_dir / GraphFiles.SHARDS / name, out / GraphFiles.SHARDS / name)
+    manifest = pq.read_table(graphs_dir / GraphFiles.MANIFEST)
+    pq.write_table(manifest.filter(pc.is_in(manifest["shard"], pa.array(names))), out / GraphFiles.MANIFEST)
     return out
 
 
@@ -56,7 +56,7 @@ def in_process_embed(graphs_dir, encoder_dir, model_ids=None, **_) -> pa.Table:
 
 
 def test_incremental_build_embeds_only_new_ids(tiny_graphs, encoders, tmp_path, monkeypatch):
-    total = pq.read_table(tiny_graphs / MANIFEST).num_rows
+    total = pq.read_table(tiny_graphs / GraphFiles.MANIFEST).num_rows
     embedded: list[str] = []
 
     def counting(*args, _impl=embed_mod.embed_graphs, **kwargs):
@@ -65,11 +65,11 @@ def test_incremental_build_embeds_only_new_ids(tiny_graphs, encoders, tmp_path, 
         return table
 
     part = subset_graphs(tiny_graphs, tmp_path / "part", 2)
-    first_ids = pq.read_table(part / MANIFEST).column("model_id").to_pylist()
+    first_ids = pq.read_table(part / GraphFiles.MANIFEST).column("model_id").to_pylist()
     index_dir = tmp_path / "index"
 
     monkeypatch.setattr(embed_mod, "embed_graphs", lambda *a, **kw: counting(*a, _impl=in_process_embed, **kw))
-    first = build_index_job(part, encoders["a"], index_dir)  # in-process: one Ray Data run below is enough
+    first = build_index(part, encoders["a"], index_dir)  # in-process: one Ray Data run below is enough
     assert (first["count"], first["embedded"], first["reused"], first["errors"]) == (
         len(first_ids),
         len(first_ids),
@@ -80,15 +80,15 @@ def test_incremental_build_embeds_only_new_ids(tiny_graphs, encoders, tmp_path, 
 
     embedded.clear()
     monkeypatch.setattr(embed_mod, "embed_graphs", counting)  # the real Ray Data pipeline
-    second = build_index_job(tiny_graphs, encoders["a"], index_dir)
+    second = build_index(tiny_graphs, encoders["a"], index_dir)
     assert sorted(embedded) == sorted(
-        set(pq.read_table(tiny_graphs / MANIFEST)["model_id"].to_pylist()) - set(first_ids)
+        set(pq.read_table(tiny_graphs / GraphFiles.MANIFEST)["model_id"].to_pylist()) - set(first_ids)
     )
     assert (second["count"], second["embedded"], second["reused"]) == (total, total - len(first_ids), len(first_ids))
 
     index = EmbeddingIndex.load(index_dir, expected_encoder_version=first["encoder_version"])
     assert len(index) == len(set(index.ids)) == index.index.ntotal == total
-    stored = read_embeddings(index_dir)
+    stored = index_embeddings(index_dir)
     assert sorted(stored["model_id"].to_pylist()) == sorted(index.ids)
 
     # vectors from the Ray pipeline equal an in-process forward pass; each graph finds itself first
@@ -103,17 +103,17 @@ def test_incremental_build_embeds_only_new_ids(tiny_graphs, encoders, tmp_path, 
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-4)
 
     embedded.clear()
-    third = build_index_job(tiny_graphs, encoders["a"], index_dir)
+    third = build_index(tiny_graphs, encoders["a"], index_dir)
     assert (third["embedded"], third["saved"], embedded) == (0, False, [])
 
 
 def test_other_encoder_is_refused_unless_rebuild(tiny_graphs, encoders, tmp_path, monkeypatch):
     monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
     part = subset_graphs(tiny_graphs, tmp_path / "part", 1)
-    built = build_index_job(part, encoders["a"], tmp_path / "index")
+    built = build_index(part, encoders["a"], tmp_path / "index")
     with pytest.raises(IndexVersionError, match=f"built by encoder {built['encoder_version']}, this encoder is"):
-        build_index_job(part, encoders["b"], tmp_path / "index")
-    rebuilt = build_index_job(part, encoders["b"], tmp_path / "index", rebuild=True)
+        build_index(part, encoders["b"], tmp_path / "index")
+    rebuilt = build_index(part, encoders["b"], tmp_path / "index", rebuild=True)
     assert rebuilt["encoder_version"] != built["encoder_version"]
     assert rebuilt["count"] == rebuilt["embedded"] == built["count"]
     assert EmbeddingIndex.load(tmp_path / "index", expected_encoder_version=rebuilt["encoder_version"])
@@ -121,7 +121,7 @@ def test_other_encoder_is_refused_unless_rebuild(tiny_graphs, encoders, tmp_path
 
 def test_search_checkpoint_finds_itself_with_metadata(tiny_zoo, tiny_graphs, encoders, tmp_path, monkeypatch):
     monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
-    build_index_job(tiny_graphs, encoders["a"], tmp_path / "index")
+    build_index(tiny_graphs, encoders["a"], tmp_path / "index")
     record = pq.read_table(tiny_zoo / "manifest.parquet").to_pylist()[0]
     found = search_checkpoint(tiny_zoo / record["path"], tmp_path / "index", encoders["a"], tiny_zoo, k=5)
     assert [n.rank for n in found] == [1, 2, 3, 4, 5]

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raywse.core.artifacts import IndexFiles
 from raywse.index.faiss_index import (
-    CURRENT,
-    VERSIONS,
     EmbeddingIndex,
     IndexConfig,
     IndexVersionError,
@@ -104,8 +103,8 @@ def test_old_versions_are_bounded(tmp_path):
     index = EmbeddingIndex.build(ids_for(10), clustered(10), "v1")
     for _ in range(4):
         index.save(tmp_path)
-    assert sorted(p.name for p in (tmp_path / VERSIONS).iterdir()) == ["3", "4"]
-    assert (tmp_path / CURRENT).read_text().strip() == "4"
+    assert sorted(p.name for p in (tmp_path / IndexFiles.VERSIONS).iterdir()) == ["3", "4"]
+    assert (tmp_path / IndexFiles.CURRENT).read_text().strip() == "4"
 
 
 KILLED_SAVE = textwrap.dedent(
@@ -142,5 +141,5 @@ def test_save_killed_midway_leaves_old_index_loadable(tmp_path):
     assert len(loaded) == 10 and loaded.ids == ids_for(10)
     # the next save skips the orphan's number and removes it
     loaded.save(tmp_path)
-    assert sorted(p.name for p in (tmp_path / VERSIONS).iterdir()) == ["1", "3"]
-    assert json.loads((tmp_path / VERSIONS / "3" / "meta.json").read_text())["count"] == 10
+    assert sorted(p.name for p in (tmp_path / IndexFiles.VERSIONS).iterdir()) == ["1", "3"]
+    assert json.loads((tmp_path / IndexFiles.VERSIONS / "3" / "meta.json").read_text())["count"] == 10

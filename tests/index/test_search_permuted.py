@@ -3,21 +3,19 @@ graphify -> encoder -> FAISS) is invariant to the order of hidden neurons, even 
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import pyarrow.parquet as pq
 import pytest
 import torch
 from test_embed_search import in_process_embed  # the EmbedActor without Ray Data (the Ray path is tested there)
 
 import raywse.index.embed as embed_mod
+from raywse.core.io import load_checkpoint, save_checkpoint
+from raywse.core.spec import ArchSpec
 from raywse.graph.symmetry import permute_hidden
-from raywse.index.embed import build_index_job
+from raywse.index.embed import build_index
 from raywse.index.search import search_checkpoint
-from raywse.io import load_checkpoint, save_checkpoint
+from raywse.models.checkpoint import export_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
-from raywse.spec import ArchSpec
-from raywse.train.trainer import export_encoder
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +23,10 @@ def indexed(tiny_zoo, tiny_graphs, tmp_path_factory):
     """An untrained small encoder and a flat index of every tiny-zoo graph; returns ``(encoder_dir, index_dir)``."""
     root = tmp_path_factory.mktemp("permuted_search")
     config = EncoderConfig(depth=1, hidden=16, embed_dim=16)
-    export_encoder(NeuralGraphEncoder(config).state_dict(), asdict(config), root / "encoder")
+    export_encoder(NeuralGraphEncoder(config).state_dict(), config, root / "encoder")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(embed_mod, "embed_graphs", in_process_embed)
-        summary = build_index_job(tiny_graphs, root / "encoder", root / "index")
+        summary = build_index(tiny_graphs, root / "encoder", root / "index")
     assert summary["errors"] == {} and summary["count"] == pq.read_table(tiny_graphs / "manifest.parquet").num_rows
     return root / "encoder", root / "index"
 

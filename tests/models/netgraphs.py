@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits
 
-from raywse.spec import ArchSpec, Layer, forward
+from raywse.core.spec import ArchSpec, Layer, forward
 
 MLP_SPEC = ArchSpec(
     (64,),

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from netgraphs import SPECS
 from torch_geometric.data import Batch
 
-from raywse.graph.neural_graph import to_neural_graph
-from raywse.graph.symmetry import permute_graph_nodes as permute_graph_nodes_ref
-from raywse.graph.symmetry import permute_hidden, rescale_hidden
-from raywse.models.augment import permute_graph_nodes, rescale_hidden_graph
-from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder, pad_kernels
+from raywse.core.spec import SpecError
+from raywse.graph.neural_graph import pad_edge_features, to_neural_graph
+from raywse.graph.symmetry import permute_graph_nodes, permute_hidden, rescale_graph_hidden, rescale_hidden
+from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 SMALL = EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16, accuracy_head=True)
 
@@ -33,7 +34,7 @@ def test_hidden_permutation_invariance(trained, kind):
     tensors, spec = trained[kind][0], SPECS[kind]
     graph = to_neural_graph(tensors, spec, "a")
     twin = to_neural_graph(permute_hidden(tensors, spec, gen), spec, "b")
-    shuffled = [permute_graph_nodes(graph, gen), permute_graph_nodes_ref(graph, gen)]  # ours also shuffles edges
+    shuffled = [permute_graph_nodes(graph, gen, shuffle_edges=True), permute_graph_nodes(graph, gen)]
     assert not any(torch.equal(graph.edge_index, s.edge_index) for s in shuffled)
     z = embed(encoder, [graph, twin, *shuffled])
     residuals = [rel(z[i], z[0]) for i in (1, 2, 3)]
@@ -47,9 +48,9 @@ def test_rescale_invariance_with_canonicalisation(trained, kind):
     gen = torch.Generator().manual_seed(2)
     tensors, spec = trained[kind][0], SPECS[kind]
     graph = to_neural_graph(tensors, spec, "a")
-    twins = [to_neural_graph(rescale_hidden(tensors, spec, gen), spec, "b"), rescale_hidden_graph(graph, gen)]
+    twins = [to_neural_graph(rescale_hidden(tensors, spec, gen), spec, "b"), rescale_graph_hidden(graph, gen)]
     for canon in (True, False):
-        encoder = NeuralGraphEncoder(EncoderConfig(**{**SMALL.to_dict(), "canonicalize_scale": canon})).eval()
+        encoder = NeuralGraphEncoder(replace(SMALL, canonicalize_scale=canon)).eval()
         z = embed(encoder, [graph, *twins])
         residuals = [rel(z[1], z[0]), rel(z[2], z[0])]
         print(f"{kind} canonicalise={canon}: rescaled twins (tensors, graph) {residuals[0]:.2e} {residuals[1]:.2e}")
@@ -72,9 +73,11 @@ def test_mixed_batch_and_accuracy_head(graphs):
     assert rel(z, single) <= 1e-5
 
 
-def test_pad_kernels_rejects_large_kernels(graphs):
-    with pytest.raises(ValueError, match="supports at most"):
-        pad_kernels(next(g for g in graphs if tuple(g.kernel_shape) == (3, 3)), edge_dim=1)
+def test_prepare_rejects_large_kernels(graphs):
+    with pytest.raises(SpecError, match="at most 1x1"):
+        NeuralGraphEncoder(replace(SMALL, edge_dim=1)).prepare(
+            next(g for g in graphs if tuple(g.kernel_shape) == (3, 3))
+        )
     mlp = next(g for g in graphs if tuple(g.kernel_shape) == (1, 1))
-    padded = pad_kernels(mlp, 9)
+    padded = pad_edge_features(mlp, (3, 3))
     assert padded.edge_attr.shape[1] == 9 and torch.equal(padded.edge_attr[:, 4], mlp.edge_attr[:, 0])

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Batch
 
-from raywse.models.embedder import fit_contrastive
+from raywse.models.contrastive import ContrastiveConfig, EmbedAndPredict, fit_steps
+from raywse.models.embedder import labelled
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 from raywse.models.losses import alignment, nt_xent, supervised_nt_xent, uniformity
 
@@ -40,12 +41,11 @@ def test_alignment_uniformity():
 
 def test_toy_training_reduces_loss(graphs):
     torch.manual_seed(0)
-    encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16))
-
-    def encode(gs):
-        return encoder(Batch.from_data_list([encoder.prepare(g) for g in gs]))
-
-    history = fit_contrastive(encoder, encode, graphs, steps=30, batch_size=len(graphs), lr=3e-3, temperature=0.2)
+    encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16, accuracy_head=False))
+    data = labelled([encoder.prepare(g) for g in graphs], None)
+    config = ContrastiveConfig(batch_size=len(graphs), lr=3e-3, temperature=0.2, same_task_prob=0.0, accuracy_weight=0)
+    model = EmbedAndPredict(encoder).train()
+    history = fit_steps(config, data, lambda views: model(Batch.from_data_list(views)), model.parameters(), 30)
     first, last = sum(history[:5]) / 5, sum(history[-5:]) / 5
     print(f"toy NT-Xent: first 5 steps {first:.3f}, last 5 steps {last:.3f}")
-    assert last < first
+    assert len(history) == 30 and last < first

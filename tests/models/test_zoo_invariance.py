@@ -7,12 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from raywse.core.io import load_checkpoint
+from raywse.core.spec import ArchSpec
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.symmetry import permute_hidden, rescalable_layers, rescale_hidden
-from raywse.io import load_checkpoint
 from raywse.models.baselines import NonEquivariantEncoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
-from raywse.spec import ArchSpec
 
 # the default encoder, narrowed for speed (canonicalize_scale=True, the default, is kept)
 SMALL = EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16)

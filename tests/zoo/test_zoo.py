@@ -9,16 +9,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raywse.io import load_checkpoint
-from raywse.records import ModelRecord, table_to_records
-from raywse.spec import ArchSpec, forward
+from raywse.core.artifacts import ZooFiles
+from raywse.core.io import load_checkpoint
+from raywse.core.records import ModelRecord, table_to_records
+from raywse.core.spec import ArchSpec, forward
 from raywse.zoo.batched import Arch, init_params, minibatch_indices, train_batched, train_reference
 from raywse.zoo.build import ZooConfig, build_zoo, plan_zoo
 from raywse.zoo.datasets import list_tasks, load_task
 
 
 def _records(zoo) -> list[ModelRecord]:
-    return table_to_records(pq.read_table(zoo / "manifest.parquet"), ModelRecord)
+    return table_to_records(pq.read_table(zoo / ZooFiles.MANIFEST), ModelRecord)
 
 
 def test_manifest_matches_files(tiny_zoo):
@@ -80,15 +81,15 @@ def test_children_have_parents(tiny_zoo):
 
 def test_rerun_is_idempotent(tiny_zoo):
     before = {p.name: p.stat().st_mtime_ns for p in tiny_zoo.rglob("*") if p.is_file()}
-    manifest = (tiny_zoo / "manifest.parquet").read_bytes()
-    build_zoo(ZooConfig(preset="tiny"), tiny_zoo, progress=False)
+    manifest = (tiny_zoo / ZooFiles.MANIFEST).read_bytes()
+    build_zoo(ZooConfig.tiny(), tiny_zoo, progress=False)
     after = {p.name: p.stat().st_mtime_ns for p in tiny_zoo.rglob("*") if p.is_file()}
     assert before == after
-    assert (tiny_zoo / "manifest.parquet").read_bytes() == manifest
+    assert (tiny_zoo / ZooFiles.MANIFEST).read_bytes() == manifest
 
 
 def test_plan_is_deterministic_and_ids_unique():
-    a, b = plan_zoo(ZooConfig(preset="small")), plan_zoo(ZooConfig(preset="small"))
+    a, b = plan_zoo(ZooConfig.small()), plan_zoo(ZooConfig.small())
     ids = [m.model_id for g in a for m in g.models]
     assert ids == [m.model_id for g in b for m in g.models]
     assert len(ids) == len(set(ids)) and 600 <= len(ids) <= 1200

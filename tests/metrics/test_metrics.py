@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raywse.eval.metrics import (
+from raywse.metrics import (
     clustering_metrics,
     precision_curve,
     purity,

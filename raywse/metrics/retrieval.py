@@ -1,21 +1,20 @@
-"""Retrieval, clustering and ranking metrics over embeddings (exact, NumPy; cosine similarity)."""
+"""Retrieval metrics over embeddings (exact, NumPy; cosine similarity)."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from scipy import stats
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation (zero rows stay zero)."""
+    """A row-wise L2-normalised, C-contiguous float32 copy of ``[n, d]`` vectors (zero rows stay zero).
+
+    Cosine similarity is then an inner product, for NumPy and FAISS alike.
+    """
     x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"expected a [n, d] array of vectors, got shape {x.shape}")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12))
 
 
 def ranked_neighbours(
@@ -83,43 +82,3 @@ def self_retrieval(embeddings: np.ndarray, labels: np.ndarray, ks: tuple[int, ..
     n = len(labels)
     ranking = ranked_neighbours(embeddings, embeddings, exclude_self=np.arange(n))
     return retrieval_metrics(np.asarray(labels), np.asarray(labels), ranking, ks)
-
-
-def purity(labels: np.ndarray, clusters: np.ndarray) -> float:
-    """Share of items whose cluster's majority label is their own label."""
-    labels, clusters = np.asarray(labels), np.asarray(clusters)
-    majority = sum(np.unique(labels[clusters == c], return_counts=True)[1].max() for c in np.unique(clusters))
-    return float(majority / len(labels))
-
-
-def clustering_metrics(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """k-means (k = number of distinct labels, on L2-normalised rows) scored by ARI, NMI and purity."""
-    labels = np.asarray(labels)
-    k = len(np.unique(labels))
-    if k < 2 or len(labels) <= k:
-        return {"ARI": float("nan"), "NMI": float("nan"), "purity": float("nan")}
-    with warnings.catch_warnings():  # duplicate points (e.g. identical embeddings) only warn
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(embeddings))
-    return {
-        "ARI": float(adjusted_rand_score(labels, clusters)),
-        "NMI": float(normalized_mutual_info_score(labels, clusters)),
-        "purity": purity(labels, clusters),
-    }
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3:
-        return float("nan")
-    return float(stats.spearmanr(a, b).statistic)
-
-
-def kendall_tau(pred: np.ndarray, target: np.ndarray) -> float:
-    return float(stats.kendalltau(pred, target).statistic)
-
-
-def r2_score(pred: np.ndarray, target: np.ndarray) -> float:
-    target = np.asarray(target, dtype=np.float64)
-    ss_res = float(np.sum((target - pred) ** 2))
-    ss_tot = float(np.sum((target - target.mean()) ** 2))
-    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")

@@ -1,5 +1,5 @@
 """Evaluation job: raywse vs baselines, report.md + metrics.json + plots:
-``python jobs/evaluate.py --zoo Z --graphs G --encoder E --out REPORT``."""
+``python jobs/eval.py --zoo Z --graphs G --encoder E --out REPORT``."""
 
 from _entry import run_stage
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 class ModelRecord:
     """One checkpoint in a model zoo (a row of ``manifest.parquet``).
 
-    ``path`` is relative to the zoo directory. ``layer_spec`` is :meth:`raywse.spec.ArchSpec.to_json`;
+    ``path`` is relative to the zoo directory. ``layer_spec`` is :meth:`raywse.core.spec.ArchSpec.to_json`;
     ``hparams`` is a JSON object of training hyper-parameters. ``parent_id`` is empty for models trained from scratch.
     """
 
@@ -32,7 +32,7 @@ class ModelRecord:
 
 
 @dataclass
-class GraphifyError:
+class GraphifyFailure:
     """A checkpoint that could not be turned into a neural graph, and why."""
 
     path: str

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 PARAMETRIC_KINDS = ("linear", "conv2d", "batchnorm")
 PARAMETER_FREE_KINDS = ("flatten", "global_avg_pool", "max_pool2d", "avg_pool2d")
@@ -170,3 +171,56 @@ def forward(spec: ArchSpec, tensors: Mapping[str, torch.Tensor], x: torch.Tensor
             x = F.avg_pool2d(x, layer.kernel_size)
         x = activate(x, layer.activation)
     return x
+
+
+class _GlobalAvgPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+_ACT_MODULES = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
+
+
+def spec_module(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> nn.Sequential:
+    """A plain ``nn.Sequential`` computing the same function as ``spec`` with a copy of ``tensors``.
+
+    Batch norm is refused (fold it first with :func:`raywse.graph.neural_graph.fold_batchnorm`).
+    """
+    mods: list[nn.Module] = []
+    for layer in spec.layers:
+        if layer.kind == "linear":
+            w = tensors[f"{layer.name}.weight"]
+            mod: nn.Module = nn.Linear(w.shape[1], w.shape[0])
+        elif layer.kind == "conv2d":
+            w = tensors[f"{layer.name}.weight"]
+            mod = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride=layer.stride, padding=layer.padding)
+        elif layer.kind == "global_avg_pool":
+            mod = _GlobalAvgPool()
+        elif layer.kind == "flatten":
+            mod = nn.Flatten()
+        elif layer.kind == "max_pool2d":
+            mod = nn.MaxPool2d(layer.kernel_size)
+        elif layer.kind == "avg_pool2d":
+            mod = nn.AvgPool2d(layer.kernel_size)
+        else:
+            raise SpecError(f"spec_module does not build {layer.kind} layers (fold batch norm first)")
+        if layer.parametric:
+            with torch.no_grad():
+                mod.weight.copy_(tensors[f"{layer.name}.weight"])
+                mod.bias.copy_(tensors[f"{layer.name}.bias"])
+        mods.append(mod)
+        if layer.activation != "none":
+            mods.append(_ACT_MODULES[layer.activation]())
+    return nn.Sequential(*mods)
+
+
+def module_tensors(spec: ArchSpec, module: nn.Sequential) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`spec_module`: the module's parameters under the spec's tensor names."""
+    params = [p.detach().clone() for p in module.parameters()]
+    return dict(zip(spec.tensor_names(), params, strict=True))

@@ -1,4 +1,4 @@
-"""Baseline embedders, all consuming neural graphs (see :class:`raywse.models.embedder.Embedder`).
+"""Baselines on raw weights: per-layer statistics, PCA of the flattened weights, and an MLP on them.
 
 Padding note: kernels smaller than a graph's largest are zero-padded in ``edge_attr``; statistics below use the
 nonzero entries only (an exactly-zero trained weight is rare and would be skipped too).
@@ -6,19 +6,19 @@ nonzero entries only (an exactly-zero trained weight is rare and would be skippe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.decomposition import PCA, TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
-from torch import Tensor, nn
-from torch_geometric.data import Batch, Data
+from sklearn.decomposition import PCA
+from torch import Tensor
+from torch_geometric.data import Data
 
-from raywse.models.augment import make_view
-from raywse.models.embedder import GNNEmbedder, fit_contrastive
-from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder, mlp
+from raywse.graph.schema import NodeKind
+from raywse.models.contrastive import fit_steps
+from raywse.models.embedder import BASELINE_CONTRASTIVE, labelled
+from raywse.models.features import mlp
 
 N_STATS = 7  # min, q25, median, q75, max, mean, std
 
@@ -44,7 +44,7 @@ def _layer_params(g: Data) -> list[tuple[Tensor, Tensor]]:
 
 def _flatten(g: Data, length: int) -> np.ndarray:
     """All weights in edge order then all non-input biases, zero-padded / truncated to ``length``."""
-    flat = torch.cat([g.edge_attr.flatten(), g.x.view(-1)[g.node_kind != 0]]).float()
+    flat = torch.cat([g.edge_attr.flatten(), g.x.view(-1)[g.node_kind != NodeKind.INPUT]]).float()
     out = np.zeros(length, dtype=np.float32)
     n = min(length, flat.numel())
     out[:n] = flat[:n].numpy()
@@ -153,123 +153,16 @@ class FlatMLPEmbedder:
     def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> FlatMLPEmbedder:
         flat = np.stack([_flatten(g, self.length) for g in graphs])
         self.scale = float(flat[flat != 0].std()) if (flat != 0).any() else 1.0
-        self.history = fit_contrastive(
-            self.model,
-            self._encode,
-            graphs,
-            labels,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            view=lambda g, gen: make_view(g, gen, permute=True),
-            seed=self.seed,
-        )
+        contrastive = replace(BASELINE_CONTRASTIVE, batch_size=self.batch_size, seed=self.seed)
+        self.model.train()
+        self.history = fit_steps(
+            contrastive, labelled(graphs, labels), lambda views: (self._encode(views), None), self.model.parameters(),
+            self.steps,
+        )  # fmt: skip
+        self.model.eval()
         return self
 
     @torch.no_grad()
     def embed(self, graphs: list[Data]) -> np.ndarray:
         self.model.eval()
         return self._encode(graphs).numpy().astype(np.float32)
-
-
-def hidden_index(batch: Batch) -> Tensor:
-    """Index of every node within its (graph, layer), read from node order (deliberately order-dependent)."""
-    key = batch.batch * (int(batch.node_layer.max()) + 1) + batch.node_layer
-    order = torch.argsort(key, stable=True)
-    sorted_key = key[order]
-    starts = torch.searchsorted(sorted_key, sorted_key, right=False)
-    index = torch.empty_like(key)
-    index[order] = torch.arange(key.numel()) - starts
-    return index
-
-
-class NonEquivariantEncoder(NeuralGraphEncoder):
-    """The same encoder plus an embedding of each hidden node's index within its layer: NOT permutation invariant."""
-
-    def __init__(self, config: EncoderConfig | None = None, max_hidden_index: int = 1024) -> None:
-        super().__init__(config)
-        self.max_hidden_index = max_hidden_index
-        self.index_emb = nn.Embedding(max_hidden_index, self.config.hidden)
-
-    def node_features(self, batch: Batch, bias: Tensor, log_scale: Tensor, num_layers: Tensor) -> Tensor:
-        h = super().node_features(batch, bias, log_scale, num_layers)
-        hidden = (batch.node_kind == 1).unsqueeze(-1)
-        return h + self.index_emb(hidden_index(batch) % self.max_hidden_index) * hidden
-
-
-class NonEquivariantGNNEmbedder(GNNEmbedder):
-    """GNN baseline that reads hidden node order; trained with permutation augmentation."""
-
-    name = "gnn_nonequivariant"
-
-    def __init__(self, encoder: NeuralGraphEncoder | None = None, **kwargs) -> None:
-        kwargs.setdefault("permute_views", True)
-        super().__init__(encoder, **kwargs)
-
-    @staticmethod
-    def _new_encoder(config: EncoderConfig) -> NeuralGraphEncoder:
-        return NonEquivariantEncoder(config)
-
-
-class InputSaliencyEmbedder:
-    """Training-free: mean ``|w|`` of each input node's outgoing weights, by input position, L2-normalised.
-
-    For MLPs a position is an input feature; for CNNs an input channel (usually 1-3 values), so vectors of different
-    families share few informative coordinates and cross-family comparison is weak.
-    """
-
-    name = "input_saliency"
-
-    def __init__(self, max_inputs: int = 1024) -> None:
-        self.max_inputs = max_inputs
-
-    def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> InputSaliencyEmbedder:
-        return self
-
-    def _features(self, g: Data) -> np.ndarray:
-        src = g.edge_index[0]
-        is_input = g.node_kind[src] == 0
-        mag = g.edge_attr[is_input].abs()
-        count = (mag != 0).sum(-1).float()
-        total = torch.zeros(g.num_nodes).index_add_(0, src[is_input], mag.sum(-1))
-        cnt = torch.zeros(g.num_nodes).index_add_(0, src[is_input], count)
-        inputs = torch.nonzero((g.node_kind == 0) & (g.node_pos < self.max_inputs)).view(-1)
-        out = torch.zeros(self.max_inputs)
-        out[g.node_pos[inputs]] = total[inputs] / cnt[inputs].clamp(min=1)
-        return F.normalize(out, dim=0).numpy()
-
-    def embed(self, graphs: list[Data]) -> np.ndarray:
-        return np.stack([self._features(g) for g in graphs]).astype(np.float32)
-
-
-def default_description(g: Data) -> str:
-    """``g.description`` if set, else the model id."""
-    return str(getattr(g, "description", None) or g.model_id)
-
-
-class MetadataTextEmbedder:
-    """TF-IDF of a per-model description (e.g. task, architecture, hyper-parameters), reduced by truncated SVD.
-
-    Falls back to the raw L2-normalised TF-IDF (padded / truncated to ``dim``) when the vocabulary is too small.
-    """
-
-    name = "metadata_text"
-
-    def __init__(self, dim: int = 32, describe: Callable[[Data], str] = default_description, seed: int = 0) -> None:
-        self.dim, self.describe, self.seed = dim, describe, seed
-        self.vectorizer = TfidfVectorizer(token_pattern=r"[A-Za-z]+|\d+(?:\.\d+)?")
-        self.svd: TruncatedSVD | None = None
-
-    def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> MetadataTextEmbedder:
-        x = self.vectorizer.fit_transform([self.describe(g) for g in graphs])
-        n_comp = min(self.dim, x.shape[1] - 1, x.shape[0] - 1)
-        self.svd = TruncatedSVD(n_comp, random_state=self.seed).fit(x) if n_comp >= 2 else None
-        return self
-
-    def embed(self, graphs: list[Data]) -> np.ndarray:
-        x = self.vectorizer.transform([self.describe(g) for g in graphs])
-        z = self.svd.transform(x) if self.svd is not None else x.toarray()
-        out = np.zeros((len(graphs), self.dim), dtype=np.float32)
-        width = min(self.dim, z.shape[1])
-        out[:, :width] = z[:, :width]
-        norm = np.linalg.norm(out, axis=1, keepdims=True)
-        return (out / np.where(norm > 0, norm, 1.0)).astype(np.float32)

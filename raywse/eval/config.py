@@ -1,0 +1,36 @@
+"""What an evaluation runs: :class:`EvalConfig`, the name of the encoder under test and the split names it reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raywse.models.baselines import BASELINES
+
+#: The trained encoder's name among the embedders (every other embedder is a baseline).
+RAYWSE = "raywse"
+#: Held-out query splits (from :func:`raywse.data.splits.assign_splits`), in report order.
+HELD_OUT = ("test_seed", "test_hparam", "test_family", "test_lineage")
+#: Hard retrieval settings, in report order.
+HARD = ("cross_family", "label_map", "lineage")
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate; defaults run in about a minute on a 2-core laptop for a small zoo."""
+
+    baselines: tuple[str, ...] = BASELINES
+    baseline_train_steps: int = field(default=100, metadata={"help": "contrastive steps of the flat-MLP baseline"})
+    gnn_baseline_steps: int = field(default=40, metadata={"help": "contrastive steps of the non-equivariant GNN"})
+    torch_threads: int = field(default=1, metadata={"help": "intra-op threads (1 is fastest for tiny nets)"})
+    ks: tuple[int, ...] = (1, 5, 10)
+    curve_k: int = 20
+    finetune_tasks: tuple[str, ...] = ("digits/ge5", "mnist14/parity")
+    finetune_embedders: tuple[str, ...] = (RAYWSE, "input_saliency")
+    finetune_steps: int = 300
+    finetune_eval_every: int = 10
+    finetune_lr: float = 1e-3
+    finetune_batch_size: int = 64
+    finetune_repeats: int = 3  # random compatible models and scratch inits averaged
+    target_fraction: float = 0.9  # target = this share of the task's median zoo test accuracy ...
+    target_margin: float = 0.1  # ... but at least the majority-class test accuracy plus this margin
+    seed: int = 0

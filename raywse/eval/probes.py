@@ -1,0 +1,76 @@
+"""What embeddings say beyond retrieval: accuracy prediction (a ridge probe, and the encoder's own head) and
+structure (k-means against tasks, distance against accuracy gap), scored per held-out split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sklearn.linear_model import RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch_geometric.data import Data
+
+from raywse.eval.config import HELD_OUT
+from raywse.eval.view import ZooView
+from raywse.metrics import clustering_metrics, kendall_tau, normalize, r2_score, spearman
+from raywse.models.encode import encode
+from raywse.models.encoder import NeuralGraphEncoder
+
+
+def held_masks(view: ZooView) -> list[tuple[str, np.ndarray]]:
+    """``(split, mask)`` for each held-out split and for all held-out models together (``held_out``)."""
+    return [(s, view.split == s) for s in HELD_OUT] + [("held_out", view.held_out)]
+
+
+def accuracy_scores(predict: Callable[[np.ndarray], np.ndarray], view: ZooView, prefix: str) -> dict[str, dict]:
+    """R² and Kendall τ of ``predict(mask)`` against the actual test accuracy of the models in ``mask``, on each
+    held-out split of at least two models."""
+    out: dict[str, dict] = {}
+    for split, mask in held_masks(view):
+        if mask.sum() >= 2:
+            pred = predict(mask)
+            out[split] = {
+                f"{prefix}_R2": r2_score(pred, view.test_acc[mask]),
+                f"{prefix}_kendall_tau": kendall_tau(pred, view.test_acc[mask]),
+            }
+    return out
+
+
+def accuracy_metrics(emb: np.ndarray, view: ZooView) -> dict[str, dict]:
+    """Ridge (standardised embeddings, CV alpha) fitted on train-split test accuracy, scored per held-out split."""
+    train = view.split == "train"
+    if train.sum() < 3:
+        return {}
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
+    model.fit(emb[train], view.test_acc[train])
+    return accuracy_scores(lambda mask: np.clip(model.predict(emb[mask]), 0.0, 1.0), view, "ridge")  # in [0, 1]
+
+
+def head_accuracy_metrics(encoder: NeuralGraphEncoder, graphs: list[Data], view: ZooView) -> dict[str, dict]:
+    """The encoder's own accuracy head scored like the ridge probe (``head_R2``, ``head_kendall_tau``); ``{}``
+    when the encoder has no head."""
+    if not encoder.config.accuracy_head:
+        return {}
+    pred = encode(encoder, graphs).accuracy
+    return accuracy_scores(lambda mask: pred[mask], view, "head")
+
+
+def structure_metrics(emb: np.ndarray, view: ZooView, seed: int) -> dict[str, dict]:
+    """k-means ARI/NMI/purity against tasks, and Spearman(cosine distance, |accuracy gap|) over same-task pairs."""
+    z = normalize(emb)
+    out: dict[str, dict] = {}
+    for split, mask in held_masks(view):
+        idx = np.flatnonzero(mask)
+        if len(idx) < 2:
+            continue
+        res = {f"kmeans_{k}": v for k, v in clustering_metrics(z[idx], view.task[idx], seed).items()}
+        dist, gap = [], []
+        for q in idx:
+            partners = np.flatnonzero(view.task == view.task[q])
+            partners = partners[partners != q]
+            dist.append(1.0 - z[partners] @ z[q])
+            gap.append(np.abs(view.test_acc[partners] - view.test_acc[q]))
+        res["spearman_dist_accgap"] = spearman(np.concatenate(dist), np.concatenate(gap)) if dist else float("nan")
+        out[split] = res
+    return out

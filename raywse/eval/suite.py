@@ -1,0 +1,98 @@
+"""The retrieval suite: every task-retrieval and kinship metric of one embedder on the held-out queries.
+
+Each setting ranks a database by cosine similarity to a query and flags the relevant items; see the report for each
+setting's definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from raywse.eval.config import HELD_OUT
+from raywse.eval.view import ZooView
+from raywse.metrics import normalize, precision_curve, relevance_metrics
+
+Database = Callable[[int], np.ndarray]  # query index -> boolean mask of the database
+Relevant = Callable[[int, np.ndarray], np.ndarray]  # (query index, ranked database indices) -> relevance flags
+
+
+def ranked_relevance(z: np.ndarray, queries: np.ndarray, database: Database, relevant: Relevant) -> list[np.ndarray]:
+    """Ranked relevance flags per query: ``database(q)`` is a boolean mask, ``relevant(q, idx)`` flags indices.
+
+    ``z`` holds unit vectors; the query itself never enters its database; ties keep database order.
+    """
+    out = []
+    for q in queries:
+        db = np.flatnonzero(database(q))
+        db = db[db != q]
+        order = db[np.argsort(-(z[db] @ z[q]), kind="stable")]
+        out.append(relevant(q, order))
+    return out
+
+
+def scored(relevance: list[np.ndarray], ks: tuple[int, ...], curve_k: int) -> dict:
+    """Relevance metrics, the number of scored queries, the precision ceiling at the largest k and the curve."""
+    out = relevance_metrics(relevance, ks)
+    hits = [np.asarray(r, dtype=bool) for r in relevance if np.any(r)]
+    out["queries"] = len(hits)
+    k = ks[-1]
+    out[f"precision@{k}_ceiling"] = float(np.mean([min(k, r.sum()) / k for r in hits])) if hits else float("nan")
+    out["precision_curve"] = precision_curve(relevance, curve_k)
+    return out
+
+
+def retrieval_suite(emb: np.ndarray, view: ZooView, ks: tuple[int, ...] = (1, 5, 10), curve_k: int = 20) -> dict:
+    """Every retrieval metric of one embedder: split → metric (see the report for each setting's definition)."""
+    z = normalize(emb)
+    everything = np.ones(len(view.ids), dtype=bool)
+    held = np.flatnonzero(view.held_out)
+
+    def anywhere(q: int) -> np.ndarray:
+        return everything
+
+    def same_task(q: int, idx: np.ndarray) -> np.ndarray:
+        return view.task[idx] == view.task[q]
+
+    def score(queries: np.ndarray, database: Database, relevant: Relevant = same_task) -> dict:
+        return scored(ranked_relevance(z, queries, database, relevant), ks, curve_k)
+
+    out: dict[str, dict] = {split: score(np.flatnonzero(view.split == split), anywhere) for split in HELD_OUT}
+    out["held_out"] = score(held, anywhere)
+    out["same_family"] = score(held, lambda q: view.family == view.family[q])
+    out.update(_cross_family(z, view, held, same_task, ks, curve_k))
+    out["label_map"] = score(held[view.group[held] != ""], lambda q: view.group == view.group[q])
+    out["lineage"] = _lineage(z, view, held, anywhere, ks, curve_k)
+    return out
+
+
+def _cross_family(
+    z: np.ndarray, view: ZooView, held: np.ndarray, same_task: Relevant, ks: tuple[int, ...], curve_k: int
+) -> dict[str, dict]:
+    """Held-out queries of each family against the other families; per direction too when there are exactly two."""
+    families = set(view.family)
+    out: dict[str, dict] = {}
+    cross = {}
+    for src in sorted(families):
+        queries = held[view.family[held] == src]
+        cross[src] = ranked_relevance(z, queries, lambda q: view.family != view.family[q], same_task)
+        if len(families) == 2:
+            dst = next(f for f in families if f != src)
+            out[f"cross_family_{src}_to_{dst}"] = scored(cross[src], ks, curve_k)
+    out["cross_family"] = scored([r for rel in cross.values() for r in rel], ks, curve_k)
+    return out
+
+
+def _lineage(
+    z: np.ndarray, view: ZooView, held: np.ndarray, database: Database, ks: tuple[int, ...], curve_k: int
+) -> dict:
+    """Held-out children whose parent was evaluated, as queries; relevant = the parent and its other children."""
+    ids = np.array(view.ids)
+    known = set(view.ids)
+    children = np.array([q for q in held if view.parent[q] in known], dtype=np.int64)
+
+    def is_kin(q: int, idx: np.ndarray) -> np.ndarray:
+        return (view.parent[idx] == view.parent[q]) | (ids[idx] == view.parent[q])
+
+    return scored(ranked_relevance(z, children, database, is_kin), ks, curve_k)

@@ -1,0 +1,47 @@
+"""One checkpoint file → its neural graph: read (safetensors only), find or infer the spec, validate, convert.
+
+Every failure is a :class:`GraphifyError` naming the stage it failed at and a one-line reason, so the batch
+pipeline (:mod:`raywse.data.graphify`) can keep it as a row and search can report it to the user.
+"""
+
+from __future__ import annotations
+
+from torch_geometric.data import Data
+
+from raywse.core.io import CheckpointError, load_checkpoint
+from raywse.core.spec import ArchSpec, SpecError
+from raywse.graph.infer import infer_spec_and_tensors
+from raywse.graph.neural_graph import to_neural_graph
+
+
+def graphify_checkpoint(path: str, model_id: str, layer_spec: str = "") -> Data:
+    """Read one checkpoint and build its neural graph. Raises :class:`GraphifyError` with stage and reason."""
+    try:
+        tensors, metadata = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise GraphifyError("read", str(exc)) from exc
+    spec_json = layer_spec or metadata.get("layer_spec", "")
+    try:
+        if spec_json:
+            spec = ArchSpec.from_json(spec_json)
+        else:
+            spec, tensors = infer_spec_and_tensors(tensors)
+    except SpecError as exc:
+        raise GraphifyError("spec", str(exc)) from exc
+    try:
+        spec.validate(tensors)
+    except SpecError as exc:
+        raise GraphifyError("validate", str(exc)) from exc
+    try:
+        return to_neural_graph({k: v.float() for k, v in tensors.items()}, spec, model_id)
+    except (SpecError, RuntimeError, ValueError) as exc:
+        raise GraphifyError("graph", str(exc)) from exc
+
+
+class GraphifyError(Exception):
+    """Why one checkpoint could not be graphified (kept as a row, never raised out of the pipeline)."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason

@@ -1,0 +1,54 @@
+"""The neural-graph schema: what every field of a neural graph means, and the node-kind / node-type enums.
+
+A neural graph is a ``torch_geometric.data.Data`` with one node per neuron (input features or channels, then every
+linear / conv output neuron, layer by layer) and one edge per weight (per input-output pair for convs: the kernel is
+the edge's feature vector). Fields, all indexed by node unless said otherwise:
+
+========================  =================  =============================================================
+field                     shape / dtype      meaning
+========================  =================  =============================================================
+``x``                     ``[N, 1]`` float   bias of the neuron (0 for input nodes)
+``node_layer``            ``[N]`` long       0 for inputs, ``l`` for the ``l``-th linear / conv layer
+``node_kind``             ``[N]`` long       :class:`NodeKind`
+``node_pos``              ``[N]`` long       position of an input / output neuron; -1 for hidden neurons
+``node_act``              ``[N]`` long       index into :data:`raywse.core.spec.ACTIVATIONS` applied after it
+``node_type``             ``[N]`` long       :class:`NodeType`
+``edge_index``            ``[2, E]`` long    source (previous layer) → target; target-major, row-major order
+``edge_attr``             ``[E, kh*kw]``     the weight (kernel) of the edge, centre-padded to ``kernel_shape``
+``kernel_shape``          ``(kh, kw)``       edge feature layout
+``model_id``              str                the checkpoint's id
+========================  =================  =============================================================
+
+Hidden neurons carry no identity: only their features and edges tell them apart, so any function of the graph that
+never reads hidden node order is invariant to the network's hidden-neuron permutation symmetry.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from raywse.core.spec import ACTIVATIONS, POSITIVELY_HOMOGENEOUS
+
+
+class NodeKind(IntEnum):
+    """Where a neuron sits: the network's inputs, a hidden layer, or its outputs."""
+
+    INPUT = 0
+    HIDDEN = 1
+    OUTPUT = 2
+
+
+class NodeType(IntEnum):
+    """What produced a neuron: an input, a linear layer or a conv layer."""
+
+    INPUT = 0
+    LINEAR = 1
+    CONV = 2
+
+
+#: Per-node integer fields besides ``x`` (stored as Arrow int64 lists, permuted together with the nodes).
+NODE_COLUMNS = ("node_layer", "node_kind", "node_pos", "node_act", "node_type")
+#: Every per-node field, ``x`` included: what a node permutation must reorder.
+NODE_FIELDS = ("x", *NODE_COLUMNS)
+#: ``node_act`` ids of activations that commute with positive per-neuron scaling.
+HOMOGENEOUS_ACT_IDS = tuple(ACTIVATIONS.index(a) for a in POSITIVELY_HOMOGENEOUS)

@@ -1,0 +1,122 @@
+"""Random graph transforms for contrastive views, composable like PyG's ``BaseTransform`` objects.
+
+Each transform maps ``(graph, generator) -> graph`` and never modifies its input; the explicit
+``torch.Generator`` makes every view reproducible. The exact symmetries (:class:`RescaleHidden`,
+:class:`PermuteHidden`) come from :mod:`raywse.graph.symmetry`; :class:`WeightNoise` and :class:`DropEdges` are
+small perturbations that change the function a little::
+
+    view = Compose([RescaleHidden(), WeightNoise(0.05), DropEdges(0.1)])
+    v1, v2 = view(graph, generator), view(graph, generator)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.utils import scatter
+
+from raywse.graph.schema import NodeKind
+from raywse.graph.symmetry import permute_graph_nodes, rescale_graph_hidden
+
+
+class GraphTransform:
+    """A random map of neural graphs; subclasses implement :meth:`forward`."""
+
+    def __call__(self, data: Data, generator: torch.Generator) -> Data:
+        return self.forward(data, generator)
+
+    def forward(self, data: Data, generator: torch.Generator) -> Data:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Compose(GraphTransform):
+    """Apply ``transforms`` in order."""
+
+    def __init__(self, transforms: Sequence[GraphTransform]) -> None:
+        self.transforms = list(transforms)
+
+    def forward(self, data: Data, generator: torch.Generator) -> Data:
+        for transform in self.transforms:
+            data = transform(data, generator)
+        return data
+
+
+class RescaleHidden(GraphTransform):
+    """Function-preserving per-neuron rescaling of hidden neurons with positively homogeneous activations."""
+
+    def __init__(self, low: float = 0.5, high: float = 2.0) -> None:
+        self.low, self.high = low, high
+
+    def forward(self, data: Data, generator: torch.Generator) -> Data:
+        return rescale_graph_hidden(data, generator, self.low, self.high)
+
+
+class PermuteHidden(GraphTransform):
+    """Function-preserving shuffle of hidden neurons within each layer, and of the edge order."""
+
+    def forward(self, data: Data, generator: torch.Generator) -> Data:
+        return permute_graph_nodes(data, generator, shuffle_edges=True)
+
+
+def _layer_std(values: Tensor, layer: Tensor) -> Tensor:
+    """Std of the nonzero entries of ``values [M, k]`` grouped by ``layer [M]``, gathered back per row."""
+    mask = values != 0
+    size = int(layer.max()) + 1
+    cnt = scatter(mask.sum(-1).float(), layer, dim=0, dim_size=size, reduce="sum").clamp(min=1)
+    mean = scatter(values.sum(-1), layer, dim=0, dim_size=size, reduce="sum") / cnt
+    var = scatter(((values - mean[layer].unsqueeze(-1)) * mask).pow(2).sum(-1), layer, dim=0, dim_size=size) / cnt
+    return var.sqrt()[layer]
+
+
+class WeightNoise(GraphTransform):
+    """Gaussian noise on weights and biases, ``sigma`` times each layer's std.
+
+    Zero kernel entries (padding of smaller kernels) stay zero; input-node biases stay zero.
+    """
+
+    def __init__(self, sigma: float = 0.05) -> None:
+        self.sigma = sigma
+
+    def forward(self, data: Data, generator: torch.Generator) -> Data:
+        if self.sigma <= 0:
+            return data
+        out = data.clone()
+        edge_layer = data.node_layer[data.edge_index[1]]
+        w_std = _layer_std(data.edge_attr, edge_layer).unsqueeze(-1)
+        noise = torch.randn(data.edge_attr.shape, generator=generator) * self.sigma * w_std
+        out.edge_attr = data.edge_attr + noise * (data.edge_attr != 0)
+        b_std = _layer_std(data.x, data.node_layer)
+        not_input = data.node_kind != NodeKind.INPUT
+        b_noise = torch.randn(data.x.shape[0], generator=generator) * self.sigma * b_std * not_input
+        out.x = data.x + b_noise.unsqueeze(-1)
+        out.kernel_shape = tuple(data.kernel_shape)
+        return out
+
+
+class DropEdges(GraphTransform):
+    """Remove each edge independently with probability ``p``."""
+
+    def __init__(self, p: float = 0.1) -> None:
+        self.p = p
+
+    def forward(self, data: Data, generator: torch.Generator) -> Data:
+        if self.p <= 0:
+            return data
+        keep = torch.rand(data.edge_index.shape[1], generator=generator) >= self.p
+        out = data.clone()
+        out.edge_index, out.edge_attr = data.edge_index[:, keep], data.edge_attr[keep]
+        out.kernel_shape = tuple(data.kernel_shape)
+        return out
+
+
+def contrastive_view(noise: float = 0.05, edge_drop: float = 0.1, permute: bool = False) -> Compose:
+    """The standard positive view: rescaling (and optionally permutation), then weight noise and edge dropout."""
+    exact: list[GraphTransform] = [RescaleHidden(), *([PermuteHidden()] if permute else [])]
+    return Compose([*exact, WeightNoise(noise), DropEdges(edge_drop)])

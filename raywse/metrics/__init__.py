@@ -1,0 +1,30 @@
+"""raywse.metrics: a leaf package of evaluation metrics (NumPy / SciPy / scikit-learn only; no raywse imports).
+
+``retrieval`` (cosine ranking, precision / recall / mAP / MRR), ``clustering`` (k-means ARI / NMI / purity),
+``correlation`` (Kendall τ, Spearman ρ, R²). Train, tune and eval all score embeddings with these.
+"""
+
+from raywse.metrics.clustering import clustering_metrics, purity
+from raywse.metrics.correlation import kendall_tau, r2_score, spearman
+from raywse.metrics.retrieval import (
+    normalize,
+    precision_curve,
+    ranked_neighbours,
+    relevance_metrics,
+    retrieval_metrics,
+    self_retrieval,
+)
+
+__all__ = [
+    "clustering_metrics",
+    "kendall_tau",
+    "normalize",
+    "precision_curve",
+    "purity",
+    "r2_score",
+    "ranked_neighbours",
+    "relevance_metrics",
+    "retrieval_metrics",
+    "self_retrieval",
+    "spearman",
+]

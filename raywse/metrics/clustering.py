@@ -1,0 +1,35 @@
+"""Clustering quality of embeddings against labels."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from raywse.metrics.retrieval import normalize
+
+
+def purity(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """Share of items whose cluster's majority label is their own label."""
+    labels, clusters = np.asarray(labels), np.asarray(clusters)
+    majority = sum(np.unique(labels[clusters == c], return_counts=True)[1].max() for c in np.unique(clusters))
+    return float(majority / len(labels))
+
+
+def clustering_metrics(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """k-means (k = number of distinct labels, on L2-normalised rows) scored by ARI, NMI and purity."""
+    labels = np.asarray(labels)
+    k = len(np.unique(labels))
+    if k < 2 or len(labels) <= k:
+        return {"ARI": float("nan"), "NMI": float("nan"), "purity": float("nan")}
+    with warnings.catch_warnings():  # duplicate points (e.g. identical embeddings) only warn
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(embeddings))
+    return {
+        "ARI": float(adjusted_rand_score(labels, clusters)),
+        "NMI": float(normalized_mutual_info_score(labels, clusters)),
+        "purity": purity(labels, clusters),
+    }

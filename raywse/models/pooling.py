@@ -1,0 +1,37 @@
+"""Invariant readout: one vector per graph from node and edge states, never reading hidden node order."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch
+from torch_geometric.utils import scatter
+
+from raywse.graph.schema import NodeKind
+
+
+def invariant_readout(batch: Batch, h: Tensor, e: Tensor, node_key: Tensor, num_keys: int) -> Tensor:
+    """Input-node mean, mean and max over per-layer hidden means, output-node mean, and mean edge state.
+
+    Args:
+        batch: the batched neural graphs (``node_kind``, ``batch``, ``edge_index``).
+        h: node states.
+        e: edge states.
+        node_key: dense (graph, layer) group of each node, graph-major (``raywse.models.features.layer_keys``).
+        num_keys: number of (graph, layer) groups.
+
+    Shapes:
+        ``h [N, H]``, ``e [E, He]``, ``node_key [N]`` → ``[B, 4 H + He]``.
+    """
+    num_graphs = int(batch.num_graphs)
+    kind, g = batch.node_kind, batch.batch
+    is_in, is_out, hidden = kind == NodeKind.INPUT, kind == NodeKind.OUTPUT, kind == NodeKind.HIDDEN
+    pooled_in = scatter(h[is_in], g[is_in], dim=0, dim_size=num_graphs, reduce="mean")
+    pooled_out = scatter(h[is_out], g[is_out], dim=0, dim_size=num_graphs, reduce="mean")
+    layer_mean = scatter(h[hidden], node_key[hidden], dim=0, dim_size=num_keys, reduce="mean")
+    present = scatter(hidden.to(h.dtype), node_key, dim=0, dim_size=num_keys, reduce="sum") > 0
+    key_graph = torch.arange(num_keys, device=h.device) // (num_keys // num_graphs)  # keys are graph-major
+    hid_mean = scatter(layer_mean[present], key_graph[present], dim=0, dim_size=num_graphs, reduce="mean")
+    hid_max = scatter(layer_mean[present], key_graph[present], dim=0, dim_size=num_graphs, reduce="max")
+    edge_mean = scatter(e, g[batch.edge_index[1]], dim=0, dim_size=num_graphs, reduce="mean")
+    return torch.cat([pooled_in, hid_mean, hid_max, pooled_out, edge_mean], dim=-1)

@@ -1,0 +1,188 @@
+"""Fast checks of the retrieval suite, the probes and the report rendering on small synthetic embeddings."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from raywse.eval.config import HARD, HELD_OUT, RAYWSE, EvalConfig
+from raywse.eval.probes import accuracy_metrics, held_masks, structure_metrics
+from raywse.eval.render import _comparison_lines, _fmt, render_report
+from raywse.eval.report import json_safe
+from raywse.eval.suite import ranked_relevance, retrieval_suite, scored
+from raywse.eval.view import ZooView
+
+# model: task, family, split, parent
+MODELS = [
+    ("t0", "mlp", "train", ""),
+    ("t0", "cnn", "train", ""),
+    ("t1", "mlp", "train", ""),
+    ("t1", "cnn", "train", ""),
+    ("t2", "mlp", "train", ""),
+    ("t2", "cnn", "train", ""),
+    ("t0", "mlp", "test_seed", ""),
+    ("t1", "cnn", "test_hparam", ""),
+    ("t2", "cnn", "test_family", ""),
+    ("t0", "cnn", "test_lineage", "m1"),
+    ("t1", "mlp", "test_seed", ""),
+    ("t2", "mlp", "test_lineage", "m4"),
+]
+TASKS, FAMILIES = ["t0", "t1", "t2"], ["mlp", "cnn"]
+
+
+@pytest.fixture
+def view() -> ZooView:
+    rng = np.random.default_rng(0)
+    return ZooView(
+        ids=[f"m{i}" for i in range(len(MODELS))],
+        task=np.array([m[0] for m in MODELS]),
+        family=np.array([m[1] for m in MODELS]),
+        split=np.array([m[2] for m in MODELS]),
+        parent=np.array([m[3] for m in MODELS]),
+        test_acc=rng.uniform(0.5, 1.0, len(MODELS)),
+        group=np.array(["g" if m[0] in ("t0", "t1") else "" for m in MODELS]),
+    )
+
+
+def task_embeddings(view: ZooView) -> np.ndarray:
+    """One axis per task plus a small one per family: every same-task model is closer than any other."""
+    emb = np.zeros((len(view.ids), len(TASKS) + len(FAMILIES)), np.float32)
+    for i, (task, family) in enumerate(zip(view.task, view.family, strict=True)):
+        emb[i, TASKS.index(task)] = 1.0
+        emb[i, len(TASKS) + FAMILIES.index(family)] = 0.1
+    return emb
+
+
+def test_ranked_relevance_excludes_the_query_and_ranks_by_cosine():
+    z = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6], [0.6, 0.8]])
+    everything = np.ones(4, dtype=bool)
+    ranked = ranked_relevance(z, np.array([0, 1]), lambda q: everything, lambda q, idx: idx)
+    assert ranked[0].tolist() == [2, 3, 1]
+    assert ranked[1].tolist() == [3, 2, 0]
+    only_odd = ranked_relevance(z, np.array([0]), lambda q: np.arange(4) % 2 == 1, lambda q, idx: idx)
+    assert only_odd[0].tolist() == [3, 1]
+
+
+def test_scored_counts_queries_with_a_relevant_item_and_the_ceiling():
+    relevance = [np.array([False, True, False]), np.array([False, False, False]), np.array([True, True, False])]
+    out = scored(relevance, (1, 2), curve_k=3)
+    assert out["queries"] == 2
+    assert out["precision@1"] == pytest.approx(0.5)
+    assert out["precision@2_ceiling"] == pytest.approx(0.75)  # one query has a single relevant item
+    assert out["precision_curve"] == pytest.approx([0.5, 0.75, 0.5])
+    assert math.isnan(scored([np.zeros(3, bool)], (1,), 2)["precision@1_ceiling"])
+
+
+def test_retrieval_suite_on_task_separated_embeddings(view):
+    out = retrieval_suite(task_embeddings(view), view, ks=(1, 5, 10), curve_k=5)
+    assert list(out) == [
+        *HELD_OUT,
+        "held_out",
+        "same_family",
+        "cross_family_cnn_to_mlp",
+        "cross_family_mlp_to_cnn",
+        "cross_family",
+        "label_map",
+        "lineage",
+    ]
+    for split in (*HELD_OUT, "held_out", "same_family", "cross_family", "label_map"):
+        assert out[split]["precision@1"] == 1.0, split
+        assert out[split]["MRR"] == 1.0, split
+    assert out["held_out"]["queries"] == 6
+    assert out["held_out"]["precision@10_ceiling"] == pytest.approx(0.3)  # 3 other models per task
+    assert out["held_out"]["precision@10"] == pytest.approx(0.3)
+    assert out["label_map"]["queries"] == 4  # held-out models of t0 and t1, the group "g"
+    assert out["label_map"]["recall@5"] == 1.0
+    assert out["cross_family_mlp_to_cnn"]["queries"] == 3
+    assert out["cross_family"]["recall@1"] == pytest.approx(0.5)  # two models of the task in the other family
+    assert out["lineage"]["queries"] == 2
+    assert out["lineage"]["precision@1"] == 1.0  # each child's parent is its closest model
+
+
+def test_retrieval_suite_on_family_embeddings_fails_cross_family(view):
+    """Embeddings that only know the family: the same-task model of the other family is never ranked first."""
+    emb = np.zeros((len(view.ids), 2), np.float32)
+    emb[np.arange(len(view.ids)), (view.family == "cnn").astype(int)] = 1.0
+    emb += np.arange(len(view.ids))[:, None] * 1e-3  # break ties away from any task structure
+    out = retrieval_suite(emb, view, ks=(1, 5, 10), curve_k=5)
+    assert out["cross_family"]["MRR"] < 1.0
+    assert out["held_out"]["precision@1"] < 1.0
+
+
+def test_probes(view):
+    emb = np.c_[view.test_acc, np.ones(len(view.ids))].astype(np.float32)  # accuracy is linear in the embedding
+    acc = accuracy_metrics(emb, view)
+    assert set(acc) == {s for s, m in held_masks(view) if m.sum() >= 2} == {"test_seed", "test_lineage", "held_out"}
+    assert acc["held_out"]["ridge_R2"] > 0.9
+    assert acc["held_out"]["ridge_kendall_tau"] == pytest.approx(1.0)
+    structure = structure_metrics(task_embeddings(view), view, seed=0)
+    assert structure["held_out"]["kmeans_ARI"] == pytest.approx(1.0)
+    assert structure["held_out"]["kmeans_purity"] == pytest.approx(1.0)
+
+
+def test_render_helpers():
+    assert _fmt(None) == "n/a"
+    assert _fmt(0.12345) == "0.123"
+    scores = {RAYWSE: {"a": {"m": 0.5}, "b": {"m": 0.1}}, "rival": {"a": {"m": 0.4}, "b": {"m": 0.2}}}
+    lines = _comparison_lines(scores, "rival", [("a", "m", "A"), ("b", "m", "B"), ("c", "m", "C")])
+    assert lines == [
+        "- A: raywse 0.500 beats rival 0.400.",
+        "- B: **raywse does NOT beat rival** (0.100 vs 0.200).",
+        "- C: not measurable on this zoo (no queries).",
+    ]
+    clean = json_safe({"x": (np.float32(0.5), float("nan"), np.int64(3)), 1: float("inf")})
+    assert clean == {"x": [0.5, None, 3], "1": None}
+    assert type(clean["x"][2]) is int
+
+
+def test_render_report_sections_in_order(view):
+    config = EvalConfig(baselines=("input_saliency",))
+    ours = retrieval_suite(task_embeddings(view), view, config.ks, config.curve_k)
+    rival = copy.deepcopy(ours)
+    rival["label_map"]["precision@1"] = 0.25
+    scores = {RAYWSE: ours, "input_saliency": rival}
+    summary = {"mean_steps": 10.0, "reached": 1.0, "mean_start_acc": 0.4, "mean_final_acc": 0.9}
+    run = {"task": "t1", "family": "mlp"}
+    metrics = json_safe(
+        {
+            "embedders": scores,
+            "finetune": {
+                "t0": {
+                    "target_acc": 0.8,
+                    "arms": {"retrieved:raywse": [run], "scratch": [run]},
+                    "summary": {"retrieved:raywse": summary, "scratch": summary | {"mean_steps": 30.0}},
+                },
+                "t2": {"skipped": "no compatible model of another task"},
+            },
+            "counts": {"models": 12, "manifest_models": 12, "tasks": 3, "splits": {}, "families": {}},
+            "encoder_version": "v123",
+            "seconds": {RAYWSE: 1.25},
+            "config": asdict(config),
+        }
+    )
+    report = render_report(metrics)
+    headings = [line for line in report.splitlines() if line.startswith("## ")]
+    assert headings == [
+        "## Hard splits",
+        "## raywse against the training-free input-saliency baseline",
+        "## Task retrieval per held-out split",
+        "## Accuracy prediction",
+        "## Embedding structure",
+        "## Fine-tuning steps saved",
+        "## Caveats",
+        "## Figures",
+    ]
+    assert "Encoder version `v123`" in report
+    assert f"| {RAYWSE} | permutation-equivariant GNN encoder" in report and "| 1.2 |" in report
+    assert "- label-map precision@1: raywse 1.000 beats input_saliency 0.250." in report
+    # a tie is no win
+    assert "- cross-family precision@10: **raywse does NOT beat input_saliency** (0.200 vs 0.200)." in report
+    assert "the raywse-retrieved start saves 20.0 steps against scratch (10.0 vs 30.0 mean steps)." in report
+    assert "| t2 | n/a | skipped: no compatible model of another task | | | | | |" in report
+    queries = ", ".join(f"{s} {scores[RAYWSE][s]['queries']}" for s in HARD)
+    assert f"Queries: {queries}." in report
+    assert report.endswith("`raywse.eval.report.recompute_metrics`.\n")
