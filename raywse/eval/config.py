@@ -33,4 +33,8 @@ class EvalConfig:
     finetune_repeats: int = 3  # random compatible models and scratch inits averaged
     target_fraction: float = 0.9  # target = this share of the task's median zoo test accuracy ...
     target_margin: float = 0.1  # ... but at least the majority-class test accuracy plus this margin
-    seed: int = 0
+    seed: int = 0  # also draws the tie-break order of every ranking
+
+    def __post_init__(self) -> None:
+        if not {1, 10} <= set(self.ks):
+            raise ValueError(f"ks must include 1 and 10 (the summary's precision@1 and precision@10), got {self.ks}")

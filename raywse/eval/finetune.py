@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from raywse.core.io import load_checkpoint
 from raywse.core.spec import ArchSpec, spec_module
 from raywse.eval.config import EvalConfig
+from raywse.eval.suite import rank
 from raywse.eval.view import ZooView
 from raywse.metrics import normalize
 from raywse.zoo.datasets import TaskData, load_task
@@ -118,7 +119,7 @@ def finetune_task(
     for name in config.finetune_embedders:
         if name in embeddings:
             z = normalize(embeddings[name])
-            picks.append(int(pool[np.argmax(z[pool] @ z[query])]))
+            picks.append(int(rank(z, query, pool, config.seed)[0]))  # exact ties broken at random (seeded)
             arms[f"retrieved:{name}"] = [run(picks[-1], config.seed)]
     randoms = rng.choice(pool, size=min(config.finetune_repeats, len(pool)), replace=False)
     arms["random"] = [run(int(i), config.seed) for i in randoms]

@@ -23,16 +23,33 @@ def held_masks(view: ZooView) -> list[tuple[str, np.ndarray]]:
     return [(s, view.split == s) for s in HELD_OUT] + [("held_out", view.held_out)]
 
 
+def within_group_tau(pred: np.ndarray, actual: np.ndarray, groups: np.ndarray, min_size: int = 3) -> tuple[float, int]:
+    """Kendall τ of ``pred`` against ``actual`` inside each group of at least ``min_size`` models, averaged over
+    groups; returns ``(mean τ, groups averaged)``. A group whose actual values are all equal has nothing to rank and
+    is skipped; a group whose predictions are all equal ranks nothing and scores 0."""
+    taus = []
+    for group in np.unique(groups):
+        m = groups == group
+        if m.sum() < min_size or np.ptp(actual[m]) == 0:
+            continue
+        taus.append(0.0 if np.ptp(pred[m]) == 0 else kendall_tau(pred[m], actual[m]))
+    return (float(np.mean(taus)) if taus else float("nan")), len(taus)
+
+
 def accuracy_scores(predict: Callable[[np.ndarray], np.ndarray], view: ZooView, prefix: str) -> dict[str, dict]:
-    """R² and Kendall τ of ``predict(mask)`` against the actual test accuracy of the models in ``mask``, on each
-    held-out split of at least two models."""
+    """R² and Kendall τ of ``predict(mask)`` against the actual test accuracy of the models in ``mask``, pooled and
+    within (task, family) groups (:func:`within_group_tau`), on each held-out split of at least two models."""
     out: dict[str, dict] = {}
+    groups = np.char.add(np.char.add(view.task.astype(str), "|"), view.family.astype(str))
     for split, mask in held_masks(view):
         if mask.sum() >= 2:
             pred = predict(mask)
+            within, n_groups = within_group_tau(pred, view.test_acc[mask], groups[mask])
             out[split] = {
                 f"{prefix}_R2": r2_score(pred, view.test_acc[mask]),
                 f"{prefix}_kendall_tau": kendall_tau(pred, view.test_acc[mask]),
+                f"{prefix}_kendall_tau_within": within,
+                f"{prefix}_within_groups": n_groups,
             }
     return out
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from raywse.core.artifacts import ReportFiles
 from raywse.eval.config import HARD, HELD_OUT, RAYWSE
+from raywse.eval.summary import summary_section
 
 #: What each embedder is, for the overview table (``{...}`` fields come from the evaluation config).
 DESCRIPTIONS = {
     RAYWSE: "permutation-equivariant GNN encoder under evaluation (trained by `raywse train`, not refitted here)",
+    "arch_oracle": "reference row, no weights: one-hot of the architecture (layer structure of the graph), so "
+    "models of the query's architecture rank first, in random order",
+    "random_init_gnn": "reference row: the raywse encoder architecture with untrained, seeded weights",
     "weight_stats": "per-layer weight / bias statistics (Unterthiner et al. 2020), standardised",
     "weight_pca": "PCA of flattened weights (not permutation invariant)",
     "flat_mlp": "MLP on flattened weights, supervised contrastive, {baseline_train_steps} steps",
@@ -25,6 +29,8 @@ def render_report(metrics: dict) -> str:
     ks = cfg["ks"]
     lines = [
         *_overview(metrics),
+        *summary_section(metrics),
+        *_embedders(metrics),
         *_hard_splits(scores, ks),
         *_saliency_section(scores, ks),
         *_retrieval_section(scores, ks),
@@ -89,16 +95,26 @@ def _claim_verdict(precision: float | None, ceiling: float | None) -> str:
 
 
 def _overview(metrics: dict) -> list[str]:
-    """Title, what was evaluated, and one line per embedder."""
-    counts, cfg = metrics["counts"], metrics["config"]
+    """Title and what was evaluated."""
+    counts = metrics["counts"]
     return [
         "# raywse evaluation report",
         "",
         f"Zoo: {counts['models']} graphified models of {counts['manifest_models']} in the manifest, "
-        f"{counts['tasks']} tasks; families {counts['families']}; splits {counts['splits']}. "
-        f"Encoder version `{metrics['encoder_version']}`. Every embedder is fitted on the `train` split only; "
-        "queries are held-out models. Cosine similarity; metrics averaged over queries with at least one relevant "
-        "database item (`queries`).",
+        f"{counts['tasks']} tasks, {counts.get('architectures', 'n/a')} architectures; families "
+        f"{counts['families']}; splits {counts['splits']}. Encoder version `{metrics['encoder_version']}`. Every "
+        "embedder is fitted on the `train` split only; queries are held-out models. Cosine similarity, exact ties "
+        f"broken in a random order (seed {metrics['config']['seed']}); metrics averaged over queries with at least "
+        "one relevant database item (`queries`).",
+    ]
+
+
+def _embedders(metrics: dict) -> list[str]:
+    """One line per embedder."""
+    cfg = metrics["config"]
+    return [
+        "",
+        "## Embedders",
         "",
         "| embedder | what it is | fit + embed seconds |",
         "|---|---|---|",
@@ -174,23 +190,31 @@ def _saliency_section(scores: dict, ks: list[int]) -> list[str]:
 
 def _retrieval_section(scores: dict, ks: list[int]) -> list[str]:
     columns = [f"precision@{k}" for k in ks] + [f"recall@{ks[-1]}", "mAP", "MRR", "queries"]
-    lines = ["", "## Task retrieval per held-out split", "", "Database = all other models; relevant = same task."]
+    lines = [
+        "",
+        "## Task retrieval per held-out split",
+        "",
+        "Database = all other models (`cross_arch`: except those of the query's architecture; `same_family`: the "
+        "query's family only; `cross_family_*`: the other family only); relevant = same task.",
+    ]
     directions = [s for s in scores[RAYWSE] if s.startswith("cross_family_")]
-    for split in (*HELD_OUT, "held_out", "same_family", *directions):
+    for split in (*HELD_OUT, "held_out", "cross_arch", "same_family", *directions):
         lines += ["", f"### {split}", "", *_table(scores, split, columns)]
     return lines
 
 
 def _accuracy_section(scores: dict) -> list[str]:
-    columns = ["ridge_R2", "ridge_kendall_tau"]
+    columns = ["ridge_R2", "ridge_kendall_tau", "ridge_kendall_tau_within"]
     if any("head_R2" in v for v in scores[RAYWSE].values()):
-        columns += ["head_R2", "head_kendall_tau"]
+        columns += ["head_R2", "head_kendall_tau", "head_kendall_tau_within"]
     return [
         "",
         "## Accuracy prediction",
         "",
         "Ridge regression on the embeddings, fitted on the train split's test accuracy; R² and Kendall τ of the "
-        "held-out predictions. `head_*`: the encoder's own accuracy head (when it has one).",
+        "held-out predictions; `*_within`: Kendall τ inside each (task, family) group of ≥ 3 models (groups with "
+        "equal accuracies skipped, constant predictions score 0), averaged over groups. `head_*`: the encoder's own "
+        "accuracy head (when it has one).",
         "",
         *_split_tables(scores, (*HELD_OUT, "held_out"), columns),
     ]
@@ -274,6 +298,11 @@ def _caveats(scores: dict) -> list[str]:
         "- `test_lineage` task retrieval is easy when a child keeps its parent's task (the parent is in the database); "
         "the lineage hard split scores kinship instead.",
     ]
+    if "arch_oracle" in scores:
+        lines.append(
+            "- `arch_oracle` reads no weights: whatever it scores, the architecture alone gives away; a weight-space "
+            "method is worth what it adds above it."
+        )
     if "metadata_text" in scores:
         lines.append(
             "- `metadata_text` reads descriptions, not weights: it is a reference for what metadata alone gives, "

@@ -3,7 +3,8 @@
 :func:`evaluate` embeds every model of a zoo with the trained encoder ("raywse") and each baseline (fitted on the
 ``train`` split only), saves the embeddings, scores them and writes the report, its metrics and figures
 (:class:`~raywse.core.artifacts.ReportFiles`). :func:`recompute_metrics` rebuilds the retrieval numbers from the
-saved embeddings alone, so the report can be checked.
+saved embeddings alone, and :func:`recompute_summary` the retrieval part of the summary, so the report can be
+checked.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from raywse.eval.plots import plot_precision_curves, plot_projection
 from raywse.eval.probes import accuracy_metrics, head_accuracy_metrics, structure_metrics
 from raywse.eval.render import render_report
 from raywse.eval.suite import retrieval_suite
+from raywse.eval.summary import GOALS, NOT_MEASURED, RETRIEVAL_SUMMARY, summarize
 from raywse.eval.view import ZooView, zoo_view
 from raywse.models.baselines import BASELINES, BaselineSettings, make_baseline
 from raywse.models.checkpoint import load_encoder
@@ -60,8 +62,14 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
     for path in sorted((Path(out_dir) / ReportFiles.EMBEDDINGS).glob("*.parquet")):
         table = read_embeddings(path)
         view = zoo_view(rows, table.column("model_id").to_pylist())
-        out[path.stem] = retrieval_suite(table_vectors(table), view, config.ks, config.curve_k)
+        out[path.stem] = retrieval_suite(table_vectors(table), view, config.ks, config.curve_k, config.seed)
     return json_safe(out)
+
+
+def recompute_summary(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, config: EvalConfig | None = None) -> dict:
+    """The retrieval metrics of the summary (embedder → metric, :data:`~raywse.eval.summary.RETRIEVAL_SUMMARY`)
+    from the saved embeddings and the zoo manifest alone."""
+    return summarize(recompute_metrics(out_dir, zoo_dir, config), RETRIEVAL_SUMMARY)
 
 
 def make_embedders(config: EvalConfig, encoder: NeuralGraphEncoder, rows: list[dict]) -> dict[str, Embedder]:
@@ -111,6 +119,9 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
 
     metrics = json_safe(
         {
+            "summary": summarize(scores),
+            "summary_goals": GOALS,
+            "summary_not_measured": NOT_MEASURED,
             "embedders": scores,
             "finetune": finetune,
             "counts": _counts(view, rows),
@@ -153,7 +164,7 @@ def _embed_and_score(
         table = embeddings_table(view.ids, emb, encoder_version if name == RAYWSE else name)
         write_embeddings(table, emb_dir / f"{name}.parquet")
         embeddings[name] = emb
-        scores[name] = retrieval_suite(emb, view, config.ks, config.curve_k)
+        scores[name] = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed)
         for extra in (accuracy_metrics(emb, view), structure_metrics(emb, view, config.seed)):
             for split, vals in extra.items():
                 scores[name].setdefault(split, {}).update(vals)
@@ -165,6 +176,7 @@ def _counts(view: ZooView, rows: list[dict]) -> dict:
         "models": len(view.ids),
         "manifest_models": len(rows),
         "tasks": len(set(view.task)),
+        "architectures": len(set(view.arch)),
         "splits": {s: int((view.split == s).sum()) for s in sorted(set(view.split))},
         "families": {f: int((view.family == f).sum()) for f in sorted(set(view.family))},
     }

@@ -1,7 +1,9 @@
 """The retrieval suite: every task-retrieval and kinship metric of one embedder on the held-out queries.
 
 Each setting ranks a database by cosine similarity to a query and flags the relevant items; see the report for each
-setting's definition.
+setting's definition. Exact score ties are broken in a random order drawn from ``(seed, query)`` (:func:`tie_keys`),
+never by manifest order, so an embedder that cannot tell models apart scores what a random ranking scores, and a
+recomputation with the same seed gives the same numbers.
 """
 
 from __future__ import annotations
@@ -18,17 +20,29 @@ Database = Callable[[int], np.ndarray]  # query index -> boolean mask of the dat
 Relevant = Callable[[int, np.ndarray], np.ndarray]  # (query index, ranked database indices) -> relevance flags
 
 
-def ranked_relevance(z: np.ndarray, queries: np.ndarray, database: Database, relevant: Relevant) -> list[np.ndarray]:
+def tie_keys(seed: int, query: int, n: int) -> np.ndarray:
+    """Random tie-break keys for the ``n`` models when ``query`` ranks them, reproducible from ``(seed, query)``."""
+    return np.random.default_rng([seed, int(query)]).random(n)
+
+
+def rank(z: np.ndarray, query: int, candidates: np.ndarray, seed: int) -> np.ndarray:
+    """``candidates`` (indices into ``z``, unit vectors) best first by cosine to ``query``; exact ties in a random
+    order drawn from ``(seed, query)``."""
+    keys = tie_keys(seed, query, len(z))[candidates]
+    return candidates[np.lexsort((keys, -(z[candidates] @ z[query])))]
+
+
+def ranked_relevance(
+    z: np.ndarray, queries: np.ndarray, database: Database, relevant: Relevant, seed: int = 0
+) -> list[np.ndarray]:
     """Ranked relevance flags per query: ``database(q)`` is a boolean mask, ``relevant(q, idx)`` flags indices.
 
-    ``z`` holds unit vectors; the query itself never enters its database; ties keep database order.
+    ``z`` holds unit vectors; the query itself never enters its database; ties are broken by :func:`rank`.
     """
     out = []
     for q in queries:
         db = np.flatnonzero(database(q))
-        db = db[db != q]
-        order = db[np.argsort(-(z[db] @ z[q]), kind="stable")]
-        out.append(relevant(q, order))
+        out.append(relevant(q, rank(z, int(q), db[db != q], seed)))
     return out
 
 
@@ -43,8 +57,11 @@ def scored(relevance: list[np.ndarray], ks: tuple[int, ...], curve_k: int) -> di
     return out
 
 
-def retrieval_suite(emb: np.ndarray, view: ZooView, ks: tuple[int, ...] = (1, 5, 10), curve_k: int = 20) -> dict:
-    """Every retrieval metric of one embedder: split → metric (see the report for each setting's definition)."""
+def retrieval_suite(
+    emb: np.ndarray, view: ZooView, ks: tuple[int, ...] = (1, 5, 10), curve_k: int = 20, seed: int = 0
+) -> dict:
+    """Every retrieval metric of one embedder: split → metric (see the report for each setting's definition);
+    ``seed`` draws the tie-break order."""
     z = normalize(emb)
     everything = np.ones(len(view.ids), dtype=bool)
     held = np.flatnonzero(view.held_out)
@@ -56,19 +73,20 @@ def retrieval_suite(emb: np.ndarray, view: ZooView, ks: tuple[int, ...] = (1, 5,
         return view.task[idx] == view.task[q]
 
     def score(queries: np.ndarray, database: Database, relevant: Relevant = same_task) -> dict:
-        return scored(ranked_relevance(z, queries, database, relevant), ks, curve_k)
+        return scored(ranked_relevance(z, queries, database, relevant, seed), ks, curve_k)
 
     out: dict[str, dict] = {split: score(np.flatnonzero(view.split == split), anywhere) for split in HELD_OUT}
     out["held_out"] = score(held, anywhere)
+    out["cross_arch"] = score(held, lambda q: view.arch != view.arch[q])  # the query's own architecture removed
     out["same_family"] = score(held, lambda q: view.family == view.family[q])
-    out.update(_cross_family(z, view, held, same_task, ks, curve_k))
+    out.update(_cross_family(z, view, held, same_task, ks, curve_k, seed))
     out["label_map"] = score(held[view.group[held] != ""], lambda q: view.group == view.group[q])
-    out["lineage"] = _lineage(z, view, held, anywhere, ks, curve_k)
+    out["lineage"] = _lineage(z, view, held, anywhere, ks, curve_k, seed)
     return out
 
 
 def _cross_family(
-    z: np.ndarray, view: ZooView, held: np.ndarray, same_task: Relevant, ks: tuple[int, ...], curve_k: int
+    z: np.ndarray, view: ZooView, held: np.ndarray, same_task: Relevant, ks: tuple[int, ...], curve_k: int, seed: int
 ) -> dict[str, dict]:
     """Held-out queries of each family against the other families; per direction too when there are exactly two."""
     families = set(view.family)
@@ -76,7 +94,7 @@ def _cross_family(
     cross = {}
     for src in sorted(families):
         queries = held[view.family[held] == src]
-        cross[src] = ranked_relevance(z, queries, lambda q: view.family != view.family[q], same_task)
+        cross[src] = ranked_relevance(z, queries, lambda q: view.family != view.family[q], same_task, seed)
         if len(families) == 2:
             dst = next(f for f in families if f != src)
             out[f"cross_family_{src}_to_{dst}"] = scored(cross[src], ks, curve_k)
@@ -85,7 +103,7 @@ def _cross_family(
 
 
 def _lineage(
-    z: np.ndarray, view: ZooView, held: np.ndarray, database: Database, ks: tuple[int, ...], curve_k: int
+    z: np.ndarray, view: ZooView, held: np.ndarray, database: Database, ks: tuple[int, ...], curve_k: int, seed: int
 ) -> dict:
     """Held-out children whose parent was evaluated, as queries; relevant = the parent and its other children."""
     ids = np.array(view.ids)
@@ -95,4 +113,4 @@ def _lineage(
     def is_kin(q: int, idx: np.ndarray) -> np.ndarray:
         return (view.parent[idx] == view.parent[q]) | (ids[idx] == view.parent[q])
 
-    return scored(ranked_relevance(z, children, database, is_kin), ks, curve_k)
+    return scored(ranked_relevance(z, children, database, is_kin, seed), ks, curve_k)

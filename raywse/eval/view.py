@@ -1,12 +1,20 @@
-"""The evaluated models' labels (task, family, split, parent, accuracy, label-map group), aligned with embeddings."""
+"""The evaluated models' labels (task, family, split, parent, accuracy, label-map group, architecture), aligned with
+embeddings."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import torch
 
+from raywse.core.spec import ArchSpec
 from raywse.data.splits import assign_splits
+from raywse.graph.neural_graph import to_neural_graph
+from raywse.models.baselines import architecture_key
+from raywse.zoo.batched import Arch
 from raywse.zoo.datasets import list_tasks
 
 
@@ -21,6 +29,7 @@ class ZooView:
     parent: np.ndarray
     test_acc: np.ndarray
     group: np.ndarray  # label-map group ("" when no other task shares the inputs and output count)
+    arch: np.ndarray  # architecture key (raywse.models.baselines.architecture_key: the layer structure of the graph)
 
     @property
     def held_out(self) -> np.ndarray:
@@ -33,6 +42,25 @@ def label_map_groups() -> dict[str, str]:
     for t in list_tasks():
         groups.setdefault(f"{t.input_key}|{t.num_classes}", []).append(t.name)
     return {name: key for key, names in groups.items() if len(names) > 1 for name in names}
+
+
+@lru_cache(maxsize=4096)
+def _architecture(layer_spec: str, arch: str, num_classes: int) -> str:
+    spec = ArchSpec.from_json(layer_spec)
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(arch).items()}
+    shapes = Arch(**fields).param_shapes(spec.input_shape, num_classes)
+    return architecture_key(to_neural_graph({name: torch.zeros(shape) for name, shape in shapes}, spec))
+
+
+def manifest_architecture(row: dict) -> str:
+    """The :func:`~raywse.models.baselines.architecture_key` of a zoo model from its manifest row alone: the neural
+    graph of zero weights shaped by the row's ``layer_spec``, ``hparams["arch"]`` and ``num_classes`` (the key
+    depends on shapes only, so it equals the key of the model's own graph). A row without an ``arch`` in its
+    hyper-parameters gets its layer spec and class count as the key."""
+    arch = json.loads(row.get("hparams") or "{}").get("arch")
+    if arch is None:
+        return f"spec {row['layer_spec']} classes {row['num_classes']}"
+    return _architecture(row["layer_spec"], json.dumps(arch, sort_keys=True), int(row["num_classes"]))
 
 
 def zoo_view(rows: list[dict], ids: list[str]) -> ZooView:
@@ -49,4 +77,5 @@ def zoo_view(rows: list[dict], ids: list[str]) -> ZooView:
         parent=np.array([r.get("parent_id") or "" for r in sel]),
         test_acc=np.array([r["test_acc"] for r in sel], dtype=np.float64),
         group=np.array([groups.get(r["task"], "") for r in sel]),
+        arch=np.array([manifest_architecture(r) for r in sel]),
     )

@@ -65,9 +65,9 @@ def permute_hidden(
     return out
 
 
-def log_uniform(n: int, generator: torch.Generator, low: float, high: float) -> Tensor:
-    """``n`` float64 factors drawn log-uniformly from ``[low, high]``."""
-    u = torch.rand(n, generator=generator, dtype=torch.float64)
+def log_uniform(n: int, generator: torch.Generator, low: float, high: float, dtype=torch.float64) -> Tensor:
+    """``n`` factors of ``dtype`` drawn log-uniformly from ``[low, high]``."""
+    u = torch.rand(n, generator=generator, dtype=dtype)
     return torch.exp(math.log(low) + u * (math.log(high) - math.log(low)))
 
 
@@ -129,7 +129,9 @@ def rescale_graph_hidden(data: Data, generator: torch.Generator, low: float = 0.
     """Graph form of :func:`rescale_hidden`: every :func:`scalable_nodes` neuron gets a log-uniform ``s`` in
     ``[low, high]`` (incoming weights and bias × s, outgoing weights ÷ s); other neurons keep ``s = 1``."""
     scalable = scalable_nodes(data.node_kind, data.node_act)
-    s = torch.where(scalable, log_uniform(data.num_nodes, generator, low, high).float(), torch.ones(data.num_nodes))
+    s = torch.where(
+        scalable, log_uniform(data.num_nodes, generator, low, high, torch.float32), torch.ones(data.num_nodes)
+    )
     src, dst = data.edge_index
     out = data.clone()
     out.edge_attr = data.edge_attr * (s[dst] / s[src]).unsqueeze(-1)

@@ -1,4 +1,5 @@
-"""The report on the real tiny zoo: its files, and its retrieval numbers equal a recomputation from the embeddings."""
+"""The report on the real tiny zoo: its files, its retrieval numbers and its summary equal a recomputation from the
+embeddings, and the architecture key read from the manifest is the one the graphs show."""
 
 from __future__ import annotations
 
@@ -6,15 +7,19 @@ import json
 
 import pytest
 
-from raywse.core.artifacts import ReportFiles
+from raywse.core.artifacts import ReportFiles, read_zoo_manifest
 from raywse.core.embeddings import read_embeddings
+from raywse.data.graphify import load_graphs
 from raywse.eval.config import HARD, HELD_OUT, RAYWSE, EvalConfig
-from raywse.eval.report import evaluate, recompute_metrics
+from raywse.eval.report import evaluate, recompute_metrics, recompute_summary
+from raywse.eval.summary import RETRIEVAL_SUMMARY, SUMMARY_METRICS
+from raywse.eval.view import zoo_view
+from raywse.models.baselines import architecture_key
 from raywse.models.checkpoint import export_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 TINY = EvalConfig(
-    baselines=("weight_stats", "input_saliency", "metadata_text"),
+    baselines=("arch_oracle", "random_init_gnn", "weight_stats", "input_saliency", "metadata_text"),
     finetune_tasks=("digits/ge5",),
     finetune_steps=20,
     finetune_eval_every=10,
@@ -64,6 +69,42 @@ def test_report_numbers_equal_recomputation(report_dir, tiny_zoo):
     report = (report_dir / ReportFiles.REPORT).read_text()
     p10 = metrics[RAYWSE]["cross_family"]["precision@10"]
     assert p10 is None or f"{p10:.3f}" in report
+
+
+def test_summary_equals_recomputation(report_dir, tiny_zoo):
+    metrics = json.loads((report_dir / ReportFiles.METRICS).read_text())
+    summary = metrics["summary"]
+    assert set(summary) == {RAYWSE, *TINY.baselines}
+    again = recompute_summary(report_dir, tiny_zoo, TINY)
+    assert set(again) == set(summary)
+    for name, row in summary.items():
+        assert set(row) == set(SUMMARY_METRICS)  # metrics.json sorts keys
+        assert row["foreign_p10"] is None and row["foreign_to_zoo_p10"] is None  # no foreign zoo: no number
+        assert set(again[name]) == set(RETRIEVAL_SUMMARY)
+        for metric in RETRIEVAL_SUMMARY:
+            assert row[metric] == again[name][metric], (name, metric)
+        scores = metrics["embedders"][name]
+        assert row["task_p10_cross_arch"] == scores["cross_arch"]["precision@10"]
+        assert row["acc_tau_pooled"] == scores["held_out"]["ridge_kendall_tau"]
+        assert row["acc_tau_within"] == scores["held_out"]["ridge_kendall_tau_within"]
+    assert summary[RAYWSE]["task_p10_cross_arch"] is not None
+    report = (report_dir / ReportFiles.REPORT).read_text()
+    first_table = next(line for line in report.splitlines() if line.startswith("| "))
+    assert first_table == f"| embedder | {' | '.join(SUMMARY_METRICS)} |"
+    assert "| goal | ≥ 0.95 | ≥ 0.90 |" in report and "- raywse meets " in report and "- raywse misses " in report
+    assert "- `foreign_p10`: not measured: no foreign zoo yet." in report
+    for name in ("arch_oracle", "random_init_gnn"):  # the reference rows are described in the report
+        assert f"| {name} | reference row" in report
+
+
+def test_manifest_architecture_is_the_graph_architecture(tiny_zoo, tiny_graphs):
+    """The key ZooView reads from the manifest equals arch_oracle's key of each model's own graph."""
+    rows = read_zoo_manifest(tiny_zoo)
+    ids = [r["model_id"] for r in rows]
+    view = zoo_view(rows, ids)
+    keys = [architecture_key(g) for g in load_graphs(tiny_graphs, ids)]
+    assert view.arch.tolist() == keys
+    assert 2 < len(set(keys)) < len(keys)  # several architectures, shared by several models
 
 
 def test_metrics_cover_every_split_and_arm(report_dir):

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from raywse.eval.config import HARD, HELD_OUT, RAYWSE, EvalConfig
-from raywse.eval.probes import accuracy_metrics, held_masks, structure_metrics
+from raywse.eval.probes import accuracy_metrics, held_masks, structure_metrics, within_group_tau
 from raywse.eval.render import _comparison_lines, _fmt, render_report
 from raywse.eval.report import json_safe
-from raywse.eval.suite import ranked_relevance, retrieval_suite, scored
+from raywse.eval.suite import rank, ranked_relevance, retrieval_suite, scored
+from raywse.eval.summary import GOALS, NOT_MEASURED, SUMMARY_METRICS, summarize
 from raywse.eval.view import ZooView
+from raywse.metrics import kendall_tau, relevance_metrics
 
 # model: task, family, split, parent
 MODELS = [
@@ -45,6 +47,7 @@ def view() -> ZooView:
         parent=np.array([m[3] for m in MODELS]),
         test_acc=rng.uniform(0.5, 1.0, len(MODELS)),
         group=np.array(["g" if m[0] in ("t0", "t1") else "" for m in MODELS]),
+        arch=np.array([f"{m[1]}-{i % 2}" for i, m in enumerate(MODELS)]),
     )
 
 
@@ -67,6 +70,41 @@ def test_ranked_relevance_excludes_the_query_and_ranks_by_cosine():
     assert only_odd[0].tolist() == [3, 1]
 
 
+def test_ties_are_broken_at_random_reproducibly():
+    """Equal scores are ranked in a seeded random order (not index order); a strictly better score still wins."""
+    n = 40
+    z = np.tile([1.0, 0.0], (n, 1))
+    z[7] = [0.6, 0.8]  # strictly less similar to every other model
+    everything = np.ones(n, dtype=bool)
+    queries = np.array([0, 1, 2])
+
+    def run(seed: int) -> list[list[int]]:
+        return [r.tolist() for r in ranked_relevance(z, queries, lambda q: everything, lambda q, idx: idx, seed)]
+
+    ranked = run(seed=0)
+    for q, order in zip(queries, ranked, strict=True):
+        assert sorted(order) == [i for i in range(n) if i != q]
+        assert order[-1] == 7
+        assert order[:-1] != sorted(order[:-1]), "ties kept index order"
+    assert ranked[1][:10] != ranked[2][:10]  # each query draws its own order
+    assert run(seed=0) == ranked  # reproducible
+    assert run(seed=1) != ranked
+    pool = np.arange(10, 30)
+    picks = {int(rank(z, q, pool, seed=0)[0]) for q in range(10)}
+    assert len(picks) > 1 and picks != {10}  # the fine-tuning pick is not always the first tied candidate
+    assert rank(z, 3, pool, seed=0).tolist() == rank(z, 3, pool, seed=0).tolist()
+
+
+def test_tied_embeddings_score_like_a_random_ranking():
+    """Identical embeddings must not inherit the manifest order: relevant models listed first earn nothing."""
+    n, n_rel = 200, 20
+    task = np.array(["a"] * (n_rel + 1) + ["b"] * (n - n_rel - 1))  # query 0 and its 20 same-task models come first
+    z = np.ones((n, 4)) / 2.0
+    ranked = ranked_relevance(z, np.array([0]), lambda q: np.ones(n, bool), lambda q, idx: task[idx] == task[q])
+    p10 = relevance_metrics(ranked, (10,))["precision@10"]
+    assert p10 < 0.5  # index order would give 1.0; chance is 20 / 199
+
+
 def test_scored_counts_queries_with_a_relevant_item_and_the_ceiling():
     relevance = [np.array([False, True, False]), np.array([False, False, False]), np.array([True, True, False])]
     out = scored(relevance, (1, 2), curve_k=3)
@@ -82,6 +120,7 @@ def test_retrieval_suite_on_task_separated_embeddings(view):
     assert list(out) == [
         *HELD_OUT,
         "held_out",
+        "cross_arch",
         "same_family",
         "cross_family_cnn_to_mlp",
         "cross_family_mlp_to_cnn",
@@ -89,12 +128,16 @@ def test_retrieval_suite_on_task_separated_embeddings(view):
         "label_map",
         "lineage",
     ]
-    for split in (*HELD_OUT, "held_out", "same_family", "cross_family", "label_map"):
+    for split in (*HELD_OUT, "held_out", "cross_arch", "same_family", "cross_family", "label_map"):
         assert out[split]["precision@1"] == 1.0, split
         assert out[split]["MRR"] == 1.0, split
     assert out["held_out"]["queries"] == 6
     assert out["held_out"]["precision@10_ceiling"] == pytest.approx(0.3)  # 3 other models per task
     assert out["held_out"]["precision@10"] == pytest.approx(0.3)
+    # cross_arch drops the query's architecture: 2 same-task models left for the four queries of a shared
+    # architecture (mlp-0, cnn-1), 3 for the two queries alone in theirs (cnn-0, mlp-1)
+    assert out["cross_arch"]["queries"] == 6
+    assert out["cross_arch"]["precision@10_ceiling"] == pytest.approx((4 * 2 + 2 * 3) / 60)
     assert out["label_map"]["queries"] == 4  # held-out models of t0 and t1, the group "g"
     assert out["label_map"]["recall@5"] == 1.0
     assert out["cross_family_mlp_to_cnn"]["queries"] == 3
@@ -111,6 +154,67 @@ def test_retrieval_suite_on_family_embeddings_fails_cross_family(view):
     out = retrieval_suite(emb, view, ks=(1, 5, 10), curve_k=5)
     assert out["cross_family"]["MRR"] < 1.0
     assert out["held_out"]["precision@1"] < 1.0
+
+
+def test_cross_arch_removes_the_architecture_shortcut(view):
+    """When architecture gives the task away, an architecture one-hot wins task retrieval but, with the query's
+    architecture out of the database, ranks every model at cosine 0 (a random order)."""
+    view.arch = np.char.add(view.task, view.family)  # one architecture per (task, family), as in the demo zoo
+    names = sorted(set(view.arch))
+    emb = np.eye(len(names), dtype=np.float32)[[names.index(a) for a in view.arch]]
+    out = retrieval_suite(emb, view, ks=(1, 5, 10), curve_k=5)
+    assert out["held_out"]["precision@1"] == 1.0  # every held-out query has a same-architecture train model
+    assert out["cross_arch"]["queries"] == 6
+    assert out["cross_arch"]["precision@1"] < 1.0
+    z = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    for q in np.flatnonzero(view.held_out):
+        database = ranked_relevance(z, [q], lambda q: view.arch != view.arch[q], lambda q, idx: idx)[0]
+        assert len(database) == int((view.arch != view.arch[q]).sum())
+        assert not np.any(view.arch[database] == view.arch[q])
+    assert summarize({"arch_oracle": out})["arch_oracle"]["task_p10_cross_arch"] == out["cross_arch"]["precision@10"]
+
+
+def test_within_group_tau():
+    groups = np.array(["a"] * 4 + ["b"] * 4 + ["c"] * 2 + ["d"] * 3 + ["e"] * 3)
+    actual = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9, 0.5, 0.1, 0.5, 0.5, 0.5, 0.2, 0.3, 0.4])
+    pred = np.array([0.9, 0.95, 0.97, 0.99, 0.1, 0.2, 0.3, 0.4, 0.0, 1.0, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5])
+    tau, n_groups = within_group_tau(pred, actual, groups)
+    # a and b ranked perfectly inside (τ 1) though not across groups; c too small; d has equal accuracies (skipped);
+    # e's constant predictions rank nothing (0)
+    assert n_groups == 3
+    assert tau == pytest.approx(2 / 3)
+    assert kendall_tau(pred, actual) < 0.5
+    assert math.isnan(within_group_tau(pred[:2], actual[:2], groups[:2])[0])
+
+
+def test_summary_rows():
+    scores = {
+        "cross_arch": {"precision@10": 0.4},
+        "cross_family": {"precision@10": 0.3},
+        "label_map": {"precision@1": 0.9},
+        "lineage": {"mAP": 0.7},
+        "held_out": {"ridge_kendall_tau": 0.5, "ridge_kendall_tau_within": 0.2},
+    }
+    row = summarize({RAYWSE: scores})[RAYWSE]
+    assert tuple(row) == SUMMARY_METRICS
+    assert row == {
+        "task_p10_cross_arch": 0.4,
+        "cross_family_p10": 0.3,
+        "label_map_p1": 0.9,
+        "lineage_map": 0.7,
+        "acc_tau_pooled": 0.5,
+        "acc_tau_within": 0.2,
+        "foreign_p10": None,
+        "foreign_to_zoo_p10": None,
+    }
+    assert set(NOT_MEASURED) == {"foreign_p10", "foreign_to_zoo_p10"} and set(GOALS) == set(SUMMARY_METRICS)
+    assert summarize({RAYWSE: {}})[RAYWSE]["lineage_map"] is None  # no queries: None, never a number
+
+
+def test_config_needs_the_summary_ks():
+    assert EvalConfig().ks == (1, 5, 10)
+    with pytest.raises(ValueError, match="ks must include 1 and 10"):
+        EvalConfig(ks=(1, 5))
 
 
 def test_probes(view):
@@ -144,11 +248,15 @@ def test_render_report_sections_in_order(view):
     ours = retrieval_suite(task_embeddings(view), view, config.ks, config.curve_k)
     rival = copy.deepcopy(ours)
     rival["label_map"]["precision@1"] = 0.25
+    rival["cross_arch"]["precision@10"] = 0.5
     scores = {RAYWSE: ours, "input_saliency": rival}
     summary = {"mean_steps": 10.0, "reached": 1.0, "mean_start_acc": 0.4, "mean_final_acc": 0.9}
     run = {"task": "t1", "family": "mlp"}
     metrics = json_safe(
         {
+            "summary": summarize(scores),
+            "summary_goals": GOALS,
+            "summary_not_measured": NOT_MEASURED,
             "embedders": scores,
             "finetune": {
                 "t0": {
@@ -167,6 +275,8 @@ def test_render_report_sections_in_order(view):
     report = render_report(metrics)
     headings = [line for line in report.splitlines() if line.startswith("## ")]
     assert headings == [
+        "## Summary",
+        "## Embedders",
         "## Hard splits",
         "## raywse against the training-free input-saliency baseline",
         "## Task retrieval per held-out split",
@@ -177,6 +287,18 @@ def test_render_report_sections_in_order(view):
         "## Figures",
     ]
     assert "Encoder version `v123`" in report
+    tables = [line for line in report.splitlines() if line.startswith("| ")]
+    assert tables[0] == f"| embedder | {' | '.join(SUMMARY_METRICS)} |"  # the first table is the summary
+    p10 = ours["cross_arch"]["precision@10"]
+    assert tables[1].startswith(f"| **{RAYWSE}** | {p10:.3f} | 0.200 | 1.000 | 1.000 | n/a | n/a |")
+    assert tables[1].endswith("| not measured | not measured |")
+    assert tables[3] == "| goal | ≥ 0.95 | ≥ 0.90 | ≥ 0.95 | ≥ 0.95 | ≥ 0.90 | ≥ 0.75 | ≥ 0.95 | ≥ 0.90 |"
+    assert "- raywse meets 2 of 4 measured goals: label_map_p1 1.000 ≥ 0.95; lineage_map 1.000 ≥ 0.95." in report
+    assert f"- raywse misses 2 of 4: task_p10_cross_arch {p10:.3f} < 0.95; cross_family_p10 0.200 < 0.90." in report
+    assert ": acc_tau_pooled, acc_tau_within." in report
+    assert "- `foreign_p10`: not measured: no foreign zoo yet." in report
+    assert "- `foreign_to_zoo_p10`: not measured: no foreign zoo yet." in report
+    assert f"- Rows above raywse: task_p10_cross_arch (raywse {p10:.3f}): input_saliency 0.500." in report
     assert f"| {RAYWSE} | permutation-equivariant GNN encoder" in report and "| 1.2 |" in report
     assert "- label-map precision@1: raywse 1.000 beats input_saliency 0.250." in report
     # a tie is no win

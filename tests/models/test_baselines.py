@@ -1,4 +1,5 @@
-"""Every embedder returns finite float32 (n, d); the non-equivariant GNN baseline is not permutation invariant."""
+"""Every embedder returns finite float32 (n, d); the non-equivariant GNN baseline is not permutation invariant; the
+reference rows: the architecture oracle sees structure only, the random-init GNN is seeded and never trained."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ import torch
 
 from raywse.graph.symmetry import permute_graph_nodes
 from raywse.models.baselines import (
+    BASELINES,
+    ArchOracleEmbedder,
+    BaselineSettings,
     FlatMLPEmbedder,
     InputSaliencyEmbedder,
     MetadataTextEmbedder,
     NonEquivariantEncoder,
     NonEquivariantGNNEmbedder,
+    RandomInitGNNEmbedder,
     WeightPCAEmbedder,
     WeightStatsEmbedder,
+    architecture_key,
+    make_baseline,
 )
 from raywse.models.embedder import BASELINE_CONTRASTIVE, Embedder, GNNEmbedder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
@@ -34,6 +41,8 @@ def make_embedders() -> list[Embedder]:
         MetadataTextEmbedder(dim=4),
         GNNEmbedder(NeuralGraphEncoder(SMALL), train_steps=3, contrastive=FOUR),
         NonEquivariantGNNEmbedder(NonEquivariantEncoder(SMALL), train_steps=3, contrastive=FOUR),
+        ArchOracleEmbedder(),
+        RandomInitGNNEmbedder(SMALL),
     ]
 
 
@@ -68,3 +77,39 @@ def test_nonequivariant_baseline_fails_permutation(graphs):
             assert residual > 1e-3
         else:
             assert residual <= 1e-5
+
+
+def test_reference_rows_are_registered():
+    assert BASELINES[:2] == ("arch_oracle", "random_init_gnn")
+    settings = BaselineSettings(encoder=SMALL, seed=3)
+    oracle, gnn = make_baseline("arch_oracle", settings), make_baseline("random_init_gnn", settings)
+    assert oracle.name == "arch_oracle" and gnn.name == "random_init_gnn"
+    assert gnn.encoder.config == SMALL  # the evaluated encoder's architecture
+
+
+def test_arch_oracle_sees_architecture_only(graphs):
+    """Graphs come in pairs of one architecture (mlp, cnn, flat_cnn): cosine 1 within a pair, 0 across, whatever the
+    weights or the neuron order; an architecture unseen in fit gets a coordinate of its own."""
+    keys = [architecture_key(g) for g in graphs]
+    assert keys[0] == "64 input | 12 linear relu | 8 linear relu | 10 linear none | kernel 1x1"
+    assert keys[2] == "1 input | 4 conv relu | 6 conv relu | 10 linear none | kernel 3x3"
+    assert len(set(keys)) == 3
+    oracle = ArchOracleEmbedder(dim=8).fit(graphs[:4])  # mlp and cnn seen, flat_cnn not
+    z = oracle.embed(graphs)
+    same = np.array([[keys[i] == keys[j] for j in range(len(keys))] for i in range(len(keys))])
+    np.testing.assert_array_equal(z @ z.T, same.astype(np.float32))
+    assert z.shape == (len(graphs), 8)
+    gen = torch.Generator().manual_seed(0)
+    permuted = [permute_graph_nodes(g, gen, shuffle_edges=True) for g in graphs]
+    np.testing.assert_array_equal(oracle.embed(permuted), z)
+    assert ArchOracleEmbedder(dim=1).fit(graphs).embed(graphs).shape == (len(graphs), 3)  # widens as needed
+
+
+def test_random_init_gnn_is_seeded_and_untrained(graphs):
+    a = RandomInitGNNEmbedder(SMALL, seed=0)
+    before = a.embed(graphs)
+    labels = np.array([i // 2 for i in range(len(graphs))])
+    np.testing.assert_array_equal(a.fit(graphs, labels).embed(graphs), before)  # fit trains nothing
+    np.testing.assert_array_equal(RandomInitGNNEmbedder(SMALL, seed=0).embed(graphs), before)
+    assert not np.allclose(RandomInitGNNEmbedder(SMALL, seed=1).embed(graphs), before)
+    assert before.shape == (len(graphs), SMALL.embed_dim)

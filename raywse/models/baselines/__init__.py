@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from raywse.models.baselines.nonequivariant import NonEquivariantEncoder, NonEquivariantGNNEmbedder
+from raywse.models.baselines.reference import ArchOracleEmbedder, RandomInitGNNEmbedder, architecture_key
 from raywse.models.baselines.unlearned import InputSaliencyEmbedder, MetadataTextEmbedder
 from raywse.models.baselines.weights import FlatMLPEmbedder, WeightPCAEmbedder, WeightStatsEmbedder
 from raywse.models.embedder import Embedder
@@ -17,7 +18,7 @@ from raywse.models.encoder import EncoderConfig
 class BaselineSettings:
     """What the baselines may use besides the graphs, and their training budgets."""
 
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # the GNN baseline's architecture
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # the GNN baselines' architecture
     descriptions: Mapping[str, str] = field(default_factory=dict)  # model_id -> text, for metadata_text
     flat_mlp_steps: int = 100
     gnn_steps: int = 40
@@ -25,6 +26,8 @@ class BaselineSettings:
 
 
 _REGISTRY: dict[str, Callable[[BaselineSettings], Embedder]] = {
+    "arch_oracle": lambda s: ArchOracleEmbedder(),
+    "random_init_gnn": lambda s: RandomInitGNNEmbedder(s.encoder, seed=s.seed),
     "weight_stats": lambda s: WeightStatsEmbedder(),
     "weight_pca": lambda s: WeightPCAEmbedder(seed=s.seed),
     "flat_mlp": lambda s: FlatMLPEmbedder(steps=s.flat_mlp_steps, seed=s.seed),
@@ -36,7 +39,7 @@ _REGISTRY: dict[str, Callable[[BaselineSettings], Embedder]] = {
         describe=lambda g: s.descriptions.get(g.model_id) or g.model_id, seed=s.seed
     ),
 }
-#: Every registered baseline, in report order.
+#: Every registered baseline, in report order (the reference rows ``arch_oracle`` and ``random_init_gnn`` first).
 BASELINES = tuple(_REGISTRY)
 
 
@@ -49,13 +52,16 @@ def make_baseline(name: str, settings: BaselineSettings) -> Embedder:
 
 __all__ = [
     "BASELINES",
+    "ArchOracleEmbedder",
     "BaselineSettings",
     "FlatMLPEmbedder",
     "InputSaliencyEmbedder",
     "MetadataTextEmbedder",
     "NonEquivariantEncoder",
     "NonEquivariantGNNEmbedder",
+    "RandomInitGNNEmbedder",
     "WeightPCAEmbedder",
     "WeightStatsEmbedder",
+    "architecture_key",
     "make_baseline",
 ]

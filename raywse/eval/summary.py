@@ -1,0 +1,139 @@
+"""The machine-readable summary (``metrics.json``'s ``"summary"``: embedder → metric → value) and its goals.
+
+Every summary metric is read from the scores the suite and the probes computed (:data:`SOURCES`); metrics that this
+evaluation cannot measure yet are ``None`` with the reason in :data:`NOT_MEASURED`, never a made-up number.
+:func:`summary_section` is the report's summary section (its first table).
+"""
+
+from __future__ import annotations
+
+from raywse.core.artifacts import ReportFiles
+from raywse.eval.config import RAYWSE
+
+#: The summary's metrics, in report order.
+SUMMARY_METRICS = (
+    "task_p10_cross_arch",
+    "cross_family_p10",
+    "label_map_p1",
+    "lineage_map",
+    "acc_tau_pooled",
+    "acc_tau_within",
+    "foreign_p10",
+    "foreign_to_zoo_p10",
+)
+#: Where each measured summary metric lives in an embedder's scores: ``(split, metric)``.
+SOURCES = {
+    "task_p10_cross_arch": ("cross_arch", "precision@10"),
+    "cross_family_p10": ("cross_family", "precision@10"),
+    "label_map_p1": ("label_map", "precision@1"),
+    "lineage_map": ("lineage", "mAP"),
+    "acc_tau_pooled": ("held_out", "ridge_kendall_tau"),
+    "acc_tau_within": ("held_out", "ridge_kendall_tau_within"),
+}
+#: The summary metrics that come from rankings alone (recomputable from the saved embeddings and the manifest).
+RETRIEVAL_SUMMARY = ("task_p10_cross_arch", "cross_family_p10", "label_map_p1", "lineage_map")
+#: Summary metrics this evaluation does not measure, and why.
+NOT_MEASURED = {"foreign_p10": "no foreign zoo yet", "foreign_to_zoo_p10": "no foreign zoo yet"}
+#: The goals of the encoder v2 issue for the raywse row (every metric: higher is better, goal = at least this).
+GOALS = {
+    "task_p10_cross_arch": 0.95,
+    "cross_family_p10": 0.90,
+    "label_map_p1": 0.95,
+    "lineage_map": 0.95,
+    "acc_tau_pooled": 0.90,
+    "acc_tau_within": 0.75,
+    "foreign_p10": 0.95,
+    "foreign_to_zoo_p10": 0.90,
+}
+#: One line per summary metric, for the report.
+DEFINITIONS = {
+    "task_p10_cross_arch": "held-out queries; database = every other model except those of the query's own "
+    "architecture; relevant = same task; precision@10",
+    "cross_family_p10": "held-out queries against the other family only; relevant = same task; precision@10",
+    "label_map_p1": "held-out queries of tasks sharing inputs and output count, database = that group; precision@1",
+    "lineage_map": "fine-tuned children as queries; relevant = parent and siblings; mAP",
+    "acc_tau_pooled": "Kendall τ of ridge-predicted against actual test accuracy over all held-out models",
+    "acc_tau_within": "the same τ within each (task, family) group of ≥ 3 held-out models, averaged over groups",
+    "foreign_p10": "within-foreign-zoo task precision@10",
+    "foreign_to_zoo_p10": "foreign checkpoints as queries, the zoo as the database, relevant = same task; precision@10",
+}
+
+
+def summary_row(scores: dict, metrics: tuple[str, ...] = SUMMARY_METRICS) -> dict[str, float | None]:
+    """One embedder's summary (``scores``: split → metric); ``None`` where unmeasured or without queries."""
+    row: dict[str, float | None] = {}
+    for name in metrics:
+        split, metric = SOURCES.get(name, ("", ""))
+        row[name] = scores.get(split, {}).get(metric) if name in SOURCES else None
+    return row
+
+
+def summarize(scores: dict, metrics: tuple[str, ...] = SUMMARY_METRICS) -> dict[str, dict]:
+    """``{embedder: {metric: value}}`` from ``scores`` (embedder → split → metric)."""
+    return {name: summary_row(s, metrics) for name, s in scores.items()}
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def summary_section(metrics: dict) -> list[str]:
+    """The summary table (every embedder, the goals beside them) and where raywse meets and misses the goals."""
+    summary, goals = metrics["summary"], metrics["summary_goals"]
+    unmeasured = metrics["summary_not_measured"]
+    lines = [
+        "",
+        "## Summary",
+        "",
+        f"`{ReportFiles.METRICS}` holds this table as `summary`; the goal row is the encoder v2 issue's goal for the "
+        "raywse row (higher is better everywhere).",
+        "",
+        f"| embedder | {' | '.join(SUMMARY_METRICS)} |",
+        "|---" * (len(SUMMARY_METRICS) + 1) + "|",
+    ]
+    for name, row in summary.items():
+        cells = ["not measured" if m in unmeasured else _fmt(row.get(m)) for m in SUMMARY_METRICS]
+        lines.append(f"| {f'**{name}**' if name == RAYWSE else name} | {' | '.join(cells)} |")
+    lines.append(f"| goal | {' | '.join(f'≥ {goals[m]:.2f}' if m in goals else '' for m in SUMMARY_METRICS)} |")
+    lines += ["", *_goal_lines(summary.get(RAYWSE, {}), goals, unmeasured), *_rows_above(summary), ""]
+    return lines + [f"- `{m}`: {DEFINITIONS[m]}." for m in SUMMARY_METRICS if m in DEFINITIONS]
+
+
+def _goal_lines(row: dict, goals: dict, unmeasured: dict) -> list[str]:
+    """Which goals raywse meets and misses, with the numbers."""
+    met, missed, no_queries = [], [], []
+    for metric in SUMMARY_METRICS:  # in table order (metrics.json sorts its keys)
+        if metric in unmeasured or metric not in goals:
+            continue
+        value, goal = row.get(metric), goals[metric]
+        if value is None:
+            no_queries.append(metric)
+        elif value >= goal:
+            met.append(f"{metric} {value:.3f} ≥ {goal:.2f}")
+        else:
+            missed.append(f"{metric} {value:.3f} < {goal:.2f}")
+    measured = len(met) + len(missed)
+    lines = [
+        f"- raywse meets {len(met)} of {measured} measured goals" + (f": {'; '.join(met)}." if met else "."),
+        f"- raywse misses {len(missed)} of {measured}" + (f": {'; '.join(missed)}." if missed else "."),
+    ]
+    if no_queries:
+        lines.append(f"- Not measurable on this zoo (no queries or no held-out models): {', '.join(no_queries)}.")
+    return lines + [f"- `{m}`: not measured: {unmeasured[m]}." for m in SUMMARY_METRICS if m in unmeasured]
+
+
+def _rows_above(summary: dict) -> list[str]:
+    """The rows that score above raywse, per summary metric."""
+    ours = summary.get(RAYWSE, {})
+    parts = []
+    for metric in SUMMARY_METRICS:
+        value = ours.get(metric)
+        if value is None:
+            continue
+        others = {n: r.get(metric) for n, r in summary.items() if n != RAYWSE}
+        above = [f"{n} {v:.3f}" for n, v in others.items() if v is not None and v > value]
+        if above:
+            parts.append(f"{metric} (raywse {value:.3f}): {', '.join(above)}")
+    if not parts:
+        return ["- No other row scores above raywse on a measured metric."]
+    return [f"- Rows above raywse: {'; '.join(parts)}."]

@@ -1,0 +1,81 @@
+"""Reference rows every method must beat: ``arch_oracle`` (the architecture alone, no weights) and
+``random_init_gnn`` (the raywse encoder with untrained, seeded weights).
+
+:func:`architecture_key` is the one definition of "same architecture" in the evaluation: the layer structure a
+neural graph shows (node count, node type and activation of every node layer, and the kernel shape of its edges).
+Two models with the same key are indistinguishable without reading weights; strides and the spatial size of a
+CNN's input are not part of it, as the graph does not show them (after global pooling).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from raywse.core.spec import ACTIVATIONS
+from raywse.graph.schema import NodeType
+from raywse.models.embedder import GNNEmbedder
+from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+
+
+def _names(values: torch.Tensor, names: list[str] | tuple[str, ...]) -> str:
+    return "/".join(names[int(v)] for v in torch.unique(values))
+
+
+def architecture_key(g: Data) -> str:
+    """The graph's layer structure as text, e.g. ``64 input | 32 linear relu | 10 linear none | kernel 1x1``."""
+    types = [t.name.lower() for t in NodeType]
+    parts = []
+    for layer in range(int(g.node_layer.max()) + 1):
+        mask = g.node_layer == layer
+        text = f"{int(mask.sum())} {_names(g.node_type[mask], types)}"
+        if layer > 0:  # input nodes carry no activation
+            text += " " + _names(g.node_act[mask], ACTIVATIONS)
+        parts.append(text)
+    kh, kw = (int(v) for v in g.kernel_shape)
+    return " | ".join(parts) + f" | kernel {kh}x{kw}"
+
+
+class ArchOracleEmbedder:
+    """No weights: a one-hot of :func:`architecture_key`, so models of one architecture have cosine 1 and models of
+    different architectures cosine 0 (the order among equals is the evaluation's seeded tie-break).
+
+    ``fit`` gives each architecture of the fit graphs a coordinate; ``embed`` gives every architecture it has not seen
+    a fresh coordinate after those (in sorted key order, so the result is deterministic). Fresh coordinates are
+    assigned per call: compare the embeddings of one ``embed`` call (the evaluation embeds all models at once).
+    The width is ``dim``, or more when there are more architectures.
+    """
+
+    name = "arch_oracle"
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self.index_: dict[str, int] = {}
+
+    def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> ArchOracleEmbedder:
+        self.index_ = {key: i for i, key in enumerate(sorted({architecture_key(g) for g in graphs}))}
+        return self
+
+    def embed(self, graphs: list[Data]) -> np.ndarray:
+        keys = [architecture_key(g) for g in graphs]
+        unseen = sorted(set(keys) - set(self.index_))
+        coords = self.index_ | {key: len(self.index_) + i for i, key in enumerate(unseen)}
+        out = np.zeros((len(graphs), max(self.dim, len(coords))), dtype=np.float32)
+        out[np.arange(len(graphs)), [coords[k] for k in keys]] = 1.0
+        return out
+
+
+class RandomInitGNNEmbedder(GNNEmbedder):
+    """The raywse encoder architecture (``config``) with untrained weights drawn from ``seed``; ``fit`` does nothing."""
+
+    name = "random_init_gnn"
+
+    def __init__(self, config: EncoderConfig, seed: int = 0) -> None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            encoder = NeuralGraphEncoder(config)
+        super().__init__(encoder, train_steps=0, seed=seed)
+
+    def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> RandomInitGNNEmbedder:
+        return self
