@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate  # subprocesses (a local Ray head, submitted jobs) must find this venv's python and ray
-python -m ruff check raywse jobs tests bench
+python -m ruff check raywse jobs tests bench foreign
 exec python -m pytest -q tests "$@"

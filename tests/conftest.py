@@ -40,3 +40,16 @@ def tiny_graphs(tiny_zoo, tmp_path_factory):
     result = graphify(tiny_zoo, out, GraphifyConfig(batch_size=16, progress=False))
     assert not result.errors, result.errors
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_foreign(tmp_path_factory):
+    """A small foreign zoo written by ``foreign/train_foreign.py`` (plain PyTorch, no raywse); returns its dir."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path_factory.mktemp("foreign")
+    script = Path(__file__).parents[1] / "foreign" / "train_foreign.py"
+    subprocess.run([sys.executable, str(script), "--out", str(out), "--models-per-task", "4"], check=True)
+    return out

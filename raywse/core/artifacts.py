@@ -68,6 +68,7 @@ class ReportFiles:
     REPORT = "report.md"
     METRICS = "metrics.json"
     EMBEDDINGS = "embeddings"  # one <embedder>.parquet each
+    FOREIGN_EMBEDDINGS = "embeddings/foreign"  # the foreign zoo's, one <embedder>.parquet each
     PROJECTION = "pca_raywse.png"
     PRECISION_CURVES = "precision_at_k.png"
 
@@ -90,6 +91,10 @@ class RunLayout:
     @property
     def graphs(self) -> Path:
         return self.root / "graphs"
+
+    @property
+    def foreign(self) -> Path:
+        return self.root / "foreign"
 
     @property
     def tune(self) -> Path:

@@ -13,6 +13,10 @@ class ModelRecord:
 
     ``path`` is relative to the zoo directory. ``layer_spec`` is :meth:`raywse.core.spec.ArchSpec.to_json`;
     ``hparams`` is a JSON object of training hyper-parameters. ``parent_id`` is empty for models trained from scratch.
+    A zoo saves each training run (``run_id``) at several points: ``step`` of the run's ``steps`` (``epoch`` =
+    samples seen / train-split size). ``chance_acc`` is the task's majority-class test rate; ``learned`` says whether
+    ``test_acc >= chance_acc + 0.1`` (a model that did not learn is never a relevant item of its task).
+    ``input_norm`` is the input normalisation the model was trained with (``unit`` or ``standard``).
     """
 
     model_id: str
@@ -29,6 +33,12 @@ class ModelRecord:
     steps: int
     parent_id: str = ""
     description: str = ""
+    run_id: str = ""
+    step: int = 0
+    epoch: float = 0.0
+    chance_acc: float = 0.0
+    learned: bool = True
+    input_norm: str = "unit"
 
 
 @dataclass
@@ -44,7 +54,12 @@ class GraphifyFailure:
 def records_to_table(records: list, cls: type) -> pa.Table:
     """Build an Arrow table from dataclass records (the schema comes from the dataclass, so empty lists work)."""
     names = [f.name for f in fields(cls)]
-    types = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}  # annotations are strings here
+    types = {
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "str": pa.string(),
+        "bool": pa.bool_(),
+    }  # annotations are strings here
     schema = pa.schema([(f.name, types[f.type]) for f in fields(cls)])
     columns = {n: [getattr(r, n) for r in records] for n in names}
     return pa.Table.from_pydict(columns, schema=schema)

@@ -7,7 +7,9 @@ Held-out query models are never seen in training, in four kinds, each scored sep
 - ``test_lineage``: fine-tuned descendants (their parents stay in the database);
 - ``test_seed``: a hash-chosen share of the rest (unseen seeds of configurations seen in training).
 
-Everything else is ``train`` or ``val`` (also by hash of the model id, so adding models never moves old ones).
+Everything else is ``train`` or ``val``. Splits are drawn per training run (the hash of ``run_id``, or of the model
+id for a zoo without runs), so the snapshots of one run always share a split and adding models never moves old
+ones.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def assign_splits(rows: list[dict], config: SplitConfig | None = None) -> dict[s
     splits: dict[str, str] = {}
     for row in rows:
         lr = json.loads(row["hparams"]).get("lr", np.nan)
-        h = _unit_hash(row["model_id"])
+        h = _unit_hash(row.get("run_id") or row["model_id"])
         if row.get("parent_id"):
             split = "test_lineage"
         elif arch_key(row) == config.held_out_arch:

@@ -10,6 +10,11 @@ from raywse.models.baselines import BASELINES
 RAYWSE = "raywse"
 #: Held-out query splits (from :func:`raywse.data.splits.assign_splits`), in report order.
 HELD_OUT = ("test_seed", "test_hparam", "test_family", "test_lineage")
+#: The training-free functional reference row (runs each checkpoint on probe inputs; built by the evaluation, as it
+#: reads checkpoints and datasets rather than graphs).
+PROBE_OUTPUTS = "probe_outputs"
+#: Every embedder the evaluation can compare with raywse, in report order: the reference rows first.
+EVAL_BASELINES = (*BASELINES[:2], PROBE_OUTPUTS, *BASELINES[2:])
 #: Hard retrieval settings, in report order.
 HARD = ("cross_family", "label_map", "lineage")
 
@@ -18,7 +23,7 @@ HARD = ("cross_family", "label_map", "lineage")
 class EvalConfig:
     """What to evaluate; defaults run in about a minute on a 2-core laptop for a small zoo."""
 
-    baselines: tuple[str, ...] = BASELINES
+    baselines: tuple[str, ...] = EVAL_BASELINES
     baseline_train_steps: int = field(default=100, metadata={"help": "contrastive steps of the flat-MLP baseline"})
     gnn_baseline_steps: int = field(default=40, metadata={"help": "contrastive steps of the non-equivariant GNN"})
     torch_threads: int = field(default=1, metadata={"help": "intra-op threads (1 is fastest for tiny nets)"})
@@ -34,7 +39,11 @@ class EvalConfig:
     target_fraction: float = 0.9  # target = this share of the task's median zoo test accuracy ...
     target_margin: float = 0.1  # ... but at least the majority-class test accuracy plus this margin
     seed: int = 0  # also draws the tie-break order of every ranking
+    foreign_dir: str = field(default="", metadata={"help": "a foreign zoo (foreign/train_foreign.py) to score too"})
 
     def __post_init__(self) -> None:
+        unknown = [b for b in self.baselines if b not in EVAL_BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown} (choose from {', '.join(EVAL_BASELINES)})")
         if not {1, 10} <= set(self.ks):
             raise ValueError(f"ks must include 1 and 10 (the summary's precision@1 and precision@10), got {self.ks}")

@@ -68,6 +68,7 @@ def _finetune_run(
     zoo_dir: Path, row: dict, data: TaskData, target: float, config: EvalConfig, seed: int, scratch: bool
 ) -> dict:
     spec = ArchSpec.from_json(row["layer_spec"])
+    data = load_task(data.name, row.get("input_norm") or "unit")  # the inputs as this model was trained to read them
     tensors = load_checkpoint(zoo_dir / row["path"])[0]
     model = spec_module(spec, {k: v.float() for k, v in tensors.items()})
     if scratch:

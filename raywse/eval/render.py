@@ -13,6 +13,8 @@ DESCRIPTIONS = {
     "arch_oracle": "reference row, no weights: one-hot of the architecture (layer structure of the graph), so "
     "models of the query's architecture rank first, in random order",
     "random_init_gnn": "reference row: the raywse encoder architecture with untrained, seeded weights",
+    "probe_outputs": "reference row, training-free: softmax outputs of each network on 64 fixed inputs from the train "
+    "split of its dataset (its recorded input normalisation), compared by cosine",
     "weight_stats": "per-layer weight / bias statistics (Unterthiner et al. 2020), standardised",
     "weight_pca": "PCA of flattened weights (not permutation invariant)",
     "flat_mlp": "MLP on flattened weights, supervised contrastive, {baseline_train_steps} steps",
@@ -36,6 +38,7 @@ def render_report(metrics: dict) -> str:
         *_retrieval_section(scores, ks),
         *_accuracy_section(scores),
         *_structure_section(scores),
+        *_foreign_section(metrics.get("foreign"), scores),
         *_finetune_section(metrics["finetune"], cfg),
         *_caveats(scores),
         *_figures(),
@@ -100,10 +103,15 @@ def _overview(metrics: dict) -> list[str]:
     return [
         "# raywse evaluation report",
         "",
-        f"Zoo: {counts['models']} graphified models of {counts['manifest_models']} in the manifest, "
+        f"Zoo: {counts['models']} graphified models of {counts['manifest_models']} in the manifest "
+        f"({counts.get('runs', 'n/a')} training runs, {counts.get('learned', 'n/a')} models learned their task), "
         f"{counts['tasks']} tasks, {counts.get('architectures', 'n/a')} architectures; families "
         f"{counts['families']}; splits {counts['splits']}. Encoder version `{metrics['encoder_version']}`. Every "
-        "embedder is fitted on the `train` split only; queries are held-out models. Cosine similarity, exact ties "
+        "embedder is fitted on the `train` split only; queries are held-out models. Before any embedder sees a "
+        "model, its hidden neurons are randomly permuted and positively rescaled (function unchanged; seed "
+        f"{metrics.get('symmetries', {}).get('seed', 'n/a')}, per model from its id). Task retrieval: queries and "
+        "relevant items are models that learned their task (test accuracy ≥ the task's majority-class rate + 0.1); "
+        "the query's own training run (its other snapshots) is never in its database. Cosine similarity, exact ties "
         f"broken in a random order (seed {metrics['config']['seed']}); metrics averaged over queries with at least "
         "one relevant database item (`queries`).",
     ]
@@ -147,8 +155,8 @@ def _hard_splits(scores: dict, ks: list[int]) -> list[str]:
             s["label_map"].get("mAP"),
             s["lineage"].get("MRR"),
             s["lineage"].get("mAP"),
-            s.get("held_out", {}).get("ridge_R2"),
-            s.get("held_out", {}).get("ridge_kendall_tau"),
+            s.get("held_out", {}).get("acc_R2"),
+            s.get("held_out", {}).get("acc_kendall_tau"),
         ]
         lines.append(f"| {_name(name)} | {' | '.join(_fmt(c) for c in cells)} |")
     return [*lines, "", "Queries: " + ", ".join(f"{s} {scores[RAYWSE][s].get('queries', 0)}" for s in HARD) + "."]
@@ -180,7 +188,7 @@ def _saliency_section(scores: dict, ks: list[int]) -> list[str]:
                 ("label_map", f"precision@{ks[0]}", "label-map precision@1"),
                 ("label_map", "mAP", "label-map mAP"),
                 ("lineage", "mAP", "lineage mAP"),
-                ("held_out", "ridge_kendall_tau", "accuracy-prediction Kendall τ"),
+                ("held_out", "acc_kendall_tau", "accuracy-prediction Kendall τ"),
                 ("same_family", f"precision@{ks[-1]}", "same-family precision@10"),
                 ("test_seed", f"precision@{ks[-1]}", "test_seed precision@10"),
             ],
@@ -204,7 +212,7 @@ def _retrieval_section(scores: dict, ks: list[int]) -> list[str]:
 
 
 def _accuracy_section(scores: dict) -> list[str]:
-    columns = ["ridge_R2", "ridge_kendall_tau", "ridge_kendall_tau_within"]
+    columns = ["acc_R2", "acc_kendall_tau", "acc_kendall_tau_within", "ridge_kendall_tau", "gbr_kendall_tau"]
     if any("head_R2" in v for v in scores[RAYWSE].values()):
         columns += ["head_R2", "head_kendall_tau", "head_kendall_tau_within"]
     return [
@@ -231,6 +239,29 @@ def _structure_section(scores: dict) -> list[str]:
         "",
         *_split_tables(scores, (*HELD_OUT, "held_out"), columns),
     ]
+
+
+def _foreign_section(foreign: dict | None, scores: dict) -> list[str]:
+    """What a user who brings a checkpoint gets: the foreign zoo within itself and against the zoo."""
+    if not foreign:
+        return []
+    refused = foreign["refused"]
+    lines = [
+        "",
+        "## Foreign checkpoints",
+        "",
+        f"{foreign['models']} checkpoints written by `foreign/train_foreign.py` (plain PyTorch, its own module names, "
+        f"training loop, split and input normalisation, no layer spec; {foreign['learned']} learned), tasks "
+        f"{', '.join(foreign['tasks'])}; {len(refused)} refused by graphify"
+        + (f" ({'; '.join(f'{p}: {r}' for p, r in list(refused.items())[:3])})" if refused else "")
+        + ". `foreign`: learned foreign checkpoints as queries against the other foreign checkpoints; "
+        "`foreign_to_zoo`: those of a task the zoo has, against the whole zoo. Relevant = same task (learned). "
+        "`probe_outputs` cannot run a checkpoint whose activations are unknown, so it has no row here.",
+        "",
+    ]
+    columns = ["queries", "precision@1", "precision@10", "mAP"]
+    rows = {name: s for name, s in scores.items() if "foreign" in s}
+    return lines + _split_tables(rows, ("foreign", "foreign_to_zoo"), columns)
 
 
 def _finetune_section(finetune: dict, cfg: dict) -> list[str]:

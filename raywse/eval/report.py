@@ -22,16 +22,18 @@ import torch
 from raywse.core.artifacts import GraphFiles, ReportFiles, read_zoo_manifest
 from raywse.core.embeddings import embeddings_table, read_embeddings, table_vectors, write_embeddings
 from raywse.core.io import atomic_path, write_json_atomic
-from raywse.data.graphify import load_graphs
-from raywse.eval.config import RAYWSE, EvalConfig
+from raywse.eval.config import PROBE_OUTPUTS, RAYWSE, EvalConfig
 from raywse.eval.finetune import finetune_task
+from raywse.eval.foreign import ForeignZoo, foreign_scores, load_foreign, read_foreign_manifest
 from raywse.eval.plots import plot_precision_curves, plot_projection
+from raywse.eval.probe_outputs import ProbeOutputsEmbedder
 from raywse.eval.probes import accuracy_metrics, head_accuracy_metrics, structure_metrics
 from raywse.eval.render import render_report
 from raywse.eval.suite import retrieval_suite
 from raywse.eval.summary import GOALS, NOT_MEASURED, RETRIEVAL_SUMMARY, summarize
+from raywse.eval.symmetries import RESCALE_RANGE, randomised_graphs
 from raywse.eval.view import ZooView, zoo_view
-from raywse.models.baselines import BASELINES, BaselineSettings, make_baseline
+from raywse.models.baselines import BaselineSettings, make_baseline
 from raywse.models.checkpoint import load_encoder
 from raywse.models.embedder import Embedder, GNNEmbedder
 from raywse.models.encoder import NeuralGraphEncoder
@@ -58,11 +60,22 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
     """Retrieval metrics (embedder → split → metric) from the saved embeddings and the zoo manifest alone."""
     config = config or EvalConfig()
     rows = read_zoo_manifest(zoo_dir)
+    foreign_rows = {r["model_id"]: r for r in read_foreign_manifest(config.foreign_dir)} if config.foreign_dir else {}
     out = {}
     for path in sorted((Path(out_dir) / ReportFiles.EMBEDDINGS).glob("*.parquet")):
         table = read_embeddings(path)
         view = zoo_view(rows, table.column("model_id").to_pylist())
-        out[path.stem] = retrieval_suite(table_vectors(table), view, config.ks, config.curve_k, config.seed)
+        z = table_vectors(table)
+        out[path.stem] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed)
+        foreign_path = Path(out_dir) / ReportFiles.FOREIGN_EMBEDDINGS / path.name
+        if foreign_rows and foreign_path.exists():
+            ftable = read_embeddings(foreign_path)
+            ids = ftable.column("model_id").to_pylist()
+            task = np.array([foreign_rows[m]["task"] for m in ids])
+            learned = np.array([foreign_rows[m]["learned"] == "True" for m in ids], dtype=bool)
+            foreign = ForeignZoo(ids, task, learned, {}, [])
+            zf = table_vectors(ftable)
+            out[path.stem] |= foreign_scores(zf, foreign, z, view, config.ks, config.curve_k, config.seed)
     return json_safe(out)
 
 
@@ -72,19 +85,25 @@ def recompute_summary(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
     return summarize(recompute_metrics(out_dir, zoo_dir, config), RETRIEVAL_SUMMARY)
 
 
-def make_embedders(config: EvalConfig, encoder: NeuralGraphEncoder, rows: list[dict]) -> dict[str, Embedder]:
+def make_embedders(
+    config: EvalConfig,
+    encoder: NeuralGraphEncoder,
+    rows: list[dict],
+    zoo_dir: str | os.PathLike,
+    foreign_descriptions: dict[str, str] | None = None,
+) -> dict[str, Embedder]:
     """``{name: embedder}``: raywse (the trained encoder) and each configured baseline."""
-    unknown = [b for b in config.baselines if b not in BASELINES]
-    if unknown:
-        raise ValueError(f"unknown baselines {unknown} (choose from {', '.join(BASELINES)})")
     settings = BaselineSettings(
         encoder=encoder.config,
-        descriptions={r["model_id"]: r.get("description") or r["task"] for r in rows},
+        descriptions={r["model_id"]: r.get("description") or r["task"] for r in rows} | (foreign_descriptions or {}),
         flat_mlp_steps=config.baseline_train_steps,
         gnn_steps=config.gnn_baseline_steps,
         seed=config.seed,
     )
-    baselines = {name: make_baseline(name, settings) for name in config.baselines}
+    baselines = {
+        name: ProbeOutputsEmbedder(zoo_dir, rows) if name == PROBE_OUTPUTS else make_baseline(name, settings)
+        for name in config.baselines
+    }
     return {RAYWSE: GNNEmbedder(encoder)} | baselines
 
 
@@ -106,11 +125,13 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
     graph_ids = set(pq.read_table(graphs_dir / GraphFiles.MANIFEST, columns=["model_id"])["model_id"].to_pylist())
     ids = [r["model_id"] for r in rows if r["model_id"] in graph_ids]
     view = zoo_view(rows, ids)
-    graphs = load_graphs(graphs_dir, ids)
+    by_id = {r["model_id"]: r for r in rows}
+    graphs = randomised_graphs(zoo_dir, [by_id[m] for m in ids], config.seed)  # what every embedder sees
     encoder, version = load_encoder(encoder_dir)
-    embedders = make_embedders(config, encoder, rows)
+    foreign = load_foreign(config.foreign_dir) if config.foreign_dir else None
+    embedders = make_embedders(config, encoder, rows, zoo_dir, foreign.descriptions if foreign else None)
 
-    embeddings, scores, seconds = _embed_and_score(embedders, graphs, view, out_dir, config, version)
+    embeddings, scores, seconds = _embed_and_score(embedders, graphs, view, out_dir, config, version, foreign)
     for split, vals in head_accuracy_metrics(encoder, graphs, view).items():
         scores[RAYWSE][split].update(vals)
     start = time.perf_counter()
@@ -121,10 +142,17 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
         {
             "summary": summarize(scores),
             "summary_goals": GOALS,
-            "summary_not_measured": NOT_MEASURED,
+            "summary_not_measured": {} if foreign else NOT_MEASURED,
+            "foreign": _foreign_counts(foreign, config.foreign_dir),
             "embedders": scores,
             "finetune": finetune,
             "counts": _counts(view, rows),
+            "symmetries": {
+                "seed": config.seed,
+                "per_model_seed": "sha1(f'{seed}|{model_id}')",
+                "permute_hidden": True,
+                "rescale_hidden": RESCALE_RANGE,
+            },  # fmt: skip
             "encoder_version": version,
             "seconds": seconds,
             "config": asdict(config),
@@ -140,35 +168,59 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
 
 
 def _embed_and_score(
-    embedders: dict[str, Embedder], graphs: list, view: ZooView, out_dir: Path, config: EvalConfig, encoder_version: str
+    embedders: dict[str, Embedder],
+    graphs: list,
+    view: ZooView,
+    out_dir: Path,
+    config: EvalConfig,
+    encoder_version: str,
+    foreign: ForeignZoo | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, float]]:
-    """Fit each embedder on the train split, embed every model, save the embeddings (tagged with the encoder's
-    version, or a baseline's name) and score them; returns ``(embeddings, scores, seconds)`` keyed by embedder name
-    (scores: embedder → split → metric)."""
+    """Fit each embedder on the train split, embed every model (and the foreign zoo's, in the same call), save the
+    embeddings (tagged with the encoder's version, or a baseline's name) and score them; returns ``(embeddings,
+    scores, seconds)`` keyed by embedder name (scores: embedder → split → metric)."""
     tasks = sorted(set(view.task))
     labels = np.array([tasks.index(t) for t in view.task])
     train = np.flatnonzero(view.split == "train")
     train_graphs = [graphs[i] for i in train]
-    emb_dir = out_dir / ReportFiles.EMBEDDINGS
-    for stale in emb_dir.glob("*.parquet"):  # from an earlier run with other embedders
-        if stale.stem not in embedders:
-            stale.unlink()
+    emb_dir, foreign_dir = out_dir / ReportFiles.EMBEDDINGS, out_dir / ReportFiles.FOREIGN_EMBEDDINGS
+    for stale in [*emb_dir.glob("*.parquet"), *foreign_dir.glob("*.parquet")]:  # from an earlier, other run
+        stale.unlink()
     embeddings: dict[str, np.ndarray] = {}
     scores: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     for name, embedder in embedders.items():
         start = time.perf_counter()
         embedder.fit(train_graphs, labels[train])
-        emb = np.ascontiguousarray(embedder.embed(graphs), dtype=np.float32)
+        with_foreign = foreign is not None and getattr(embedder, "embeds_foreign", True)
+        emb_all = embedder.embed(graphs + foreign.graphs if with_foreign else graphs)
+        emb_all = np.ascontiguousarray(emb_all, dtype=np.float32)
+        emb = emb_all[: len(graphs)]
         seconds[name] = time.perf_counter() - start
-        table = embeddings_table(view.ids, emb, encoder_version if name == RAYWSE else name)
-        write_embeddings(table, emb_dir / f"{name}.parquet")
+        tag = encoder_version if name == RAYWSE else name
+        write_embeddings(embeddings_table(view.ids, emb, tag), emb_dir / f"{name}.parquet")
         embeddings[name] = emb
         scores[name] = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed)
-        for extra in (accuracy_metrics(emb, view), structure_metrics(emb, view, config.seed)):
+        if with_foreign:
+            emb_foreign = emb_all[len(graphs) :]
+            write_embeddings(embeddings_table(foreign.ids, emb_foreign, tag), foreign_dir / f"{name}.parquet")
+            scores[name] |= foreign_scores(emb_foreign, foreign, emb, view, config.ks, config.curve_k, config.seed)
+        for extra in (accuracy_metrics(emb, view, config.seed), structure_metrics(emb, view, config.seed)):
             for split, vals in extra.items():
                 scores[name].setdefault(split, {}).update(vals)
     return embeddings, scores, seconds
+
+
+def _foreign_counts(foreign: ForeignZoo | None, foreign_dir: str) -> dict | None:
+    if foreign is None:
+        return None
+    return {
+        "dir": str(foreign_dir),
+        "models": len(foreign.ids),
+        "learned": int(foreign.learned.sum()),
+        "tasks": sorted(set(foreign.task)),
+        "refused": foreign.errors,
+    }
 
 
 def _counts(view: ZooView, rows: list[dict]) -> dict:
@@ -176,6 +228,8 @@ def _counts(view: ZooView, rows: list[dict]) -> dict:
         "models": len(view.ids),
         "manifest_models": len(rows),
         "tasks": len(set(view.task)),
+        "runs": len(set(view.run)),
+        "learned": int(view.learned.sum()),
         "architectures": len(set(view.arch)),
         "splits": {s: int((view.split == s).sum()) for s in sorted(set(view.split))},
         "families": {f: int((view.family == f).sum()) for f in sorted(set(view.family))},

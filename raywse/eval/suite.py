@@ -61,27 +61,30 @@ def retrieval_suite(
     emb: np.ndarray, view: ZooView, ks: tuple[int, ...] = (1, 5, 10), curve_k: int = 20, seed: int = 0
 ) -> dict:
     """Every retrieval metric of one embedder: split → metric (see the report for each setting's definition);
-    ``seed`` draws the tie-break order."""
-    z = normalize(emb)
-    everything = np.ones(len(view.ids), dtype=bool)
-    held = np.flatnonzero(view.held_out)
+    ``seed`` draws the tie-break order.
 
-    def anywhere(q: int) -> np.ndarray:
-        return everything
+    Task settings query with held-out models that learned their task; a model that did not learn is never relevant.
+    The query's own training run (its other snapshots) never enters its database."""
+    z = normalize(emb)
+    held_all = np.flatnonzero(view.held_out)
+    held = held_all[view.learned[held_all]]
+
+    def other_runs(q: int) -> np.ndarray:
+        return view.run != view.run[q]
 
     def same_task(q: int, idx: np.ndarray) -> np.ndarray:
-        return view.task[idx] == view.task[q]
+        return (view.task[idx] == view.task[q]) & view.learned[idx]
 
     def score(queries: np.ndarray, database: Database, relevant: Relevant = same_task) -> dict:
         return scored(ranked_relevance(z, queries, database, relevant, seed), ks, curve_k)
 
-    out: dict[str, dict] = {split: score(np.flatnonzero(view.split == split), anywhere) for split in HELD_OUT}
-    out["held_out"] = score(held, anywhere)
+    out: dict[str, dict] = {split: score(held[view.split[held] == split], other_runs) for split in HELD_OUT}
+    out["held_out"] = score(held, other_runs)
     out["cross_arch"] = score(held, lambda q: view.arch != view.arch[q])  # the query's own architecture removed
-    out["same_family"] = score(held, lambda q: view.family == view.family[q])
+    out["same_family"] = score(held, lambda q: (view.family == view.family[q]) & other_runs(q))
     out.update(_cross_family(z, view, held, same_task, ks, curve_k, seed))
-    out["label_map"] = score(held[view.group[held] != ""], lambda q: view.group == view.group[q])
-    out["lineage"] = _lineage(z, view, held, anywhere, ks, curve_k, seed)
+    out["label_map"] = score(held[view.group[held] != ""], lambda q: (view.group == view.group[q]) & other_runs(q))
+    out["lineage"] = _lineage(z, view, held_all, other_runs, ks, curve_k, seed)
     return out
 
 
@@ -105,12 +108,12 @@ def _cross_family(
 def _lineage(
     z: np.ndarray, view: ZooView, held: np.ndarray, database: Database, ks: tuple[int, ...], curve_k: int, seed: int
 ) -> dict:
-    """Held-out children whose parent was evaluated, as queries; relevant = the parent and its other children."""
-    ids = np.array(view.ids)
-    known = set(view.ids)
-    children = np.array([q for q in held if view.parent[q] in known], dtype=np.int64)
+    """Held-out children whose parent was evaluated, as queries; relevant = the parent's run (every snapshot of it)
+    and the parent's other children."""
+    run_of = dict(zip(view.ids, view.run, strict=True))
+    children = np.array([q for q in held if view.parent[q] in run_of], dtype=np.int64)
 
     def is_kin(q: int, idx: np.ndarray) -> np.ndarray:
-        return (view.parent[idx] == view.parent[q]) | (ids[idx] == view.parent[q])
+        return (view.parent[idx] == view.parent[q]) | (view.run[idx] == run_of[view.parent[q]])
 
     return scored(ranked_relevance(z, children, database, is_kin, seed), ks, curve_k)

@@ -27,13 +27,20 @@ SOURCES = {
     "cross_family_p10": ("cross_family", "precision@10"),
     "label_map_p1": ("label_map", "precision@1"),
     "lineage_map": ("lineage", "mAP"),
-    "acc_tau_pooled": ("held_out", "ridge_kendall_tau"),
-    "acc_tau_within": ("held_out", "ridge_kendall_tau_within"),
+    "acc_tau_pooled": ("held_out", "acc_kendall_tau"),
+    "acc_tau_within": ("held_out", "acc_kendall_tau_within"),
+    "foreign_p10": ("foreign", "precision@10"),
+    "foreign_to_zoo_p10": ("foreign_to_zoo", "precision@10"),
 }
 #: The summary metrics that come from rankings alone (recomputable from the saved embeddings and the manifest).
-RETRIEVAL_SUMMARY = ("task_p10_cross_arch", "cross_family_p10", "label_map_p1", "lineage_map")
+RETRIEVAL_SUMMARY = (
+    "task_p10_cross_arch", "cross_family_p10", "label_map_p1", "lineage_map", "foreign_p10", "foreign_to_zoo_p10",
+)  # fmt: skip
 #: Summary metrics this evaluation does not measure, and why.
-NOT_MEASURED = {"foreign_p10": "no foreign zoo yet", "foreign_to_zoo_p10": "no foreign zoo yet"}
+NOT_MEASURED = {
+    "foreign_p10": "no foreign zoo given (EvalConfig.foreign_dir)",
+    "foreign_to_zoo_p10": "no foreign zoo given (EvalConfig.foreign_dir)",
+}
 #: The goals of the encoder v2 issue for the raywse row (every metric: higher is better, goal = at least this).
 GOALS = {
     "task_p10_cross_arch": 0.95,
@@ -52,9 +59,11 @@ DEFINITIONS = {
     "cross_family_p10": "held-out queries against the other family only; relevant = same task; precision@10",
     "label_map_p1": "held-out queries of tasks sharing inputs and output count, database = that group; precision@1",
     "lineage_map": "fine-tuned children as queries; relevant = parent and siblings; mAP",
-    "acc_tau_pooled": "Kendall τ of ridge-predicted against actual test accuracy over all held-out models",
+    "acc_tau_pooled": "Kendall τ of predicted against actual test accuracy over all held-out models (ridge or "
+    "gradient-boosted regressor on the embeddings, whichever has the higher τ on the validation split)",
     "acc_tau_within": "the same τ within each (task, family) group of ≥ 3 held-out models, averaged over groups",
-    "foreign_p10": "within-foreign-zoo task precision@10",
+    "foreign_p10": "learned checkpoints of the foreign zoo (other code, no layer spec) as queries against the other "
+    "foreign checkpoints; relevant = same task; precision@10",
     "foreign_to_zoo_p10": "foreign checkpoints as queries, the zoo as the database, relevant = same task; precision@10",
 }
 

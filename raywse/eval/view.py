@@ -30,6 +30,8 @@ class ZooView:
     test_acc: np.ndarray
     group: np.ndarray  # label-map group ("" when no other task shares the inputs and output count)
     arch: np.ndarray  # architecture key (raywse.models.baselines.architecture_key: the layer structure of the graph)
+    run: np.ndarray  # training run (the snapshots of one run share it)
+    learned: np.ndarray  # bool: test accuracy >= the task's chance rate + 0.1 (only learned models are relevant)
 
     @property
     def held_out(self) -> np.ndarray:
@@ -78,4 +80,6 @@ def zoo_view(rows: list[dict], ids: list[str]) -> ZooView:
         test_acc=np.array([r["test_acc"] for r in sel], dtype=np.float64),
         group=np.array([groups.get(r["task"], "") for r in sel]),
         arch=np.array([manifest_architecture(r) for r in sel]),
+        run=np.array([r.get("run_id") or r["model_id"] for r in sel]),
+        learned=np.array([bool(r.get("learned", True)) for r in sel], dtype=bool),
     )

@@ -1,7 +1,8 @@
 """raywse.zoo: a model zoo of really-trained tiny networks on real, offline datasets.
 
-``datasets`` (tasks and their train/test tensors), ``batched`` (many same-shaped models trained as one tensor program),
-``build`` (sampling, Ray fan-out, checkpoints and manifest).
+``datasets`` (tasks, interfaces, input normalisations and their train/test tensors), ``plan`` (configuration,
+presets and the task-independent sampling of groups), ``batched`` (many same-shaped models trained as one tensor
+program), ``group`` (one group's runs and snapshots), ``build`` (Ray fan-out, checkpoints and manifest).
 """
 
 from raywse.zoo.build import ZooConfig, build_zoo

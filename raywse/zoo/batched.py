@@ -204,10 +204,26 @@ def train_batched(
     lr: torch.Tensor,
     weight_decay: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    """Train ``M`` models with Adam (L2 weight decay as ``torch.optim.Adam``) on per-model minibatches.
+    """Train ``M`` models; the final parameters of :func:`train_batched_snapshots` (see there)."""
+    return train_batched_snapshots(spec, init, x, y, indices, lr, weight_decay, (len(indices),))[0]
 
-    ``init``: stacked parameters ``[M, ...]``; ``x``: flat inputs ``[N, d]``; ``indices``: ``[steps, M, B]``;
-    ``lr``/``weight_decay``: ``[M]``. Returns the trained stacked parameters.
+
+def train_batched_snapshots(
+    spec: ArchSpec,
+    init: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    indices: torch.Tensor,
+    lr: torch.Tensor,
+    weight_decay: torch.Tensor,
+    snapshot_steps: tuple[int, ...],
+) -> list[dict[str, torch.Tensor]]:
+    """Train ``M`` models with Adam (L2 weight decay as ``torch.optim.Adam``) on per-model minibatches; returns the
+    stacked parameters after each of ``snapshot_steps`` (ascending, the last one ``steps``).
+
+    ``init``: stacked parameters ``[M, ...]``; ``x``: flat inputs ``[N, d]``; ``y``: labels ``[N]`` shared by all
+    models or ``[M, N]`` per model (models of different label maps in one program); ``indices``: ``[steps, M, B]``;
+    ``lr``/``weight_decay``: ``[M]``.
 
     All parameters of a model live in one flat row of ``flat [M, P]`` (the per-layer tensors are views), so the
     Adam update is one fused kernel over ``[M, P]`` (``torch._fused_adam_`` with lr 1 computes the update
@@ -216,6 +232,8 @@ def train_batched(
     """
     names = spec.tensor_names()
     steps, m, b = indices.shape
+    if list(snapshot_steps) != sorted(set(snapshot_steps)) or snapshot_steps[-1] != steps or snapshot_steps[0] < 1:
+        raise ValueError(f"snapshot_steps must ascend from >= 1 to {steps}, got {snapshot_steps}")
     sizes = [init[k][0].numel() for k in names]
     flat = torch.cat([init[k].reshape(m, -1) for k in names], 1).contiguous()
     params, offset = [], 0
@@ -229,11 +247,13 @@ def train_batched(
     is_cnn = spec.layers[0].kind == "conv2d"
     source = first_layer_patches(x, spec.input_shape, spec.layers[0].stride) if is_cnn else x
     named = dict(zip(names, params, strict=True))
+    snapshots = []
     for t in range(steps):
         idx = indices[t]
         first = source[idx].view(m, -1, source.shape[-1])
         logits = _fast_forward(spec, named, first, m, b)
-        loss = F.cross_entropy(logits.reshape(m * b, -1), y[idx].reshape(-1), reduction="sum") / b
+        labels = y[idx] if y.dim() == 1 else y.gather(1, idx)
+        loss = F.cross_entropy(logits.reshape(m * b, -1), labels.reshape(-1), reduction="sum") / b
         grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
             grad = torch.cat([g.reshape(m, -1) for g in grads], 1)
@@ -247,7 +267,9 @@ def train_batched(
                 amsgrad=False, maximize=False,
             )  # fmt: skip
             flat.addcmul_(update, lr_col)
-    return {k: p.detach().clone() for k, p in zip(names, params, strict=True)}
+        if t + 1 in snapshot_steps:
+            snapshots.append({k: p.detach().clone() for k, p in zip(names, params, strict=True)})
+    return snapshots
 
 
 @torch.no_grad()

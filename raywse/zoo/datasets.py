@@ -30,6 +30,11 @@ class TaskSpec:
     families: tuple[str, ...]
     input_key: str
 
+    @property
+    def interface(self) -> str:
+        """Input space and output count: tasks with one interface fit one network shape (and one batched group)."""
+        return f"{self.dataset}|{self.num_classes}"
+
 
 @dataclass
 class TaskData:
@@ -43,6 +48,12 @@ class TaskData:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    input_norm: str = "unit"
+
+    @property
+    def chance_acc(self) -> float:
+        """The majority-class rate of the test split: what a model that learned nothing scores at best."""
+        return float(torch.bincount(self.y_test).max()) / len(self.y_test)
 
     def input_shape_for(self, family: str) -> tuple[int, ...]:
         """Input shape (no batch dim) a model of ``family`` consumes: ``(d,)`` for MLPs, the image shape for CNNs."""
@@ -62,14 +73,30 @@ class _Split:
     image_shape: tuple[int, ...] | None
 
 
-def _split(x: np.ndarray, y: np.ndarray, image_shape: tuple[int, ...] | None, standardise: bool = False) -> _Split:
+def _split(x: np.ndarray, y: np.ndarray, image_shape: tuple[int, ...] | None) -> _Split:
     x_tr, x_te, y_tr, y_te = train_test_split(
         x.astype(np.float32), y.astype(np.int64), test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED
     )
-    if standardise:
-        mean, std = x_tr.mean(0), x_tr.std(0) + 1e-8
-        x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
-    return _Split(x_tr.astype(np.float32), y_tr, x_te.astype(np.float32), y_te, image_shape)
+    return _Split(x_tr, y_tr, x_te, y_te, image_shape)
+
+
+def _normaliser(x_train: np.ndarray, input_norm: str, is_image: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """The input normalisation ``input_norm`` with statistics of the train split.
+
+    ``unit``: images as stored (pixels in [0, 1]); other inputs min-max scaled per feature to [-1, 1].
+    ``standard``: per-feature standardisation; the std is floored at 10% of the median feature std, so constant
+    pixels (always 0 in train) do not blow up on test inputs.
+    """
+    if input_norm == "unit":
+        if is_image:
+            return lambda x: x
+        lo, span = x_train.min(0), np.maximum(x_train.max(0) - x_train.min(0), 1e-6)
+        return lambda x: 2 * (x - lo) / span - 1
+    if input_norm == "standard":
+        mean, std = x_train.mean(0), x_train.std(0)
+        std = np.maximum(std, 0.1 * float(np.median(std[std > 0])))
+        return lambda x: (x - mean) / std
+    raise ValueError(f"unknown input_norm {input_norm!r} (choose from {', '.join(INPUT_NORMS)})")
 
 
 @functools.cache
@@ -92,39 +119,61 @@ def _load_dataset(name: str) -> _Split:
     loaders = {"iris": skd.load_iris, "wine": skd.load_wine, "breast_cancer": skd.load_breast_cancer}
     if name in loaders:
         d = loaders[name]()
-        return _split(d.data, d.target, None, standardise=True)
+        return _split(d.data, d.target, None)
     raise KeyError(f"unknown dataset {name!r}")
 
 
-# name -> (dataset, input transform, class subset or None, label map over source classes, families)
+# Label maps over the ten digit classes, shared by every 10-class dataset (digits, mnist14, mnist1d).
+_DIGIT_MAPS: dict[str, tuple[tuple[int, ...] | None, list[int]]] = {
+    "all10": (None, list(range(10))),
+    "shift1": (None, [(c + 1) % 10 for c in range(10)]),
+    "reverse": (None, [9 - c for c in range(10)]),
+    "shift5": (None, [(c + 5) % 10 for c in range(10)]),
+    "swap_pairs": (None, [c ^ 1 for c in range(10)]),
+    "parity": (None, [c % 2 for c in range(10)]),
+    "ge5": (None, [int(c >= 5) for c in range(10)]),
+    "loops": (None, [int(c in (0, 6, 8, 9)) for c in range(10)]),
+    "prime": (None, [int(c in (2, 3, 5, 7)) for c in range(10)]),
+    "mod3": (None, [int(c % 3 == 0) for c in range(10)]),
+    "3v8": ((3, 8), [int(c == 8) for c in range(10)]),
+    "1v7": ((1, 7), [int(c == 7) for c in range(10)]),
+    "4v9": ((4, 9), [int(c == 9) for c in range(10)]),
+    "first5": ((0, 1, 2, 3, 4), list(range(10))),
+    "last5": ((5, 6, 7, 8, 9), [max(c - 5, 0) for c in range(10)]),
+    "odd5": ((1, 3, 5, 7, 9), [c // 2 for c in range(10)]),
+    "even5": ((0, 2, 4, 6, 8), [c // 2 for c in range(10)]),
+}
 _IMG = ("mlp", "cnn")
 _MLP = ("mlp",)
-_IDENT10 = list(range(10))
-_TASKS: dict[str, tuple[str, str, tuple[int, ...] | None, list[int], tuple[str, ...]]] = {
-    "digits/all10": ("digits", "", None, _IDENT10, _IMG),
-    "digits/shift1": ("digits", "", None, [(c + 1) % 10 for c in range(10)], _IMG),
-    "digits/parity": ("digits", "", None, [c % 2 for c in range(10)], _IMG),
-    "digits/ge5": ("digits", "", None, [int(c >= 5) for c in range(10)], _IMG),
-    "digits/loops": ("digits", "", None, [int(c in (0, 6, 8, 9)) for c in range(10)], _IMG),
-    "digits/prime": ("digits", "", None, [int(c in (2, 3, 5, 7)) for c in range(10)], _IMG),
-    "digits/first5": ("digits", "", (0, 1, 2, 3, 4), _IDENT10, _IMG),
-    "digits/last5": ("digits", "", (5, 6, 7, 8, 9), [c - 5 for c in range(10)], _IMG),
-    "digits/flip": ("digits", "flip", None, _IDENT10, _IMG),
-    "digits/invert": ("digits", "invert", None, _IDENT10, _IMG),
-    "mnist14/all10": ("mnist14", "", None, _IDENT10, _IMG),
-    "mnist14/parity": ("mnist14", "", None, [c % 2 for c in range(10)], _IMG),
-    "mnist14/ge5": ("mnist14", "", None, [int(c >= 5) for c in range(10)], _IMG),
-    "mnist1d/all10": ("mnist1d", "", None, _IDENT10, _MLP),
-    "mnist1d/parity": ("mnist1d", "", None, [c % 2 for c in range(10)], _MLP),
-    "iris": ("iris", "", None, [0, 1, 2], _MLP),
-    "wine": ("wine", "", None, [0, 1, 2], _MLP),
-    "breast_cancer": ("breast_cancer", "", None, [0, 1], _MLP),
-}
+
+
+def _task_table() -> dict[str, tuple[str, str, tuple[int, ...] | None, list[int], tuple[str, ...]]]:
+    """name -> (dataset, input transform, class subset or None, label map over source classes, families)."""
+    table = {}
+    for dataset, families in (("digits", _IMG), ("mnist14", _IMG)):
+        for name, (subset, label_map) in _DIGIT_MAPS.items():
+            table[f"{dataset}/{name}"] = (dataset, "", subset, label_map, families)
+        for transform in ("flip", "invert"):
+            table[f"{dataset}/{transform}"] = (dataset, transform, None, list(range(10)), families)
+    for name in ("all10", "shift1", "reverse", "shift5", "swap_pairs", "parity", "ge5", "loops", "prime", "mod3"):
+        table[f"mnist1d/{name}"] = ("mnist1d", "", *_DIGIT_MAPS[name], _MLP)
+    for transform in ("flip", "invert"):
+        table[f"mnist1d/{transform}"] = ("mnist1d", transform, None, list(range(10)), _MLP)
+    for name, classes in (("iris", 3), ("wine", 3), ("breast_cancer", 2)):
+        table[name] = (name, "", None, list(range(classes)), _MLP)
+        relabelled = "swap" if classes == 2 else "shift1"  # a second label map on the same inputs
+        table[f"{name}/{relabelled}"] = (name, "", None, [(c + 1) % classes for c in range(classes)], _MLP)
+    return table
+
+
+_TASKS = _task_table()
+INPUT_NORMS = ("unit", "standard")
 
 
 def _transform(kind: str, image_shape: tuple[int, ...] | None) -> Callable[[np.ndarray], np.ndarray]:
-    if kind == "flip":
-        return lambda x: np.ascontiguousarray(x.reshape(len(x), *image_shape)[..., ::-1].reshape(len(x), -1))
+    if kind == "flip":  # mirror images left-right, reverse 1-D signals
+        shape = image_shape or (-1,)
+        return lambda x: np.ascontiguousarray(x.reshape(len(x), *shape)[..., ::-1].reshape(len(x), -1))
     if kind == "invert":
         return lambda x: 1.0 - x
     return lambda x: x
@@ -151,19 +200,40 @@ def get_task(task_name: str) -> TaskSpec:
 
 
 @functools.cache
-def load_task(task_name: str) -> TaskData:
-    """Load a task's train/test tensors (cached per process)."""
+def load_task(task_name: str, input_norm: str = "unit") -> TaskData:
+    """A task's train/test tensors under the input normalisation ``input_norm`` (cached per process)."""
     spec = get_task(task_name)
     dataset, transform, subset, label_map, _ = _TASKS[task_name]
     split = _load_dataset(dataset)
     fn = _transform(transform, split.image_shape)
     lmap = np.asarray(label_map, dtype=np.int64)
 
-    def part(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def part(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         keep = np.isin(y, subset) if subset is not None else np.ones(len(y), dtype=bool)
-        xs = fn(x[keep]).astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(lmap[y[keep]])
+        return fn(x[keep]).astype(np.float32), torch.from_numpy(lmap[y[keep]])
 
     x_tr, y_tr = part(split.x_train, split.y_train)
     x_te, y_te = part(split.x_test, split.y_test)
-    return TaskData(spec.name, dataset, spec.num_classes, split.image_shape, x_tr, y_tr, x_te, y_te)
+    norm = _normaliser(x_tr, input_norm, split.image_shape is not None)
+
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(norm(x), dtype=np.float32))
+
+    return TaskData(
+        spec.name, dataset, spec.num_classes, split.image_shape, tensor(x_tr), y_tr, tensor(x_te), y_te, input_norm
+    )
+
+
+def list_datasets() -> list[str]:
+    """Every dataset a task draws from, in task order."""
+    return list(dict.fromkeys(t.dataset for t in list_tasks()))
+
+
+@functools.cache
+def probe_inputs(dataset: str, input_norm: str = "unit", n: int = 64, seed: int = 0) -> torch.Tensor:
+    """``n`` fixed inputs from the *train* split of ``dataset`` (never test inputs), flat ``[n, d]``, under
+    ``input_norm`` with the statistics of the whole train split: the probe set of every model of that input space."""
+    split = _load_dataset(dataset)
+    rows = np.random.default_rng(seed).choice(len(split.x_train), size=min(n, len(split.x_train)), replace=False)
+    norm = _normaliser(split.x_train, input_norm, split.image_shape is not None)
+    return torch.from_numpy(np.ascontiguousarray(norm(split.x_train[np.sort(rows)]), dtype=np.float32))

@@ -4,6 +4,7 @@ embeddings, and the architecture key read from the manifest is the one the graph
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -19,7 +20,7 @@ from raywse.models.checkpoint import export_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 TINY = EvalConfig(
-    baselines=("arch_oracle", "random_init_gnn", "weight_stats", "input_saliency", "metadata_text"),
+    baselines=("arch_oracle", "random_init_gnn", "probe_outputs", "weight_stats", "input_saliency", "metadata_text"),
     finetune_tasks=("digits/ge5",),
     finetune_steps=20,
     finetune_eval_every=10,
@@ -35,9 +36,15 @@ def exported_encoder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def report_dir(tiny_zoo, tiny_graphs, exported_encoder, tmp_path_factory):
+def config(tiny_foreign) -> EvalConfig:
+    """The tiny evaluation, with a small foreign zoo."""
+    return replace(TINY, foreign_dir=str(tiny_foreign))
+
+
+@pytest.fixture(scope="module")
+def report_dir(tiny_zoo, tiny_graphs, exported_encoder, config, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    assert evaluate(tiny_zoo, tiny_graphs, exported_encoder[0], out, TINY) == out / ReportFiles.REPORT
+    assert evaluate(tiny_zoo, tiny_graphs, exported_encoder[0], out, config) == out / ReportFiles.REPORT
     return out
 
 
@@ -58,9 +65,10 @@ def test_embeddings_carry_their_version(report_dir, exported_encoder):
         assert set(table.column("encoder_version").to_pylist()) == {exported_encoder[1] if name == RAYWSE else name}
 
 
-def test_report_numbers_equal_recomputation(report_dir, tiny_zoo):
+def test_report_numbers_equal_recomputation(report_dir, tiny_zoo, config):
     metrics = json.loads((report_dir / ReportFiles.METRICS).read_text())["embedders"]
-    again = recompute_metrics(report_dir, tiny_zoo, TINY)
+    again = recompute_metrics(report_dir, tiny_zoo, config)
+    assert "foreign_to_zoo" in again[RAYWSE] and "foreign" not in again["probe_outputs"]
     assert set(again) == set(metrics)
     for name, scores in again.items():
         for split, values in scores.items():
@@ -71,28 +79,34 @@ def test_report_numbers_equal_recomputation(report_dir, tiny_zoo):
     assert p10 is None or f"{p10:.3f}" in report
 
 
-def test_summary_equals_recomputation(report_dir, tiny_zoo):
+def test_summary_equals_recomputation(report_dir, tiny_zoo, config):
     metrics = json.loads((report_dir / ReportFiles.METRICS).read_text())
     summary = metrics["summary"]
     assert set(summary) == {RAYWSE, *TINY.baselines}
-    again = recompute_summary(report_dir, tiny_zoo, TINY)
+    again = recompute_summary(report_dir, tiny_zoo, config)
     assert set(again) == set(summary)
     for name, row in summary.items():
         assert set(row) == set(SUMMARY_METRICS)  # metrics.json sorts keys
-        assert row["foreign_p10"] is None and row["foreign_to_zoo_p10"] is None  # no foreign zoo: no number
+        if name == "probe_outputs":  # it cannot run checkpoints without a layer spec: no foreign number
+            assert row["foreign_p10"] is None and row["foreign_to_zoo_p10"] is None
+        else:
+            assert 0 <= row["foreign_p10"] <= 1 and 0 <= row["foreign_to_zoo_p10"] <= 1
         assert set(again[name]) == set(RETRIEVAL_SUMMARY)
         for metric in RETRIEVAL_SUMMARY:
             assert row[metric] == again[name][metric], (name, metric)
         scores = metrics["embedders"][name]
         assert row["task_p10_cross_arch"] == scores["cross_arch"]["precision@10"]
-        assert row["acc_tau_pooled"] == scores["held_out"]["ridge_kendall_tau"]
-        assert row["acc_tau_within"] == scores["held_out"]["ridge_kendall_tau_within"]
+        assert row["acc_tau_pooled"] == scores["held_out"]["acc_kendall_tau"]
+        assert row["acc_tau_within"] == scores["held_out"]["acc_kendall_tau_within"]
+        chosen = scores["held_out"]["acc_regressor"]
+        assert row["acc_tau_pooled"] == scores["held_out"][f"{chosen}_kendall_tau"]
     assert summary[RAYWSE]["task_p10_cross_arch"] is not None
     report = (report_dir / ReportFiles.REPORT).read_text()
     first_table = next(line for line in report.splitlines() if line.startswith("| "))
     assert first_table == f"| embedder | {' | '.join(SUMMARY_METRICS)} |"
     assert "| goal | ≥ 0.95 | ≥ 0.90 |" in report and "- raywse meets " in report and "- raywse misses " in report
-    assert "- `foreign_p10`: not measured: no foreign zoo yet." in report
+    assert "not measured" not in report.split("## Embedders")[0]  # the foreign zoo was given
+    assert metrics["foreign"]["models"] == 28 and not metrics["foreign"]["refused"]
     for name in ("arch_oracle", "random_init_gnn"):  # the reference rows are described in the report
         assert f"| {name} | reference row" in report
 

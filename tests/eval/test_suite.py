@@ -48,6 +48,8 @@ def view() -> ZooView:
         test_acc=rng.uniform(0.5, 1.0, len(MODELS)),
         group=np.array(["g" if m[0] in ("t0", "t1") else "" for m in MODELS]),
         arch=np.array([f"{m[1]}-{i % 2}" for i, m in enumerate(MODELS)]),
+        run=np.array([f"r{i}" for i in range(len(MODELS))]),
+        learned=np.ones(len(MODELS), dtype=bool),
     )
 
 
@@ -146,6 +148,24 @@ def test_retrieval_suite_on_task_separated_embeddings(view):
     assert out["lineage"]["precision@1"] == 1.0  # each child's parent is its closest model
 
 
+def test_unlearned_models_are_never_relevant_and_own_runs_never_retrieved(view):
+    """A model that did not learn its task neither queries nor counts as relevant; a query's own run (its other
+    snapshots) never enters its database."""
+    emb = task_embeddings(view)
+    base = retrieval_suite(emb, view, ks=(1, 5, 10), curve_k=5)
+    view.learned[0] = False  # m0: a t0 train model
+    view.learned[6] = False  # m6: a t0 test_seed query
+    out = retrieval_suite(emb, view, ks=(1, 5, 10), curve_k=5)
+    assert out["test_seed"]["queries"] == base["test_seed"]["queries"] - 1
+    assert out["held_out"]["precision@10_ceiling"] < base["held_out"]["precision@10_ceiling"]
+    view.learned[:] = True
+    z = task_embeddings(view) + np.random.default_rng(0).normal(0, 1e-3, (len(view.ids), 5)).astype(np.float32)
+    z[2] = z[6]  # m2 (t1) as an exact copy of the query m6 (t0): its top hit, unless the two share a run
+    assert retrieval_suite(z, view, ks=(1, 5, 10), curve_k=5)["test_seed"]["precision@1"] == 0.5
+    view.run[2] = view.run[6]
+    assert retrieval_suite(z, view, ks=(1, 5, 10), curve_k=5)["test_seed"]["precision@1"] == 1.0
+
+
 def test_retrieval_suite_on_family_embeddings_fails_cross_family(view):
     """Embeddings that only know the family: the same-task model of the other family is never ranked first."""
     emb = np.zeros((len(view.ids), 2), np.float32)
@@ -193,7 +213,7 @@ def test_summary_rows():
         "cross_family": {"precision@10": 0.3},
         "label_map": {"precision@1": 0.9},
         "lineage": {"mAP": 0.7},
-        "held_out": {"ridge_kendall_tau": 0.5, "ridge_kendall_tau_within": 0.2},
+        "held_out": {"acc_kendall_tau": 0.5, "acc_kendall_tau_within": 0.2},
     }
     row = summarize({RAYWSE: scores})[RAYWSE]
     assert tuple(row) == SUMMARY_METRICS
@@ -223,6 +243,7 @@ def test_probes(view):
     assert set(acc) == {s for s, m in held_masks(view) if m.sum() >= 2} == {"test_seed", "test_lineage", "held_out"}
     assert acc["held_out"]["ridge_R2"] > 0.9
     assert acc["held_out"]["ridge_kendall_tau"] == pytest.approx(1.0)
+    assert acc["held_out"]["acc_regressor"] in ("ridge", "gbr") and "gbr_kendall_tau" in acc["held_out"]
     structure = structure_metrics(task_embeddings(view), view, seed=0)
     assert structure["held_out"]["kmeans_ARI"] == pytest.approx(1.0)
     assert structure["held_out"]["kmeans_purity"] == pytest.approx(1.0)
@@ -296,8 +317,8 @@ def test_render_report_sections_in_order(view):
     assert "- raywse meets 2 of 4 measured goals: label_map_p1 1.000 ≥ 0.95; lineage_map 1.000 ≥ 0.95." in report
     assert f"- raywse misses 2 of 4: task_p10_cross_arch {p10:.3f} < 0.95; cross_family_p10 0.200 < 0.90." in report
     assert ": acc_tau_pooled, acc_tau_within." in report
-    assert "- `foreign_p10`: not measured: no foreign zoo yet." in report
-    assert "- `foreign_to_zoo_p10`: not measured: no foreign zoo yet." in report
+    assert "- `foreign_p10`: not measured: no foreign zoo given (EvalConfig.foreign_dir)." in report
+    assert "- `foreign_to_zoo_p10`: not measured: no foreign zoo given (EvalConfig.foreign_dir)." in report
     assert f"- Rows above raywse: task_p10_cross_arch (raywse {p10:.3f}): input_saliency 0.500." in report
     assert f"| {RAYWSE} | permutation-equivariant GNN encoder" in report and "| 1.2 |" in report
     assert "- label-map precision@1: raywse 1.000 beats input_saliency 0.250." in report

@@ -53,7 +53,7 @@ def test_symmetries_preserve_zoo_functions(tiny_zoo, zoo_models):
             spec = ArchSpec.from_json(row["layer_spec"])
             tensors, metadata = load_checkpoint(tiny_zoo / row["path"])
             assert metadata["model_id"] == row["model_id"]
-            task = load_task(row["task"])
+            task = load_task(row["task"], row["input_norm"])
             x = task.x_test.reshape(-1, *spec.input_shape)
             with torch.no_grad():  # the real test inputs: the stored checkpoint reproduces its recorded accuracy
                 accuracy = (forward(spec, tensors, x).argmax(-1) == task.y_test).double().mean().item()

@@ -1,0 +1,94 @@
+"""A foreign zoo in the evaluation: checkpoints written by other code (``foreign/train_foreign.py``), graphified the
+way a user's files are (no layer spec: the chain is inferred), scored within the foreign zoo and as queries against
+the raywse zoo — what a user who brings a checkpoint gets.
+
+The foreign zoo's ``manifest.csv`` gives each file's task and whether it learned; nothing else of it is used.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch_geometric.data import Data
+
+from raywse.eval.suite import ranked_relevance, scored
+from raywse.eval.view import ZooView
+from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
+from raywse.metrics import normalize
+
+MANIFEST = "manifest.csv"
+
+
+@dataclass
+class ForeignZoo:
+    """The foreign models that graphified (aligned lists) and the files that did not (path → reason)."""
+
+    ids: list[str]
+    task: np.ndarray
+    learned: np.ndarray
+    descriptions: dict[str, str]
+    graphs: list[Data]
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def read_foreign_manifest(foreign_dir: str | os.PathLike) -> list[dict]:
+    """The rows of a foreign zoo's ``manifest.csv``; ``FileNotFoundError`` naming the path if there is none."""
+    path = Path(foreign_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no foreign zoo manifest at {path} (build one with foreign/train_foreign.py)")
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_foreign(foreign_dir: str | os.PathLike) -> ForeignZoo:
+    """Graphify every file of the foreign zoo (a file that fails is kept in ``errors`` with its reason)."""
+    rows = read_foreign_manifest(foreign_dir)
+    ids, tasks, learned, graphs, errors = [], [], [], [], {}
+    for row in rows:
+        path = Path(foreign_dir) / row["file"]
+        try:
+            graphs.append(graphify_checkpoint(str(path), row["model_id"]))
+        except GraphifyError as exc:
+            errors[str(path)] = f"{exc.stage}: {exc.reason}"
+            continue
+        ids.append(row["model_id"])
+        tasks.append(row["task"])
+        learned.append(row["learned"] == "True")
+    descriptions = {r["model_id"]: f"{r['arch']}, {r['recipe']}, trained on {r['dataset']}" for r in rows}
+    return ForeignZoo(ids, np.array(tasks), np.array(learned, dtype=bool), descriptions, graphs, errors)
+
+
+def foreign_scores(
+    z_foreign: np.ndarray,
+    foreign: ForeignZoo,
+    z_zoo: np.ndarray,
+    view: ZooView,
+    ks: tuple[int, ...],
+    curve_k: int,
+    seed: int,
+) -> dict[str, dict]:
+    """``foreign``: learned foreign models as queries against the other foreign models; ``foreign_to_zoo``: learned
+    foreign models of a task the zoo has, as queries against every zoo model. Relevant = same task, learned."""
+    zf, zz = normalize(z_foreign), normalize(z_zoo)
+    queries = np.flatnonzero(foreign.learned)
+
+    def within(q: int, idx: np.ndarray) -> np.ndarray:
+        return (foreign.task[idx] == foreign.task[q]) & foreign.learned[idx]
+
+    out = {
+        "foreign": scored(ranked_relevance(zf, queries, lambda q: np.ones(len(zf), bool), within, seed), ks, curve_k)
+    }
+    shared = queries[np.isin(foreign.task[queries], view.task)]
+    z_all = np.concatenate([zz, zf[shared]])  # each query ranks the zoo rows only
+    zoo_rows = np.r_[np.ones(len(zz), bool), np.zeros(len(shared), bool)]
+
+    def in_zoo(q: int, idx: np.ndarray) -> np.ndarray:
+        return (view.task[idx] == foreign.task[shared[q - len(zz)]]) & view.learned[idx]
+
+    ranked = ranked_relevance(z_all, np.arange(len(zz), len(z_all)), lambda q: zoo_rows, in_zoo, seed)
+    out["foreign_to_zoo"] = scored(ranked, ks, curve_k)
+    return out

@@ -1,0 +1,34 @@
+"""The main job's entry point end to end on the smallest preset: ``python jobs/pipeline.py`` (what ``scripts/demo.sh``
+and ``ray job submit -- python jobs/pipeline.py`` run), zoo -> foreign zoo -> graphs -> train -> index -> report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from raywse.core.artifacts import IndexFiles, ReportFiles, RunLayout
+from raywse.eval.summary import SUMMARY_METRICS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_main_job_end_to_end_on_the_tiny_preset(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "jobs/pipeline.py", "--out-dir", str(out), "--zoo-preset", "tiny", "--train.epochs", "2",
+           "--num-cpus", "2"]  # fmt: skip
+    env = os.environ | {"RAY_ADDRESS": ""}  # the embedded default: a local Ray of its own
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for stage in ("zoo", "foreign", "graphify", "train", "index", "evaluate"):
+        assert f"] {stage} -> " in proc.stdout, stage
+    run = RunLayout(out)
+    live = run.index / IndexFiles.VERSIONS / (run.index / IndexFiles.CURRENT).read_text().strip()
+    assert (live / IndexFiles.INDEX).stat().st_size > 0
+    metrics = json.loads((run.report / ReportFiles.METRICS).read_text())
+    assert set(metrics["summary"]["raywse"]) == set(SUMMARY_METRICS)
+    assert metrics["summary"]["raywse"]["foreign_to_zoo_p10"] is not None
+    assert metrics["counts"]["models"] == metrics["counts"]["manifest_models"]
+    assert (run.report / ReportFiles.REPORT).read_text().startswith("# raywse evaluation report")
