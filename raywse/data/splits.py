@@ -1,7 +1,8 @@
 """Deterministic train / validation / held-out query splits of a zoo.
 
-Held-out query models are never seen in training, in four kinds, each scored separately by the evaluation:
+Held-out query models are never seen in training, in five kinds, each scored separately by the evaluation:
 
+- ``test_task``: every model of a few tasks held out entirely (unseen tasks: the fine-tuning experiment's targets);
 - ``test_family``: an architecture family held out entirely (by default CNNs with three conv layers);
 - ``test_hparam``: unseen hyper-parameters (the highest learning rates of the zoo);
 - ``test_lineage``: fine-tuned descendants (their parents stay in the database);
@@ -22,12 +23,15 @@ import numpy as np
 
 from raywse.core.spec import ArchSpec
 
-SPLITS = ("train", "val", "test_seed", "test_hparam", "test_family", "test_lineage")
+SPLITS = ("train", "val", "test_seed", "test_hparam", "test_family", "test_lineage", "test_task")
+#: Tasks whose models are never trained on: one or two per input space, label maps and class subsets alike.
+UNSEEN_TASKS = ("digits/mod3", "digits/even5", "mnist14/shift5", "mnist14/1v7", "mnist1d/swap_pairs", "wine/shift1")
 
 
 @dataclass(frozen=True)
 class SplitConfig:
     held_out_arch: str = "cnn-3conv"  # an arch_key (see arch_key) never trained on
+    held_out_tasks: tuple[str, ...] = UNSEEN_TASKS
     hparam_quantile: float = 0.85  # models with lr above this quantile are unseen hyper-parameters
     test_seed_share: float = 0.15
     val_share: float = 0.10
@@ -54,7 +58,9 @@ def assign_splits(rows: list[dict], config: SplitConfig | None = None) -> dict[s
     for row in rows:
         lr = json.loads(row["hparams"]).get("lr", np.nan)
         h = _unit_hash(row.get("run_id") or row["model_id"])
-        if row.get("parent_id"):
+        if row["task"] in config.held_out_tasks:
+            split = "test_task"
+        elif row.get("parent_id"):
             split = "test_lineage"
         elif arch_key(row) == config.held_out_arch:
             split = "test_family"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from raywse.data.splits import UNSEEN_TASKS
 from raywse.models.baselines import BASELINES
 
 #: The trained encoder's name among the embedders (every other embedder is a baseline).
 RAYWSE = "raywse"
 #: Held-out query splits (from :func:`raywse.data.splits.assign_splits`), in report order.
-HELD_OUT = ("test_seed", "test_hparam", "test_family", "test_lineage")
+HELD_OUT = ("test_seed", "test_hparam", "test_family", "test_lineage", "test_task")
+#: Held-out splits pooled into the task-retrieval settings (``held_out``, ``cross_arch``, ...): lineage children are
+#: scored on their own, never pooled with the others (their parents sit in the database).
+POOLED = ("test_seed", "test_hparam", "test_family", "test_task")
 #: The training-free functional reference row (runs each checkpoint on probe inputs; built by the evaluation, as it
 #: reads checkpoints and datasets rather than graphs).
 PROBE_OUTPUTS = "probe_outputs"
@@ -29,13 +33,14 @@ class EvalConfig:
     torch_threads: int = field(default=1, metadata={"help": "intra-op threads (1 is fastest for tiny nets)"})
     ks: tuple[int, ...] = (1, 5, 10)
     curve_k: int = 20
-    finetune_tasks: tuple[str, ...] = ("digits/ge5", "mnist14/parity")
+    finetune_tasks: tuple[str, ...] = UNSEEN_TASKS  # tasks the encoder never trained on
+    finetune_queries: int = field(default=5, metadata={"help": "held-out models of each task used as queries"})
     finetune_embedders: tuple[str, ...] = (RAYWSE, "input_saliency")
     finetune_steps: int = 300
     finetune_eval_every: int = 10
     finetune_lr: float = 1e-3
     finetune_batch_size: int = 64
-    finetune_repeats: int = 3  # random compatible models and scratch inits averaged
+    finetune_repeats: int = 1  # random compatible models and scratch inits per query
     target_fraction: float = 0.9  # target = this share of the task's median zoo test accuracy ...
     target_margin: float = 0.1  # ... but at least the majority-class test accuracy plus this margin
     seed: int = 0  # also draws the tie-break order of every ranking

@@ -1,5 +1,6 @@
 """The fine-tuning-steps-saved experiment: how many steps a retrieved zoo model needs to reach a target accuracy on
-an unseen task, against random compatible zoo models and fresh initialisations."""
+an unseen task (one the encoder never trained on, :data:`raywse.data.splits.UNSEEN_TASKS`), against random compatible
+zoo models and fresh initialisations, over several query models per task."""
 
 from __future__ import annotations
 
@@ -86,8 +87,13 @@ def _finetune_run(
 
 
 def _summary(runs: list[dict]) -> dict[str, float]:
+    steps = np.array([r["steps"] for r in runs], dtype=float)
+    half = 1.96 * steps.std(ddof=1) / np.sqrt(len(steps)) if len(steps) > 1 else float("nan")
     return {
-        "mean_steps": float(np.mean([r["steps"] for r in runs])),
+        "runs": len(runs),
+        "mean_steps": float(steps.mean()),
+        "ci95": float(half),  # normal-approximation half-width over runs
+        "censored": int(sum(not r["reached"] for r in runs)),
         "reached": float(np.mean([r["reached"] for r in runs])),
         "mean_start_acc": float(np.mean([r["start_acc"] for r in runs])),
         "mean_final_acc": float(np.mean([r["final_acc"] for r in runs])),
@@ -97,10 +103,11 @@ def _summary(runs: list[dict]) -> dict[str, float]:
 def finetune_task(
     task: str, zoo_dir: Path, rows: list[dict], view: ZooView, embeddings: dict[str, np.ndarray], config: EvalConfig
 ) -> dict:
-    """Steps to a target accuracy from a retrieved model, from random compatible models and from scratch."""
-    own = np.flatnonzero(view.task == task)
+    """Steps to a target accuracy on ``task`` from retrieved models, from random compatible models and from scratch,
+    for up to ``config.finetune_queries`` held-out models of the task as queries."""
+    own = np.flatnonzero((view.task == task) & view.learned)
     if len(own) == 0:
-        return {"skipped": "no models of this task in the zoo"}
+        return {"skipped": "no learned model of this task in the zoo"}
     data = load_task(task)
     by_id = {r["model_id"]: r for r in rows}
     pool = np.array([i for i, m in enumerate(view.ids) if _compatible(by_id[m], data)], dtype=np.int64)
@@ -108,7 +115,8 @@ def finetune_task(
         return {"skipped": "no compatible model of another task"}
     rng = np.random.default_rng(config.seed)
     held = own[view.held_out[own]]
-    query = int(rng.choice(held if len(held) else own))
+    candidates = held if len(held) else own
+    queries = rng.choice(candidates, size=min(config.finetune_queries, len(candidates)), replace=False)
     majority = float(torch.bincount(data.y_test).max()) / len(data.y_test)
     target = max(config.target_fraction * float(np.median(view.test_acc[own])), majority + config.target_margin)
 
@@ -116,22 +124,32 @@ def finetune_task(
         return _finetune_run(zoo_dir, by_id[view.ids[i]], data, target, config, seed, scratch)
 
     arms: dict[str, list[dict]] = {}
-    picks = []
-    for name in config.finetune_embedders:
-        if name in embeddings:
-            z = normalize(embeddings[name])
-            picks.append(int(rank(z, query, pool, config.seed)[0]))  # exact ties broken at random (seeded)
-            arms[f"retrieved:{name}"] = [run(picks[-1], config.seed)]
-    randoms = rng.choice(pool, size=min(config.finetune_repeats, len(pool)), replace=False)
-    arms["random"] = [run(int(i), config.seed) for i in randoms]
-    base = picks[0] if picks else int(randoms[0])
-    arms["scratch"] = [run(base, config.seed + r, scratch=True) for r in range(config.finetune_repeats)]
+    for query in queries:
+        picks = []
+        for name in config.finetune_embedders:
+            if name in embeddings:
+                z = normalize(embeddings[name])
+                picks.append(int(rank(z, int(query), pool, config.seed)[0]))  # exact ties broken at random (seeded)
+                arms.setdefault(f"retrieved:{name}", []).append(run(picks[-1], config.seed))
+        randoms = rng.choice(pool, size=min(config.finetune_repeats, len(pool)), replace=False)
+        arms.setdefault("random", []).extend(run(int(i), config.seed) for i in randoms)
+        base = picks[0] if picks else int(randoms[0])
+        scratch = [run(base, config.seed + r, scratch=True) for r in range(config.finetune_repeats)]
+        arms.setdefault("scratch", []).extend(scratch)
     return {
         "target_acc": target,
         "majority_acc": majority,
-        "query": view.ids[query],
-        "query_family": str(view.family[query]),
+        "queries": [view.ids[q] for q in queries],
         "candidates": len(pool),
         "arms": arms,
         "summary": {arm: _summary(runs) for arm, runs in arms.items()},
     }
+
+
+def finetune_overall(results: dict[str, dict]) -> dict[str, dict]:
+    """Every arm over all tasks and queries: mean steps with a 95% interval, censored runs counted."""
+    runs: dict[str, list[dict]] = {}
+    for res in results.values():
+        for arm, arm_runs in res.get("arms", {}).items():
+            runs.setdefault(arm, []).extend(arm_runs)
+    return {arm: _summary(r) for arm, r in runs.items()}

@@ -23,7 +23,7 @@ from raywse.core.artifacts import GraphFiles, ReportFiles, read_zoo_manifest
 from raywse.core.embeddings import embeddings_table, read_embeddings, table_vectors, write_embeddings
 from raywse.core.io import atomic_path, write_json_atomic
 from raywse.eval.config import PROBE_OUTPUTS, RAYWSE, EvalConfig
-from raywse.eval.finetune import finetune_task
+from raywse.eval.finetune import finetune_overall, finetune_task
 from raywse.eval.foreign import ForeignZoo, foreign_scores, load_foreign, read_foreign_manifest
 from raywse.eval.plots import plot_precision_curves, plot_projection
 from raywse.eval.probe_outputs import ProbeOutputsEmbedder
@@ -146,6 +146,7 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
             "foreign": _foreign_counts(foreign, config.foreign_dir),
             "embedders": scores,
             "finetune": finetune,
+            "finetune_overall": finetune_overall(finetune),
             "counts": _counts(view, rows),
             "symmetries": {
                 "seed": config.seed,

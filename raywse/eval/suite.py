@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from raywse.eval.config import HELD_OUT
+from raywse.eval.config import HELD_OUT, POOLED
 from raywse.eval.view import ZooView
 from raywse.metrics import normalize, precision_curve, relevance_metrics
 
@@ -63,11 +63,13 @@ def retrieval_suite(
     """Every retrieval metric of one embedder: split → metric (see the report for each setting's definition);
     ``seed`` draws the tie-break order.
 
-    Task settings query with held-out models that learned their task; a model that did not learn is never relevant.
-    The query's own training run (its other snapshots) never enters its database."""
+    Task settings query with held-out models that learned their task (pooled settings: every held-out split but
+    ``test_lineage``); a model that did not learn is never relevant. The query's own training run (its other
+    snapshots) never enters its database."""
     z = normalize(emb)
     held_all = np.flatnonzero(view.held_out)
-    held = held_all[view.learned[held_all]]
+    learned = held_all[view.learned[held_all]]
+    held = learned[np.isin(view.split[learned], POOLED)]  # lineage children are scored on their own
 
     def other_runs(q: int) -> np.ndarray:
         return view.run != view.run[q]
@@ -78,7 +80,7 @@ def retrieval_suite(
     def score(queries: np.ndarray, database: Database, relevant: Relevant = same_task) -> dict:
         return scored(ranked_relevance(z, queries, database, relevant, seed), ks, curve_k)
 
-    out: dict[str, dict] = {split: score(held[view.split[held] == split], other_runs) for split in HELD_OUT}
+    out: dict[str, dict] = {split: score(learned[view.split[learned] == split], other_runs) for split in HELD_OUT}
     out["held_out"] = score(held, other_runs)
     out["cross_arch"] = score(held, lambda q: view.arch != view.arch[q])  # the query's own architecture removed
     out["same_family"] = score(held, lambda q: (view.family == view.family[q]) & other_runs(q))

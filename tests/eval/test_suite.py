@@ -130,19 +130,21 @@ def test_retrieval_suite_on_task_separated_embeddings(view):
         "label_map",
         "lineage",
     ]
-    for split in (*HELD_OUT, "held_out", "cross_arch", "same_family", "cross_family", "label_map"):
+    assert out["test_task"]["queries"] == 0  # no model of an unseen task here
+    for split in (*HELD_OUT[:-1], "held_out", "cross_arch", "same_family", "cross_family", "label_map"):
         assert out[split]["precision@1"] == 1.0, split
         assert out[split]["MRR"] == 1.0, split
-    assert out["held_out"]["queries"] == 6
+    assert out["held_out"]["queries"] == 4  # lineage children are scored on their own, not pooled
+    assert out["test_lineage"]["queries"] == 2
     assert out["held_out"]["precision@10_ceiling"] == pytest.approx(0.3)  # 3 other models per task
     assert out["held_out"]["precision@10"] == pytest.approx(0.3)
-    # cross_arch drops the query's architecture: 2 same-task models left for the four queries of a shared
-    # architecture (mlp-0, cnn-1), 3 for the two queries alone in theirs (cnn-0, mlp-1)
-    assert out["cross_arch"]["queries"] == 6
-    assert out["cross_arch"]["precision@10_ceiling"] == pytest.approx((4 * 2 + 2 * 3) / 60)
-    assert out["label_map"]["queries"] == 4  # held-out models of t0 and t1, the group "g"
+    # cross_arch drops the query's architecture: 2 same-task models left for the three queries of a shared
+    # architecture (mlp-0, cnn-1), 3 for the one query alone in its own (cnn-0)
+    assert out["cross_arch"]["queries"] == 4
+    assert out["cross_arch"]["precision@10_ceiling"] == pytest.approx((3 * 2 + 3) / 40)
+    assert out["label_map"]["queries"] == 3  # pooled held-out models of t0 and t1, the group "g"
     assert out["label_map"]["recall@5"] == 1.0
-    assert out["cross_family_mlp_to_cnn"]["queries"] == 3
+    assert out["cross_family_mlp_to_cnn"]["queries"] == 2
     assert out["cross_family"]["recall@1"] == pytest.approx(0.5)  # two models of the task in the other family
     assert out["lineage"]["queries"] == 2
     assert out["lineage"]["precision@1"] == 1.0  # each child's parent is its closest model
@@ -153,7 +155,7 @@ def test_unlearned_models_are_never_relevant_and_own_runs_never_retrieved(view):
     snapshots) never enters its database."""
     emb = task_embeddings(view)
     base = retrieval_suite(emb, view, ks=(1, 5, 10), curve_k=5)
-    view.learned[0] = False  # m0: a t0 train model
+    view.learned[2] = False  # m2: a t1 train model
     view.learned[6] = False  # m6: a t0 test_seed query
     out = retrieval_suite(emb, view, ks=(1, 5, 10), curve_k=5)
     assert out["test_seed"]["queries"] == base["test_seed"]["queries"] - 1
@@ -184,7 +186,7 @@ def test_cross_arch_removes_the_architecture_shortcut(view):
     emb = np.eye(len(names), dtype=np.float32)[[names.index(a) for a in view.arch]]
     out = retrieval_suite(emb, view, ks=(1, 5, 10), curve_k=5)
     assert out["held_out"]["precision@1"] == 1.0  # every held-out query has a same-architecture train model
-    assert out["cross_arch"]["queries"] == 6
+    assert out["cross_arch"]["queries"] == 4
     assert out["cross_arch"]["precision@1"] < 1.0
     z = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     for q in np.flatnonzero(view.held_out):
@@ -271,7 +273,8 @@ def test_render_report_sections_in_order(view):
     rival["label_map"]["precision@1"] = 0.25
     rival["cross_arch"]["precision@10"] = 0.5
     scores = {RAYWSE: ours, "input_saliency": rival}
-    summary = {"mean_steps": 10.0, "reached": 1.0, "mean_start_acc": 0.4, "mean_final_acc": 0.9}
+    summary = {"runs": 5, "mean_steps": 10.0, "ci95": 2.0, "censored": 0, "reached": 1.0, "mean_start_acc": 0.4,
+               "mean_final_acc": 0.9}  # fmt: skip
     run = {"task": "t1", "family": "mlp"}
     metrics = json_safe(
         {
@@ -287,6 +290,7 @@ def test_render_report_sections_in_order(view):
                 },
                 "t2": {"skipped": "no compatible model of another task"},
             },
+            "finetune_overall": {"retrieved:raywse": summary, "scratch": summary | {"mean_steps": 30.0, "censored": 2}},
             "counts": {"models": 12, "manifest_models": 12, "tasks": 3, "splits": {}, "families": {}},
             "encoder_version": "v123",
             "seconds": {RAYWSE: 1.25},
@@ -325,7 +329,9 @@ def test_render_report_sections_in_order(view):
     # a tie is no win
     assert "- cross-family precision@10: **raywse does NOT beat input_saliency** (0.200 vs 0.200)." in report
     assert "the raywse-retrieved start saves 20.0 steps against scratch (10.0 vs 30.0 mean steps)." in report
-    assert "| t2 | n/a | skipped: no compatible model of another task | | | | | |" in report
+    assert "| t2 | n/a | skipped: no compatible model of another task | | | |" in report
+    assert "| retrieved:raywse | 5 | 10.0 ± 2.0 | 0 | 0.400 | 0.900 |" in report
+    assert "| scratch | 5 | 30.0 ± 2.0 | 2 |" in report
     queries = ", ".join(f"{s} {scores[RAYWSE][s]['queries']}" for s in HARD)
     assert f"Queries: {queries}." in report
     assert report.endswith("`raywse.eval.report.recompute_metrics`.\n")
