@@ -117,7 +117,8 @@ def _overview(metrics: dict) -> list[str]:
         "relevant items are models that learned their task (test accuracy ≥ the task's majority-class rate + 0.1); "
         "the query's own training run (its other snapshots) is never in its database. Cosine similarity, exact ties "
         f"broken in a random order (seed {metrics['config']['seed']}); metrics averaged over queries with at least "
-        "one relevant database item (`queries`).",
+        "one relevant database item (`queries`). The raywse row is ONE training run of the encoder (one seed): its "
+        "run-to-run spread is not in these tables, and differences of a few hundredths may lie within it.",
     ]
 
 
