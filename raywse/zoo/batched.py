@@ -203,23 +203,10 @@ def train_batched(
     indices: torch.Tensor,
     lr: torch.Tensor,
     weight_decay: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """Train ``M`` models; the final parameters of :func:`train_batched_snapshots` (see there)."""
-    return train_batched_snapshots(spec, init, x, y, indices, lr, weight_decay, (len(indices),))[0]
-
-
-def train_batched_snapshots(
-    spec: ArchSpec,
-    init: dict[str, torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    indices: torch.Tensor,
-    lr: torch.Tensor,
-    weight_decay: torch.Tensor,
-    snapshot_steps: tuple[int, ...],
+    snapshot_steps: tuple[int, ...] = (),
 ) -> list[dict[str, torch.Tensor]]:
     """Train ``M`` models with Adam (L2 weight decay as ``torch.optim.Adam``) on per-model minibatches; returns the
-    stacked parameters after each of ``snapshot_steps`` (ascending, the last one ``steps``).
+    stacked parameters after each of ``snapshot_steps`` (ascending, the last one ``steps``; default: only the end).
 
     ``init``: stacked parameters ``[M, ...]``; ``x``: flat inputs ``[N, d]``; ``y``: labels ``[N]`` shared by all
     models or ``[M, N]`` per model (models of different label maps in one program); ``indices``: ``[steps, M, B]``;
@@ -232,6 +219,7 @@ def train_batched_snapshots(
     """
     names = spec.tensor_names()
     steps, m, b = indices.shape
+    snapshot_steps = snapshot_steps or (steps,)
     if list(snapshot_steps) != sorted(set(snapshot_steps)) or snapshot_steps[-1] != steps or snapshot_steps[0] < 1:
         raise ValueError(f"snapshot_steps must ascend from >= 1 to {steps}, got {snapshot_steps}")
     sizes = [init[k][0].numel() for k in names]

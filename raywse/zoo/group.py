@@ -18,7 +18,7 @@ from raywse.zoo.batched import (
     init_params,
     minibatch_indices,
     model_accuracy,
-    train_batched_snapshots,
+    train_batched,
 )
 from raywse.zoo.datasets import TaskData, get_task, load_task
 from raywse.zoo.plan import GroupPlan
@@ -85,7 +85,7 @@ def train_group(group: GroupPlan, parents: list[dict[str, torch.Tensor]] | None 
     lr = torch.tensor([r.lr for r in group.runs], dtype=torch.float32)
     wd = torch.tensor([r.weight_decay for r in group.runs], dtype=torch.float32)
     t0 = time.perf_counter()
-    trained = train_batched_snapshots(spec, stacked, x, y, indices, lr, wd, group.snapshot_steps)
+    trained = train_batched(spec, stacked, x, y, indices, lr, wd, group.snapshot_steps)
     train_seconds = time.perf_counter() - t0
     snapshots = []
     for step, params in zip(group.snapshot_steps, trained, strict=True):

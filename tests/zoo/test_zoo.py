@@ -14,7 +14,7 @@ from raywse.core.artifacts import ZooFiles
 from raywse.core.io import load_checkpoint
 from raywse.core.records import ModelRecord, table_to_records
 from raywse.core.spec import ArchSpec, forward
-from raywse.zoo.batched import Arch, init_params, minibatch_indices, train_batched, train_batched_snapshots
+from raywse.zoo.batched import Arch, init_params, minibatch_indices, train_batched
 from raywse.zoo.build import LEARNED_MARGIN, ZooConfig, build_zoo
 from raywse.zoo.datasets import get_task, list_tasks, load_task
 
@@ -127,7 +127,7 @@ def test_batched_trainer_matches_plain_training(arch, task):
     stacked = {k: torch.stack([i[k] for i in inits]) for k in spec.tensor_names()}
     idx = torch.stack([minibatch_indices(len(data.x_train), steps, batch, s) for s in seeds], 1)
     lrs, wds = [1e-2, 3e-3, 1e-3], [0.0, 1e-3, 1e-4]
-    out = train_batched(spec, stacked, data.x_train, data.y_train, idx, torch.tensor(lrs), torch.tensor(wds))
+    (out,) = train_batched(spec, stacked, data.x_train, data.y_train, idx, torch.tensor(lrs), torch.tensor(wds))
     for m in range(len(seeds)):
         ref = train_reference(spec, inits[m], data.x_train, data.y_train, idx[:, m], lrs[m], wds[m])
         for k in spec.tensor_names():
@@ -147,15 +147,15 @@ def test_per_model_labels_and_snapshots():
     idx = torch.stack([minibatch_indices(len(x), 6, 8, s) for s in (1, 2)], 1)
     lr, wd = torch.tensor([1e-2, 1e-2]), torch.zeros(2)
     y = torch.stack([t.y_train for t in tasks])
-    snaps = train_batched_snapshots(spec, stacked, x, y, idx, lr, wd, (3, 6))
+    snaps = train_batched(spec, stacked, x, y, idx, lr, wd, (3, 6))
     for m, task in enumerate(tasks):
         alone = {k: v[m : m + 1] for k, v in stacked.items()}
         for step, snap in zip((3, 6), snaps, strict=True):
-            ref = train_batched(spec, alone, x, task.y_train, idx[:step, m : m + 1], lr[m : m + 1], wd[:1])
+            (ref,) = train_batched(spec, alone, x, task.y_train, idx[:step, m : m + 1], lr[m : m + 1], wd[:1])
             for k in spec.tensor_names():
                 torch.testing.assert_close(snap[k][m], ref[k][0], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="snapshot_steps"):
-        train_batched_snapshots(spec, stacked, x, y, idx, lr, wd, (3,))
+        train_batched(spec, stacked, x, y, idx, lr, wd, (3,))
 
 
 def test_tasks_share_inputs_and_normalisations_differ():
