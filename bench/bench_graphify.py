@@ -41,7 +41,8 @@ from raywse.core.ray_session import ensure_ray
 from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, inputs_from_source, write_graph_manifest
 from raywse.graph.arrow import graphs_to_table
 from raywse.graph.checkpoint import graphify_checkpoint
-from raywse.zoo.build import ZooConfig, build_zoo
+from raywse.zoo.build import build_zoo
+from raywse.zoo.plan import ZooConfig
 
 
 def best_of(repeats: int, fn) -> tuple[float, object]:

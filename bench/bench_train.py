@@ -46,7 +46,8 @@ from raywse.data.labels import ZooLabels
 from raywse.models.contrastive import ContrastiveLoop, EmbedAndPredict, LabelledGraphs, validate
 from raywse.models.encoder import NeuralGraphEncoder
 from raywse.train.trainer import TrainConfig, train_encoder
-from raywse.zoo.build import ZooConfig, build_zoo
+from raywse.zoo.build import build_zoo
+from raywse.zoo.plan import ZooConfig
 
 CKPT_RE = re.compile(r"checkpoint_(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}\.\d+)$")
 

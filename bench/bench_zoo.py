@@ -24,8 +24,9 @@ from _machine import machine
 from raywse.core.artifacts import ZooFiles
 from raywse.core.ray_session import ensure_ray
 from raywse.zoo.batched import Arch, init_params, minibatch_indices, train_batched, train_reference
-from raywse.zoo.build import ZooConfig, build_zoo, plan_zoo
+from raywse.zoo.build import build_zoo
 from raywse.zoo.datasets import load_task
+from raywse.zoo.plan import ZooConfig, plan_zoo
 
 
 def sgemm_peak(threads: int, n: int = 2048, reps: int = 10) -> float:

@@ -15,7 +15,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, NotADirectoryErro
 
 def _cmd_zoo(args: argparse.Namespace) -> None:
     from raywse.core.ray_session import ensure_ray
-    from raywse.zoo.build import ZooConfig, build_zoo
+    from raywse.zoo.build import build_zoo
+    from raywse.zoo.plan import ZooConfig
 
     config = config_from_args(ZooConfig, args, base=ZooConfig.preset(args.preset))
     ensure_ray(num_cpus=config.num_cpus)
@@ -91,7 +92,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 #: Each stage's configuration dataclass, imported only when that stage runs (so ``raywse --help`` is instant).
 STAGE_CONFIGS = {
-    "zoo": "raywse.zoo.build:ZooConfig",
+    "zoo": "raywse.zoo.plan:ZooConfig",
     "graphify": "raywse.data.graphify:GraphifyConfig",
     "train": "raywse.train.trainer:TrainConfig",
     "tune": "raywse.tune.sweep:TuneConfig",

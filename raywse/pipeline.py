@@ -20,7 +20,8 @@ from raywse.index.faiss_index import IndexConfig
 from raywse.models.checkpoint import has_encoder
 from raywse.train.trainer import TrainConfig, train_encoder
 from raywse.tune.sweep import TuneConfig, run_sweep
-from raywse.zoo.build import PRESETS, ZooConfig, build_zoo
+from raywse.zoo.build import build_zoo
+from raywse.zoo.plan import PRESETS, ZooConfig
 
 
 @dataclass

@@ -24,7 +24,8 @@ def ray_local():
 @pytest.fixture(scope="session")
 def tiny_zoo(ray_local, tmp_path_factory):
     """A real zoo of tiny networks trained on bundled datasets (the ``tiny`` preset); returns the zoo dir."""
-    from raywse.zoo.build import ZooConfig, build_zoo
+    from raywse.zoo.build import build_zoo
+    from raywse.zoo.plan import ZooConfig
 
     out = tmp_path_factory.mktemp("zoo")
     build_zoo(ZooConfig.tiny(), out, progress=False)

@@ -5,7 +5,8 @@ presets and the task-independent sampling of groups), ``batched`` (many same-sha
 program), ``group`` (one group's runs and snapshots), ``build`` (Ray fan-out, checkpoints and manifest).
 """
 
-from raywse.zoo.build import ZooConfig, build_zoo
+from raywse.zoo.build import build_zoo
 from raywse.zoo.datasets import TaskData, TaskSpec, list_tasks, load_task
+from raywse.zoo.plan import ZooConfig
 
 __all__ = ["TaskData", "TaskSpec", "ZooConfig", "build_zoo", "list_tasks", "load_task"]

@@ -21,9 +21,7 @@ from raywse.core.ray_session import ensure_ray
 from raywse.core.records import ModelRecord, records_to_table
 from raywse.zoo.datasets import get_task, load_task
 from raywse.zoo.group import GroupResult, train_group
-from raywse.zoo.plan import PRESETS, GroupPlan, RunPlan, ZooConfig, plan_zoo
-
-__all__ = ["PRESETS", "ZooConfig", "build_zoo", "plan_zoo"]
+from raywse.zoo.plan import GroupPlan, RunPlan, ZooConfig, plan_zoo
 
 LEARNED_MARGIN = 0.1  # a model has learned when its test accuracy beats its task's chance rate by this much
 

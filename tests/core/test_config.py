@@ -9,7 +9,7 @@ import pytest
 
 from raywse.core.config import ConfigError, add_config_args, apply_json_overrides, config_from_args
 from raywse.train.trainer import TrainConfig
-from raywse.zoo.build import ZooConfig
+from raywse.zoo.plan import ZooConfig
 
 
 def parse(cls: type, argv: list[str]) -> argparse.Namespace:

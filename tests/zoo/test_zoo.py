@@ -15,8 +15,9 @@ from raywse.core.io import load_checkpoint
 from raywse.core.records import ModelRecord, table_to_records
 from raywse.core.spec import ArchSpec, forward
 from raywse.zoo.batched import Arch, init_params, minibatch_indices, train_batched
-from raywse.zoo.build import LEARNED_MARGIN, ZooConfig, build_zoo
+from raywse.zoo.build import LEARNED_MARGIN, build_zoo
 from raywse.zoo.datasets import get_task, list_tasks, load_task
+from raywse.zoo.plan import ZooConfig
 
 
 def _records(zoo) -> list[ModelRecord]:
