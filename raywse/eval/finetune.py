@@ -110,12 +110,14 @@ def finetune_task(
         return {"skipped": "no learned model of this task in the zoo"}
     data = load_task(task)
     by_id = {r["model_id"]: r for r in rows}
-    pool = np.array([i for i, m in enumerate(view.ids) if _compatible(by_id[m], data)], dtype=np.int64)
-    if len(pool) == 0:
+    compatible = np.array([_compatible(by_id[m], data) for m in view.ids], dtype=bool)
+    if not compatible.any():
         return {"skipped": "no compatible model of another task"}
     rng = np.random.default_rng(config.seed)
-    held = own[view.held_out[own]]
+    held = own[view.held_out[own] & (view.parent[own] == "")]  # queries without a parent: no lineage shortcut
     candidates = held if len(held) else own
+    _, first = np.unique(view.run[candidates], return_index=True)  # one query per training run
+    candidates = candidates[np.sort(first)]
     queries = rng.choice(candidates, size=min(config.finetune_queries, len(candidates)), replace=False)
     majority = float(torch.bincount(data.y_test).max()) / len(data.y_test)
     target = max(config.target_fraction * float(np.median(view.test_acc[own])), majority + config.target_margin)
@@ -124,23 +126,28 @@ def finetune_task(
         return _finetune_run(zoo_dir, by_id[view.ids[i]], data, target, config, seed, scratch)
 
     arms: dict[str, list[dict]] = {}
-    for query in queries:
+    for qi, query in enumerate(queries):
+        pool = np.flatnonzero(compatible & view.unrelated(int(query)))  # never the query's own lineage
+        if len(pool) == 0:
+            continue
+        seed = config.seed + 1000 * qi  # each query's runs draw their own minibatches and inits
         picks = []
         for name in config.finetune_embedders:
             if name in embeddings:
                 z = normalize(embeddings[name])
                 picks.append(int(rank(z, int(query), pool, config.seed)[0]))  # exact ties broken at random (seeded)
-                arms.setdefault(f"retrieved:{name}", []).append(run(picks[-1], config.seed))
+                arms.setdefault(f"retrieved:{name}", []).append(run(picks[-1], seed))
         randoms = rng.choice(pool, size=min(config.finetune_repeats, len(pool)), replace=False)
-        arms.setdefault("random", []).extend(run(int(i), config.seed) for i in randoms)
+        arms.setdefault("random", []).extend(run(int(i), seed) for i in randoms)
         base = picks[0] if picks else int(randoms[0])
-        scratch = [run(base, config.seed + r, scratch=True) for r in range(config.finetune_repeats)]
-        arms.setdefault("scratch", []).extend(scratch)
+        arms.setdefault("scratch", []).extend(run(base, seed + r, scratch=True) for r in range(config.finetune_repeats))
+    if not arms:
+        return {"skipped": "no compatible model outside the queries' lineage"}
     return {
         "target_acc": target,
         "majority_acc": majority,
         "queries": [view.ids[q] for q in queries],
-        "candidates": len(pool),
+        "candidates": int(compatible.sum()),
         "arms": arms,
         "summary": {arm: _summary(runs) for arm, runs in arms.items()},
     }

@@ -64,15 +64,12 @@ def retrieval_suite(
     ``seed`` draws the tie-break order.
 
     Task settings query with held-out models that learned their task (pooled settings: every held-out split but
-    ``test_lineage``); a model that did not learn is never relevant. The query's own training run (its other
-    snapshots) never enters its database."""
+    ``test_lineage``, and no fine-tuned child); a model that did not learn is never relevant. A query's own run and
+    its lineage (parent, child and sibling runs, :meth:`ZooView.unrelated`) never enter its task databases."""
     z = normalize(emb)
     held_all = np.flatnonzero(view.held_out)
     learned = held_all[view.learned[held_all]]
-    held = learned[np.isin(view.split[learned], POOLED)]  # lineage children are scored on their own
-
-    def other_runs(q: int) -> np.ndarray:
-        return view.run != view.run[q]
+    held = learned[np.isin(view.split[learned], POOLED) & (view.parent[learned] == "")]  # children: on their own
 
     def same_task(q: int, idx: np.ndarray) -> np.ndarray:
         return (view.task[idx] == view.task[q]) & view.learned[idx]
@@ -80,13 +77,13 @@ def retrieval_suite(
     def score(queries: np.ndarray, database: Database, relevant: Relevant = same_task) -> dict:
         return scored(ranked_relevance(z, queries, database, relevant, seed), ks, curve_k)
 
-    out: dict[str, dict] = {split: score(learned[view.split[learned] == split], other_runs) for split in HELD_OUT}
-    out["held_out"] = score(held, other_runs)
-    out["cross_arch"] = score(held, lambda q: view.arch != view.arch[q])  # the query's own architecture removed
-    out["same_family"] = score(held, lambda q: (view.family == view.family[q]) & other_runs(q))
+    out: dict[str, dict] = {split: score(learned[view.split[learned] == split], view.unrelated) for split in HELD_OUT}
+    out["held_out"] = score(held, view.unrelated)
+    out["cross_arch"] = score(held, lambda q: (view.arch != view.arch[q]) & view.unrelated(q))  # own architecture out
+    out["same_family"] = score(held, lambda q: (view.family == view.family[q]) & view.unrelated(q))
     out.update(_cross_family(z, view, held, same_task, ks, curve_k, seed))
-    out["label_map"] = score(held[view.group[held] != ""], lambda q: (view.group == view.group[q]) & other_runs(q))
-    out["lineage"] = _lineage(z, view, held_all, other_runs, ks, curve_k, seed)
+    out["label_map"] = score(held[view.group[held] != ""], lambda q: (view.group == view.group[q]) & view.unrelated(q))
+    out["lineage"] = _lineage(z, view, held_all, lambda q: view.run != view.run[q], ks, curve_k, seed)
     return out
 
 

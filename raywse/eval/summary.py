@@ -54,17 +54,18 @@ GOALS = {
 }
 #: One line per summary metric, for the report.
 DEFINITIONS = {
-    "task_p10_cross_arch": "held-out queries; database = every other model except those of the query's own "
-    "architecture; relevant = same task; precision@10",
+    "task_p10_cross_arch": "held-out queries (learned, not fine-tuned children); database = every model outside "
+    "the query's architecture and lineage; relevant = learned, same task; precision@10",
     "cross_family_p10": "held-out queries against the other family only; relevant = same task; precision@10",
     "label_map_p1": "held-out queries of tasks sharing inputs and output count, database = that group; precision@1",
-    "lineage_map": "fine-tuned children as queries; relevant = parent and siblings; mAP",
+    "lineage_map": "fine-tuned children as queries; relevant = the parent's run and sibling runs; mAP",
     "acc_tau_pooled": "Kendall τ of predicted against actual test accuracy over all held-out models (ridge or "
     "gradient-boosted regressor on the embeddings, whichever has the higher τ on the validation split)",
     "acc_tau_within": "the same τ within each (task, family) group of ≥ 3 held-out models, averaged over groups",
     "foreign_p10": "learned checkpoints of the foreign zoo (other code, no layer spec) as queries against the other "
     "foreign checkpoints; relevant = same task; precision@10",
-    "foreign_to_zoo_p10": "foreign checkpoints as queries, the zoo as the database, relevant = same task; precision@10",
+    "foreign_to_zoo_p10": "learned foreign checkpoints of a task the zoo has, as queries against the whole zoo; "
+    "relevant = learned zoo models of the same task; precision@10",
 }
 
 

@@ -31,11 +31,21 @@ class ZooView:
     group: np.ndarray  # label-map group ("" when no other task shares the inputs and output count)
     arch: np.ndarray  # architecture key (raywse.models.baselines.architecture_key: the layer structure of the graph)
     run: np.ndarray  # training run (the snapshots of one run share it)
+    parent_run: np.ndarray  # the training run of the model's parent ("" for a model trained from scratch)
     learned: np.ndarray  # bool: test accuracy >= the task's chance rate + 0.1 (only learned models are relevant)
 
     @property
     def held_out(self) -> np.ndarray:
         return np.char.startswith(self.split.astype(str), "test_")
+
+    def unrelated(self, q: int) -> np.ndarray:
+        """Models outside model ``q``'s family tree of runs: not its own run, its parent's run, a child run of its
+        run, or a sibling run (another child of its parent). Task retrieval never ranks those (lineage is scored on
+        its own)."""
+        mask = (self.run != self.run[q]) & (self.parent_run != self.run[q])
+        if self.parent_run[q]:
+            mask &= (self.run != self.parent_run[q]) & (self.parent_run != self.parent_run[q])
+        return mask
 
 
 def label_map_groups() -> dict[str, str]:
@@ -68,6 +78,7 @@ def manifest_architecture(row: dict) -> str:
 def zoo_view(rows: list[dict], ids: list[str]) -> ZooView:
     """The labels of the models ``ids`` (in that order) from the zoo manifest's ``rows``."""
     by_id = {r["model_id"]: r for r in rows}
+    run_of = {r["model_id"]: r.get("run_id") or r["model_id"] for r in rows}
     splits = assign_splits(rows)
     groups = label_map_groups()
     sel = [by_id[m] for m in ids]
@@ -80,6 +91,7 @@ def zoo_view(rows: list[dict], ids: list[str]) -> ZooView:
         test_acc=np.array([r["test_acc"] for r in sel], dtype=np.float64),
         group=np.array([groups.get(r["task"], "") for r in sel]),
         arch=np.array([manifest_architecture(r) for r in sel]),
-        run=np.array([r.get("run_id") or r["model_id"] for r in sel]),
+        run=np.array([run_of[r["model_id"]] for r in sel]),
+        parent_run=np.array([run_of.get(r.get("parent_id") or "", "") for r in sel]),
         learned=np.array([bool(r.get("learned", True)) for r in sel], dtype=bool),
     )

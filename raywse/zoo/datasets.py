@@ -134,7 +134,7 @@ _DIGIT_MAPS: dict[str, tuple[tuple[int, ...] | None, list[int]]] = {
     "ge5": (None, [int(c >= 5) for c in range(10)]),
     "loops": (None, [int(c in (0, 6, 8, 9)) for c in range(10)]),
     "prime": (None, [int(c in (2, 3, 5, 7)) for c in range(10)]),
-    "mod3": (None, [int(c % 3 == 0) for c in range(10)]),
+    "mod3": (None, [int(c % 3 == 0) for c in range(10)]),  # 2 classes: divisible by 3 or not
     "3v8": ((3, 8), [int(c == 8) for c in range(10)]),
     "1v7": ((1, 7), [int(c == 7) for c in range(10)]),
     "4v9": ((4, 9), [int(c == 9) for c in range(10)]),
@@ -232,7 +232,9 @@ def list_datasets() -> list[str]:
 @functools.cache
 def probe_inputs(dataset: str, input_norm: str = "unit", n: int = 64, seed: int = 0) -> torch.Tensor:
     """``n`` fixed inputs from the *train* split of ``dataset`` (never test inputs), flat ``[n, d]``, under
-    ``input_norm`` with the statistics of the whole train split: the probe set of every model of that input space."""
+    ``input_norm`` with the statistics of the whole train split: the probe set of every model of that input space.
+    (A ``standard`` model of a class-subset or transformed task was normalised with its own task's statistics, so
+    these probes are slightly off its training distribution.)"""
     split = _load_dataset(dataset)
     rows = np.random.default_rng(seed).choice(len(split.x_train), size=min(n, len(split.x_train)), replace=False)
     norm = _normaliser(split.x_train, input_norm, split.image_shape is not None)

@@ -215,7 +215,7 @@ def plan_zoo(config: ZooConfig) -> list[GroupPlan]:
                 lr = float(np.exp(rng.uniform(lo, hi)))
                 group.runs.append(new_run(order[i % len(order)], lr, float(rng.choice(config.wd_choices))))
             groups.append(finalise(group))
-    task_names = {iface: [t.name for t in ts] for iface, _, ts in combos}
+    task_names = {(iface, fam): [t.name for t in ts] for iface, fam, ts in combos}
     for parent in list(groups):
         if rng.random() >= config.finetune_group_fraction:
             continue
@@ -226,7 +226,7 @@ def plan_zoo(config: ZooConfig) -> list[GroupPlan]:
         for i in chosen:
             p = parent.runs[i]
             lr = p.lr * float(10 ** rng.uniform(-0.5, 0.0))
-            task = str(rng.choice(task_names[parent.interface]))
+            task = str(rng.choice(task_names[parent.interface, parent.arch.family]))
             child.runs.append(new_run(task, lr, p.weight_decay, p.model_id(parent.arch.family, parent.steps)))
         parent.children.append(len(groups))
         groups.append(finalise(child))

@@ -28,7 +28,8 @@ def _view(tasks: list[str]) -> ZooView:
     return ZooView(
         ids=[f"z{i}" for i in range(n)], task=np.array(tasks), family=np.array(["mlp"] * n),
         split=np.array(["train"] * n), parent=np.array([""] * n), test_acc=np.ones(n), group=np.array([""] * n),
-        arch=np.array(["a"] * n), run=np.array([f"r{i}" for i in range(n)]), learned=np.ones(n, dtype=bool),
+        arch=np.array(["a"] * n), run=np.array([f"r{i}" for i in range(n)]), parent_run=np.array([""] * n),
+        learned=np.ones(n, dtype=bool),
     )  # fmt: skip
 
 

@@ -49,6 +49,7 @@ def view() -> ZooView:
         group=np.array(["g" if m[0] in ("t0", "t1") else "" for m in MODELS]),
         arch=np.array([f"{m[1]}-{i % 2}" for i, m in enumerate(MODELS)]),
         run=np.array([f"r{i}" for i in range(len(MODELS))]),
+        parent_run=np.array([f"r{m[3][1:]}" if m[3] else "" for m in MODELS]),
         learned=np.ones(len(MODELS), dtype=bool),
     )
 
@@ -335,3 +336,12 @@ def test_render_report_sections_in_order(view):
     queries = ", ".join(f"{s} {scores[RAYWSE][s]['queries']}" for s in HARD)
     assert f"Queries: {queries}." in report
     assert report.endswith("`raywse.eval.report.recompute_metrics`.\n")
+
+
+def test_task_databases_leave_out_the_query_lineage(view):
+    """A child, its parent's run and its siblings never meet in task retrieval (lineage is scored on its own)."""
+    assert not view.unrelated(9)[1] and not view.unrelated(1)[9]  # m9 is a child of m1
+    assert not view.unrelated(9)[9] and view.unrelated(9)[0]
+    view.parent[10], view.parent_run[10] = "m1", "r1"  # m10 becomes m9's sibling
+    assert not view.unrelated(9)[10] and not view.unrelated(10)[9]
+    assert view.unrelated(9).sum() == len(view.ids) - 3
