@@ -19,10 +19,11 @@ from pathlib import Path
 
 from _machine import load, machine
 
-from raywse.core.artifacts import ReportFiles, RunLayout
+from raywse.core.artifacts import EncoderFiles, ReportFiles, RunLayout
 from raywse.eval.config import EvalConfig
 from raywse.eval.report import evaluate
 from raywse.eval.summary import SUMMARY_METRICS
+from raywse.models.checkpoint import has_encoder
 from raywse.train.trainer import TrainConfig, train_encoder
 
 
@@ -42,12 +43,14 @@ def main() -> None:
     for seed in args.seeds:
         base = TrainConfig(epochs=args.epochs)
         config = replace(base, contrastive=replace(base.contrastive, seed=seed))
+        encoder_dir = out / f"seed{seed}" / EncoderFiles.DIR  # where train_encoder exports
         start = time.perf_counter()
-        train_encoder(run.zoo, run.graphs, out / f"seed{seed}", config)
+        if not has_encoder(encoder_dir):  # a rerun reuses a seed's finished training
+            train_encoder(run.zoo, run.graphs, out / f"seed{seed}", config)
         trained = time.perf_counter() - start
         eval_config = EvalConfig(baselines=("arch_oracle", "random_init_gnn"), finetune_tasks=(), foreign_dir=foreign)
         report_dir = out / f"seed{seed}" / "report"
-        evaluate(run.zoo, run.graphs, RunLayout(out / f"seed{seed}").encoder, report_dir, eval_config)
+        evaluate(run.zoo, run.graphs, encoder_dir, report_dir, eval_config)
         metrics = json.loads((report_dir / ReportFiles.METRICS).read_text())
         result["seeds"][seed] = {"summary": metrics["summary"], "train_seconds": trained, "load": load()}
         print(f"seed {seed}: {json.dumps(metrics['summary']['raywse'])}", flush=True)
