@@ -44,10 +44,17 @@ def read_foreign_manifest(foreign_dir: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def foreign_labels(rows: list[dict], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(task, learned)`` of the foreign models ``ids`` (in that order) from the manifest ``rows``."""
+    by_id = {r["model_id"]: r for r in rows}
+    task = np.array([by_id[m]["task"] for m in ids])
+    return task, np.array([by_id[m]["learned"] == "True" for m in ids], dtype=bool)
+
+
 def load_foreign(foreign_dir: str | os.PathLike) -> ForeignZoo:
     """Graphify every file of the foreign zoo (a file that fails is kept in ``errors`` with its reason)."""
     rows = read_foreign_manifest(foreign_dir)
-    ids, tasks, learned, graphs, errors = [], [], [], [], {}
+    ids, graphs, errors = [], [], {}
     for row in rows:
         path = Path(foreign_dir) / row["file"]
         try:
@@ -56,10 +63,8 @@ def load_foreign(foreign_dir: str | os.PathLike) -> ForeignZoo:
             errors[str(path)] = f"{exc.stage}: {exc.reason}"
             continue
         ids.append(row["model_id"])
-        tasks.append(row["task"])
-        learned.append(row["learned"] == "True")
     descriptions = {r["model_id"]: f"{r['arch']}, {r['recipe']}, trained on {r['dataset']}" for r in rows}
-    return ForeignZoo(ids, np.array(tasks), np.array(learned, dtype=bool), descriptions, graphs, errors)
+    return ForeignZoo(ids, *foreign_labels(rows, ids), descriptions, graphs, errors)
 
 
 def foreign_scores(

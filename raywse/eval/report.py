@@ -24,7 +24,7 @@ from raywse.core.embeddings import embeddings_table, read_embeddings, table_vect
 from raywse.core.io import atomic_path, write_json_atomic
 from raywse.eval.config import PROBE_OUTPUTS, RAYWSE, EvalConfig
 from raywse.eval.finetune import finetune_overall, finetune_task
-from raywse.eval.foreign import ForeignZoo, foreign_scores, load_foreign, read_foreign_manifest
+from raywse.eval.foreign import ForeignZoo, foreign_labels, foreign_scores, load_foreign, read_foreign_manifest
 from raywse.eval.plots import plot_precision_curves, plot_projection
 from raywse.eval.probe_outputs import ProbeOutputsEmbedder
 from raywse.eval.probes import accuracy_metrics, head_accuracy_metrics, structure_metrics
@@ -60,7 +60,7 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
     """Retrieval metrics (embedder → split → metric) from the saved embeddings and the zoo manifest alone."""
     config = config or EvalConfig()
     rows = read_zoo_manifest(zoo_dir)
-    foreign_rows = {r["model_id"]: r for r in read_foreign_manifest(config.foreign_dir)} if config.foreign_dir else {}
+    foreign_rows = read_foreign_manifest(config.foreign_dir) if config.foreign_dir else []
     out = {}
     for path in sorted((Path(out_dir) / ReportFiles.EMBEDDINGS).glob("*.parquet")):
         table = read_embeddings(path)
@@ -71,9 +71,7 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
         if foreign_rows and foreign_path.exists():
             ftable = read_embeddings(foreign_path)
             ids = ftable.column("model_id").to_pylist()
-            task = np.array([foreign_rows[m]["task"] for m in ids])
-            learned = np.array([foreign_rows[m]["learned"] == "True" for m in ids], dtype=bool)
-            foreign = ForeignZoo(ids, task, learned, {}, [])
+            foreign = ForeignZoo(ids, *foreign_labels(foreign_rows, ids), {}, [])
             zf = table_vectors(ftable)
             out[path.stem] |= foreign_scores(zf, foreign, z, view, config.ks, config.curve_k, config.seed)
     return json_safe(out)

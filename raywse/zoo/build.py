@@ -67,8 +67,8 @@ def _records(group: GroupPlan, result: GroupResult) -> list[tuple[ModelRecord, d
                 run_id=run.run_id,
                 step=snap.step,
                 epoch=snap.step * group.batch_size / len(data.x_train),
-                chance_acc=result.chance_acc[i],
-                learned=bool(snap.test_acc[i] >= result.chance_acc[i] + LEARNED_MARGIN),
+                chance_acc=data.chance_acc,
+                learned=bool(snap.test_acc[i] >= data.chance_acc + LEARNED_MARGIN),
                 input_norm=group.input_norm,
             )
             out.append((record, snap.tensors[i]))

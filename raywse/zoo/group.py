@@ -37,7 +37,6 @@ class Snapshot:
 @dataclass
 class GroupResult:
     snapshots: list[Snapshot]
-    chance_acc: list[float]  # per run: its task's majority-class test rate
     train_seconds: float
 
 
@@ -95,8 +94,7 @@ def train_group(group: GroupPlan, parents: list[dict[str, torch.Tensor]] | None 
             for t, r in zip(tensors, group.runs, strict=True)
         ]
         snapshots.append(Snapshot(step, tensors, _train_accuracy(group, spec, params, data), test_acc))
-    chance = [data[r.task].chance_acc for r in group.runs]
-    return GroupResult(snapshots, chance, train_seconds)
+    return GroupResult(snapshots, train_seconds)
 
 
 def _train_accuracy(
