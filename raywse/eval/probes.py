@@ -10,13 +10,10 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from torch_geometric.data import Data
 
 from raywse.eval.config import HELD_OUT
 from raywse.eval.view import ZooView
 from raywse.metrics import clustering_metrics, kendall_tau, normalize, r2_score, spearman
-from raywse.models.encode import encode
-from raywse.models.encoder import NeuralGraphEncoder
 
 
 def held_masks(view: ZooView) -> list[tuple[str, np.ndarray]]:
@@ -87,12 +84,11 @@ def accuracy_metrics(emb: np.ndarray, view: ZooView, seed: int = 0) -> dict[str,
     return out
 
 
-def head_accuracy_metrics(encoder: NeuralGraphEncoder, graphs: list[Data], view: ZooView) -> dict[str, dict]:
-    """The encoder's own accuracy head scored like the ridge probe (``head_R2``, ``head_kendall_tau``); ``{}``
-    when the encoder has no head."""
-    if not encoder.config.accuracy_head:
+def head_accuracy_metrics(pred: np.ndarray | None, view: ZooView) -> dict[str, dict]:
+    """The encoder's own accuracy head (``pred``: its predictions for the models of ``view``) scored like the ridge
+    probe (``head_R2``, ``head_kendall_tau``); ``{}`` when the encoder has no head (``pred`` is None)."""
+    if pred is None:
         return {}
-    pred = encode(encoder, graphs).accuracy
     return accuracy_scores(lambda mask: pred[mask], view, "head")
 
 

@@ -130,7 +130,8 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
     embedders = make_embedders(config, encoder, rows, zoo_dir, foreign.descriptions if foreign else None)
 
     embeddings, scores, seconds = _embed_and_score(embedders, graphs, view, out_dir, config, version, foreign)
-    for split, vals in head_accuracy_metrics(encoder, graphs, view).items():
+    head = embedders[RAYWSE].accuracy  # predicted while embedding (zoo models first, then any foreign ones)
+    for split, vals in head_accuracy_metrics(None if head is None else head[: len(graphs)], view).items():
         scores[RAYWSE][split].update(vals)
     start = time.perf_counter()
     finetune = {t: finetune_task(t, zoo_dir, rows, view, embeddings, config) for t in config.finetune_tasks}

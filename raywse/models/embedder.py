@@ -58,6 +58,7 @@ class GNNEmbedder:
         self.encoder = encoder.eval()
         self.train_steps, self.contrastive = train_steps, replace(contrastive, seed=seed)
         self.history: list[float] = []
+        self.accuracy: np.ndarray | None = None  # the accuracy head's predictions of the last ``embed`` call
 
     @staticmethod
     def _new_encoder(config: EncoderConfig) -> NeuralGraphEncoder:
@@ -82,4 +83,6 @@ class GNNEmbedder:
         return self
 
     def embed(self, graphs: list[Data]) -> np.ndarray:
-        return encode(self.encoder, graphs).embeddings
+        encoded = encode(self.encoder, graphs)
+        self.accuracy = encoded.accuracy
+        return encoded.embeddings
