@@ -109,10 +109,10 @@ def _lineage(
 ) -> dict:
     """Held-out children whose parent was evaluated, as queries; relevant = the parent's run (every snapshot of it)
     and the parent's other children."""
-    run_of = dict(zip(view.ids, view.run, strict=True))
-    children = np.array([q for q in held if view.parent[q] in run_of], dtype=np.int64)
+    known = set(view.ids)
+    children = np.array([q for q in held if view.parent[q] in known], dtype=np.int64)
 
     def is_kin(q: int, idx: np.ndarray) -> np.ndarray:
-        return (view.parent[idx] == view.parent[q]) | (view.run[idx] == run_of[view.parent[q]])
+        return (view.parent[idx] == view.parent[q]) | (view.run[idx] == view.parent_run[q])
 
     return scored(ranked_relevance(z, children, database, is_kin, seed), ks, curve_k)
