@@ -54,3 +54,22 @@ def tiny_foreign(tmp_path_factory):
     script = Path(__file__).parents[1] / "foreign" / "train_foreign.py"
     subprocess.run([sys.executable, str(script), "--out", str(out), "--models-per-task", "4"], check=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_plan_rows() -> list[dict]:
+    """Manifest-like rows (what splits and the evaluation read) of every model the demo preset plans; no training."""
+    import json
+
+    from raywse.zoo.datasets import get_task, load_task
+    from raywse.zoo.plan import ZooConfig, plan_zoo
+
+    rows = []
+    for group in plan_zoo(ZooConfig.small()):
+        for run in group.runs:
+            spec = group.arch.spec(load_task(run.task).input_shape_for(group.arch.family)).to_json()
+            for model_id in group.model_ids(run):
+                rows.append({"model_id": model_id, "task": run.task, "run_id": run.run_id, "layer_spec": spec,
+                             "hparams": json.dumps(group.hparams(run)), "num_classes": get_task(run.task).num_classes,
+                             "family": group.arch.family, "parent_id": run.parent_id})  # fmt: skip
+    return rows

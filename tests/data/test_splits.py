@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from raywse.data.splits import SPLITS, UNSEEN_TASKS, assign_splits
-from raywse.zoo.datasets import get_task, load_task
-from raywse.zoo.plan import ZooConfig, plan_zoo
+from raywse.zoo.datasets import get_task
 
 
-def _rows() -> list[dict]:
-    rows = []
-    for group in plan_zoo(ZooConfig.small()):
-        for run in group.runs:
-            spec = group.arch.spec(load_task(run.task).input_shape_for(group.arch.family)).to_json()
-            for model_id in group.model_ids(run):
-                rows.append({"model_id": model_id, "run_id": run.run_id, "task": run.task, "layer_spec": spec,
-                             "family": group.arch.family, "hparams": json.dumps(group.hparams(run)),
-                             "parent_id": run.parent_id})  # fmt: skip
-    return rows
-
-
-def test_splits_per_run_with_unseen_tasks():
-    rows = _rows()
+def test_splits_per_run_with_unseen_tasks(demo_plan_rows):
+    rows = demo_plan_rows
     splits = assign_splits(rows)
     assert set(splits.values()) == set(SPLITS)
     by_run: dict[str, set[str]] = {}

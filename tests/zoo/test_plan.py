@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from raywse.eval.suite import ranked_relevance
 from raywse.eval.view import manifest_architecture
 from raywse.metrics import relevance_metrics
-from raywse.zoo.datasets import get_task, load_task
 from raywse.zoo.plan import ZooConfig, plan_zoo
-
-
-def _planned_rows(config: ZooConfig) -> list[dict]:
-    """Manifest-like rows (what the evaluation reads) of every planned model of ``config``."""
-    rows = []
-    for group in plan_zoo(config):
-        for run in group.runs:
-            task = get_task(run.task)
-            spec = group.arch.spec(load_task(run.task).input_shape_for(group.arch.family)).to_json()
-            for model_id in group.model_ids(run):
-                hparams = json.dumps(group.hparams(run))
-                rows.append({"model_id": model_id, "task": run.task, "run_id": run.run_id, "layer_spec": spec,
-                             "hparams": hparams, "num_classes": task.num_classes, "family": group.arch.family,
-                             "parent_id": run.parent_id})  # fmt: skip
-    return rows
 
 
 def test_plan_is_deterministic_with_unique_ids():
@@ -51,10 +33,10 @@ def test_architecture_is_independent_of_task():
     assert len(multi_task) >= 0.9 * len(groups)
 
 
-def test_arch_oracle_is_near_chance_on_the_demo_preset():
+def test_arch_oracle_is_near_chance_on_the_demo_preset(demo_plan_rows):
     """Ranking same-architecture models first (random order inside, the evaluation's own architecture key and
     tie-break) retrieves same-task models at most 0.10 above a random ranking (P@10, the query's own run excluded)."""
-    rows = _planned_rows(ZooConfig.small())
+    rows = demo_plan_rows
     keys = [manifest_architecture(r) for r in rows]
     codes = {k: i for i, k in enumerate(sorted(set(keys)))}
     onehot = np.zeros((len(rows), len(codes)), np.float32)
