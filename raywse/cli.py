@@ -68,7 +68,9 @@ def _cmd_index(args: argparse.Namespace) -> None:
 def _cmd_search(args: argparse.Namespace) -> None:
     from raywse.index.search import search_checkpoint
 
-    neighbours = search_checkpoint(args.checkpoint, args.index, args.encoder, args.zoo, k=args.k)
+    neighbours = search_checkpoint(
+        args.checkpoint, args.index, args.encoder, args.zoo, k=args.k, probe_data=args.probe_data
+    )
     print(f"{'rank':>4}  {'model_id':<40} {'task':<18} {'family':<6} {'test_acc':>8} {'score':>7}")
     for n in neighbours:
         print(f"{n.rank:>4}  {n.model_id:<40} {n.task:<18} {n.family:<6} {n.test_acc:>8.3f} {n.score:>7.4f}")
@@ -164,6 +166,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--encoder", required=True)
     p.add_argument("--zoo", help="zoo directory, to show task, family and accuracy of neighbours")
     p.add_argument("-k", type=int, default=10, help="neighbours to show (default: 10)")
+    p.add_argument("--probe-data", default="", help=".npy/.npz probe inputs of the checkpoint's input space "
+                   "(default: Gaussian probes)")  # fmt: skip
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("eval", help="evaluation report: raywse vs baselines on held-out and hard splits")

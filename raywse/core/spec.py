@@ -27,6 +27,8 @@ LAYER_KINDS = PARAMETRIC_KINDS + PARAMETER_FREE_KINDS
 ACTIVATIONS = ("none", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "unknown")
 #: Activations f with f(s * x) = s * f(x) for s > 0: hidden neurons followed by one can be rescaled.
 POSITIVELY_HOMOGENEOUS = ("relu", "leaky_relu", "none")
+#: Odd activations, f(-x) = -f(x): hidden neurons followed by one (and no max pooling) can flip sign.
+ODD = ("none", "tanh")
 
 
 class SpecError(ValueError):

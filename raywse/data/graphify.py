@@ -1,14 +1,15 @@
 """Ray Data graphify: checkpoints in, graph shards + an errors table out.
 
 Each input row names one checkpoint. ``map_batches`` reads a batch of checkpoints, turns each good one into a neural
-graph, and writes the batch's graphs as one Parquet shard (atomically: temp file, then rename). Bad checkpoints never
-raise out of the UDF: each becomes one error row (path, model_id, stage, reason), so one corrupt file cannot abort the
-pipeline. The set of shard files on disk is the record of finished work: a rerun skips every model already in a
-shard, and an interrupted run leaves only complete shards behind.
-"""
+graph (probed on the train split of its dataset for zoo models, else on the user's probe file or Gaussian probes:
+:func:`choose_probes`), and writes the batch's graphs as one Parquet shard (atomically: temp file, then rename). Bad
+checkpoints never raise out of the UDF: each becomes one error row (path, model_id, stage, reason), so one corrupt file
+cannot abort the pipeline. The set of shard files on disk is the record of finished work: a rerun skips every model
+already in a shard, and an interrupted run leaves only complete shards behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
+from safetensors import safe_open
 
 from raywse.core.artifacts import GraphFiles, ZooFiles
 from raywse.core.io import write_parquet_atomic
@@ -28,23 +30,30 @@ from raywse.core.records import GraphifyFailure, records_to_table
 from raywse.graph.arrow import graphs_to_table, table_to_graphs
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
 from raywse.graph.infer import natural_key
+from raywse.graph.probes import ProbeChooser, ProbeFile, gaussian_probes
+from raywse.zoo.datasets import get_task, list_tasks, zoo_probes
 
 
 @dataclass
 class GraphifyConfig:
-    """How to graphify: ``batch_size`` checkpoints per Ray Data batch (= per shard)."""
+    """How to graphify: ``batch_size`` checkpoints per Ray Data batch (= per shard); ``probe_data``: a ``.npy`` /
+    ``.npz`` probe file for checkpoints outside a zoo manifest (:class:`~raywse.graph.probes.ProbeFile`)."""
 
     batch_size: int = 64
     progress: bool = True
+    probe_data: str = ""
 
 
 @dataclass
 class GraphifyInput:
-    """One checkpoint to graphify; ``layer_spec`` is empty when it must come from the file or be inferred."""
+    """One checkpoint to graphify; ``layer_spec`` is empty when it must come from the file or be inferred;
+    ``dataset`` / ``input_norm`` are set for zoo models (their probes come from the dataset's train split)."""
 
     path: str
     model_id: str
     layer_spec: str = ""
+    dataset: str = ""
+    input_norm: str = ""
 
 
 @dataclass
@@ -69,11 +78,17 @@ def inputs_from_source(source: str | os.PathLike | list) -> list[GraphifyInput]:
     if source.is_dir() and (source / ZooFiles.MANIFEST).exists() and (source / ZooFiles.MODELS).is_dir():
         source = source / ZooFiles.MANIFEST
     if source.is_file() and source.suffix == ".parquet":
-        table = pq.read_table(source, columns=["model_id", "path", "layer_spec"])
+        table = pq.read_table(source)
         root = source.parent
         return [
-            GraphifyInput(str((root / row["path"]).resolve()), row["model_id"], row["layer_spec"])
-            for row in table.to_pylist()
+            GraphifyInput(
+                str((root / row["path"]).resolve()),
+                row["model_id"],
+                row["layer_spec"],
+                row.get("dataset") or "",
+                row.get("input_norm") or ("unit" if row.get("dataset") else ""),
+            )  # fmt: skip
+            for row in table.select([c for c in _MANIFEST_COLUMNS if c in table.column_names]).to_pylist()
         ]
     if source.is_dir():
         files = sorted(source.rglob("*.safetensors"))
@@ -81,6 +96,32 @@ def inputs_from_source(source: str | os.PathLike | list) -> list[GraphifyInput]:
     if source.exists():
         return [GraphifyInput(str(source.resolve()), source.stem)]
     raise FileNotFoundError(f"no such zoo manifest, directory or checkpoint: {source}")
+
+
+_MANIFEST_COLUMNS = ("model_id", "path", "layer_spec", "dataset", "input_norm")
+
+
+def choose_probes(path: str, dataset: str = "", input_norm: str = "", probe_data: str = "") -> ProbeChooser:
+    """The probes of one checkpoint: its zoo dataset's (from the manifest, else from the file's ``task`` /
+    ``input_norm`` metadata when it names a zoo task); else the user's probe file; else seeded Gaussian probes."""
+    if not dataset:
+        dataset, input_norm = _zoo_dataset_of(path)
+    if dataset:
+        return zoo_probes(dataset, input_norm or "unit")
+    return ProbeFile(probe_data) if probe_data else gaussian_probes
+
+
+def _zoo_dataset_of(path: str) -> tuple[str, str]:
+    """``(dataset, input_norm)`` of a checkpoint whose metadata names a zoo task; empty strings otherwise."""
+    try:
+        with safe_open(path, "pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception:  # noqa: BLE001 - unreadable files are reported by graphify_checkpoint itself
+        return "", ""
+    task = metadata.get("task", "")
+    if task not in {t.name for t in list_tasks()}:
+        return "", ""
+    return get_task(task).dataset, metadata.get("input_norm", "unit")
 
 
 def _dedupe_ids(items: list[GraphifyInput]) -> list[GraphifyInput]:
@@ -94,13 +135,14 @@ def _dedupe_ids(items: list[GraphifyInput]) -> list[GraphifyInput]:
     return items
 
 
-def graphify_batch(batch: pd.DataFrame, out_dir: str) -> pd.DataFrame:
+def graphify_batch(batch: pd.DataFrame, out_dir: str, probe_data: str = "") -> pd.DataFrame:
     """Ray Data UDF: graphify a batch, write its good graphs as one shard, return one status row per input."""
     graphs, rows = [], []
     for item in batch.itertuples(index=False):
         row = {"model_id": item.model_id, "path": item.path, "status": "ok", "stage": "", "reason": "", "shard": ""}
         try:
-            graphs.append(graphify_checkpoint(item.path, item.model_id, item.layer_spec))
+            probes = choose_probes(item.path, item.dataset, item.input_norm, probe_data)
+            graphs.append(graphify_checkpoint(item.path, item.model_id, item.layer_spec, probes))
         except GraphifyError as exc:
             row.update(status="error", stage=exc.stage, reason=exc.reason)
         except Exception as exc:  # noqa: BLE001 - an unexpected bug in one file must not abort the rest
@@ -133,6 +175,8 @@ def graphify(
     """Graphify every checkpoint in ``source`` into ``out_dir`` with Ray Data; see the module docstring."""
     config = config or GraphifyConfig()
     out_dir = Path(out_dir)
+    if config.probe_data:
+        ProbeFile(config.probe_data)  # a missing or unreadable probe file fails here, before any work
     inputs = inputs_from_source(source)
     (out_dir / GraphFiles.SHARDS).mkdir(parents=True, exist_ok=True)
     done = completed_model_ids(out_dir)
@@ -150,10 +194,13 @@ def graphify(
     if todo:
         ensure_ray()
         ray.data.DataContext.get_current().enable_progress_bars = config.progress
-        items = [{"path": i.path, "model_id": i.model_id, "layer_spec": i.layer_spec} for i in todo]
+        items = [dataclasses.asdict(i) for i in todo]
         ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / config.batch_size)))
         status = ds.map_batches(
-            graphify_batch, batch_size=config.batch_size, batch_format="pandas", fn_kwargs={"out_dir": str(out_dir)}
+            graphify_batch,
+            batch_size=config.batch_size,
+            batch_format="pandas",
+            fn_kwargs={"out_dir": str(out_dir), "probe_data": config.probe_data},
         ).to_pandas()
         ok = status[status["status"] == "ok"]
         written = len(ok)
@@ -166,10 +213,10 @@ def graphify(
 
 
 def write_graph_manifest(out_dir: Path) -> pa.Table:
-    """Rebuild ``manifest.parquet`` (model_id, shard, num_nodes, num_edges) from the complete shards on disk."""
+    """Rebuild ``manifest.parquet`` (model_id, shard, num_nodes, num_edges, probe_source) from the complete shards."""
     parts = []
     for shard in sorted((out_dir / GraphFiles.SHARDS).glob(GraphFiles.SHARD_GLOB)):
-        t = pq.read_table(shard, columns=["model_id", "num_nodes", "edge_index"])
+        t = pq.read_table(shard, columns=["model_id", "num_nodes", "edge_index", "probe_source"])
         num_edges = pc.divide(pc.list_value_length(t.column("edge_index")), 2).cast(pa.int64())
         parts.append(
             pa.table(
@@ -178,11 +225,12 @@ def write_graph_manifest(out_dir: Path) -> pa.Table:
                     "shard": pa.array([shard.name] * t.num_rows, pa.string()),
                     "num_nodes": t.column("num_nodes").cast(pa.int64()),
                     "num_edges": num_edges,
+                    "probe_source": t.column("probe_source"),
                 }
             )
         )
     schema = pa.schema([("model_id", pa.string()), ("shard", pa.string()), ("num_nodes", pa.int64()),
-                        ("num_edges", pa.int64())])  # fmt: skip
+                        ("num_edges", pa.int64()), ("probe_source", pa.string())])  # fmt: skip
     table = pa.concat_tables(parts) if parts else schema.empty_table()
     write_parquet_atomic(table, out_dir / GraphFiles.MANIFEST)
     return table

@@ -1,6 +1,7 @@
 """Neural graphs as Arrow rows (one row per graph, plain numeric lists, no pickle); round trips are exact.
 
-``edge_index`` is stored flat as sources then targets, ``edge_attr`` flat row-major ``[E, kernel_h * kernel_w]``.
+``edge_index`` is stored flat as sources then targets, ``edge_attr`` flat row-major ``[E, kernel_h * kernel_w]``,
+``probe_act`` flat row-major ``[N, num_probes]``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ GRAPH_SCHEMA = pa.schema(
         ("edge_attr", pa.list_(pa.float32())),
         ("kernel_h", pa.int64()),
         ("kernel_w", pa.int64()),
+        ("probe_act", pa.list_(pa.float32())),
+        ("num_probes", pa.int64()),
+        ("probe_source", pa.string()),
     ]
 )
 
@@ -41,6 +45,9 @@ def _columns(data: Data) -> dict[str, np.ndarray | int | str]:
         "edge_attr": data.edge_attr.detach().reshape(-1).numpy().astype(np.float32),
         "kernel_h": int(kh),
         "kernel_w": int(kw),
+        "probe_act": data.probe_act.detach().reshape(-1).numpy().astype(np.float32),
+        "num_probes": int(data.probe_act.shape[1]),
+        "probe_source": str(data.probe_source),
     }
 
 
@@ -59,15 +66,19 @@ def row_to_graph(row: Mapping) -> Data:
     x = torch.from_numpy(np.asarray(row["x"], dtype=np.float32).copy())
     edge_index = ints("edge_index")
     edge_attr = torch.from_numpy(np.asarray(row["edge_attr"], dtype=np.float32).copy())
-    if len(x) != n or len(edge_index) % 2 or len(edge_attr) != len(edge_index) // 2 * kh * kw:
+    probe_act = torch.from_numpy(np.asarray(row["probe_act"], dtype=np.float32).copy())
+    bad_probes = len(probe_act) != n * int(row["num_probes"])
+    if len(x) != n or len(edge_index) % 2 or len(edge_attr) != len(edge_index) // 2 * kh * kw or bad_probes:
         raise SpecError(f"malformed graph row for {row.get('model_id')!r}: column lengths do not match")
     return Data(
         x=x.reshape(n, 1),
         **{name: ints(name) for name in NODE_COLUMNS},
         edge_index=edge_index.reshape(2, -1),
         edge_attr=edge_attr.reshape(-1, kh * kw),
+        probe_act=probe_act.reshape(n, int(row["num_probes"])),
         kernel_shape=(kh, kw),
         model_id=str(row["model_id"]),
+        probe_source=str(row["probe_source"]),
     )
 
 

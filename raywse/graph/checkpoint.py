@@ -12,10 +12,12 @@ from raywse.core.io import CheckpointError, load_checkpoint
 from raywse.core.spec import ArchSpec, SpecError
 from raywse.graph.infer import infer_spec_and_tensors
 from raywse.graph.neural_graph import to_neural_graph
+from raywse.graph.probes import ProbeChooser, gaussian_probes
 
 
-def graphify_checkpoint(path: str, model_id: str, layer_spec: str = "") -> Data:
-    """Read one checkpoint and build its neural graph. Raises :class:`GraphifyError` with stage and reason."""
+def graphify_checkpoint(path: str, model_id: str, layer_spec: str = "", probes: ProbeChooser = gaussian_probes) -> Data:
+    """Read one checkpoint and build its neural graph, probed with ``probes``. Raises :class:`GraphifyError` with
+    stage and reason."""
     try:
         tensors, metadata = load_checkpoint(path)
     except CheckpointError as exc:
@@ -33,7 +35,7 @@ def graphify_checkpoint(path: str, model_id: str, layer_spec: str = "") -> Data:
     except SpecError as exc:
         raise GraphifyError("validate", str(exc)) from exc
     try:
-        return to_neural_graph({k: v.float() for k, v in tensors.items()}, spec, model_id)
+        return to_neural_graph({k: v.float() for k, v in tensors.items()}, spec, model_id, probes)
     except (SpecError, RuntimeError, ValueError) as exc:
         raise GraphifyError("graph", str(exc)) from exc
 

@@ -16,6 +16,7 @@ from torch_geometric.data import Data
 
 from raywse.core.spec import ACTIVATIONS, ArchSpec, Layer, SpecError
 from raywse.graph.chain import NODE_LAYER_KINDS, NodeLayer, walk
+from raywse.graph.probes import ProbeChooser, gaussian_probes, responses_or_none
 from raywse.graph.schema import NodeKind, NodeType
 
 
@@ -54,10 +55,16 @@ def effective_activation(node_layer: NodeLayer) -> str:
     return acts[0] if acts else "none"
 
 
-def to_neural_graph(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, model_id: str = "") -> Data:
-    """Build the neural graph of a checkpoint (batch norm folded first); :class:`SpecError` if unsupported."""
+def to_neural_graph(
+    tensors: Mapping[str, torch.Tensor], spec: ArchSpec, model_id: str = "", probes: ProbeChooser = gaussian_probes
+) -> Data:
+    """Build the neural graph of a checkpoint (batch norm folded first); :class:`SpecError` if unsupported.
+
+    ``probes`` picks the probe inputs from the input shape (:mod:`raywse.graph.probes`; seeded Gaussian by default).
+    """
     folded, folded_spec = fold_batchnorm(tensors, spec)
     chain = walk(folded_spec, folded)
+    probe_act, probe_source = responses_or_none(chain, folded_spec, folded, probes(tuple(spec.input_shape)))
     for layer in chain.leading:
         if layer.activation != "none":
             raise SpecError(f"activation {layer.activation} applied to the input ({layer.kind}) is not supported")
@@ -97,8 +104,10 @@ def to_neural_graph(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, model_i
         node_type=torch.cat(node_type).long(),
         edge_index=torch.stack([torch.cat(sources), torch.cat(targets)]).long(),
         edge_attr=torch.cat(attrs).contiguous(),
+        probe_act=probe_act.float(),
         kernel_shape=(kh, kw),
         model_id=model_id,
+        probe_source=probe_source,
     )
 
 

@@ -15,8 +15,10 @@ field                     shape / dtype      meaning
 ``node_type``             ``[N]`` long       :class:`NodeType`
 ``edge_index``            ``[2, E]`` long    source (previous layer) → target; target-major, row-major order
 ``edge_attr``             ``[E, kh*kw]``     the weight (kernel) of the edge, centre-padded to ``kernel_shape``
+``probe_act``             ``[N, P]`` float   responses on the ``P`` probe inputs (:mod:`~raywse.graph.probes`)
 ``kernel_shape``          ``(kh, kw)``       edge feature layout
 ``model_id``              str                the checkpoint's id
+``probe_source``          str                where the probes came from (``none``: not run, ``probe_act`` zeros)
 ========================  =================  =============================================================
 
 Hidden neurons carry no identity: only their features and edges tell them apart, so any function of the graph that
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from raywse.core.spec import ACTIVATIONS, POSITIVELY_HOMOGENEOUS
+from raywse.core.spec import ACTIVATIONS, ODD, POSITIVELY_HOMOGENEOUS
 
 
 class NodeKind(IntEnum):
@@ -48,7 +50,9 @@ class NodeType(IntEnum):
 
 #: Per-node integer fields besides ``x`` (stored as Arrow int64 lists, permuted together with the nodes).
 NODE_COLUMNS = ("node_layer", "node_kind", "node_pos", "node_act", "node_type")
-#: Every per-node field, ``x`` included: what a node permutation must reorder.
-NODE_FIELDS = ("x", *NODE_COLUMNS)
+#: Every per-node field, ``x`` and ``probe_act`` included: what a node permutation must reorder.
+NODE_FIELDS = ("x", "probe_act", *NODE_COLUMNS)
 #: ``node_act`` ids of activations that commute with positive per-neuron scaling.
 HOMOGENEOUS_ACT_IDS = tuple(ACTIVATIONS.index(a) for a in POSITIVELY_HOMOGENEOUS)
+#: ``node_act`` ids of odd activations (a neuron followed by one can flip its sign).
+ODD_ACT_IDS = tuple(ACTIVATIONS.index(a) for a in ODD)

@@ -1,10 +1,12 @@
 """Function-preserving weight-space symmetries, in tensor form (checkpoints) and graph form (neural graphs).
 
-Hidden neurons / filters (every linear/conv layer but the last) can be permuted, and, where everything between the
-neuron's last affine step and the next layer is positively homogeneous, rescaled by ``s > 0`` (incoming weights and
-bias × s, outgoing weights ÷ s). A batch norm after a layer is permuted with it; when rescaling, the last batch norm
-before the next layer is the affine step that gets scaled. :func:`canonicalize_scale` removes the rescaling symmetry
-exactly (the encoder's first step). Inputs are never mutated.
+Hidden neurons / filters (every linear/conv layer but the last) can be permuted; where everything between the
+neuron's last affine step and the next layer is positively homogeneous they can be rescaled by ``s > 0`` (incoming
+weights and bias × s, outgoing weights ÷ s), and where it is odd (``tanh``, none) with no max pooling, flipped
+(``s = -1``). A batch norm after a layer is permuted with it; when rescaling or flipping, the last batch norm before
+the next layer is the affine step that changes. A neuron's probe responses (``probe_act``) move with it: permuted,
+multiplied by ``s``. :func:`canonicalize_sign` and :func:`canonicalize_scale` remove the flip and rescaling
+symmetries exactly (the encoder's first steps). Inputs are never mutated.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
-from raywse.core.spec import POSITIVELY_HOMOGENEOUS, ArchSpec, Layer, SpecError
+from raywse.core.spec import ODD, POSITIVELY_HOMOGENEOUS, ArchSpec, Layer, SpecError
 from raywse.graph.chain import NodeLayer, split_layers, walk
-from raywse.graph.schema import HOMOGENEOUS_ACT_IDS, NODE_FIELDS, NodeKind
+from raywse.graph.schema import HOMOGENEOUS_ACT_IDS, NODE_FIELDS, ODD_ACT_IDS, NodeKind
 
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
@@ -38,6 +40,16 @@ def rescalable_layers(spec: ArchSpec) -> list[str]:
     for layer, followers in split_layers(spec)[:-1]:
         _, tail = _scaled_step(layer, followers)
         if all(ly.activation in POSITIVELY_HOMOGENEOUS for ly in tail):
+            names.append(layer.name)
+    return names
+
+
+def flippable_layers(spec: ArchSpec) -> list[str]:
+    """Names of hidden linear/conv layers whose neurons :func:`flip_hidden` may flip (odd tail, no max pooling)."""
+    names = []
+    for layer, followers in split_layers(spec)[:-1]:
+        _, tail = _scaled_step(layer, followers)
+        if all(ly.activation in ODD and ly.kind != "max_pool2d" for ly in tail):
             names.append(layer.name)
     return names
 
@@ -71,6 +83,23 @@ def log_uniform(n: int, generator: torch.Generator, low: float, high: float, dty
     return torch.exp(math.log(low) + u * (math.log(high) - math.log(low)))
 
 
+def _scale_neurons(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, layers: set[str], draw) -> dict:
+    """Multiply each neuron of ``layers`` by ``draw(n)`` (float64 factors): its last affine step × s, its outgoing
+    weights ÷ s."""
+    chain = walk(spec, tensors)
+    out = {k: v.clone() for k, v in tensors.items()}
+    for nl, nxt in pairwise(chain.node_layers):
+        if nl.layer.name not in layers:
+            continue
+        s = draw(nl.out_nodes)
+        step, _ = _scaled_step(nl.layer, nl.followers)
+        for name in (f"{step.name}.weight", f"{step.name}.bias"):
+            t = out[name]
+            out[name] = (t.double() * s.view(-1, *[1] * (t.dim() - 1))).to(t.dtype)
+        _next_inputs(out, nxt, lambda w, s=s: (w.double() / s.view(1, -1, 1)).to(w.dtype))
+    return out
+
+
 def rescale_hidden(
     tensors: Mapping[str, torch.Tensor],
     spec: ArchSpec,
@@ -81,25 +110,28 @@ def rescale_hidden(
     """Rescale each neuron of the :func:`rescalable_layers` by a log-uniform factor in ``[low, high]``."""
     if not 0 < low <= high:
         raise SpecError(f"rescale factors need 0 < low <= high, got low={low}, high={high}")
-    chain = walk(spec, tensors)
-    rescalable = set(rescalable_layers(spec))
-    out = {k: v.clone() for k, v in tensors.items()}
-    for nl, nxt in pairwise(chain.node_layers):
-        if nl.layer.name not in rescalable:
-            continue
-        s = log_uniform(nl.out_nodes, generator, low, high)
-        step, _ = _scaled_step(nl.layer, nl.followers)
-        for name in (f"{step.name}.weight", f"{step.name}.bias"):
-            t = out[name]
-            out[name] = (t.double() * s.view(-1, *[1] * (t.dim() - 1))).to(t.dtype)
-        _next_inputs(out, nxt, lambda w, s=s: (w.double() / s.view(1, -1, 1)).to(w.dtype))
-    return out
+    return _scale_neurons(tensors, spec, set(rescalable_layers(spec)), lambda n: log_uniform(n, generator, low, high))
+
+
+def random_signs(n: int, generator: torch.Generator, dtype=torch.float64) -> Tensor:
+    """``n`` independent fair ±1 draws."""
+    return torch.randint(0, 2, (n,), generator=generator).to(dtype) * 2 - 1
+
+
+def flip_hidden(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, generator: torch.Generator) -> dict:
+    """Flip the sign of each neuron of the :func:`flippable_layers` with probability 1/2 (function preserved)."""
+    return _scale_neurons(tensors, spec, set(flippable_layers(spec)), lambda n: random_signs(n, generator))
 
 
 def scalable_nodes(node_kind: Tensor, node_act: Tensor) -> Tensor:
     """Mask of the hidden neurons whose activation commutes with positive scaling (the rescalable ones)."""
     homogeneous = torch.isin(node_act, node_act.new_tensor(HOMOGENEOUS_ACT_IDS))
     return (node_kind == NodeKind.HIDDEN) & homogeneous
+
+
+def odd_nodes(node_kind: Tensor, node_act: Tensor) -> Tensor:
+    """Mask of the hidden neurons followed by an odd activation (those whose sign may be flippable)."""
+    return (node_kind == NodeKind.HIDDEN) & torch.isin(node_act, node_act.new_tensor(ODD_ACT_IDS))
 
 
 def permute_graph_nodes(data: Data, generator: torch.Generator, shuffle_edges: bool = False) -> Data:
@@ -132,12 +164,36 @@ def rescale_graph_hidden(data: Data, generator: torch.Generator, low: float = 0.
     s = torch.where(
         scalable, log_uniform(data.num_nodes, generator, low, high, torch.float32), torch.ones(data.num_nodes)
     )
+    return _scale_graph_nodes(data, s)
+
+
+def flip_graph_hidden(data: Data, generator: torch.Generator) -> Data:
+    """Graph form of :func:`flip_hidden` for every :func:`odd_nodes` neuron (valid where no max pooling follows)."""
+    odd = odd_nodes(data.node_kind, data.node_act)
+    s = torch.where(odd, random_signs(data.num_nodes, generator, torch.float32), torch.ones(data.num_nodes))
+    return _scale_graph_nodes(data, s)
+
+
+def _scale_graph_nodes(data: Data, s: Tensor) -> Data:
+    """Neuron ``i`` × ``s[i]``: incoming weights, bias and probe responses × s, outgoing weights ÷ s."""
     src, dst = data.edge_index
     out = data.clone()
     out.edge_attr = data.edge_attr * (s[dst] / s[src]).unsqueeze(-1)
     out.x = data.x * s.unsqueeze(-1)
+    out.probe_act = data.probe_act * s.unsqueeze(-1)
     out.kernel_shape = tuple(data.kernel_shape)
     return out
+
+
+def canonicalize_sign(edge_index: Tensor, edge_attr: Tensor, bias: Tensor, probe_act: Tensor, odd: Tensor):
+    """Remove the sign-flip symmetry of odd activations, exactly where a neuron's mean probe response is non-zero.
+
+    Every ``odd`` neuron whose responses sum to a negative number is flipped (incoming and outgoing weights, bias and
+    responses × -1), so the result is the same for every flipped twin. Returns new ``(edge_attr, bias, probe_act)``.
+    """
+    s = torch.where(odd & (probe_act.sum(-1) < 0), -1.0, 1.0).to(edge_attr.dtype)
+    src, dst = edge_index
+    return edge_attr * (s[src] * s[dst]).unsqueeze(-1), bias * s, probe_act * s.unsqueeze(-1)
 
 
 def canonicalize_scale(edge_index: Tensor, edge_attr: Tensor, bias: Tensor, node_layer: Tensor, scalable: Tensor):
@@ -145,8 +201,10 @@ def canonicalize_scale(edge_index: Tensor, edge_attr: Tensor, bias: Tensor, node
 
     Layer by layer from the input side, every ``scalable`` neuron is rescaled so that its incoming weights and bias
     have unit L2 norm, and the inverse factor is pushed into its outgoing weights. The network function is unchanged
-    and the result is the same for every rescaled twin. Returns new ``(edge_attr, bias)``.
+    and the result is the same for every rescaled twin. Returns new ``(edge_attr, bias, factor)``: divide a neuron's
+    probe responses by its ``factor`` to canonicalise them too.
     """
+    total = torch.ones_like(bias)
     edge_attr, bias = edge_attr.clone(), bias.clone()
     src, dst = edge_index
     for layer in range(1, int(node_layer.max()) + 1):
@@ -159,4 +217,5 @@ def canonicalize_scale(edge_index: Tensor, edge_attr: Tensor, bias: Tensor, node
         factor = torch.where(nodes & (norm > 0), norm, torch.ones_like(norm))
         edge_attr = edge_attr / factor[dst].unsqueeze(-1) * factor[src].unsqueeze(-1)
         bias = bias / factor
-    return edge_attr, bias
+        total = total * factor
+    return edge_attr, bias, total

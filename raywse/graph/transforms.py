@@ -1,9 +1,10 @@
 """Random graph transforms for contrastive views, composable like PyG's ``BaseTransform`` objects.
 
 Each transform maps ``(graph, generator) -> graph`` and never modifies its input; the explicit
-``torch.Generator`` makes every view reproducible. The exact symmetries (:class:`RescaleHidden`,
+``torch.Generator`` makes every view reproducible. The exact symmetries (:class:`RescaleHidden`, :class:`FlipHidden`,
 :class:`PermuteHidden`) come from :mod:`raywse.graph.symmetry`; :class:`WeightNoise` and :class:`DropEdges` are
-small perturbations that change the function a little::
+small perturbations that change the function a little; :class:`HideProbes` drops the probe responses, as for a
+checkpoint whose network cannot be run::
 
     view = Compose([RescaleHidden(), WeightNoise(0.05), DropEdges(0.1)])
     v1, v2 = view(graph, generator), view(graph, generator)
@@ -18,8 +19,9 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
+from raywse.graph.probes import NO_PROBES
 from raywse.graph.schema import NodeKind
-from raywse.graph.symmetry import permute_graph_nodes, rescale_graph_hidden
+from raywse.graph.symmetry import flip_graph_hidden, permute_graph_nodes, rescale_graph_hidden
 
 
 class GraphTransform:
@@ -56,6 +58,13 @@ class RescaleHidden(GraphTransform):
 
     def forward(self, data: Data, generator: torch.Generator) -> Data:
         return rescale_graph_hidden(data, generator, self.low, self.high)
+
+
+class FlipHidden(GraphTransform):
+    """Function-preserving random sign flips of hidden neurons with odd activations (tanh, none)."""
+
+    def forward(self, data: Data, generator: torch.Generator) -> Data:
+        return flip_graph_hidden(data, generator)
 
 
 class PermuteHidden(GraphTransform):
@@ -116,7 +125,26 @@ class DropEdges(GraphTransform):
         return out
 
 
-def contrastive_view(noise: float = 0.05, edge_drop: float = 0.1, permute: bool = False) -> Compose:
-    """The standard positive view: rescaling (and optionally permutation), then weight noise and edge dropout."""
-    exact: list[GraphTransform] = [RescaleHidden(), *([PermuteHidden()] if permute else [])]
-    return Compose([*exact, WeightNoise(noise), DropEdges(edge_drop)])
+class HideProbes(GraphTransform):
+    """With probability ``p``, the graph as if its network had not been run: zero responses, source ``none``."""
+
+    def __init__(self, p: float = 0.1) -> None:
+        self.p = p
+
+    def forward(self, data: Data, generator: torch.Generator) -> Data:
+        if self.p <= 0 or float(torch.rand(1, generator=generator)) >= self.p:
+            return data
+        out = data.clone()
+        out.probe_act = torch.zeros_like(data.probe_act)
+        out.probe_source = NO_PROBES
+        out.kernel_shape = tuple(data.kernel_shape)
+        return out
+
+
+def contrastive_view(
+    noise: float = 0.05, edge_drop: float = 0.1, permute: bool = False, hide_probes: float = 0.0
+) -> Compose:
+    """The standard positive view: the exact symmetries (rescale, sign flip, optionally permutation), then weight
+    noise, edge dropout and hidden probes."""
+    exact: list[GraphTransform] = [RescaleHidden(), FlipHidden(), *([PermuteHidden()] if permute else [])]
+    return Compose([*exact, WeightNoise(noise), DropEdges(edge_drop), HideProbes(hide_probes)])

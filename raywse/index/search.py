@@ -10,6 +10,7 @@ from pathlib import Path
 from raywse.core.artifacts import read_zoo_manifest
 from raywse.core.io import CheckpointError
 from raywse.core.spec import SpecError
+from raywse.data.graphify import choose_probes
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
 from raywse.index.faiss_index import EmbeddingIndex
 from raywse.models.checkpoint import load_encoder
@@ -37,16 +38,18 @@ def search_checkpoint(
     encoder_dir: str | os.PathLike,
     zoo_manifest: str | os.PathLike | None = None,
     k: int = 10,
+    probe_data: str = "",
 ) -> list[Neighbor]:
     """The ``k`` indexed models nearest to the checkpoint at ``path``.
 
-    ``zoo_manifest`` (a zoo dir or its ``manifest.parquet``) adds task, family and accuracy. A checkpoint that cannot
-    be read, graphified or encoded raises :class:`CheckpointError` with a one-line reason; an index built by another
-    encoder raises :class:`~raywse.index.faiss_index.IndexVersionError`.
+    ``zoo_manifest`` (a zoo dir or its ``manifest.parquet``) adds task, family and accuracy; ``probe_data`` is a
+    probe file of the checkpoint's input space (:func:`~raywse.data.graphify.choose_probes` picks the probes).
+    A checkpoint that cannot be read, graphified or encoded raises :class:`CheckpointError` with a one-line reason; an
+    index built by another encoder raises :class:`~raywse.index.faiss_index.IndexVersionError`.
     """
     path = Path(path)
     try:
-        graph = graphify_checkpoint(str(path), path.stem)
+        graph = graphify_checkpoint(str(path), path.stem, probes=choose_probes(str(path), probe_data=probe_data))
     except GraphifyError as exc:
         raise CheckpointError(f"cannot graphify {path} ({exc.stage}): {exc.reason}") from exc
     encoder, version = load_encoder(encoder_dir)

@@ -1,12 +1,15 @@
 """Permutation-equivariant GNN encoder of neural graphs (graph fields: :mod:`raywse.graph.schema`).
 
-Pipeline: optional ReLU-scale canonicalisation of the weights → per-(graph, layer) RMS normalisation of weights and
-biases → node / edge initialisation (Fourier-lifted scalars + learned embeddings) → ``depth`` bidirectional
-:class:`NeuralGraphConv` layers → invariant pooling → MLP → L2-normalised embedding.
+Pipeline: sign canonicalisation of odd-activation neurons and ReLU-scale canonicalisation of the weights and probe
+responses → per-(graph, layer) RMS normalisation → node / edge initialisation (Fourier-lifted scalars, the node's
+probe responses, learned embeddings) → ``depth`` bidirectional :class:`NeuralGraphConv` layers → readout
+(:func:`invariant_readout` of the hidden layers, plus the output neurons *in class order*: their states and their
+softmax responses on the probes) → MLP → L2-normalised embedding.
 
-Invariance: nothing reads the order or index of hidden nodes. Hidden nodes are only distinguished by their features
-(bias, layer, activation, type) and their edges, and every reduction is a scatter over (graph, layer) groups, so the
-embedding is invariant to permuting hidden neurons up to float summation order (~1e-7 relative).
+Invariance: nothing reads the order or index of hidden nodes (probe responses move with their neurons). Hidden nodes are
+only distinguished by their features (bias, layer, activation, type) and their edges, and every reduction is a scatter
+over (graph, layer) groups, so the embedding is invariant to permuting hidden neurons up to float summation order (~1e-7
+relative).
 
 Positions: input and output nodes carry their ``node_pos``; positions ``>= max_input_pos`` / ``max_output_pos`` are
 taken modulo the table size (they share an embedding with a lower position). Layer indices are clipped to
@@ -24,13 +27,14 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from raywse.core.spec import ACTIVATIONS
+from raywse.core.spec import ACTIVATIONS, SpecError
 from raywse.graph.neural_graph import pad_edge_features
+from raywse.graph.probes import NO_PROBES, NUM_PROBES
 from raywse.graph.schema import NodeKind, NodeType
-from raywse.graph.symmetry import canonicalize_scale, scalable_nodes
+from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nodes, scalable_nodes
 from raywse.models.conv import NeuralGraphConv
 from raywse.models.features import fourier_lift, layer_keys, layer_rms, mlp
-from raywse.models.pooling import invariant_readout
+from raywse.models.pooling import class_order_readout, invariant_readout
 
 
 @dataclass
@@ -49,6 +53,8 @@ class EncoderConfig:
     fourier_scale: float = 1.0
     dropout: float = 0.0
     canonicalize_scale: bool = True
+    num_probes: int = NUM_PROBES  # width of every graph's probe_act
+    readout_classes: int = 10  # output neurons read in class order (more are dropped, fewer padded)
     update_edges: bool = True
     accuracy_head: bool = True
     seed: int = 0
@@ -78,13 +84,16 @@ class NeuralGraphEncoder(nn.Module):
         self.out_pos_emb = nn.Embedding(cfg.max_output_pos, h)
         self.act_emb = nn.Embedding(len(ACTIVATIONS), h)
         self.type_emb = nn.Embedding(len(NodeType), h)
+        self.probe_in = nn.Linear(cfg.num_probes, h)  # the node's (normalised) responses on the probes
+        self.probed_emb = nn.Embedding(2, h)  # whether the graph's network was run on probes at all
         self.node_norm = nn.LayerNorm(h)
         self.edge_in = mlp([cfg.edge_dim * lifted, cfg.edge_hidden, cfg.edge_hidden])
         self.edge_norm = nn.LayerNorm(cfg.edge_hidden)
         self.convs = nn.ModuleList(
             NeuralGraphConv(h, cfg.edge_hidden, cfg.dropout, cfg.update_edges) for _ in range(cfg.depth)
         )
-        self.readout = mlp([4 * h + cfg.edge_hidden, 2 * h, 2 * h], cfg.dropout)
+        classes = cfg.readout_classes
+        self.readout = mlp([4 * h + cfg.edge_hidden + classes * (h + cfg.num_probes), 2 * h, 2 * h], cfg.dropout)
         self.project = nn.Linear(2 * h, cfg.embed_dim)
         self.accuracy = mlp([2 * h, h, 1]) if cfg.accuracy_head else None
 
@@ -99,7 +108,9 @@ class NeuralGraphEncoder(nn.Module):
             batch = Batch.from_data_list([batch])
         return self.prepare(batch)
 
-    def node_features(self, batch: Batch, bias: Tensor, log_scale: Tensor, num_layers: Tensor) -> Tensor:
+    def node_features(
+        self, batch: Batch, bias: Tensor, log_scale: Tensor, num_layers: Tensor, probes: Tensor, probed: Tensor
+    ) -> Tensor:
         """Initial node states; never reads hidden node order (subclasses may, deliberately)."""
         cfg = self.config
         kind, pos = batch.node_kind, batch.node_pos
@@ -118,6 +129,8 @@ class NeuralGraphEncoder(nn.Module):
             + out_pos * is_out.unsqueeze(-1)
             + self.act_emb(batch.node_act)
             + self.type_emb(batch.node_type)
+            + self.probe_in(probes)
+            + self.probed_emb(probed[batch.batch].long())
         )
         return self.node_norm(h)
 
@@ -127,9 +140,15 @@ class NeuralGraphEncoder(nn.Module):
         cfg = self.config
         num_graphs = int(batch.num_graphs)
         bias, edge_attr, edge_index = batch.x.view(-1).float(), batch.edge_attr.float(), batch.edge_index
+        probes = batch.probe_act.float()
+        if probes.shape[1] != cfg.num_probes:
+            raise SpecError(f"graphs carry {probes.shape[1]} probe responses, the encoder takes {cfg.num_probes}")
         if cfg.canonicalize_scale:
+            odd = odd_nodes(batch.node_kind, batch.node_act)
+            edge_attr, bias, probes = canonicalize_sign(edge_index, edge_attr, bias, probes, odd)
             scalable = scalable_nodes(batch.node_kind, batch.node_act)
-            edge_attr, bias = canonicalize_scale(edge_index, edge_attr, bias, batch.node_layer, scalable)
+            edge_attr, bias, factor = canonicalize_scale(edge_index, edge_attr, bias, batch.node_layer, scalable)
+            probes = probes / factor.unsqueeze(-1)
 
         max_layer = int(batch.node_layer.max())
         num_keys = num_graphs * (max_layer + 1)
@@ -139,12 +158,17 @@ class NeuralGraphEncoder(nn.Module):
         edge_attr = edge_attr / rms[edge_key].unsqueeze(-1)
         bias = bias / rms[node_key]
         num_layers = scatter(batch.node_layer, batch.batch, dim=0, dim_size=num_graphs, reduce="max")
+        probed = torch.tensor([src != NO_PROBES for src in _as_list(batch.probe_source)], device=probes.device)
+        outputs = probes  # output neurons are never flipped or rescaled: these are the logits
+        probes = probes / layer_rms(probes, node_key, num_keys)[node_key].unsqueeze(-1)
 
-        h = self.node_features(batch, bias, rms.log()[node_key], num_layers)
+        h = self.node_features(batch, bias, rms.log()[node_key], num_layers, probes, probed)
         e = self.edge_norm(self.edge_in(fourier_lift(edge_attr, self.freqs).flatten(1)))
         for conv in self.convs:
             h, e = conv(h, edge_index, e)
-        return self.readout(invariant_readout(batch, h, e, node_key, num_keys))
+        pooled = invariant_readout(batch, h, e, node_key, num_keys)
+        by_class = class_order_readout(batch, h, outputs, probed, cfg.readout_classes)
+        return self.readout(torch.cat([pooled, by_class], dim=-1))
 
     def forward(self, batch: Data) -> Tensor:
         """L2-normalised embeddings ``[B, embed_dim]``."""
@@ -160,3 +184,8 @@ class NeuralGraphEncoder(nn.Module):
     def predict_accuracy(self, batch: Data) -> Tensor:
         """Predicted test accuracy in [0, 1], ``[B]`` (needs ``accuracy_head=True``)."""
         return self.embed_and_predict(batch)[1]
+
+
+def _as_list(value) -> list:
+    """A collated per-graph string attribute as a list (one graph's value is a plain string)."""
+    return [value] if isinstance(value, str) else list(value)

@@ -35,3 +35,33 @@ def invariant_readout(batch: Batch, h: Tensor, e: Tensor, node_key: Tensor, num_
     hid_max = scatter(layer_mean[present], key_graph[present], dim=0, dim_size=num_graphs, reduce="max")
     edge_mean = scatter(e, g[batch.edge_index[1]], dim=0, dim_size=num_graphs, reduce="mean")
     return torch.cat([pooled_in, hid_mean, hid_max, pooled_out, edge_mean], dim=-1)
+
+
+def class_order_readout(batch: Batch, h: Tensor, logits: Tensor, probed: Tensor, classes: int) -> Tensor:
+    """The output neurons in class order: their states and their softmax responses on the probes, padded.
+
+    Output neuron ``c`` (``node_pos``) fills slot ``c`` for ``c < classes``; a graph with fewer outputs leaves zeros
+    (and so does a graph whose network was not run on probes, for the responses). The softmax is over the graph's own
+    output neurons, per probe.
+
+    Args:
+        batch: the batched neural graphs (``node_kind``, ``node_pos``, ``batch``).
+        h: node states.
+        logits: every node's raw probe responses (only the output nodes' are read).
+        probed: per graph, whether its network was run on probes.
+        classes: output slots kept.
+
+    Shapes:
+        ``h [N, H]``, ``logits [N, P]``, ``probed [B]`` → ``[B, classes * (H + P)]``.
+    """
+    num_graphs = int(batch.num_graphs)
+    out = torch.nonzero((batch.node_kind == NodeKind.OUTPUT) & (batch.node_pos < classes)).flatten()
+    g, pos = batch.batch[out], batch.node_pos[out]
+    z = logits[out]
+    z = z - scatter(z, g, dim=0, dim_size=num_graphs, reduce="max")[g]
+    exp = z.exp()
+    probs = exp / scatter(exp, g, dim=0, dim_size=num_graphs, reduce="sum")[g]
+    probs = probs * probed[g].unsqueeze(-1).to(probs.dtype)
+    slots = torch.zeros(num_graphs, classes, h.shape[1] + logits.shape[1], dtype=h.dtype, device=h.device)
+    slots[g, pos] = torch.cat([h[out], probs], dim=-1)
+    return slots.flatten(1)

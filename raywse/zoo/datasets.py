@@ -16,6 +16,8 @@ import torch
 from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
 
+from raywse.graph.probes import NUM_PROBES, ProbeChooser, ProbeSet
+
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
 
@@ -230,7 +232,7 @@ def list_datasets() -> list[str]:
 
 
 @functools.cache
-def probe_inputs(dataset: str, input_norm: str = "unit", n: int = 64, seed: int = 0) -> torch.Tensor:
+def probe_inputs(dataset: str, input_norm: str = "unit", n: int = NUM_PROBES, seed: int = 0) -> torch.Tensor:
     """``n`` fixed inputs from the *train* split of ``dataset`` (never test inputs), flat ``[n, d]``, under
     ``input_norm`` with the statistics of the whole train split: the probe set of every model of that input space.
     (A ``standard`` model of a class-subset or transformed task was normalised with its own task's statistics, so
@@ -239,3 +241,13 @@ def probe_inputs(dataset: str, input_norm: str = "unit", n: int = 64, seed: int 
     rows = np.random.default_rng(seed).choice(len(split.x_train), size=min(n, len(split.x_train)), replace=False)
     norm = _normaliser(split.x_train, input_norm, split.image_shape is not None)
     return torch.from_numpy(np.ascontiguousarray(norm(split.x_train[np.sort(rows)]), dtype=np.float32))
+
+
+def zoo_probes(dataset: str, input_norm: str = "unit") -> ProbeChooser:
+    """The probe chooser of a zoo model: :func:`probe_inputs` of its dataset, shaped to the model's input."""
+
+    def choose(input_shape: tuple[int, ...]) -> ProbeSet:
+        inputs = probe_inputs(dataset, input_norm).reshape(-1, *input_shape)
+        return ProbeSet(inputs, f"train:{dataset}/{input_norm}")
+
+    return choose

@@ -7,8 +7,17 @@ from graph_nets import trained
 
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.schema import NodeKind
-from raywse.graph.symmetry import canonicalize_scale, scalable_nodes
-from raywse.graph.transforms import Compose, DropEdges, PermuteHidden, RescaleHidden, WeightNoise, contrastive_view
+from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nodes, scalable_nodes
+from raywse.graph.transforms import (
+    Compose,
+    DropEdges,
+    FlipHidden,
+    HideProbes,
+    PermuteHidden,
+    RescaleHidden,
+    WeightNoise,
+    contrastive_view,
+)
 
 
 def graph():
@@ -24,7 +33,8 @@ def test_views_are_reproducible_and_leave_the_input_alone():
     b = view(g, torch.Generator().manual_seed(3))
     assert torch.equal(a.edge_attr, b.edge_attr) and torch.equal(a.edge_index, b.edge_index)
     assert torch.equal(g.edge_attr, before)
-    assert [type(t) for t in view.transforms] == [RescaleHidden, PermuteHidden, WeightNoise, DropEdges]
+    kinds = [RescaleHidden, FlipHidden, PermuteHidden, WeightNoise, DropEdges, HideProbes]
+    assert [type(t) for t in view.transforms] == kinds
 
 
 def test_compose_applies_in_order_and_zero_strength_is_identity():
@@ -39,8 +49,14 @@ def test_compose_applies_in_order_and_zero_strength_is_identity():
 
 
 def canonical(g):
+    """Sign- then scale-canonical weights, biases and probe responses (as the encoder computes them)."""
+    odd = odd_nodes(g.node_kind, g.node_act)
+    edge_attr, bias, probes = canonicalize_sign(
+        g.edge_index, g.edge_attr.double(), g.x.view(-1).double(), g.probe_act.double(), odd
+    )
     scalable = scalable_nodes(g.node_kind, g.node_act)
-    return canonicalize_scale(g.edge_index, g.edge_attr.double(), g.x.view(-1).double(), g.node_layer, scalable)
+    edge_attr, bias, factor = canonicalize_scale(g.edge_index, edge_attr, bias, g.node_layer, scalable)
+    return edge_attr, bias, probes / factor.unsqueeze(-1)
 
 
 def test_rescale_hidden_is_removed_exactly_by_the_canonicalisation():
@@ -50,3 +66,19 @@ def test_rescale_hidden_is_removed_exactly_by_the_canonicalisation():
     assert not torch.allclose(out.edge_attr, g.edge_attr)
     for a, b in zip(canonical(out), canonical(g), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sign_flips_of_tanh_neurons_are_removed_exactly_by_the_canonicalisation():
+    spec, tensors = trained("mlp", "tanh")
+    g = to_neural_graph(tensors, spec, "m")
+    out = FlipHidden()(g, torch.Generator().manual_seed(1))
+    assert not torch.allclose(out.edge_attr, g.edge_attr) and not torch.allclose(out.probe_act, g.probe_act)
+    for a, b in zip(canonical(out), canonical(g), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_hide_probes_zeroes_the_responses_and_says_so():
+    g = graph()
+    hidden = HideProbes(1.0)(g, torch.Generator().manual_seed(0))
+    assert hidden.probe_source == "none" and not hidden.probe_act.any() and g.probe_act.any()
+    assert HideProbes(0.0)(g, torch.Generator()) is g

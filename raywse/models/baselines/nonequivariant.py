@@ -31,8 +31,8 @@ class NonEquivariantEncoder(NeuralGraphEncoder):
         self.max_hidden_index = max_hidden_index
         self.index_emb = nn.Embedding(max_hidden_index, self.config.hidden)
 
-    def node_features(self, batch: Batch, bias: Tensor, log_scale: Tensor, num_layers: Tensor) -> Tensor:
-        h = super().node_features(batch, bias, log_scale, num_layers)
+    def node_features(self, batch: Batch, *features: Tensor) -> Tensor:
+        h = super().node_features(batch, *features)
         hidden = (batch.node_kind == NodeKind.HIDDEN).unsqueeze(-1)
         return h + self.index_emb(hidden_index(batch) % self.max_hidden_index) * hidden
 

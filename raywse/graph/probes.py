@@ -1,0 +1,131 @@
+"""Probe features: what every neuron of a network does on a fixed set of probe inputs.
+
+At graph-construction time the network runs on ``P`` probe inputs of its input space and each node keeps its
+``P`` responses (``probe_act`` in :mod:`raywse.graph.schema`): an input node the probe's value there (the channel
+mean for image inputs), a hidden neuron its output after the activation and the layers that follow it (spatially
+averaged for conv channels), an output neuron its logit. Hidden responses permute with their neurons, so a
+permutation-invariant encoder stays exactly invariant.
+
+Where probes come from is the caller's choice and is recorded per graph (``probe_source``): the *train* split of the
+model's dataset for zoo models (:func:`raywse.zoo.datasets.probe_inputs`), a user's probe file for foreign
+checkpoints, or seeded Gaussian probes at the input shape. A network whose activations are unknown (an inferred spec)
+cannot be run: its responses are zeros and its source is :data:`NO_PROBES`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from raywse.core.spec import ArchSpec, Layer, SpecError, forward
+from raywse.graph.chain import Chain
+
+#: Probe inputs per network (the width of ``probe_act``).
+NUM_PROBES = 64
+#: ``probe_source`` of a graph whose network could not be run (responses are zeros).
+NO_PROBES = "none"
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """``inputs``: ``[P, *input_shape]`` (or flat ``[P, d]``) probe inputs; ``source``: where they came from."""
+
+    inputs: Tensor
+    source: str
+
+
+#: Picks the probes of a network from its input shape (no batch dimension).
+ProbeChooser = Callable[[tuple[int, ...]], ProbeSet]
+
+
+def gaussian_probes(input_shape: tuple[int, ...], n: int = NUM_PROBES, seed: int = 0) -> ProbeSet:
+    """``n`` seeded standard-normal probes at ``input_shape``: the choice when nothing is known of the input space."""
+    gen = torch.Generator().manual_seed(seed)
+    return ProbeSet(torch.randn((n, *input_shape), generator=gen), "gaussian")
+
+
+class ProbeFile:
+    """A user's probe file (``.npy`` or ``.npz``): each array ``[P, ...]`` serves networks of its per-probe size.
+
+    Calling it with an input shape returns the matching probes (first :data:`NUM_PROBES` rows), or Gaussian probes
+    when no array of that size is in the file (the source says so). A missing or unreadable file is an ``OSError`` /
+    ``ValueError`` with the path, raised at construction.
+    """
+
+    def __init__(self, path: str | os.PathLike, n: int = NUM_PROBES):
+        self.path, self.n = Path(path), n
+        if not self.path.is_file():
+            raise FileNotFoundError(f"probe file not found: {self.path}")
+        try:
+            loaded = np.load(self.path, allow_pickle=False)
+            arrays = dict(loaded) if isinstance(loaded, Mapping) or hasattr(loaded, "files") else {"": loaded}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{self.path}: not a readable .npy/.npz probe file ({exc})") from exc
+        self.by_size: dict[int, tuple[str, np.ndarray]] = {}
+        for name, arr in arrays.items():
+            if arr.ndim < 2 or not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+                raise ValueError(
+                    f"{self.path}: array {name or '(npy)'} must be finite floats [P, ...], got {arr.shape}"
+                )
+            self.by_size.setdefault(int(np.prod(arr.shape[1:])), (name, arr))
+
+    def __call__(self, input_shape: tuple[int, ...]) -> ProbeSet:
+        size = int(np.prod(input_shape))
+        if size not in self.by_size:
+            probes = gaussian_probes(input_shape, self.n)
+            return ProbeSet(probes.inputs, f"gaussian (no input of size {size} in {self.path.name})")
+        name, arr = self.by_size[size]
+        inputs = torch.from_numpy(np.ascontiguousarray(arr[: self.n], dtype=np.float32)).reshape(-1, *input_shape)
+        return ProbeSet(inputs, f"file:{self.path.name}" + (f":{name}" if name else ""))
+
+
+def _node_values(x: Tensor) -> Tensor:
+    """``[P, nodes]`` values of one node layer's output: channels are spatially averaged."""
+    return x.mean(dim=(2, 3)) if x.dim() == 4 else x
+
+
+def _apply(layer: Layer, tensors: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    return forward(ArchSpec((), (layer,)), tensors, x)
+
+
+def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor], inputs: Tensor) -> Tensor:
+    """``[N, P]`` responses of every node of the neural graph of ``chain`` (node order of the schema).
+
+    ``spec`` must be batch-norm free (:func:`raywse.graph.neural_graph.fold_batchnorm`). A node layer's output is read
+    after its activation and followers, before a ``flatten`` (so conv channels stay channels). Raises
+    :class:`SpecError` for an activation that cannot be evaluated (``unknown``).
+    """
+    x = inputs.reshape(len(inputs), *spec.input_shape).float()
+    for layer in chain.leading:
+        x = _apply(layer, tensors, x)
+    columns = [_node_values(x)]
+    for nl in chain.node_layers:
+        x = _apply(nl.layer, tensors, x)
+        value = None
+        for follower in nl.followers:
+            if follower.kind == "flatten" and value is None:
+                value = _node_values(x)
+            x = _apply(follower, tensors, x)
+        columns.append(value if value is not None else _node_values(x))
+    out = torch.cat(columns, dim=1).T.contiguous()
+    if not torch.isfinite(out).all():
+        raise SpecError("probe responses are not finite")
+    return out
+
+
+def responses_or_none(
+    chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor], probes: ProbeSet
+) -> tuple[Tensor, str]:
+    """``(responses [N, P], probe source)``; zeros and :data:`NO_PROBES` when the network cannot be run (an unknown
+    activation, or responses that are not finite)."""
+    try:
+        return probe_responses(chain, spec, tensors, probes.inputs), probes.source
+    except SpecError:
+        nodes = chain.input_nodes + sum(nl.out_nodes for nl in chain.node_layers)
+        return torch.zeros(nodes, len(probes.inputs)), NO_PROBES
