@@ -95,8 +95,7 @@ def main() -> None:
     # The contrastive loop for one epoch on CUDA (what a GPU Ray Train worker runs), then one DDP step over NCCL.
     encoder = NeuralGraphEncoder(EncoderConfig(**ENCODER)).to(gpu)
     opt = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
-    config = ContrastiveConfig(batch_size=128, temperature=0.1, same_task_prob=0.5, supervised=False,
-                               accuracy_weight=0.5, noise=0.05, edge_drop=0.1, seed=0)  # fmt: skip
+    config = ContrastiveConfig(batch_tasks=16, models_per_task=8, temperature=0.1, accuracy_weight=0.5, seed=0)
     model = EmbedAndPredict(encoder).train()
     loop = ContrastiveLoop(config, prepared(encoder, data), lambda views: model(Batch.from_data_list(views).to(gpu)),
                            opt, gpu)  # fmt: skip

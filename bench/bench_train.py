@@ -6,7 +6,8 @@ and graphify it into ``--out/graphs`` if no ``--graphs`` is given. Writes ``benc
 
 Throughput is graphs/s: positive pairs x 2 views encoded (forward + backward + AdamW step) per second. Every setup
 uses ``TrainConfig()`` defaults (``EncoderConfig()``: depth 4, hidden 64, embed 64, accuracy head;
-``ContrastiveConfig()``: ``batch_size`` pairs per worker step) on the zoo's ``train`` split:
+``ContrastiveConfig()``: ``batch_tasks`` x ``models_per_task`` models, two views each, per worker step) on the zoo's
+``train`` split (learned models):
 
 * single process: ``raywse.models.contrastive.ContrastiveLoop`` in-process with ``torch.set_num_threads`` 1 and 2;
   every epoch is timed, and ``validate`` on the ``val`` split is timed beside it (a Ray Train epoch includes it);
@@ -17,8 +18,8 @@ uses ``TrainConfig()`` defaults (``EncoderConfig()``: depth 4, hidden 64, embed 
   counted from the ``train_encoder`` call (Ray Data reads + filters the shards, the workers start, join the process
   group and materialise their shards).
 
-With n workers each rank draws B = ``batch_size`` pairs per step from its 1/n of the train split, so an epoch covers
-n * floor(floor(N / n) / B) * B pairs (the global batch is n * B).
+With n workers each rank draws B = ``batch_tasks * models_per_task`` models per step from its 1/n of the train split,
+so an epoch covers n * floor(floor(N / n) / B) * B models (the global batch is n * B).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def single_process(config: TrainConfig, train: LabelledGraphs, val: LabelledGrap
         epoch_s.append(t2 - t1)
         val_s.append(time.perf_counter() - t2)
     total = time.perf_counter() - t0
-    pairs = min(len(train), loop.steps_per_epoch * cfg.batch_size)
+    pairs = min(len(train), loop.steps_per_epoch * cfg.batch_tasks * cfg.models_per_task)
     steady = statistics.median(epoch_s[1:] if epochs > 1 else epoch_s)
     steady_val = statistics.median(val_s[1:] if epochs > 1 else val_s)
     return {
@@ -126,7 +127,8 @@ def ray_train(zoo: Path, graphs: Path, out: Path, config: TrainConfig, n_train: 
     ends = sorted(datetime.strptime(CKPT_RE.match(s).group(1), "%Y-%m-%d_%H-%M-%S.%f").timestamp() for s in seen)
     ends = [e - start_wall for e in ends]
     gaps = [b - a for a, b in zip(ends, ends[1:], strict=False)]
-    pairs = pairs_per_epoch(n_train, config.num_workers, config.contrastive.batch_size)
+    per_step = config.contrastive.batch_tasks * config.contrastive.models_per_task
+    pairs = pairs_per_epoch(n_train, config.num_workers, per_step)
     steady = statistics.median(gaps) if gaps else float("nan")
     return {
         "workers": config.num_workers,
@@ -166,7 +168,7 @@ def main() -> None:
         ray.shutdown()
 
     labels = ZooLabels.from_zoo(zoo)
-    train = labels.label(load_graphs(graphs_dir, sorted(labels.ids("train"))))
+    train = labels.label(load_graphs(graphs_dir, sorted(labels.ids("train"))), learned_only=True)
     val = labels.label(load_graphs(graphs_dir, sorted(labels.ids("val"))))
     nodes = sum(int(g.num_nodes) for g in train.graphs) / len(train)
     edges = sum(int(g.edge_index.shape[1]) for g in train.graphs) / len(train)

@@ -9,17 +9,19 @@ from raywse.eval.summary import summary_section
 
 #: What each embedder is, for the overview table (``{...}`` fields come from the evaluation config).
 DESCRIPTIONS = {
-    RAYWSE: "permutation-equivariant GNN encoder under evaluation (trained by `raywse train`, not refitted here)",
+    RAYWSE: "permutation-equivariant GNN encoder over weights and probe responses, its learned embedding joined with "
+    "the response fingerprint (trained by `raywse train`, not refitted here)",
     "arch_oracle": "reference row, no weights: one-hot of the architecture (layer structure of the graph), so "
     "models of the query's architecture rank first, in random order",
-    "random_init_gnn": "reference row: the raywse encoder architecture with untrained, seeded weights",
+    "random_init_gnn": "reference row: the raywse encoder architecture with untrained, seeded weights (its "
+    "embedding includes the same response fingerprint)",
     "probe_outputs": "reference row, training-free: softmax outputs of each network on 64 fixed inputs from the train "
     "split of its dataset (its recorded input normalisation), compared by cosine",
     "weight_stats": "per-layer weight / bias statistics (Unterthiner et al. 2020), standardised",
     "weight_pca": "PCA of flattened weights (not permutation invariant)",
-    "flat_mlp": "MLP on flattened weights, supervised contrastive, {baseline_train_steps} steps",
-    "gnn_nonequivariant": "raywse encoder architecture + hidden-neuron index embeddings, supervised contrastive, "
-    "{gnn_baseline_steps} steps",
+    "flat_mlp": "MLP on flattened weights, raywse's contrastive loss and batches, {baseline_train_steps} steps",
+    "gnn_nonequivariant": "raywse encoder (probe features, fingerprint) + hidden-neuron index embeddings, raywse's "
+    "loss and batches, {gnn_baseline_steps} one-rank steps (raywse's budget)",
     "input_saliency": "mean absolute outgoing weight of each input position; training-free",
     "metadata_text": "TF-IDF + SVD of the manifest's free-text description (no weights)",
 }

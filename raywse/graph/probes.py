@@ -30,6 +30,14 @@ from raywse.graph.chain import Chain
 NUM_PROBES = 64
 #: ``probe_source`` of a graph whose network could not be run (responses are zeros).
 NO_PROBES = "none"
+#: Separates a probe source's rows from how they were normalised for one model: ``train:digits|standard``.
+NORM_SEPARATOR = "|"
+
+
+def probe_rows(source: str) -> str:
+    """The identity of the probe inputs behind ``source``, whatever their normalisation: responses of two networks
+    are comparable exactly when their sources share it (``train:digits|unit`` and ``train:digits|standard`` do)."""
+    return source.split(NORM_SEPARATOR)[0]
 
 
 @dataclass(frozen=True)

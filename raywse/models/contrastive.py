@@ -1,11 +1,15 @@
 """Contrastive training in plain PyTorch (no Ray): the one loop behind Ray Train workers, Tune trials and the
 trained baselines.
 
-A positive pair is two random views (:func:`raywse.graph.transforms.contrastive_view`) of one model or, with
-probability ``same_task_prob``, of two models of the same task. The loss is NT-Xent with in-batch negatives, or
-supervised contrastive (every same-task model is a positive), plus an optional accuracy-prediction term.
-:func:`train_contrastive` is the epoch loop; it hands each epoch's metrics and state to a ``report`` function, which
-is all that differs between Ray Train (``ray.train.report`` with a checkpoint) and Tune (``tune.report``).
+A step draws ``batch_tasks`` tasks — the first at random, a ``hard_task_fraction`` of the rest from the first one's
+*group* (same inputs and output count, another label map: hard negatives), the others at random — and
+``models_per_task`` models of each, spread over the task's families (cross-family positives). Each model gives two
+random views (:func:`raywse.graph.transforms.contrastive_view`). The loss is supervised contrastive over every view
+(same task = positive, never a negative; negatives gathered across DDP ranks), plus an instance term (NT-Xent between
+the two views of one model, so near-duplicates and lineage stay close) and, with an accuracy head, a mean-squared
+error plus a within-task ranking loss on the predicted accuracy. :func:`train_contrastive` is the epoch loop; it hands
+each epoch's metrics and state to a ``report`` function, which is all that differs between Ray Train
+(``ray.train.report`` with a checkpoint) and Tune (``tune.report``).
 """
 
 from __future__ import annotations
@@ -17,41 +21,70 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from raywse.graph.schema import NodeKind, NodeType
 from raywse.graph.transforms import contrastive_view
 from raywse.metrics import kendall_tau, self_retrieval
 from raywse.models.encode import encode
 from raywse.models.encoder import NeuralGraphEncoder
-from raywse.models.losses import alignment, nt_xent, supervised_nt_xent, uniformity
+from raywse.models.losses import alignment, nt_xent, pairwise_ranking, supervised_nt_xent, uniformity
 
 
 @dataclass
 class ContrastiveConfig:
-    """Pairs, loss and optimiser of contrastive training."""
+    """Batches, loss and optimiser of contrastive training."""
 
-    batch_size: int = field(default=32, metadata={"help": "pairs per step and DDP rank (in-batch negatives)"})
+    batch_tasks: int = field(default=8, metadata={"help": "tasks per step and DDP rank"})
+    models_per_task: int = field(default=4, metadata={"help": "models of each task per step (two views each)"})
+    hard_task_fraction: float = field(
+        default=0.5, metadata={"help": "share of a step's tasks drawn from one group (same inputs, other labels)"}
+    )
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = 1e-4
-    temperature: float = field(default=0.1, metadata={"help": "NT-Xent temperature tau"})
-    same_task_prob: float = field(default=0.5, metadata={"help": "chance a positive is another model of the task"})
-    supervised: bool = field(default=False, metadata={"help": "supervised contrastive loss (same task = positive)"})
-    accuracy_weight: float = field(default=0.5, metadata={"help": "weight of the accuracy-prediction loss (0: off)"})
-    noise: float = field(default=0.05, metadata={"help": "weight noise of a view, in units of each layer's std"})
-    edge_drop: float = field(default=0.1, metadata={"help": "edge dropout probability of a view"})
+    temperature: float = field(default=0.1, metadata={"help": "contrastive temperature tau"})
+    instance_weight: float = field(default=0.5, metadata={"help": "weight of the two-views-of-one-model term"})
+    accuracy_weight: float = field(default=0.5, metadata={"help": "weight of the accuracy losses (0: no head)"})
+    noise: float = field(default=0.02, metadata={"help": "weight noise of a view, in units of each layer's std"})
+    edge_drop: float = field(default=0.05, metadata={"help": "edge dropout probability of a view"})
+    hide_probes: float = field(default=0.1, metadata={"help": "chance a view has its probe responses hidden"})
     permute_views: bool = field(default=False, metadata={"help": "also permute hidden neurons in each view"})
     seed: int = 0
 
 
+def input_group(graph: Data) -> str:
+    """What a graph's model takes in and gives out, read from the graph alone: its probe source (the input space it
+    was probed in) and its output count. Tasks of one group differ only in their labels: hard negatives."""
+    return f"{graph.probe_source}|{int((graph.node_kind == NodeKind.OUTPUT).sum())}"
+
+
+def family(graph: Data) -> str:
+    """``cnn`` when any neuron is a conv channel, else ``mlp``."""
+    return "cnn" if bool((graph.node_type == NodeType.CONV).any()) else "mlp"
+
+
+def _codes(values: list[str]) -> np.ndarray:
+    index = {v: i for i, v in enumerate(sorted(set(values)))}
+    return np.array([index[v] for v in values], dtype=np.int64)
+
+
 @dataclass
 class LabelledGraphs:
-    """Graphs with what training reads of their models: a task index and the test accuracy, per graph."""
+    """Graphs with what training reads of their models, per graph: a task index and the test accuracy; the input
+    group and family indices are read from the graphs (:func:`input_group`, :func:`family`)."""
 
     graphs: list[Data]
     task: np.ndarray
     accuracy: np.ndarray
+    group: np.ndarray = field(init=False)
+    family: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.group = _codes([input_group(g) for g in self.graphs])
+        self.family = _codes([family(g) for g in self.graphs])
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -74,6 +107,58 @@ class EmbedAndPredict(nn.Module):
         return self.encoder(batch), None
 
 
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _distributed() -> bool:
+    return _world_size() > 1
+
+
+def gather_across_ranks(z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Every rank's embeddings (gradients flow back to each rank's own) and labels; the inputs without DDP."""
+    if not _distributed():
+        return z, labels
+    gathered = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, labels)
+    return torch.cat(dist_fn.all_gather(z)), torch.cat(gathered)
+
+
+class TaskSampler:
+    """Draws the models of one step (see the module docstring) from task, group and family indices."""
+
+    def __init__(self, data: LabelledGraphs, config: ContrastiveConfig):
+        self.config = config
+        self.members: dict[int, dict[int, list[int]]] = {}  # task -> family -> model indices
+        self.group_tasks: dict[int, list[int]] = {}
+        self.task_group: dict[int, int] = {}
+        for i, (t, g, f) in enumerate(zip(data.task.tolist(), data.group.tolist(), data.family.tolist(), strict=True)):
+            self.members.setdefault(t, {}).setdefault(f, []).append(i)
+            if t not in self.task_group:
+                self.task_group[t] = g
+                self.group_tasks.setdefault(g, []).append(t)
+        self.tasks = sorted(self.members)
+
+    def draw(self, rng: random.Random) -> list[int]:
+        """``batch_tasks * models_per_task`` model indices (tasks repeat their models when there are fewer tasks)."""
+        cfg = self.config
+        k = min(cfg.batch_tasks, len(self.tasks))
+        first = rng.choice(self.tasks)
+        peers = [t for t in self.group_tasks[self.task_group[first]] if t != first]
+        hard = rng.sample(peers, min(len(peers), round(cfg.hard_task_fraction * (k - 1))))
+        chosen = {first, *hard}
+        others = [t for t in self.tasks if t not in chosen]
+        tasks = [first, *hard, *rng.sample(others, min(len(others), k - len(chosen)))]
+        total = cfg.batch_tasks * cfg.models_per_task  # fixed, so every DDP rank gathers equal shapes
+        models = []
+        for j, t in enumerate(tasks):
+            families = list(self.members[t].values())
+            rng.shuffle(families)
+            count = total // len(tasks) + (j < total % len(tasks))
+            models += [rng.choice(families[m % len(families)]) for m in range(count)]
+        return models
+
+
 class ContrastiveLoop:
     """One epoch at a time over ``data`` (graphs already prepared for the model, e.g. padded by the encoder)."""
 
@@ -82,38 +167,39 @@ class ContrastiveLoop:
     ):
         self.config, self.data, self.forward, self.optimizer = config, data, forward, optimizer
         self.device, self.rank = device, rank
-        self.view = contrastive_view(config.noise, config.edge_drop, config.permute_views)
-        self.by_task: dict[int, list[int]] = {}
-        for i, task in enumerate(data.task.tolist()):
-            self.by_task.setdefault(int(task), []).append(i)
-        steps = torch.tensor(max(1, len(data) // config.batch_size), device=device)  # NCCL: on the GPU
+        self.view = contrastive_view(config.noise, config.edge_drop, config.permute_views, config.hide_probes)
+        self.sampler = TaskSampler(data, config)
+        per_step = config.batch_tasks * config.models_per_task
+        steps = torch.tensor(max(1, len(data) // per_step), device=device)  # NCCL: on the GPU
         if dist.is_available() and dist.is_initialized():  # every DDP rank must take the same number of steps
             dist.all_reduce(steps, op=dist.ReduceOp.MIN)
         self.steps_per_epoch = int(steps)
 
+    def loss(self, members: list[int], z: Tensor, acc_pred: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """The step's loss from the embeddings of both views (first views, then second views)."""
+        cfg, n = self.config, len(members)
+        labels = torch.as_tensor(self.data.task[members], device=z.device).repeat(2)
+        z_all, labels_all = gather_across_ranks(z, labels)
+        loss = supervised_nt_xent(z_all, labels_all, cfg.temperature)
+        z1, z2 = z[:n], z[n:]
+        if cfg.instance_weight > 0:
+            loss = loss + cfg.instance_weight * nt_xent(z1, z2, cfg.temperature)
+        if acc_pred is not None and cfg.accuracy_weight > 0:
+            target = torch.as_tensor(self.data.accuracy[members], dtype=acc_pred.dtype, device=z.device).repeat(2)
+            accuracy_loss = F.mse_loss(acc_pred, target) + pairwise_ranking(acc_pred, target, labels)
+            loss = loss + cfg.accuracy_weight * accuracy_loss
+        return loss, z1, z2
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass of ``steps_per_epoch`` optimiser steps; mean loss, alignment and uniformity."""
-        cfg, task, acc = self.config, self.data.task, self.data.accuracy
-        seed = cfg.seed * 100_003 + epoch * 101 + self.rank
+        seed = self.config.seed * 100_003 + epoch * 101 + self.rank
         rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
-        order = list(range(len(self.data)))
-        rng.shuffle(order)
         totals = {"loss": 0.0, "alignment": 0.0, "uniformity": 0.0}
-        for step in range(self.steps_per_epoch):
-            anchors = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            partners = [
-                rng.choice(self.by_task[int(task[i])]) if rng.random() < cfg.same_task_prob else i for i in anchors
-            ]
-            members = anchors + partners
-            z, acc_pred = self.forward([self.view(self.data.graphs[i], gen) for i in members])
-            z1, z2 = z[: len(anchors)], z[len(anchors) :]
-            if cfg.supervised:
-                loss = supervised_nt_xent(z, torch.as_tensor(task[members], device=z.device), cfg.temperature)
-            else:
-                loss = nt_xent(z1, z2, cfg.temperature)
-            if acc_pred is not None and cfg.accuracy_weight > 0:
-                target = torch.as_tensor(acc[members], dtype=acc_pred.dtype, device=acc_pred.device)
-                loss = loss + cfg.accuracy_weight * F.mse_loss(acc_pred, target)
+        for _ in range(self.steps_per_epoch):
+            members = self.sampler.draw(rng)
+            views = [self.view(self.data.graphs[i], gen) for _ in range(2) for i in members]
+            z, acc_pred = self.forward(views)
+            loss, z1, z2 = self.loss(members, z, acc_pred)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -172,7 +258,8 @@ def train_contrastive(
     loop = ContrastiveLoop(config, graphs, forward, optimizer, device, rank)
     for epoch in range(start, epochs):
         model.train()
-        metrics = loop.train_epoch(epoch) | validate(encoder, val, device) | {"epoch": epoch}
+        steps = (epoch + 1) * loop.steps_per_epoch * _world_size()  # graphs seen = steps x one rank's batch
+        metrics = loop.train_epoch(epoch) | validate(encoder, val, device) | {"epoch": epoch, "rank_steps": steps}
         report(metrics, {"encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch})
 
 

@@ -18,7 +18,7 @@ from raywse.models.encode import encode
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 #: How the trained baselines are fitted: supervised contrastive on two views of each model, permutations included.
-BASELINE_CONTRASTIVE = ContrastiveConfig(same_task_prob=0.0, supervised=True, accuracy_weight=0.0, permute_views=True)
+BASELINE_CONTRASTIVE = ContrastiveConfig(accuracy_weight=0.0, permute_views=True)
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ from raywse.models.encoder import NeuralGraphEncoder
 
 @dataclass
 class Encoded:
-    """Embeddings ``[n, embed_dim]`` float32, and the predicted accuracies ``[n]`` when the encoder has a head."""
+    """Embeddings ``[n, output_dim]`` float32, and the predicted accuracies ``[n]`` when the encoder has a head."""
 
     embeddings: np.ndarray
     accuracy: np.ndarray | None
@@ -42,5 +42,5 @@ def encode(
             z = encoder(batch)
         vectors.append(z.float().cpu())
     if not vectors:
-        return Encoded(np.zeros((0, encoder.config.embed_dim), np.float32), np.zeros(0, np.float32) if head else None)
+        return Encoded(np.zeros((0, encoder.output_dim), np.float32), np.zeros(0, np.float32) if head else None)
     return Encoded(torch.cat(vectors).numpy(), torch.cat(accuracy).numpy() if head else None)

@@ -4,7 +4,10 @@ Pipeline: sign canonicalisation of odd-activation neurons and ReLU-scale canonic
 responses → per-(graph, layer) RMS normalisation → node / edge initialisation (Fourier-lifted scalars, the node's
 probe responses, learned embeddings) → ``depth`` bidirectional :class:`NeuralGraphConv` layers → readout
 (:func:`invariant_readout` of the hidden layers, plus the output neurons *in class order*: their states and their
-softmax responses on the probes) → MLP → L2-normalised embedding.
+softmax responses on the probes) → MLP → learned embedding, concatenated with the *response fingerprint* (the
+class-order softmax responses through a fixed random projection drawn per probe set, so responses to different probe
+sets are orthogonal) → L2-normalised embedding. The learned part is trained on the similarity of the whole embedding:
+it learns what the fingerprint alone gets wrong.
 
 Invariance: nothing reads the order or index of hidden nodes (probe responses move with their neurons). Hidden nodes are
 only distinguished by their features (bias, layer, activation, type) and their edges, and every reduction is a scatter
@@ -19,6 +22,7 @@ taken modulo the table size (they share an embedding with a lower position). Lay
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +33,7 @@ from torch_geometric.utils import scatter
 
 from raywse.core.spec import ACTIVATIONS, SpecError
 from raywse.graph.neural_graph import pad_edge_features
-from raywse.graph.probes import NO_PROBES, NUM_PROBES
+from raywse.graph.probes import NO_PROBES, NUM_PROBES, probe_rows
 from raywse.graph.schema import NodeKind, NodeType
 from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nodes, scalable_nodes
 from raywse.models.conv import NeuralGraphConv
@@ -41,9 +45,9 @@ from raywse.models.pooling import class_order_readout, invariant_readout
 class EncoderConfig:
     """Hyper-parameters of :class:`NeuralGraphEncoder`; the defaults are the laptop training defaults."""
 
-    depth: int = 4
-    hidden: int = 64
-    edge_hidden: int = 16
+    depth: int = 2
+    hidden: int = 32
+    edge_hidden: int = 8
     embed_dim: int = 64
     max_input_pos: int = 1024
     max_output_pos: int = 64
@@ -55,7 +59,9 @@ class EncoderConfig:
     canonicalize_scale: bool = True
     num_probes: int = NUM_PROBES  # width of every graph's probe_act
     readout_classes: int = 10  # output neurons read in class order (more are dropped, fewer padded)
-    update_edges: bool = True
+    fingerprint_dim: int = 256  # width of the response fingerprint (0: learned embedding only)
+    fingerprint_weight: float = 0.8  # its share of the squared norm of the embedding
+    update_edges: bool = False
     accuracy_head: bool = True
     seed: int = 0
 
@@ -96,6 +102,7 @@ class NeuralGraphEncoder(nn.Module):
         self.readout = mlp([4 * h + cfg.edge_hidden + classes * (h + cfg.num_probes), 2 * h, 2 * h], cfg.dropout)
         self.project = nn.Linear(2 * h, cfg.embed_dim)
         self.accuracy = mlp([2 * h, h, 1]) if cfg.accuracy_head else None
+        self._projections: dict[tuple, Tensor] = {}
 
     def prepare(self, data: Data) -> Data:
         """Pad one graph's kernels to the encoder's ``edge_dim`` (call before batching mixed graphs); a
@@ -134,8 +141,8 @@ class NeuralGraphEncoder(nn.Module):
         )
         return self.node_norm(h)
 
-    def representation(self, batch: Data) -> Tensor:
-        """Pre-normalisation graph representation ``[B, 2 * hidden]``."""
+    def representation(self, batch: Data, with_responses: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Pre-normalisation graph representation ``[B, 2 * hidden]`` (and the class-order responses)."""
         batch = self._as_batch(batch)
         cfg = self.config
         num_graphs = int(batch.num_graphs)
@@ -167,19 +174,58 @@ class NeuralGraphEncoder(nn.Module):
         for conv in self.convs:
             h, e = conv(h, edge_index, e)
         pooled = invariant_readout(batch, h, e, node_key, num_keys)
-        by_class = class_order_readout(batch, h, outputs, probed, cfg.readout_classes)
-        return self.readout(torch.cat([pooled, by_class], dim=-1))
+        states, responses = class_order_readout(batch, h, outputs, probed, cfg.readout_classes)
+        rep = self.readout(torch.cat([pooled, states, responses], dim=-1))
+        return (rep, responses) if with_responses else rep
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the embeddings: the learned part plus the fingerprint."""
+        return self.config.embed_dim + self.config.fingerprint_dim
+
+    def fingerprint(self, responses: Tensor, sources: list[str]) -> Tensor:
+        """``[B, fingerprint_dim]``: each graph's responses (normalised) through the fixed projection of its probe
+        rows (seeded by :func:`~raywse.graph.probes.probe_rows` of its source), so fingerprints of different probe
+        sets are near orthogonal."""
+        cfg = self.config
+        out = torch.zeros(len(sources), cfg.fingerprint_dim, dtype=responses.dtype, device=responses.device)
+        unit = F.normalize(responses, dim=-1)
+        for source in set(sources):
+            rows = torch.tensor([i for i, s in enumerate(sources) if s == source], device=responses.device)
+            out[rows] = unit[rows] @ self._projection(source, responses)
+        return F.normalize(out, dim=-1)
+
+    def _projection(self, source: str, like: Tensor) -> Tensor:
+        """The fixed ``[responses, fingerprint_dim]`` projection of one probe set (cached; not a parameter)."""
+        key = (source, like.shape[1], like.device, like.dtype)
+        if key not in self._projections:
+            dim = self.config.fingerprint_dim
+            gen = torch.Generator().manual_seed(zlib.crc32(probe_rows(source).encode()))
+            proj = torch.randn(like.shape[1], dim, generator=gen) / math.sqrt(dim)
+            self._projections[key] = proj.to(like.device, like.dtype)
+        return self._projections[key]
+
+    def _embed(self, batch: Data) -> tuple[Tensor, Tensor]:
+        """``(embeddings, representation)``."""
+        batch = self._as_batch(batch)
+        rep, responses = self.representation(batch, with_responses=True)
+        z = F.normalize(self.project(rep), dim=-1)
+        if self.config.fingerprint_dim > 0:
+            w = self.config.fingerprint_weight
+            fp = self.fingerprint(responses, _as_list(batch.probe_source))
+            z = F.normalize(torch.cat([math.sqrt(1 - w) * z, math.sqrt(w) * fp], dim=-1), dim=-1)
+        return z, rep
 
     def forward(self, batch: Data) -> Tensor:
-        """L2-normalised embeddings ``[B, embed_dim]``."""
-        return F.normalize(self.project(self.representation(batch)), dim=-1)
+        """L2-normalised embeddings ``[B, output_dim]``."""
+        return self._embed(batch)[0]
 
     def embed_and_predict(self, batch: Data) -> tuple[Tensor, Tensor]:
         """Embeddings and predicted accuracy in [0, 1] from one forward pass."""
         if self.accuracy is None:
             raise RuntimeError("encoder was built with accuracy_head=False")
-        rep = self.representation(batch)
-        return F.normalize(self.project(rep), dim=-1), torch.sigmoid(self.accuracy(rep)).squeeze(-1)
+        z, rep = self._embed(batch)
+        return z, torch.sigmoid(self.accuracy(rep)).squeeze(-1)
 
     def predict_accuracy(self, batch: Data) -> Tensor:
         """Predicted test accuracy in [0, 1], ``[B]`` (needs ``accuracy_head=True``)."""

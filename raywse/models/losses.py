@@ -39,6 +39,17 @@ def supervised_nt_xent(z: Tensor, labels: Tensor, temperature: float = 0.1) -> T
     return -mean_log_prob.mean()
 
 
+def pairwise_ranking(
+    pred: Tensor, target: Tensor, labels: Tensor, margin: float = 0.005, scale: float = 20.0
+) -> Tensor:
+    """Logistic ranking loss over every pair with one label whose targets differ by more than ``margin``: the pair
+    is ordered correctly when ``pred`` orders it as ``target`` does. Returns 0 if there is no such pair."""
+    valid = (labels.view(-1, 1) == labels.view(1, -1)) & (target.view(-1, 1) - target.view(1, -1) > margin)
+    if not bool(valid.any()):
+        return pred.sum() * 0
+    return F.softplus(-scale * (pred.view(-1, 1) - pred.view(1, -1)))[valid].mean()
+
+
 def alignment(z1: Tensor, z2: Tensor, alpha: float = 2.0) -> Tensor:
     """Wang & Isola (2020) alignment: ``E ||z1 - z2||^alpha`` over positive pairs (lower is better)."""
     return (z1 - z2).norm(dim=1).pow(alpha).mean()

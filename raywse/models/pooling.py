@@ -37,7 +37,7 @@ def invariant_readout(batch: Batch, h: Tensor, e: Tensor, node_key: Tensor, num_
     return torch.cat([pooled_in, hid_mean, hid_max, pooled_out, edge_mean], dim=-1)
 
 
-def class_order_readout(batch: Batch, h: Tensor, logits: Tensor, probed: Tensor, classes: int) -> Tensor:
+def class_order_readout(batch: Batch, h: Tensor, logits: Tensor, probed: Tensor, classes: int) -> tuple[Tensor, Tensor]:
     """The output neurons in class order: their states and their softmax responses on the probes, padded.
 
     Output neuron ``c`` (``node_pos``) fills slot ``c`` for ``c < classes``; a graph with fewer outputs leaves zeros
@@ -52,7 +52,8 @@ def class_order_readout(batch: Batch, h: Tensor, logits: Tensor, probed: Tensor,
         classes: output slots kept.
 
     Shapes:
-        ``h [N, H]``, ``logits [N, P]``, ``probed [B]`` → ``[B, classes * (H + P)]``.
+        ``h [N, H]``, ``logits [N, P]``, ``probed [B]`` → states ``[B, classes * H]``, responses ``[B, P * classes]``
+        (probe-major: the softmax over classes of probe 0 first).
     """
     num_graphs = int(batch.num_graphs)
     out = torch.nonzero((batch.node_kind == NodeKind.OUTPUT) & (batch.node_pos < classes)).flatten()
@@ -62,6 +63,8 @@ def class_order_readout(batch: Batch, h: Tensor, logits: Tensor, probed: Tensor,
     exp = z.exp()
     probs = exp / scatter(exp, g, dim=0, dim_size=num_graphs, reduce="sum")[g]
     probs = probs * probed[g].unsqueeze(-1).to(probs.dtype)
-    slots = torch.zeros(num_graphs, classes, h.shape[1] + logits.shape[1], dtype=h.dtype, device=h.device)
-    slots[g, pos] = torch.cat([h[out], probs], dim=-1)
-    return slots.flatten(1)
+    states = torch.zeros(num_graphs, classes, h.shape[1], dtype=h.dtype, device=h.device)
+    states[g, pos] = h[out]
+    responses = torch.zeros(num_graphs, classes, logits.shape[1], dtype=h.dtype, device=h.device)
+    responses[g, pos] = probs
+    return states.flatten(1), responses.transpose(1, 2).flatten(1)

@@ -61,7 +61,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
     torch.manual_seed(train_config.contrastive.seed)
-    train = labels.label([row_to_graph(row) for row in ray.train.get_dataset_shard("train").iter_rows()])
+    train = labels.label([row_to_graph(row) for row in ray.train.get_dataset_shard("train").iter_rows()], True)
     val = labels.label([row_to_graph(row) for row in ray.train.get_dataset_shard("val").iter_rows()])
     encoder_config = train_config.encoder_config()
     encoder = NeuralGraphEncoder(encoder_config)
@@ -128,3 +128,11 @@ def train_encoder(
         history = json.loads((Path(ckpt_dir) / EncoderFiles.HISTORY).read_text())
     write_json_atomic(history, out_dir / EncoderFiles.TRAIN_METRICS)
     return TrainResult(encoder_dir, history)
+
+
+def trained_rank_steps(out_dir: str | os.PathLike) -> int:
+    """Optimiser steps summed over DDP ranks of the run in ``out_dir`` (0 if it wrote no metrics): the budget the
+    evaluation gives the trained baselines."""
+    path = Path(out_dir) / EncoderFiles.TRAIN_METRICS
+    history = json.loads(path.read_text()) if path.is_file() else []
+    return int(history[-1].get("rank_steps", 0)) if history else 0

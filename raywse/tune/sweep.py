@@ -102,7 +102,7 @@ def run_sweep(
     ensure_ray()
     out_dir = Path(out_dir).resolve()
     labels = ZooLabels.from_zoo(zoo_dir)
-    train = labels.label(load_graphs(graphs_dir, labels.ids("train")))
+    train = labels.label(load_graphs(graphs_dir, labels.ids("train")), learned_only=True)
     val = labels.label(load_graphs(graphs_dir, labels.ids("val")))
     tasks = np.concatenate([train.task, val.task]).tolist()
     if not any(tasks.count(t) > 1 for t in val.task.tolist()):

@@ -16,7 +16,7 @@ import torch
 from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
 
-from raywse.graph.probes import NUM_PROBES, ProbeChooser, ProbeSet
+from raywse.graph.probes import NORM_SEPARATOR, NUM_PROBES, ProbeChooser, ProbeSet
 
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -248,6 +248,6 @@ def zoo_probes(dataset: str, input_norm: str = "unit") -> ProbeChooser:
 
     def choose(input_shape: tuple[int, ...]) -> ProbeSet:
         inputs = probe_inputs(dataset, input_norm).reshape(-1, *input_shape)
-        return ProbeSet(inputs, f"train:{dataset}/{input_norm}")
+        return ProbeSet(inputs, f"train:{dataset}{NORM_SEPARATOR}{input_norm}")
 
     return choose

@@ -19,9 +19,9 @@ def parse(cls: type, argv: list[str]) -> argparse.Namespace:
 
 
 def test_nested_flags_update_only_what_is_given():
-    args = parse(TrainConfig, ["--epochs", "3", "--encoder.hidden", "16", "--contrastive.no-supervised"])
+    args = parse(TrainConfig, ["--epochs", "3", "--encoder.hidden", "16", "--contrastive.permute-views"])
     config = config_from_args(TrainConfig, args)
-    assert (config.epochs, config.encoder.hidden, config.contrastive.supervised) == (3, 16, False)
+    assert (config.epochs, config.encoder.hidden, config.contrastive.permute_views) == (3, 16, True)
     default = TrainConfig()
     assert config.encoder.depth == default.encoder.depth and config.contrastive.lr == default.contrastive.lr
 

@@ -27,7 +27,7 @@ def test_output_responses_are_the_logits_and_inputs_the_probe_values(arch):
     inputs = g.probe_act[g.node_kind == NodeKind.INPUT]
     expected = x.flatten(1).T if arch == "mlp" else x.mean(dim=(2, 3)).T
     torch.testing.assert_close(inputs, expected)
-    assert g.probe_act.shape == (g.num_nodes, NUM_PROBES) and g.probe_source == "train:digits/unit"
+    assert g.probe_act.shape == (g.num_nodes, NUM_PROBES) and g.probe_source == "train:digits|unit"
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh"])

@@ -29,7 +29,7 @@ from raywse.models.embedder import BASELINE_CONTRASTIVE, Embedder, GNNEmbedder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 SMALL = EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16)
-FOUR = replace(BASELINE_CONTRASTIVE, batch_size=4)
+FOUR = replace(BASELINE_CONTRASTIVE, batch_tasks=2, models_per_task=2)
 
 
 def make_embedders() -> list[Embedder]:
@@ -112,4 +112,4 @@ def test_random_init_gnn_is_seeded_and_untrained(graphs):
     np.testing.assert_array_equal(a.fit(graphs, labels).embed(graphs), before)  # fit trains nothing
     np.testing.assert_array_equal(RandomInitGNNEmbedder(SMALL, seed=0).embed(graphs), before)
     assert not np.allclose(RandomInitGNNEmbedder(SMALL, seed=1).embed(graphs), before)
-    assert before.shape == (len(graphs), SMALL.embed_dim)
+    assert before.shape == (len(graphs), SMALL.embed_dim + SMALL.fingerprint_dim)

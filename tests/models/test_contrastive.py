@@ -12,9 +12,9 @@ from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 def test_contrastive_training_lowers_the_loss(tiny_zoo, tiny_graphs):
     data = ZooLabels.from_zoo(tiny_zoo).label(load_graphs(tiny_graphs))
-    config = ContrastiveConfig(batch_size=16, lr=3e-3, same_task_prob=0.0, noise=0.02)
+    config = ContrastiveConfig(batch_tasks=4, models_per_task=4, lr=3e-3)
     torch.manual_seed(0)
-    encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=32, embed_dim=32))
+    encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=32, embed_dim=32, fingerprint_dim=0))  # learned only
     history, states = [], []
     train_contrastive(
         encoder, data, data, config, 6, lambda metrics, state: (history.append(metrics), states.append(state))
@@ -27,7 +27,7 @@ def test_contrastive_training_lowers_the_loss(tiny_zoo, tiny_graphs):
 
 def test_resume_continues_after_the_reported_epoch(tiny_zoo, tiny_graphs):
     data = ZooLabels.from_zoo(tiny_zoo).label(load_graphs(tiny_graphs)[:24])
-    config = ContrastiveConfig(batch_size=8)
+    config = ContrastiveConfig(batch_tasks=2, models_per_task=4)
     states = []
     train_contrastive(NeuralGraphEncoder(EncoderConfig(depth=1, hidden=16)), data, data, config, 2,
                       lambda metrics, state: states.append(state))  # fmt: skip

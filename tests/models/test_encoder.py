@@ -65,7 +65,7 @@ def test_mixed_batch_and_accuracy_head(graphs):
     batch = Batch.from_data_list([encoder.prepare(g) for g in graphs])
     with torch.no_grad():
         z, acc = encoder.embed_and_predict(batch)
-    assert z.shape == (len(graphs), SMALL.embed_dim) and torch.isfinite(z).all()
+    assert z.shape == (len(graphs), SMALL.embed_dim + SMALL.fingerprint_dim) and torch.isfinite(z).all()
     assert torch.allclose(z.norm(dim=1), torch.ones(len(graphs)), atol=1e-5)
     assert acc.shape == (len(graphs),) and ((acc >= 0) & (acc <= 1)).all()
     # batched embedding equals one-by-one embedding (no cross-graph leakage)
@@ -81,3 +81,21 @@ def test_prepare_rejects_large_kernels(graphs):
     mlp = next(g for g in graphs if tuple(g.kernel_shape) == (1, 1))
     padded = pad_edge_features(mlp, (3, 3))
     assert padded.edge_attr.shape[1] == 9 and torch.equal(padded.edge_attr[:, 4], mlp.edge_attr[:, 0])
+
+
+def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
+    """Same probe rows under another normalisation share a projection; other probe rows are near orthogonal; a
+    graph without probes keeps only its learned part (still unit norm)."""
+    from raywse.graph.probes import NO_PROBES
+
+    encoder = NeuralGraphEncoder(SMALL).eval()
+    g = next(g for g in graphs if tuple(g.kernel_shape) == (1, 1))
+    responses = torch.rand(1, SMALL.readout_classes * SMALL.num_probes)
+    a = encoder.fingerprint(responses, ["train:digits|unit"])
+    b = encoder.fingerprint(responses, ["train:digits|standard"])
+    c = encoder.fingerprint(responses, ["train:mnist14|unit"])
+    assert torch.allclose(a, b) and abs(float(a @ c.T)) < 0.3
+    hidden = g.clone()
+    hidden.probe_act, hidden.probe_source = torch.zeros_like(g.probe_act), NO_PROBES
+    z = embed(encoder, [hidden])
+    assert torch.allclose(z.norm(), torch.tensor(1.0)) and not z[0, SMALL.embed_dim :].any()

@@ -11,7 +11,7 @@ from torch_geometric.data import Batch
 from raywse.models.contrastive import ContrastiveConfig, EmbedAndPredict, fit_steps
 from raywse.models.embedder import labelled
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
-from raywse.models.losses import alignment, nt_xent, supervised_nt_xent, uniformity
+from raywse.models.losses import alignment, nt_xent, pairwise_ranking, supervised_nt_xent, uniformity
 
 
 def test_nt_xent_perfect_and_random():
@@ -31,6 +31,17 @@ def test_supervised_nt_xent_prefers_label_clusters():
     assert supervised_nt_xent(torch.randn(4, 8), torch.arange(4)) == 0
 
 
+def test_pairwise_ranking_scores_order_within_a_label_only():
+    target = torch.tensor([0.9, 0.5, 0.9, 0.1])
+    labels = torch.tensor([0, 0, 1, 1])
+    right = pairwise_ranking(torch.tensor([0.8, 0.2, 0.7, 0.3]), target, labels)
+    wrong = pairwise_ranking(torch.tensor([0.2, 0.8, 0.3, 0.7]), target, labels)
+    assert right < 0.1 < wrong
+    shifted = torch.tensor([0.3, -0.3, 0.9, 0.5])  # same gaps within each label, other order across labels
+    assert torch.isclose(pairwise_ranking(shifted, target, labels), right)
+    assert pairwise_ranking(target, target, torch.arange(4)) == 0
+
+
 def test_alignment_uniformity():
     torch.manual_seed(0)
     z = F.normalize(torch.randn(256, 16), dim=-1)
@@ -43,7 +54,9 @@ def test_toy_training_reduces_loss(graphs):
     torch.manual_seed(0)
     encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16, accuracy_head=False))
     data = labelled([encoder.prepare(g) for g in graphs], None)
-    config = ContrastiveConfig(batch_size=len(graphs), lr=3e-3, temperature=0.2, same_task_prob=0.0, accuracy_weight=0)
+    config = ContrastiveConfig(
+        batch_tasks=len(graphs), models_per_task=1, lr=3e-3, temperature=0.2, instance_weight=0, accuracy_weight=0
+    )
     model = EmbedAndPredict(encoder).train()
     history = fit_steps(config, data, lambda views: model(Batch.from_data_list(views)), model.parameters(), 30)
     first, last = sum(history[:5]) / 5, sum(history[-5:]) / 5

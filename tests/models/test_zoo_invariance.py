@@ -1,5 +1,5 @@
-"""The encoder's invariances hold on real tiny-zoo checkpoints (one per family), and the order-reading baseline
-breaks on the same permuted twins."""
+"""The encoder's invariances (permutation, positive rescale, tanh sign flip) hold on real tiny-zoo checkpoints probed
+on their datasets (one per family and hidden activation), and the order-reading baseline breaks on permuted twins."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch
 from raywse.core.io import load_checkpoint
 from raywse.core.spec import ArchSpec
 from raywse.graph.neural_graph import to_neural_graph
-from raywse.graph.symmetry import permute_hidden, rescalable_layers, rescale_hidden
+from raywse.graph.symmetry import flip_hidden, flippable_layers, permute_hidden, rescalable_layers, rescale_hidden
 from raywse.models.baselines import NonEquivariantEncoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+from raywse.zoo.datasets import zoo_probes
 
 # the default encoder, narrowed for speed (canonicalize_scale=True, the default, is kept)
 SMALL = EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16)
@@ -32,36 +33,45 @@ def make(cls) -> NeuralGraphEncoder:
     return cls(SMALL).eval()
 
 
+def hidden_activation(spec: ArchSpec) -> str:
+    return next(ly.activation for ly in spec.layers if ly.kind in ("linear", "conv2d"))
+
+
 @pytest.fixture(scope="module")
-def zoo_checkpoints(tiny_zoo) -> dict[str, tuple[str, ArchSpec, dict[str, torch.Tensor]]]:
-    """``family -> (model_id, spec, tensors)``: per family, the first model with rescalable hidden layers."""
+def zoo_checkpoints(tiny_zoo) -> dict[tuple[str, str], tuple[dict, ArchSpec, dict[str, torch.Tensor]]]:
+    """``(family, hidden activation) -> (manifest row, spec, tensors)``: the first model of each combination."""
     out = {}
     for row in pq.read_table(tiny_zoo / "manifest.parquet").to_pylist():
         spec = ArchSpec.from_json(row["layer_spec"])
-        if row["family"] not in out and rescalable_layers(spec):
-            out[row["family"]] = (row["model_id"], spec, load_checkpoint(tiny_zoo / row["path"])[0])
-    assert set(out) == {"mlp", "cnn"}
+        key = (row["family"], hidden_activation(spec))
+        if key not in out:
+            out[key] = (row, spec, {k: v.float() for k, v in load_checkpoint(tiny_zoo / row["path"])[0].items()})
+    assert {family for family, _ in out} == {"mlp", "cnn"}
+    assert any(flippable_layers(spec) for _, spec, _ in out.values())  # a tanh model is covered
     return out
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn"])
-def test_encoder_invariant_on_zoo_twins(family, zoo_checkpoints):
-    model_id, spec, tensors = zoo_checkpoints[family]
-    gen = torch.Generator().manual_seed(3)
-    graph = to_neural_graph(tensors, spec, model_id)
-    permuted = to_neural_graph(permute_hidden(tensors, spec, gen), spec, model_id)
-    rescaled = to_neural_graph(rescale_hidden(tensors, spec, gen), spec, model_id)
-    assert not torch.equal(graph.edge_attr, permuted.edge_attr) and not torch.equal(graph.x, rescaled.x)
-
-    encoder = make(NeuralGraphEncoder)
-    z = embed(encoder, graph)
-    perm_residual, scale_residual = rel(embed(encoder, permuted), z), rel(embed(encoder, rescaled), z)
-    baseline = make(NonEquivariantEncoder)
-    baseline_residual = rel(embed(baseline, permuted), embed(baseline, graph))
-    print(
-        f"{family} {model_id}: permuted {perm_residual:.2e}, rescaled {scale_residual:.2e}, "
-        f"non-equivariant permuted {baseline_residual:.2e}"
-    )
-    assert perm_residual <= 1e-5
-    assert scale_residual <= 1e-4  # float32 rounding of the rescaled weights survives canonicalisation
-    assert baseline_residual > 1e-3
+def test_encoder_invariant_on_zoo_twins(zoo_checkpoints):
+    for (family, act), (row, spec, tensors) in sorted(zoo_checkpoints.items()):
+        probes = zoo_probes(row["dataset"], row["input_norm"])
+        gen = torch.Generator().manual_seed(3)
+        graph = to_neural_graph(tensors, spec, row["model_id"], probes)
+        twins = {
+            "permuted": permute_hidden(tensors, spec, gen),
+            "rescaled": rescale_hidden(tensors, spec, gen) if rescalable_layers(spec) else None,
+            "flipped": flip_hidden(tensors, spec, gen) if flippable_layers(spec) else None,
+        }
+        encoder = make(NeuralGraphEncoder)
+        z = embed(encoder, graph)
+        residuals = {}
+        for name, twin in twins.items():
+            if twin is not None:
+                assert any(not torch.equal(twin[k], tensors[k]) for k in tensors), name
+                residuals[name] = rel(embed(encoder, to_neural_graph(twin, spec, row["model_id"], probes)), z)
+        baseline = make(NonEquivariantEncoder)
+        permuted = to_neural_graph(twins["permuted"], spec, row["model_id"], probes)
+        baseline_residual = rel(embed(baseline, permuted), embed(baseline, graph))
+        print(f"{family}/{act} {row['model_id']}: {residuals}, non-equivariant permuted {baseline_residual:.2e}")
+        assert residuals["permuted"] <= 1e-5
+        assert max(residuals.values()) <= 1e-4  # float32 rounding of rescaled weights survives canonicalisation
+        assert baseline_residual > 1e-3

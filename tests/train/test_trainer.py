@@ -14,7 +14,7 @@ from raywse.train.trainer import TrainConfig, train_encoder
 
 SMALL = TrainConfig(
     epochs=2,
-    contrastive=ContrastiveConfig(batch_size=16),
+    contrastive=ContrastiveConfig(batch_tasks=4, models_per_task=4),
     encoder=EncoderConfig(depth=2, hidden=32, embed_dim=32),
     num_workers=2,
     run_name="t",

@@ -32,7 +32,12 @@ def _in_ranges(config: dict) -> bool:
 def test_sweep_writes_best_config_that_training_reads(tiny_zoo, tiny_graphs, tmp_path):
     # one CPU per trial (the TuneConfig default): two trials share the 2-core local Ray at a time
     summary = run_sweep(
-        tiny_zoo, tiny_graphs, tmp_path, SWEEP, ContrastiveConfig(batch_size=16), EncoderConfig(embed_dim=16)
+        tiny_zoo,
+        tiny_graphs,
+        tmp_path,
+        SWEEP,
+        ContrastiveConfig(batch_tasks=4, models_per_task=4),
+        EncoderConfig(embed_dim=16),
     )
 
     path = tmp_path / TuneFiles.BEST_CONFIG
@@ -58,7 +63,7 @@ def test_sweep_writes_best_config_that_training_reads(tiny_zoo, tiny_graphs, tmp
     assert config.contrastive.temperature == best["contrastive"]["temperature"]
     assert config.contrastive.lr == best["contrastive"]["lr"]
     assert (config.encoder.depth, config.encoder.hidden) == (best["encoder"]["depth"], best["encoder"]["hidden"])
-    assert config.contrastive.batch_size == TrainConfig().contrastive.batch_size  # only the swept fields change
+    assert config.contrastive.batch_tasks == TrainConfig().contrastive.batch_tasks  # only the swept fields change
 
 
 def test_sweep_refuses_zoo_without_usable_validation(tiny_zoo, tiny_graphs, tmp_path, monkeypatch):
@@ -69,7 +74,7 @@ def test_sweep_refuses_zoo_without_usable_validation(tiny_zoo, tiny_graphs, tmp_
         m: ("test_seed" if labels.task[m] == labels.task[val] and m != val else s) for m, s in labels.split.items()
     }
     lonely = {m: ("test_seed" if s == "val" and m != val else s) for m, s in lonely.items()}
-    patched = ZooLabels(labels.task, labels.accuracy, lonely)
+    patched = ZooLabels(labels.task, labels.accuracy, lonely, labels.learned)
     monkeypatch.setattr(ZooLabels, "from_zoo", classmethod(lambda cls, zoo: patched))
     with pytest.raises(ValueError, match="none of its 1 val models shares a task"):
         run_sweep(tiny_zoo, tiny_graphs, tmp_path, SWEEP)

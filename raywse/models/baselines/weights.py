@@ -136,10 +136,9 @@ class FlatMLPEmbedder:
         length: int = 2048,
         hidden: int = 256,
         steps: int = 100,
-        batch_size: int = 32,
         seed: int = 0,
     ) -> None:
-        self.length, self.steps, self.batch_size, self.seed = length, steps, batch_size, seed
+        self.length, self.steps, self.seed = length, steps, seed
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.model = mlp([length, hidden, hidden, dim])
@@ -153,7 +152,7 @@ class FlatMLPEmbedder:
     def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> FlatMLPEmbedder:
         flat = np.stack([_flatten(g, self.length) for g in graphs])
         self.scale = float(flat[flat != 0].std()) if (flat != 0).any() else 1.0
-        contrastive = replace(BASELINE_CONTRASTIVE, batch_size=self.batch_size, seed=self.seed)
+        contrastive = replace(BASELINE_CONTRASTIVE, seed=self.seed)
         self.model.train()
         self.history = fit_steps(
             contrastive, labelled(graphs, labels), lambda views: (self._encode(views), None), self.model.parameters(),
