@@ -1,7 +1,7 @@
 """Encoder quality over seeds: train the encoder with several seeds on one zoo and evaluate each, so the summary's
 raywse row gets a mean ± sd instead of one run.
 
-Usage: ``python bench/bench_quality.py --run runs/demo [--seeds 0 1 2] [--epochs 2] [--out /tmp/raywse_quality]``.
+Usage: ``python bench/bench_quality.py --run runs/demo [--seeds 0 1 2] [--epochs 10] [--out /tmp/raywse_quality]``.
 ``--run`` is a finished main-job directory (its ``zoo/``, ``graphs/`` and ``foreign/`` are reused); each seed trains
 ``TrainConfig(epochs, contrastive.seed=seed)`` exactly as the main job does and is evaluated with the reference rows
 ``arch_oracle`` and ``random_init_gnn`` (fixed seed) but without the fine-tuning experiment. Writes
@@ -24,6 +24,7 @@ from raywse.eval.config import EvalConfig
 from raywse.eval.report import evaluate
 from raywse.eval.summary import SUMMARY_METRICS
 from raywse.models.checkpoint import has_encoder
+from raywse.pipeline import PipelineConfig
 from raywse.train.trainer import TrainConfig, train_encoder
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a finished main-job directory")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=PipelineConfig().train.epochs, help="default: the main job's")
     ap.add_argument("--out", default="/tmp/raywse_quality")
     ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "quality.json"))
     args = ap.parse_args()

@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -14,7 +16,8 @@ from safetensors.torch import save_file
 from raywse.core.artifacts import GraphFiles, ZooFiles
 from raywse.core.io import load_checkpoint
 from raywse.core.spec import ArchSpec
-from raywse.data.graphify import GraphifyConfig, graphify, load_graphs
+from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, load_graphs
+from raywse.graph.arrow import table_to_graphs
 from raywse.graph.neural_graph import graph_size
 
 CONFIG = GraphifyConfig(batch_size=16, progress=False)
@@ -117,3 +120,30 @@ def test_missing_source_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such zoo manifest"):
         graphify(tmp_path / "nope", tmp_path / "out", CONFIG)
     assert not os.path.exists(tmp_path / "out" / GraphFiles.MANIFEST)
+
+
+def test_probes_per_checkpoint_zoo_dataset_metadata_file_or_gaussian(tiny_zoo, tmp_path):
+    """Zoo models are probed on their dataset; a loose file naming a zoo task on that task's dataset; a file without
+    one on the user's probe file when its input size matches, else on Gaussian probes (said per graph)."""
+    rows = _zoo_rows(tiny_zoo)
+    graphs = load_graphs(graphify(tiny_zoo, tmp_path / "zoo", CONFIG).out_dir)
+    by_id = {g.model_id: g for g in graphs}
+    assert all(by_id[r["model_id"]].probe_source == f"train:{r['dataset']}|{r['input_norm']}" for r in rows)
+
+    row = next(r for r in rows if r["family"] == "mlp")
+    tensors, meta = load_checkpoint(tiny_zoo / row["path"])
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    save_file(tensors, str(loose / "named.safetensors"), metadata=meta)  # keeps its task metadata
+    save_file(tensors, str(loose / "plain.safetensors"), metadata={"layer_spec": meta["layer_spec"]})
+    size = ArchSpec.from_json(row["layer_spec"]).input_shape[0]
+    np.save(tmp_path / "mine.npy", np.random.default_rng(0).random((70, size), dtype=np.float32))
+    batch = pd.DataFrame([{"path": str(loose / f"{n}.safetensors"), "model_id": n, "layer_spec": "", "dataset": "",
+                           "input_norm": ""} for n in ("named", "plain")])  # fmt: skip
+    out = tmp_path / "mine"
+    for probe_data, expected in ((str(tmp_path / "mine.npy"), "file:mine.npy"), ("", "gaussian")):
+        status = graphify_batch(batch, str(out / expected), probe_data)
+        assert (status["status"] == "ok").all()
+        made = {g.model_id: g for g in table_to_graphs(pq.read_table(next((out / expected).rglob("*.parquet"))))}
+        assert made["named"].probe_source == by_id[row["model_id"]].probe_source
+        assert made["plain"].probe_source == expected
