@@ -56,7 +56,7 @@ class EncoderConfig:
     fourier_features: int = 4
     fourier_scale: float = 1.0
     dropout: float = 0.0
-    canonicalize_scale: bool = True
+    canonicalize_scale: bool = True  # remove the sign (odd activations) and scale symmetries exactly
     num_probes: int = NUM_PROBES  # width of every graph's probe_act
     readout_classes: int = 10  # output neurons read in class order (more are dropped, fewer padded)
     fingerprint_dim: int = 256  # width of the response fingerprint (0: learned embedding only)
@@ -141,8 +141,9 @@ class NeuralGraphEncoder(nn.Module):
         )
         return self.node_norm(h)
 
-    def representation(self, batch: Data, with_responses: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """Pre-normalisation graph representation ``[B, 2 * hidden]`` (and the class-order responses)."""
+    def representation(self, batch: Data) -> tuple[Tensor, Tensor]:
+        """Pre-normalisation graph representation ``[B, 2 * hidden]`` and the class-order softmax responses
+        ``[B, num_probes * readout_classes]`` (zeros for graphs without probes)."""
         batch = self._as_batch(batch)
         cfg = self.config
         num_graphs = int(batch.num_graphs)
@@ -176,7 +177,7 @@ class NeuralGraphEncoder(nn.Module):
         pooled = invariant_readout(batch, h, e, node_key, num_keys)
         states, responses = class_order_readout(batch, h, outputs, probed, cfg.readout_classes)
         rep = self.readout(torch.cat([pooled, states, responses], dim=-1))
-        return (rep, responses) if with_responses else rep
+        return rep, responses
 
     @property
     def output_dim(self) -> int:
@@ -208,7 +209,7 @@ class NeuralGraphEncoder(nn.Module):
     def _embed(self, batch: Data) -> tuple[Tensor, Tensor]:
         """``(embeddings, representation)``."""
         batch = self._as_batch(batch)
-        rep, responses = self.representation(batch, with_responses=True)
+        rep, responses = self.representation(batch)
         z = F.normalize(self.project(rep), dim=-1)
         if self.config.fingerprint_dim > 0:
             w = self.config.fingerprint_weight
