@@ -76,6 +76,12 @@ def _cmd_search(args: argparse.Namespace) -> None:
         print(f"{n.rank:>4}  {n.model_id:<40} {n.task:<18} {n.family:<6} {n.test_acc:>8.3f} {n.score:>7.4f}")
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from raywse.serve import run_service
+
+    run_service(args.index, args.encoder, args.zoo, args.host, args.port, args.replicas, args.max_upload_mb)
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from raywse.eval.config import EvalConfig
     from raywse.eval.report import evaluate
@@ -169,6 +175,16 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--probe-data", default="", help=".npy/.npz probe inputs of the checkpoint's input space "
                    "(default: Gaussian probes)")  # fmt: skip
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("serve", help="online search service (Ray Serve): POST /search with a checkpoint's bytes")
+    p.add_argument("--index", required=True)
+    p.add_argument("--encoder", required=True)
+    p.add_argument("--zoo", help="zoo directory, to answer with task, family and accuracy of neighbours")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", type=int, default=1, help="Serve replicas, each with its own encoder and index")
+    p.add_argument("--max-upload-mb", type=int, default=512, help="largest accepted upload (default: 512 MiB)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("eval", help="evaluation report: raywse vs baselines on held-out and hard splits")
     p.add_argument("--zoo", required=True)

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "raywse"
 #: Each package's layer; a module may import only from its own layer or lower ones (stages may use each other).
 LAYERS = {
     "core": 0, "graph": 1, "metrics": 1, "models": 2,
-    "zoo": 3, "data": 3, "train": 3, "tune": 3, "index": 3, "eval": 4, "cli": 5, "pipeline": 5,
+    "zoo": 3, "data": 3, "train": 3, "tune": 3, "index": 3, "eval": 4, "serve": 4, "cli": 5, "pipeline": 5,
 }  # fmt: skip
 #: Only the training stage itself and the entry points (the CLI and the main job) may import Ray Train code.
 MAY_IMPORT_TRAIN = {"train", "cli", "pipeline"}
@@ -48,7 +48,9 @@ def test_module_size_and_import_direction(path):
         assert imported != "train" or own in MAY_IMPORT_TRAIN, f"{own} imports raywse.train"
 
 
-@pytest.mark.parametrize("module", ["raywse.index.search", "raywse.index.embed", "raywse.eval.report"])
+@pytest.mark.parametrize(
+    "module", ["raywse.index.search", "raywse.index.embed", "raywse.eval.report", "raywse.serve.app"]
+)
 def test_search_index_and_eval_do_not_load_ray_train(module):
     code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith(('ray.train', 'raywse.train'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

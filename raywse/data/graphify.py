@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,20 +105,26 @@ _MANIFEST_COLUMNS = ("model_id", "path", "layer_spec", "dataset", "input_norm")
 def choose_probes(path: str, dataset: str = "", input_norm: str = "", probe_data: str = "") -> ProbeChooser:
     """The probes of one checkpoint: its zoo dataset's (from the manifest, else from the file's ``task`` /
     ``input_norm`` metadata when it names a zoo task); else the user's probe file; else seeded Gaussian probes."""
-    if not dataset:
-        dataset, input_norm = _zoo_dataset_of(path)
     if dataset:
         return zoo_probes(dataset, input_norm or "unit")
-    return ProbeFile(probe_data) if probe_data else gaussian_probes
-
-
-def _zoo_dataset_of(path: str) -> tuple[str, str]:
-    """``(dataset, input_norm)`` of a checkpoint whose metadata names a zoo task; empty strings otherwise."""
     try:
         with safe_open(path, "pt") as handle:
             metadata = handle.metadata() or {}
     except Exception:  # noqa: BLE001 - unreadable files are reported by graphify_checkpoint itself
-        return "", ""
+        metadata = {}
+    return probes_for_metadata(metadata, probe_data)
+
+
+def probes_for_metadata(metadata: Mapping[str, str], probe_data: str = "") -> ProbeChooser:
+    """:func:`choose_probes` for a checkpoint already read (its metadata in hand): zoo task, probe file, Gaussian."""
+    dataset, input_norm = _zoo_dataset_of(metadata)
+    if dataset:
+        return zoo_probes(dataset, input_norm)
+    return ProbeFile(probe_data) if probe_data else gaussian_probes
+
+
+def _zoo_dataset_of(metadata: Mapping[str, str]) -> tuple[str, str]:
+    """``(dataset, input_norm)`` of a checkpoint whose metadata names a zoo task; empty strings otherwise."""
     task = metadata.get("task", "")
     if task not in {t.name for t in list_tasks()}:
         return "", ""

@@ -6,6 +6,9 @@ pipeline (:mod:`raywse.data.graphify`) can keep it as a row and search can repor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from torch import Tensor
 from torch_geometric.data import Data
 
 from raywse.core.io import CheckpointError, load_checkpoint
@@ -22,6 +25,18 @@ def graphify_checkpoint(path: str, model_id: str, layer_spec: str = "", probes: 
         tensors, metadata = load_checkpoint(path)
     except CheckpointError as exc:
         raise GraphifyError("read", str(exc)) from exc
+    return graphify_tensors(tensors, metadata, model_id, layer_spec, probes)
+
+
+def graphify_tensors(
+    tensors: Mapping[str, Tensor],
+    metadata: Mapping[str, str],
+    model_id: str,
+    layer_spec: str = "",
+    probes: ProbeChooser = gaussian_probes,
+) -> Data:
+    """The neural graph of checkpoint tensors already read (e.g. an upload), the spec from ``layer_spec``, the
+    file's metadata or inference. Raises :class:`GraphifyError` with stage and reason."""
     spec_json = layer_spec or metadata.get("layer_spec", "")
     try:
         if spec_json:

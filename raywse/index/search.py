@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch_geometric.data import Data
+
 from raywse.core.artifacts import read_zoo_manifest
 from raywse.core.io import CheckpointError
 from raywse.core.spec import SpecError
@@ -32,6 +34,48 @@ def _zoo_metadata(zoo: str | os.PathLike) -> dict[str, dict]:
     return {row["model_id"]: row for row in rows}
 
 
+class Searcher:
+    """An encoder, the index it built and optional zoo metadata, loaded once, answering many queries.
+
+    Raises :class:`FileNotFoundError` for a missing encoder or index and
+    :class:`~raywse.index.faiss_index.IndexVersionError` for an index built by another encoder.
+    """
+
+    def __init__(
+        self,
+        index_dir: str | os.PathLike,
+        encoder_dir: str | os.PathLike,
+        zoo_manifest: str | os.PathLike | None = None,
+    ):
+        self.encoder, self.version = load_encoder(encoder_dir)
+        self.index = EmbeddingIndex.load(index_dir, expected_encoder_version=self.version)
+        self.meta = _zoo_metadata(zoo_manifest) if zoo_manifest is not None else {}
+
+    def search_graph(self, graph: Data, k: int = 10) -> list[Neighbor]:
+        """The ``k`` indexed models nearest to one neural graph; :class:`CheckpointError` if it cannot be encoded."""
+        try:
+            query = encode(self.encoder, [graph]).embeddings
+        except SpecError as exc:
+            raise CheckpointError(f"cannot encode {graph.model_id}: {exc}") from exc
+        ids, scores = self.index.search(query, k)
+        neighbours = []
+        for rank, (model_id, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1):
+            if model_id is None:  # IVF found fewer than k candidates
+                break
+            row = self.meta.get(model_id, {})
+            neighbours.append(
+                Neighbor(
+                    rank=rank,
+                    model_id=model_id,
+                    score=float(score),
+                    task=row.get("task", ""),
+                    family=row.get("family", ""),
+                    test_acc=float(row.get("test_acc", math.nan)),
+                )
+            )
+        return neighbours
+
+
 def search_checkpoint(
     path: str | os.PathLike,
     index_dir: str | os.PathLike,
@@ -52,27 +96,4 @@ def search_checkpoint(
         graph = graphify_checkpoint(str(path), path.stem, probes=choose_probes(str(path), probe_data=probe_data))
     except GraphifyError as exc:
         raise CheckpointError(f"cannot graphify {path} ({exc.stage}): {exc.reason}") from exc
-    encoder, version = load_encoder(encoder_dir)
-    index = EmbeddingIndex.load(index_dir, expected_encoder_version=version)
-    meta = _zoo_metadata(zoo_manifest) if zoo_manifest is not None else {}
-    try:
-        query = encode(encoder, [graph]).embeddings
-    except SpecError as exc:
-        raise CheckpointError(f"cannot encode {path}: {exc}") from exc
-    ids, scores = index.search(query, k)
-    neighbours = []
-    for rank, (model_id, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1):
-        if model_id is None:  # IVF found fewer than k candidates
-            break
-        row = meta.get(model_id, {})
-        neighbours.append(
-            Neighbor(
-                rank=rank,
-                model_id=model_id,
-                score=float(score),
-                task=row.get("task", ""),
-                family=row.get("family", ""),
-                test_acc=float(row.get("test_acc", math.nan)),
-            )
-        )
-    return neighbours
+    return Searcher(index_dir, encoder_dir, zoo_manifest).search_graph(graph, k)

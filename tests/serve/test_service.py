@@ -1,0 +1,160 @@
+"""The real search service (``raywse serve``: Ray Serve over loopback HTTP), every route and every bad upload."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import save
+
+import raywse.index.embed as embed_mod
+from raywse.core.io import load_checkpoint
+from raywse.data.graphify import shard_paths
+from raywse.index.embed import EmbedActor, build_index
+from raywse.models.checkpoint import export_encoder
+from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+
+MAX_UPLOAD_MB = 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(url: str, data: bytes | None = None) -> tuple[int, dict]:
+    """``(status, json body)`` of a GET (``data`` None) or a POST of raw bytes."""
+    req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture(scope="module")
+def service(tiny_zoo, tiny_graphs, tmp_path_factory):
+    """``raywse serve`` in its own process group on a free loopback port; yields its URL."""
+    root = tmp_path_factory.mktemp("serve")
+    config = EncoderConfig(depth=1, hidden=16, embed_dim=8)
+    export_encoder(NeuralGraphEncoder(config).state_dict(), config, root / "encoder")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(embed_mod, "embed_graphs", lambda graphs_dir, encoder_dir, model_ids=None, **_: EmbedActor(
+        str(encoder_dir))(pq.read_table(shard_paths(graphs_dir))))  # fmt: skip
+    build_index(tiny_graphs, root / "encoder", root / "index")
+    patch.undo()
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "raywse.cli",
+        "serve",
+        "--index",
+        str(root / "index"),
+        "--encoder",
+        str(root / "encoder"),
+        "--zoo",
+        str(tiny_zoo),
+        "--port",
+        str(port),
+        "--max-upload-mb",
+        str(MAX_UPLOAD_MB),
+    ]
+    env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+    log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert proc.poll() is None, (root / "serve.log").read_text()[-3000:]
+            try:
+                if request(f"{url}/healthz")[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+                pass
+            time.sleep(2)
+        else:
+            pytest.fail("the search service did not come up in 120 s:\n" + (root / "serve.log").read_text()[-3000:])
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_search_finds_an_indexed_checkpoint_first_with_its_metadata(service, tiny_zoo):
+    record = pq.read_table(tiny_zoo / "manifest.parquet").to_pylist()[0]
+    status, body = request(f"{service}/search?k=3", (tiny_zoo / record["path"]).read_bytes())
+    assert status == 200, body
+    first = body["neighbours"][0]
+    assert [n["rank"] for n in body["neighbours"]] == [1, 2, 3]
+    assert first["model_id"] == record["model_id"] and abs(first["score"] - 1.0) < 1e-4
+    assert (first["task"], first["family"]) == (record["task"], record["family"])
+    assert body["probe_source"] == f"train:{record['dataset']}|{record['input_norm']}"
+    assert body["took_ms"] > 0 and body["encoder_version"]
+
+
+def test_every_bad_upload_is_a_one_line_4xx_and_the_service_stays_up(service, tiny_zoo):
+    record = pq.read_table(tiny_zoo / "manifest.parquet").to_pylist()[0]
+    good = (tiny_zoo / record["path"]).read_bytes()
+    tensors, meta = load_checkpoint(tiny_zoo / record["path"])
+    nan = {k: v.clone() for k, v in tensors.items()}
+    next(iter(nan.values())).view(-1)[0] = float("nan")
+    unsupported = {"prelu.weight": torch.ones(8), "attn.qkv": torch.randn(3, 8, 8)}
+    cases = {
+        "empty": (b"", 400),
+        "truncated": (good[: len(good) // 2], 400),
+        "not safetensors": (b"hello world, certainly not a checkpoint", 400),
+        "pickle": (pickle.dumps({"w": [1.0, 2.0]}), 400),
+        "NaN weights": (save(nan, metadata=meta), 422),
+        "unsupported layers": (save(unsupported), 422),
+        "oversize": (good + b"\0" * (MAX_UPLOAD_MB * 2**20), 413),
+    }
+    for name, (data, expected) in cases.items():
+        status, body = request(f"{service}/search", data)
+        assert status == expected, (name, status, body)
+        assert set(body) == {"error"} and body["error"] and "\n" not in body["error"], (name, body)
+    assert request(f"{service}/search?k=zero", good)[0] == 400
+    assert request(f"{service}/search?k=0", good)[0] == 400
+    assert request(f"{service}/nowhere")[0] == 404
+    status, body = request(f"{service}/healthz")
+    assert status == 200 and body["status"] == "ok" and body["indexed"] > 0
+
+
+def test_load_500_requests_from_8_clients_without_an_error(service, tiny_zoo):
+    rows = pq.read_table(tiny_zoo / "manifest.parquet").to_pylist()[:8]
+    uploads = [(tiny_zoo / r["path"]).read_bytes() for r in rows]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda i: request(f"{service}/search?k=5", uploads[i % 8])[0], range(500)))
+    seconds = time.perf_counter() - start
+    print(f"500 searches from 8 clients in {seconds:.1f} s ({500 / seconds:.0f}/s)")
+    assert statuses == [200] * 500
+    assert request(f"{service}/healthz")[0] == 200
+
+
+def test_a_missing_index_is_a_one_line_error_before_anything_starts(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "raywse.cli", "serve", "--index", str(tmp_path / "none"), "--encoder", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "index directory not found" in proc.stderr
