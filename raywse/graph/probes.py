@@ -30,13 +30,15 @@ from raywse.graph.chain import Chain
 NUM_PROBES = 64
 #: ``probe_source`` of a graph whose network could not be run (responses are zeros).
 NO_PROBES = "none"
-#: Separates a probe source's rows from how they were normalised for one model: ``train:digits|standard``.
+#: Separates a probe source's rows from what qualifies them for one model without changing which inputs they are
+#: (its normalisation, a note): ``train:digits|standard``.
 NORM_SEPARATOR = "|"
 
 
 def probe_rows(source: str) -> str:
     """The identity of the probe inputs behind ``source``, whatever their normalisation: responses of two networks
-    are comparable exactly when their sources share it (``train:digits|unit`` and ``train:digits|standard`` do)."""
+    are comparable exactly when their sources share it (``train:digits|unit`` and ``train:digits|standard`` do;
+    Gaussian probes of different input shapes do not)."""
     return source.split(NORM_SEPARATOR)[0]
 
 
@@ -55,7 +57,8 @@ ProbeChooser = Callable[[tuple[int, ...]], ProbeSet]
 def gaussian_probes(input_shape: tuple[int, ...], n: int = NUM_PROBES, seed: int = 0) -> ProbeSet:
     """``n`` seeded standard-normal probes at ``input_shape``: the choice when nothing is known of the input space."""
     gen = torch.Generator().manual_seed(seed)
-    return ProbeSet(torch.randn((n, *input_shape), generator=gen), "gaussian")
+    shape = "x".join(str(d) for d in input_shape)
+    return ProbeSet(torch.randn((n, *input_shape), generator=gen), f"gaussian:{shape}")
 
 
 class ProbeFile:
@@ -77,17 +80,19 @@ class ProbeFile:
             raise ValueError(f"{self.path}: not a readable .npy/.npz probe file ({exc})") from exc
         self.by_size: dict[int, tuple[str, np.ndarray]] = {}
         for name, arr in arrays.items():
+            shown = name or "(npy)"
             if arr.ndim < 2 or not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
-                raise ValueError(
-                    f"{self.path}: array {name or '(npy)'} must be finite floats [P, ...], got {arr.shape}"
-                )
+                raise ValueError(f"{self.path}: array {shown} must be finite floats [P, ...], got {arr.shape}")
+            if len(arr) < n:
+                raise ValueError(f"{self.path}: array {shown} has {len(arr)} probes, at least {n} are needed")
             self.by_size.setdefault(int(np.prod(arr.shape[1:])), (name, arr))
 
     def __call__(self, input_shape: tuple[int, ...]) -> ProbeSet:
         size = int(np.prod(input_shape))
         if size not in self.by_size:
             probes = gaussian_probes(input_shape, self.n)
-            return ProbeSet(probes.inputs, f"gaussian (no input of size {size} in {self.path.name})")
+            note = f"no input of size {size} in {self.path.name}"
+            return ProbeSet(probes.inputs, f"{probes.source}{NORM_SEPARATOR}{note}")
         name, arr = self.by_size[size]
         inputs = torch.from_numpy(np.ascontiguousarray(arr[: self.n], dtype=np.float32)).reshape(-1, *input_shape)
         return ProbeSet(inputs, f"file:{self.path.name}" + (f":{name}" if name else ""))
@@ -110,9 +115,12 @@ def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor],
     :class:`SpecError` for an activation that cannot be evaluated (``unknown``).
     """
     x = inputs.reshape(len(inputs), *spec.input_shape).float()
+    value = None
     for layer in chain.leading:
+        if layer.kind == "flatten" and value is None:  # input nodes are channels: read them before the flatten
+            value = _node_values(x)
         x = _apply(layer, tensors, x)
-    columns = [_node_values(x)]
+    columns = [value if value is not None else _node_values(x)]
     for nl in chain.node_layers:
         x = _apply(nl.layer, tensors, x)
         value = None

@@ -14,6 +14,7 @@ each epoch's metrics and state to a ``report`` function, which is all that diffe
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from raywse.graph.probes import probe_rows
 from raywse.graph.schema import NodeKind, NodeType
 from raywse.graph.transforms import contrastive_view
 from raywse.metrics import kendall_tau, self_retrieval
@@ -56,9 +58,10 @@ class ContrastiveConfig:
 
 
 def input_group(graph: Data) -> str:
-    """What a graph's model takes in and gives out, read from the graph alone: its probe source (the input space it
-    was probed in) and its output count. Tasks of one group differ only in their labels: hard negatives."""
-    return f"{graph.probe_source}|{int((graph.node_kind == NodeKind.OUTPUT).sum())}"
+    """What a graph's model takes in and gives out, read from the graph alone: its probe rows (the input space it was
+    probed in, whatever its normalisation) and its output count. Tasks of one group differ only in their labels:
+    hard negatives."""
+    return f"{probe_rows(graph.probe_source)}|{int((graph.node_kind == NodeKind.OUTPUT).sum())}"
 
 
 def family(graph: Data) -> str:
@@ -138,6 +141,8 @@ class TaskSampler:
                 self.task_group[t] = g
                 self.group_tasks.setdefault(g, []).append(t)
         self.tasks = sorted(self.members)
+        if not self.tasks:
+            raise ValueError("no training models to draw from (every model filtered out, or an empty DDP shard)")
 
     def draw(self, rng: random.Random) -> list[int]:
         """``batch_tasks * models_per_task`` model indices (tasks repeat their models when there are fewer tasks)."""
@@ -152,11 +157,16 @@ class TaskSampler:
         total = cfg.batch_tasks * cfg.models_per_task  # fixed, so every DDP rank gathers equal shapes
         models = []
         for j, t in enumerate(tasks):
-            families = list(self.members[t].values())
-            rng.shuffle(families)
             count = total // len(tasks) + (j < total % len(tasks))
-            models += [rng.choice(families[m % len(families)]) for m in range(count)]
+            models += self._spread(t, count, rng)
         return models
+
+    def _spread(self, task: int, count: int, rng: random.Random) -> list[int]:
+        """``count`` models of ``task``, round-robin over its families, distinct while the task has enough."""
+        pools = [rng.sample(ms, len(ms)) for ms in self.members[task].values()]
+        rng.shuffle(pools)
+        order = [m for group in itertools.zip_longest(*pools) for m in group if m is not None]
+        return [order[i % len(order)] for i in range(count)]
 
 
 class ContrastiveLoop:

@@ -37,6 +37,7 @@ class ServiceConfig:
     encoder_dir: str
     zoo_dir: str | None = None
     max_upload_bytes: int = 512 * 2**20
+    probe_data: str = ""  # probe file for uploads that name no zoo task (else Gaussian probes)
 
 
 class BadRequest(Exception):
@@ -70,7 +71,9 @@ class SearchService:
         except CheckpointError as exc:
             raise BadRequest(400, f"not a readable .safetensors checkpoint: {exc}") from exc
         try:
-            graph = graphify_tensors(tensors, metadata, "upload", probes=probes_for_metadata(metadata))
+            graph = graphify_tensors(
+                tensors, metadata, "upload", probes=probes_for_metadata(metadata, self.config.probe_data)
+            )
             neighbours = self.searcher.search_graph(graph, k)
         except GraphifyError as exc:
             raise BadRequest(422, f"cannot graphify the upload ({exc.stage}): {exc.reason}") from exc

@@ -141,7 +141,7 @@ def test_probes_per_checkpoint_zoo_dataset_metadata_file_or_gaussian(tiny_zoo, t
     batch = pd.DataFrame([{"path": str(loose / f"{n}.safetensors"), "model_id": n, "layer_spec": "", "dataset": "",
                            "input_norm": ""} for n in ("named", "plain")])  # fmt: skip
     out = tmp_path / "mine"
-    for probe_data, expected in ((str(tmp_path / "mine.npy"), "file:mine.npy"), ("", "gaussian")):
+    for probe_data, expected in ((str(tmp_path / "mine.npy"), "file:mine.npy"), ("", f"gaussian:{size}")):
         status = graphify_batch(batch, str(out / expected), probe_data)
         assert (status["status"] == "ok").all()
         made = {g.model_id: g for g in table_to_graphs(pq.read_table(next((out / expected).rglob("*.parquet"))))}

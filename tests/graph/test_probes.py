@@ -9,7 +9,7 @@ from graph_nets import forward_spec, trained
 
 from raywse.core.spec import ArchSpec, Layer
 from raywse.graph.neural_graph import to_neural_graph
-from raywse.graph.probes import NO_PROBES, NUM_PROBES, ProbeFile, ProbeSet, gaussian_probes
+from raywse.graph.probes import NO_PROBES, NUM_PROBES, ProbeFile, ProbeSet, gaussian_probes, probe_rows
 from raywse.graph.schema import NodeKind
 from raywse.graph.symmetry import flip_hidden, permute_hidden, rescale_hidden
 from raywse.zoo.datasets import load_task, probe_inputs, zoo_probes
@@ -75,10 +75,16 @@ def test_probe_file_matches_by_input_size_and_falls_back_to_gaussian(tmp_path):
     chosen = chooser((1, 8, 8))
     assert chosen.inputs.shape == (NUM_PROBES, 1, 8, 8) and chosen.source == "file:probes.npz:digits"
     other = chooser((13,))
-    assert other.source.startswith("gaussian (no input of size 13") and other.inputs.shape == (NUM_PROBES, 13)
+    assert other.source == "gaussian:13|no input of size 13 in probes.npz" and other.inputs.shape == (NUM_PROBES, 13)
     assert torch.equal(gaussian_probes((13,)).inputs, other.inputs)
+    assert probe_rows(other.source) == probe_rows(gaussian_probes((13,)).source) != probe_rows(chosen.source)
+    assert probe_rows(gaussian_probes((1, 8, 8)).source) != probe_rows(other.source)  # shapes are other probe sets
     with pytest.raises(FileNotFoundError, match="probe file not found"):
         ProbeFile(tmp_path / "missing.npz")
+    short = tmp_path / "short.npy"
+    np.save(short, np.zeros((NUM_PROBES - 1, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="at least 64 are needed"):
+        ProbeFile(short)
     bad = tmp_path / "bad.npy"
     np.save(bad, np.full((4, 3), np.nan, dtype=np.float32))
     with pytest.raises(ValueError, match="finite floats"):
@@ -90,3 +96,14 @@ def test_graphs_accept_any_probe_chooser():
     fixed = ProbeSet(torch.ones(5, 64), "custom")
     g = to_neural_graph(tensors, spec, "m", lambda shape: fixed)
     assert g.probe_act.shape == (g.num_nodes, 5) and g.probe_source == "custom"
+
+
+def test_a_flatten_before_the_first_layer_keeps_one_row_per_input_channel():
+    spec = ArchSpec((2, 3, 3), (Layer("flatten"), Layer("linear", "a", "relu"), Layer("linear", "b")))
+    gen = torch.Generator().manual_seed(0)
+    tensors = {"a.weight": torch.randn(5, 18, generator=gen), "a.bias": torch.zeros(5),
+               "b.weight": torch.randn(3, 5, generator=gen), "b.bias": torch.zeros(3)}  # fmt: skip
+    g = to_neural_graph(tensors, spec, "m")
+    assert g.probe_act.shape == (g.num_nodes, NUM_PROBES) == (2 + 5 + 3, NUM_PROBES)
+    x = gaussian_probes((2, 3, 3)).inputs
+    torch.testing.assert_close(g.probe_act[:2], x.mean(dim=(2, 3)).T)

@@ -22,9 +22,10 @@ def test_a_step_draws_hard_negatives_from_one_group_and_both_families():
     graphs, tasks = [], []
     # tasks 0-3: digits inputs, 10 outputs (one group); tasks 4-7: wine inputs, 3 outputs; two families each
     for task in range(8):
-        source, outputs = ("train:digits|unit", 10) if task < 4 else ("train:wine|unit", 3)
+        source, outputs = ("train:digits", 10) if task < 4 else ("train:wine", 3)
         for i in range(6):
-            graphs.append(fake_graph(source, outputs, conv=i % 2 == 1))
+            norm = "unit" if i < 3 else "standard"  # one group whatever the normalisation
+            graphs.append(fake_graph(f"{source}|{norm}", outputs, conv=i % 2 == 1))
             tasks.append(task)
     data = LabelledGraphs(graphs, np.array(tasks), np.zeros(len(graphs)))
     assert len(set(data.group.tolist())) == 2 and len(set(data.family.tolist())) == 2
@@ -36,6 +37,7 @@ def test_a_step_draws_hard_negatives_from_one_group_and_both_families():
         assert len(members) == 16
         drawn = [data.task[i] for i in members]
         assert len(set(drawn)) == 4 and len({data.group[i] for i in members}) == 1  # all four from one group
+        assert len(set(members)) == 16  # each task has 6 models: no model twice in one step
         for task in set(drawn):
             assert {data.family[i] for i in members if data.task[i] == task} == {0, 1}  # both families
 
