@@ -2,14 +2,15 @@
 
 Each input row names one checkpoint. ``map_batches`` reads a batch of checkpoints, turns each good one into a neural
 graph (probed on the train split of its dataset for zoo models, else on the user's probe file or Gaussian probes:
-:func:`choose_probes`), and writes the batch's graphs as one Parquet shard (atomically: temp file, then rename). Bad
-checkpoints never raise out of the UDF: each becomes one error row (path, model_id, stage, reason), so one corrupt file
-cannot abort the pipeline. The set of shard files on disk is the record of finished work: a rerun skips every model
-already in a shard, and an interrupted run leaves only complete shards behind."""
+:func:`probes_for_metadata`), and writes the batch's graphs as one Parquet shard (atomically: temp file, then
+rename). Bad checkpoints never raise out of the UDF: each becomes one error row (path, model_id, stage, reason), so
+one corrupt file cannot abort the pipeline. The set of shard files on disk is the record of finished work: a rerun
+skips every model already in a shard, and an interrupted run leaves only complete shards behind."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -22,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
-from safetensors import safe_open
 
 from raywse.core.artifacts import GraphFiles, ZooFiles
 from raywse.core.io import write_parquet_atomic
@@ -102,25 +102,16 @@ def inputs_from_source(source: str | os.PathLike | list) -> list[GraphifyInput]:
 _MANIFEST_COLUMNS = ("model_id", "path", "layer_spec", "dataset", "input_norm")
 
 
-def choose_probes(path: str, dataset: str = "", input_norm: str = "", probe_data: str = "") -> ProbeChooser:
-    """The probes of one checkpoint: its zoo dataset's (from the manifest, else from the file's ``task`` /
+def probes_for_metadata(
+    metadata: Mapping[str, str], probe_file: ProbeFile | None = None, dataset: str = "", input_norm: str = ""
+) -> ProbeChooser:
+    """The probes of one checkpoint: its zoo dataset's (``dataset`` from the manifest, else the file's ``task`` /
     ``input_norm`` metadata when it names a zoo task); else the user's probe file; else seeded Gaussian probes."""
+    if not dataset:
+        dataset, input_norm = _zoo_dataset_of(metadata)
     if dataset:
         return zoo_probes(dataset, input_norm or "unit")
-    try:
-        with safe_open(path, "pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception:  # noqa: BLE001 - unreadable files are reported by graphify_checkpoint itself
-        metadata = {}
-    return probes_for_metadata(metadata, probe_data)
-
-
-def probes_for_metadata(metadata: Mapping[str, str], probe_data: str = "") -> ProbeChooser:
-    """:func:`choose_probes` for a checkpoint already read (its metadata in hand): zoo task, probe file, Gaussian."""
-    dataset, input_norm = _zoo_dataset_of(metadata)
-    if dataset:
-        return zoo_probes(dataset, input_norm)
-    return ProbeFile(probe_data) if probe_data else gaussian_probes
+    return probe_file or gaussian_probes
 
 
 def _zoo_dataset_of(metadata: Mapping[str, str]) -> tuple[str, str]:
@@ -145,11 +136,14 @@ def _dedupe_ids(items: list[GraphifyInput]) -> list[GraphifyInput]:
 def graphify_batch(batch: pd.DataFrame, out_dir: str, probe_data: str = "") -> pd.DataFrame:
     """Ray Data UDF: graphify a batch, write its good graphs as one shard, return one status row per input."""
     graphs, rows = [], []
+    probe_file = ProbeFile(probe_data) if probe_data else None  # read once per batch
     for item in batch.itertuples(index=False):
         row = {"model_id": item.model_id, "path": item.path, "status": "ok", "stage": "", "reason": "", "shard": ""}
         try:
-            probes = choose_probes(item.path, item.dataset, item.input_norm, probe_data)
-            graphs.append(graphify_checkpoint(item.path, item.model_id, item.layer_spec, probes))
+            probes_for = functools.partial(
+                probes_for_metadata, probe_file=probe_file, dataset=item.dataset, input_norm=item.input_norm
+            )
+            graphs.append(graphify_checkpoint(item.path, item.model_id, item.layer_spec, probes_for))
         except GraphifyError as exc:
             row.update(status="error", stage=exc.stage, reason=exc.reason)
         except Exception as exc:  # noqa: BLE001 - an unexpected bug in one file must not abort the rest

@@ -6,7 +6,7 @@ pipeline (:mod:`raywse.data.graphify`) can keep it as a row and search can repor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from torch import Tensor
 from torch_geometric.data import Data
@@ -18,13 +18,19 @@ from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.probes import ProbeChooser, gaussian_probes
 
 
-def graphify_checkpoint(path: str, model_id: str, layer_spec: str = "", probes: ProbeChooser = gaussian_probes) -> Data:
-    """Read one checkpoint and build its neural graph, probed with ``probes``. Raises :class:`GraphifyError` with
-    stage and reason."""
+def graphify_checkpoint(
+    path: str,
+    model_id: str,
+    layer_spec: str = "",
+    probes_for: Callable[[Mapping[str, str]], ProbeChooser] | None = None,
+) -> Data:
+    """Read one checkpoint and build its neural graph, probed with ``probes_for(file metadata)`` (Gaussian probes by
+    default). Raises :class:`GraphifyError` with stage and reason."""
     try:
         tensors, metadata = load_checkpoint(path)
     except CheckpointError as exc:
         raise GraphifyError("read", str(exc)) from exc
+    probes = probes_for(metadata) if probes_for is not None else gaussian_probes
     return graphify_tensors(tensors, metadata, model_id, layer_spec, probes)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ from torch_geometric.data import Data
 from raywse.core.artifacts import read_zoo_manifest
 from raywse.core.io import CheckpointError
 from raywse.core.spec import SpecError
-from raywse.data.graphify import choose_probes
+from raywse.data.graphify import probes_for_metadata
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
+from raywse.graph.probes import ProbeFile
 from raywse.index.faiss_index import EmbeddingIndex
 from raywse.models.checkpoint import load_encoder
 from raywse.models.encode import encode
@@ -87,13 +89,14 @@ def search_checkpoint(
     """The ``k`` indexed models nearest to the checkpoint at ``path``.
 
     ``zoo_manifest`` (a zoo dir or its ``manifest.parquet``) adds task, family and accuracy; ``probe_data`` is a
-    probe file of the checkpoint's input space (:func:`~raywse.data.graphify.choose_probes` picks the probes).
+    probe file of the checkpoint's input space (:func:`~raywse.data.graphify.probes_for_metadata` picks the probes).
     A checkpoint that cannot be read, graphified or encoded raises :class:`CheckpointError` with a one-line reason; an
     index built by another encoder raises :class:`~raywse.index.faiss_index.IndexVersionError`.
     """
     path = Path(path)
     try:
-        graph = graphify_checkpoint(str(path), path.stem, probes=choose_probes(str(path), probe_data=probe_data))
+        probes_for = functools.partial(probes_for_metadata, probe_file=ProbeFile(probe_data) if probe_data else None)
+        graph = graphify_checkpoint(str(path), path.stem, probes_for=probes_for)
     except GraphifyError as exc:
         raise CheckpointError(f"cannot graphify {path} ({exc.stage}): {exc.reason}") from exc
     return Searcher(index_dir, encoder_dir, zoo_manifest).search_graph(graph, k)

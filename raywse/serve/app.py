@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from raywse.core.io import CheckpointError, parse_checkpoint_bytes
 from raywse.data.graphify import probes_for_metadata
 from raywse.graph.checkpoint import GraphifyError, graphify_tensors
+from raywse.graph.probes import ProbeFile
 from raywse.index.search import Searcher
 
 MAX_K = 1000
@@ -59,6 +60,7 @@ class SearchService:
     def __init__(self, config: ServiceConfig):
         self.config = config
         self.searcher = Searcher(config.index_dir, config.encoder_dir, config.zoo_dir)
+        self.probe_file = ProbeFile(config.probe_data) if config.probe_data else None
 
     def search_bytes(self, data: bytes, k: int) -> dict:
         """Neighbours of an uploaded checkpoint; :class:`BadRequest` for anything wrong with the upload."""
@@ -71,9 +73,7 @@ class SearchService:
         except CheckpointError as exc:
             raise BadRequest(400, f"not a readable .safetensors checkpoint: {exc}") from exc
         try:
-            graph = graphify_tensors(
-                tensors, metadata, "upload", probes=probes_for_metadata(metadata, self.config.probe_data)
-            )
+            graph = graphify_tensors(tensors, metadata, "upload", probes=probes_for_metadata(metadata, self.probe_file))
             neighbours = self.searcher.search_graph(graph, k)
         except GraphifyError as exc:
             raise BadRequest(422, f"cannot graphify the upload ({exc.stage}): {exc.reason}") from exc
