@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow.parquet as pq
 import pytest
 import torch
+from processes import stop_group
 from safetensors.torch import save
 
 import raywse.index.embed as embed_mod
@@ -91,12 +91,7 @@ def service(tiny_zoo, tiny_graphs, tmp_path_factory):
             pytest.fail("the search service did not come up in 120 s:\n" + (root / "serve.log").read_text()[-3000:])
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         log.close()
 
 

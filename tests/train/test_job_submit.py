@@ -5,7 +5,6 @@ The test starts its own head (own temp dir and ports, in its own process group) 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -56,12 +56,7 @@ def local_head():
             pytest.fail("local Ray head did not come up in 90 s")
         yield address, env
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        stop_group(head)
 
 
 def test_job_submit_trains_on_a_local_cluster(local_head, tiny_zoo, tiny_graphs, tmp_path):
