@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raywse.core.config import ConfigError, add_config_args, apply_json_overrides, config_from_args
+from raywse.core.console import job_console, say
 
 USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, NotADirectoryError, ConfigError)
 
@@ -21,7 +22,7 @@ def _cmd_zoo(args: argparse.Namespace) -> None:
     config = config_from_args(ZooConfig, args, base=ZooConfig.preset(args.preset))
     ensure_ray(num_cpus=config.num_cpus)
     manifest = build_zoo(config, args.out)
-    print(f"zoo manifest: {manifest}")
+    say(f"zoo manifest: {manifest}")
 
 
 def _cmd_graphify(args: argparse.Namespace) -> None:
@@ -30,11 +31,11 @@ def _cmd_graphify(args: argparse.Namespace) -> None:
 
     source = args.source[0] if len(args.source) == 1 else list(args.source)
     result = graphify(source, args.out, config_from_args(GraphifyConfig, args))
-    print(f"graphs: {result.written} written, {result.skipped} already done, {result.total} in {result.out_dir}")
+    say(f"graphs: {result.written} written, {result.skipped} already done, {result.total} in {result.out_dir}")
     if result.errors:
-        print(f"{len(result.errors)} checkpoints failed (also in {result.out_dir / GraphFiles.ERRORS}):")
+        say(f"{len(result.errors)} checkpoints failed (also in {result.out_dir / GraphFiles.ERRORS}):")
         for err in result.errors:
-            print(f"  {err.path}: [{err.stage}] {err.reason}")
+            say(f"  {err.path}: [{err.stage}] {err.reason}")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -43,8 +44,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     config = apply_json_overrides(config_from_args(TrainConfig, args), args.config_json)
     result = train_encoder(args.zoo, args.graphs, args.out, config)
     last = result.metrics[-1] if result.metrics else {}
-    print(f"encoder: {result.encoder_dir}")
-    print("last epoch: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)))
+    say(f"encoder: {result.encoder_dir}")
+    say("last epoch: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)))
 
 
 def _cmd_tune(args: argparse.Namespace) -> None:
@@ -52,8 +53,8 @@ def _cmd_tune(args: argparse.Namespace) -> None:
     from raywse.tune.sweep import TuneConfig, run_sweep
 
     summary = run_sweep(args.zoo, args.graphs, args.out, config_from_args(TuneConfig, args))
-    print(f"best {summary['objective']}={summary['best_score']:.4f} with {summary['best']}")
-    print(f"best config: {Path(args.out) / TuneFiles.BEST_CONFIG} (use: raywse train --config-json ...)")
+    say(f"best {summary['objective']}={summary['best_score']:.4f} with {summary['best']}")
+    say(f"best config: {Path(args.out) / TuneFiles.BEST_CONFIG} (use: raywse train --config-json ...)")
 
 
 def _cmd_index(args: argparse.Namespace) -> None:
@@ -62,7 +63,7 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
     summary = build_index(args.graphs, args.encoder, args.out, config_from_args(IndexConfig, args),
                               rebuild=args.rebuild, batch_size=args.batch_size)  # fmt: skip
-    print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    say(", ".join(f"{k}: {v}" for k, v in summary.items()))
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
@@ -89,15 +90,24 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from raywse.eval.report import evaluate
 
     report = evaluate(args.zoo, args.graphs, args.encoder, args.out, config_from_args(EvalConfig, args))
-    print(f"report: {report}")
+    say(f"report: {report}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from raywse.pipeline import PipelineConfig, run_pipeline
+    from raywse.pipeline import run_pipeline
 
-    artifacts = run_pipeline(config_from_args(PipelineConfig, args))
+    artifacts = run_pipeline(args.config)
     for name, path in artifacts.items():
-        print(f"{name}: {path}")
+        say(f"{name}: {path}")
+
+
+#: The batch stages: their library output goes to ``<out>/logs/<stage>.log`` unless ``--verbose``.
+BATCH_STAGES = ("zoo", "graphify", "train", "tune", "index", "eval", "demo")
+
+
+def _log_file(args: argparse.Namespace) -> Path:
+    out = args.config.out_dir if args.command == "demo" else args.out
+    return Path(out) / "logs" / f"{args.command}.log"
 
 
 #: Each stage's configuration dataclass, imported only when that stage runs (so ``raywse --help`` is instant).
@@ -201,6 +211,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job end to end: zoo -> graphs -> train -> index -> report")
     add_stage_config(p, "demo")
     p.set_defaults(func=_cmd_demo)
+    for stage in BATCH_STAGES:
+        sub.choices[stage].add_argument("--verbose", action="store_true", help="print every library and Ray log "
+                                        "line here instead of only to <out>/logs/<stage>.log")  # fmt: skip
     return parser
 
 
@@ -213,7 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raywse.index.faiss_index import IndexVersionError
 
     try:
-        args.func(args)
+        if args.command not in BATCH_STAGES:
+            args.func(args)
+            return 0
+        if args.command == "demo":
+            args.config = config_from_args(stage_config("demo"), args)
+        with job_console(_log_file(args), verbose=args.verbose):
+            args.func(args)
     except (*USER_ERRORS, CheckpointError, SpecError, IndexVersionError) as exc:
         print(f"raywse: error: {exc}", file=sys.stderr)
         return 2

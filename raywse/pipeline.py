@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from raywse.core.artifacts import RunLayout, TuneFiles
+from raywse.core.artifacts import ReportFiles, RunLayout, TuneFiles
 from raywse.core.config import apply_json_overrides
+from raywse.core.console import say
 from raywse.core.ray_session import ensure_ray
 from raywse.data.graphify import GraphifyConfig, graphify
 from raywse.eval.config import EvalConfig
 from raywse.eval.report import evaluate
+from raywse.eval.summary import summary_console_table
 from raywse.index.embed import build_index
 from raywse.index.faiss_index import IndexConfig
 from raywse.models.checkpoint import has_encoder
@@ -50,7 +53,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
     ensure_ray(num_cpus=config.num_cpus)
     foreign = config.foreign and FOREIGN_SCRIPT.is_file()
     if config.foreign and not foreign:
-        print(f"      no foreign zoo: {FOREIGN_SCRIPT} is not here (run from a source checkout)")
+        say(f"      no foreign zoo: {FOREIGN_SCRIPT} is not here (run from a source checkout)")
     names = ["zoo", *(["foreign"] if foreign else []), "graphify", *(["tune"] if config.tune else []), "train"]
     names += ["index", "evaluate"]
 
@@ -63,10 +66,11 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
         with step("foreign", run.foreign):
             per_task = "4" if config.zoo_preset == "tiny" else "30"
             cmd = [sys.executable, str(FOREIGN_SCRIPT), "--out", str(run.foreign), "--models-per-task", per_task]
-            subprocess.run(cmd, check=True)
+            proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)  # its stderr: to our log
+            say(f"      {proc.stdout.strip().splitlines()[-1]}")
     with step("graphify", run.graphs):
         result = graphify(run.zoo, run.graphs, GraphifyConfig())
-        print(f"      {result.written} written, {result.skipped} already done, {len(result.errors)} errors")
+        say(f"      {result.written} written, {result.skipped} already done, {len(result.errors)} errors")
     train_config = config.train
     if config.tune:
         with step("tune", run.tune):
@@ -75,25 +79,37 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
             train_config = apply_json_overrides(train_config, str(run.tune / TuneFiles.BEST_CONFIG))
     with step("train", run.train):
         if has_encoder(run.encoder):
-            print(f"      reusing the exported encoder in {run.encoder}")
+            say(f"      reusing the exported encoder in {run.encoder}")
         else:
-            train_encoder(run.zoo, run.graphs, run.train, train_config)
+            history = train_encoder(run.zoo, run.graphs, run.train, train_config).metrics
+            last = history[-1] if history else {}
+            say(
+                f"      {len(history)} epochs, {trained_rank_steps(run.train)} optimiser steps over all ranks; last "
+                f"epoch: loss {last.get('loss', float('nan')):.3f}, val mAP {last.get('val_mAP', float('nan')):.3f}"
+            )
     with step("index", run.index):
         summary = build_index(run.graphs, run.encoder, run.index, IndexConfig())
-        print("      " + ", ".join(f"{k}: {v}" for k, v in summary.items()))
+        say(
+            f"      {summary['count']} models in the {summary['kind']} index ({summary['embedded']} embedded now, "
+            f"{len(summary['errors'])} errors), encoder {summary['encoder_version']}"
+        )
     with step("evaluate", run.report):
         # the trained baselines get raywse's budget: as many one-rank optimiser steps as all its ranks took
         steps = trained_rank_steps(run.train)
         budget = {"gnn_baseline_steps": steps, "baseline_train_steps": steps} if steps else {}
         eval_config = EvalConfig(foreign_dir=str(run.foreign) if foreign else "", **budget)
         report = evaluate(run.zoo, run.graphs, run.encoder, run.report, eval_config)
+    metrics = json.loads((run.report / ReportFiles.METRICS).read_text())
+    say(f"summary ({run.report / ReportFiles.METRICS}; definitions in the report):")
+    for line in summary_console_table(metrics):
+        say("  " + line)
     return {"zoo": run.zoo, "graphs": run.graphs, "encoder": run.encoder, "index": run.index, "report": report}
 
 
 @contextlib.contextmanager
 def _stage(number: int, total: int, name: str, target: Path):
     """Print a numbered banner for a stage and, when it succeeds, how long it took."""
-    print(f"[{number}/{total}] {name} -> {target}", flush=True)
+    say(f"[{number}/{total}] {name} -> {target}")
     start = time.perf_counter()
     yield
-    print(f"      done in {time.perf_counter() - start:.1f} s", flush=True)
+    say(f"      done in {time.perf_counter() - start:.1f} s")

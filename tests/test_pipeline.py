@@ -24,6 +24,13 @@ def test_main_job_end_to_end_on_the_tiny_preset(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in ("zoo", "foreign", "graphify", "train", "index", "evaluate"):
         assert f"] {stage} -> " in proc.stdout, stage
+    # a run a person can read: one screen, ending with the summary and the report; the rest in the log file
+    lines = proc.stdout.splitlines()
+    assert len(lines) <= 60 and not proc.stderr.strip(), proc.stdout + proc.stderr
+    assert lines[-1] == f"report: {RunLayout(out).report / ReportFiles.REPORT}"
+    assert any(line.lstrip().startswith("raywse ") for line in lines)  # the summary table's row
+    log = (out / "logs" / "demo.log").read_text()
+    assert "Dataset" in log and "[6/6] evaluate" in log  # Ray Data's driver logs and the stage lines
     run = RunLayout(out)
     live = run.index / IndexFiles.VERSIONS / (run.index / IndexFiles.CURRENT).read_text().strip()
     assert (live / IndexFiles.INDEX).stat().st_size > 0

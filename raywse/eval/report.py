@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from tqdm import tqdm
 
+from raywse.core import console
 from raywse.core.artifacts import GraphFiles, ReportFiles, read_zoo_manifest
 from raywse.core.embeddings import embeddings_table, read_embeddings, table_vectors, write_embeddings
 from raywse.core.io import atomic_path, write_json_atomic
@@ -129,12 +131,18 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
     foreign = load_foreign(config.foreign_dir) if config.foreign_dir else None
     embedders = make_embedders(config, encoder, rows, zoo_dir, foreign.descriptions if foreign else None)
 
-    embeddings, scores, seconds = _embed_and_score(embedders, graphs, view, out_dir, config, version, foreign)
+    bar = console.progress(len(embedders) + len(config.finetune_tasks), "embedders, then fine-tuning", "step")
+    embeddings, scores, seconds = _embed_and_score(embedders, graphs, view, out_dir, config, version, foreign, bar)
     head = embedders[RAYWSE].accuracy  # predicted while embedding (zoo models first, then any foreign ones)
     for split, vals in head_accuracy_metrics(None if head is None else head[: len(graphs)], view).items():
         scores[RAYWSE][split].update(vals)
     start = time.perf_counter()
-    finetune = {t: finetune_task(t, zoo_dir, rows, view, embeddings, config) for t in config.finetune_tasks}
+    finetune = {}
+    for task in config.finetune_tasks:
+        bar.set_postfix_str(f"fine-tuning {task}")
+        finetune[task] = finetune_task(task, zoo_dir, rows, view, embeddings, config)
+        bar.update(1)
+    bar.close()
     seconds["finetune"] = time.perf_counter() - start
 
     metrics = json_safe(
@@ -175,6 +183,7 @@ def _embed_and_score(
     config: EvalConfig,
     encoder_version: str,
     foreign: ForeignZoo | None = None,
+    bar: tqdm | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, float]]:
     """Fit each embedder on the train split, embed every model (and the foreign zoo's, in the same call), save the
     embeddings (tagged with the encoder's version, or a baseline's name) and score them; returns ``(embeddings,
@@ -190,6 +199,8 @@ def _embed_and_score(
     scores: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     for name, embedder in embedders.items():
+        if bar is not None:
+            bar.set_postfix_str(name)
         start = time.perf_counter()
         embedder.fit(train_graphs, labels[train])
         with_foreign = foreign is not None and getattr(embedder, "embeds_foreign", True)
@@ -208,6 +219,8 @@ def _embed_and_score(
         for extra in (accuracy_metrics(emb, view, config.seed), structure_metrics(emb, view, config.seed)):
             for split, vals in extra.items():
                 scores[name].setdefault(split, {}).update(vals)
+        if bar is not None:
+            bar.update(1)
     return embeddings, scores, seconds
 
 

@@ -147,3 +147,19 @@ def _rows_above(summary: dict) -> list[str]:
     if not parts:
         return ["- No other row scores above raywse on a measured metric."]
     return [f"- Rows above raywse: {'; '.join(parts)}."]
+
+
+#: Short column names for the terminal table, in :data:`SUMMARY_METRICS` order.
+SHORT_NAMES = ("cross_arch", "cross_fam", "label_map", "lineage", "acc_τ", "acc_τ_in", "foreign", "f→zoo")
+
+
+def summary_console_table(metrics: dict) -> list[str]:
+    """The summary as a fixed-width text table (every row, then the goals), for the end of a run's console output."""
+    summary, goals = metrics["summary"], metrics["summary_goals"]
+    width = max(len(n) for n in [*summary, "goal"]) + 1
+    lines = [" " * width + " ".join(f"{s:>10}" for s in SHORT_NAMES)]
+    for name in sorted(summary, key=lambda n: n != RAYWSE):  # raywse first, the rest as given
+        row = summary[name]
+        lines.append(f"{name:<{width}}" + " ".join(f"{_fmt(row.get(m)):>10}" for m in SUMMARY_METRICS))
+    goal_cells = [f"≥ {goals[m]:.2f}" if m in goals else "" for m in SUMMARY_METRICS]
+    return lines + [f"{'goal':<{width}}" + " ".join(f"{c:>10}" for c in goal_cells)]

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
@@ -124,7 +123,26 @@ def gather_across_ranks(z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         return z, labels
     gathered = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, labels)
-    return torch.cat(dist_fn.all_gather(z)), torch.cat(gathered)
+    return _GatherWithGrad.apply(z), torch.cat(gathered)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All ranks' tensors concatenated; the backward pass hands each rank the summed gradient of its own slice
+    (what ``torch.distributed.nn.all_gather`` did before its deprecation, for any backend)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        parts = [torch.empty_like(z) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, z.contiguous())
+        ctx.rows = z.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
 
 
 class TaskSampler:

@@ -18,6 +18,7 @@ from pathlib import Path
 import ray
 import ray.train
 import torch
+from ray.data.expressions import col
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -102,8 +103,8 @@ def train_encoder(
     graphs = ray.data.read_parquet(shard_paths(graphs_dir))
     # Materialised up front: the training workers may hold every CPU, leaving none for Ray Data to run the filter.
     datasets = {
-        "train": graphs.filter(lambda row: row["model_id"] in train_ids).materialize(),
-        "val": graphs.filter(lambda row: row["model_id"] in val_ids).materialize(),
+        "train": graphs.filter(expr=col("model_id").is_in(sorted(train_ids))).materialize(),
+        "val": graphs.filter(expr=col("model_id").is_in(sorted(val_ids))).materialize(),
     }
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import ray
 import torch
-from tqdm import tqdm
 
+from raywse.core import console
 from raywse.core.artifacts import ZooFiles, read_model_records
 from raywse.core.io import load_checkpoint, save_checkpoint, write_json_atomic, write_parquet_atomic
 from raywse.core.ray_session import ensure_ray
@@ -103,7 +103,7 @@ def build_zoo(config: ZooConfig, out_dir: str | Path, progress: bool = True, tim
     parent_of = {c: gi for gi, g in enumerate(groups) for c in g.children}
     # a child group starts when its parent group is complete: now, or once that group's result is written
     pending = {submit(gi): gi for gi in todo if parent_of.get(gi) not in todo_set}
-    bar = tqdm(total=len(todo), desc="zoo groups", unit="group", disable=not progress)
+    bar = console.progress(len(todo), "training groups", unit="group", enabled=progress)
     stats = {"groups": len(todo), "runs_trained": 0, "models_written": 0, "train_seconds": 0.0, "train_flops": 0.0}
     start = time.perf_counter()
     last_write = time.monotonic()

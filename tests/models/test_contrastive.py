@@ -36,3 +36,34 @@ def test_resume_continues_after_the_reported_epoch(tiny_zoo, tiny_graphs):
     train_contrastive(NeuralGraphEncoder(EncoderConfig(depth=1, hidden=16)), data, data, config, 4,
                       lambda metrics, state: epochs.append(metrics["epoch"]), resume=states[-1])  # fmt: skip
     assert epochs == [2, 3]
+
+
+def _gather_rank(rank: int, init_file: str, results) -> None:
+    import torch.distributed as dist
+
+    from raywse.models.contrastive import gather_across_ranks
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    z = (torch.arange(6.0).reshape(3, 2) + 10 * rank).requires_grad_()
+    everything, labels = gather_across_ranks(z, torch.full((3,), rank))
+    (everything**2).sum().backward()  # the same loss of all rows on both ranks
+    results.put((rank, everything.detach().tolist(), labels.tolist(), z.grad.tolist(), z.detach().tolist()))
+    dist.destroy_process_group()
+
+
+def test_gather_across_ranks_returns_every_row_and_sums_each_ranks_gradient(tmp_path):
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    procs = [context.Process(target=_gather_rank, args=(r, str(tmp_path / "init"), results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = sorted(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    rows = got[0][4] + got[1][4]
+    for rank, everything, labels, grad, z in got:
+        assert everything == rows and labels == [0, 0, 0, 1, 1, 1]
+        # d/dz of the loss on both ranks: 2 z each, summed over the 2 ranks
+        assert grad == [[4 * v for v in row] for row in z], rank
