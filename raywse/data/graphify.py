@@ -14,7 +14,6 @@ import functools
 import hashlib
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +30,8 @@ from raywse.core.records import GraphifyFailure, records_to_table
 from raywse.graph.arrow import graphs_to_table, table_to_graphs
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
 from raywse.graph.infer import natural_key
-from raywse.graph.probes import ProbeChooser, ProbeFile, gaussian_probes
-from raywse.zoo.datasets import get_task, list_tasks, zoo_probes
+from raywse.graph.probes import ProbeFile
+from raywse.zoo.datasets import probes_for_metadata
 
 
 @dataclass
@@ -100,26 +99,6 @@ def inputs_from_source(source: str | os.PathLike | list) -> list[GraphifyInput]:
 
 
 _MANIFEST_COLUMNS = ("model_id", "path", "layer_spec", "dataset", "input_norm")
-
-
-def probes_for_metadata(
-    metadata: Mapping[str, str], probe_file: ProbeFile | None = None, dataset: str = "", input_norm: str = ""
-) -> ProbeChooser:
-    """The probes of one checkpoint: its zoo dataset's (``dataset`` from the manifest, else the file's ``task`` /
-    ``input_norm`` metadata when it names a zoo task); else the user's probe file; else seeded Gaussian probes."""
-    if not dataset:
-        dataset, input_norm = _zoo_dataset_of(metadata)
-    if dataset:
-        return zoo_probes(dataset, input_norm or "unit")
-    return probe_file or gaussian_probes
-
-
-def _zoo_dataset_of(metadata: Mapping[str, str]) -> tuple[str, str]:
-    """``(dataset, input_norm)`` of a checkpoint whose metadata names a zoo task; empty strings otherwise."""
-    task = metadata.get("task", "")
-    if task not in {t.name for t in list_tasks()}:
-        return "", ""
-    return get_task(task).dataset, metadata.get("input_norm", "unit")
 
 
 def _dedupe_ids(items: list[GraphifyInput]) -> list[GraphifyInput]:

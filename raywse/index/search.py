@@ -13,12 +13,12 @@ from torch_geometric.data import Data
 from raywse.core.artifacts import read_zoo_manifest
 from raywse.core.io import CheckpointError
 from raywse.core.spec import SpecError
-from raywse.data.graphify import probes_for_metadata
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
 from raywse.graph.probes import ProbeFile
 from raywse.index.faiss_index import EmbeddingIndex
 from raywse.models.checkpoint import load_encoder
 from raywse.models.encode import encode
+from raywse.zoo.datasets import probes_for_metadata
 
 
 @dataclass
@@ -89,7 +89,7 @@ def search_checkpoint(
     """The ``k`` indexed models nearest to the checkpoint at ``path``.
 
     ``zoo_manifest`` (a zoo dir or its ``manifest.parquet``) adds task, family and accuracy; ``probe_data`` is a
-    probe file of the checkpoint's input space (:func:`~raywse.data.graphify.probes_for_metadata` picks the probes).
+    probe file of the checkpoint's input space (:func:`~raywse.zoo.datasets.probes_for_metadata` picks the probes).
     A checkpoint that cannot be read, graphified or encoded raises :class:`CheckpointError` with a one-line reason; an
     index built by another encoder raises :class:`~raywse.index.faiss_index.IndexVersionError`.
     """

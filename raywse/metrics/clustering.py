@@ -5,9 +5,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from raywse.metrics.retrieval import normalize
 
@@ -21,6 +18,10 @@ def purity(labels: np.ndarray, clusters: np.ndarray) -> float:
 
 def clustering_metrics(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
     """k-means (k = number of distinct labels, on L2-normalised rows) scored by ARI, NMI and purity."""
+    from sklearn.cluster import KMeans  # sklearn is slow to import; only clustering needs it
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     labels = np.asarray(labels)
     k = len(np.unique(labels))
     if k < 2 or len(labels) <= k:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 3:
         return float("nan")
+    from scipy import stats  # scipy.stats is slow to import; metrics are imported by the search path
+
     return float(stats.spearmanr(a, b).statistic)
 
 
 def kendall_tau(pred: np.ndarray, target: np.ndarray) -> float:
+    from scipy import stats
+
     return float(stats.kendalltau(pred, target).statistic)
 
 

@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from raywse.core.io import CheckpointError, parse_checkpoint_bytes
-from raywse.data.graphify import probes_for_metadata
 from raywse.graph.checkpoint import GraphifyError, graphify_tensors
 from raywse.graph.probes import ProbeFile
 from raywse.index.search import Searcher
+from raywse.zoo.datasets import probes_for_metadata
 
 MAX_K = 1000
 

@@ -8,15 +8,13 @@ is a dataset plus an optional input transform (mirror, invert), an optional clas
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn import datasets as skd
-from sklearn.model_selection import train_test_split
 
-from raywse.graph.probes import NORM_SEPARATOR, NUM_PROBES, ProbeChooser, ProbeSet
+from raywse.graph.probes import NORM_SEPARATOR, NUM_PROBES, ProbeChooser, ProbeFile, ProbeSet, gaussian_probes
 
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -76,6 +74,8 @@ class _Split:
 
 
 def _split(x: np.ndarray, y: np.ndarray, image_shape: tuple[int, ...] | None) -> _Split:
+    from sklearn.model_selection import train_test_split  # sklearn only when a dataset is loaded
+
     x_tr, x_te, y_tr, y_te = train_test_split(
         x.astype(np.float32), y.astype(np.int64), test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED
     )
@@ -104,6 +104,8 @@ def _normaliser(x_train: np.ndarray, input_norm: str, is_image: bool) -> Callabl
 @functools.cache
 def _load_dataset(name: str) -> _Split:
     """Load and split a dataset once per process."""
+    from sklearn import datasets as skd
+
     if name == "digits":
         d = skd.load_digits()
         return _split(d.data / 16.0, d.target, (1, 8, 8))
@@ -251,3 +253,23 @@ def zoo_probes(dataset: str, input_norm: str = "unit") -> ProbeChooser:
         return ProbeSet(inputs, f"train:{dataset}{NORM_SEPARATOR}{input_norm}")
 
     return choose
+
+
+def probes_for_metadata(
+    metadata: Mapping[str, str], probe_file: ProbeFile | None = None, dataset: str = "", input_norm: str = ""
+) -> ProbeChooser:
+    """The probes of one checkpoint: its zoo dataset's (``dataset`` from the manifest, else the file's ``task`` /
+    ``input_norm`` metadata when it names a zoo task); else the user's probe file; else seeded Gaussian probes."""
+    if not dataset:
+        dataset, input_norm = _zoo_dataset_of(metadata)
+    if dataset:
+        return zoo_probes(dataset, input_norm or "unit")
+    return probe_file or gaussian_probes
+
+
+def _zoo_dataset_of(metadata: Mapping[str, str]) -> tuple[str, str]:
+    """``(dataset, input_norm)`` of a checkpoint whose metadata names a zoo task; empty strings otherwise."""
+    task = metadata.get("task", "")
+    if task not in {t.name for t in list_tasks()}:
+        return "", ""
+    return get_task(task).dataset, metadata.get("input_norm", "unit")

@@ -139,3 +139,13 @@ def test_search_bad_input_raises_one_line_error(tiny_graphs, encoders, tmp_path)
     assert "\n" not in str(err.value)
     with pytest.raises(CheckpointError, match="file not found"):
         search_checkpoint(tmp_path / "missing.safetensors", tmp_path / "none", encoders["a"])
+
+
+def test_the_search_path_imports_neither_ray_nor_sklearn():
+    """``raywse search`` does no Ray work: importing its path must not pay for Ray, sklearn or scipy (seconds)."""
+    import subprocess
+    import sys
+
+    code = "import sys, raywse.cli, raywse.index.search; print(sorted({'ray', 'sklearn', 'scipy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
