@@ -55,6 +55,7 @@ class IndexFiles:
     """A versioned FAISS index: ``CURRENT`` names the live ``versions/<n>/``."""
 
     CURRENT = "CURRENT"
+    LOCK = "writer.lock"
     VERSIONS = "versions"
     INDEX = "index.faiss"
     IDS = "ids.parquet"

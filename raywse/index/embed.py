@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -32,9 +31,11 @@ from raywse.index.faiss_index import (
     EmbeddingIndex,
     IndexConfig,
     check_encoder_version,
+    grown,
     has_index,
     index_embeddings,
     read_meta,
+    writer_lock,
 )
 from raywse.models.checkpoint import load_encoder
 from raywse.models.encode import encode
@@ -147,9 +148,22 @@ def build_index(
     graphs_dir, index_dir = Path(graphs_dir), Path(index_dir)
     if not (graphs_dir / GraphFiles.MANIFEST).exists():
         raise FileNotFoundError(f"not a graphify output (no {GraphFiles.MANIFEST}): {graphs_dir}")
+    with writer_lock(index_dir):
+        return _build_index(graphs_dir, encoder_dir, index_dir, config, rebuild, batch_size, num_actors, start)
+
+
+def _build_index(
+    graphs_dir: Path,
+    encoder_dir: str | os.PathLike,
+    index_dir: Path,
+    config: IndexConfig,
+    rebuild: bool,
+    batch_size: int,
+    num_actors: int | None,
+    start: float,
+) -> dict:
     _, version = load_encoder(encoder_dir)
     all_ids = pq.read_table(graphs_dir / GraphFiles.MANIFEST, columns=["model_id"]).column("model_id").to_pylist()
-
     index, old = None, EMBEDDINGS_SCHEMA.empty_table()
     if has_index(index_dir) and not rebuild:
         check_encoder_version(read_meta(index_dir), version, index_dir)
@@ -170,12 +184,8 @@ def build_index(
     saved = new.num_rows > 0 or index is None
     if index is None:
         index = EmbeddingIndex.build(new.column("model_id").to_pylist(), table_vectors(new), version, config)
-    elif new.num_rows and index.kind == "flat" and len(index) + new.num_rows >= config.exact_threshold:
-        # grown past the threshold: rebuild as IVF from the stored vectors (a flat index holds them exactly)
-        vectors = np.concatenate([index.cpu_index().reconstruct_n(0, len(index)), table_vectors(new)])
-        index = EmbeddingIndex.build(index.ids + new.column("model_id").to_pylist(), vectors, version, config)
-    elif new.num_rows:
-        index.add(new.column("model_id").to_pylist(), table_vectors(new))
+    else:
+        index = grown(index, new.column("model_id").to_pylist(), table_vectors(new), config)
     if saved:
         index.save(index_dir, embeddings=pa.concat_tables([old, new]))
     summary = IndexBuildSummary(

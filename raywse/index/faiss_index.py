@@ -11,11 +11,13 @@ version directory, then atomically replaces ``CURRENT``; a save killed midway le
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -194,6 +196,36 @@ class EmbeddingIndex:
         if meta["kind"] == "ivf":
             _set_nprobe(index, config)
         return cls(index, ids, meta["encoder_version"], meta["kind"], config)
+
+
+def grown(index: EmbeddingIndex, ids: list[str], vectors: np.ndarray, config: IndexConfig) -> EmbeddingIndex:
+    """``index`` with ``ids``/``vectors`` appended (in place), or rebuilt as IVF from its exact vectors once a flat
+    index grows past ``config.exact_threshold``."""
+    if not ids:
+        return index
+    if index.kind == "flat" and len(index) + len(ids) >= config.exact_threshold:
+        vectors = np.concatenate([index.cpu_index().reconstruct_n(0, len(index)), vectors])
+        return EmbeddingIndex.build(index.ids + list(ids), vectors, index.encoder_version, config)
+    index.add(list(ids), vectors)
+    return index
+
+
+@contextlib.contextmanager
+def writer_lock(index_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the index directory's writer lock (an advisory ``flock``): one writer at a time across processes — an
+    index job, service replicas adding checkpoints. Readers never need it (a save switches ``CURRENT`` atomically)."""
+    Path(index_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(index_dir) / IndexFiles.LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def live_version(index_dir: str | os.PathLike) -> str | None:
+    """The name of the live version (``None`` when there is no index): changes whenever a writer saves."""
+    return _current_name(Path(index_dir))
 
 
 def index_embeddings(index_dir: str | os.PathLike) -> pa.Table:

@@ -8,14 +8,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 from torch_geometric.data import Data
 
 from raywse.core.artifacts import read_zoo_manifest
+from raywse.core.embeddings import embeddings_table
 from raywse.core.io import CheckpointError
 from raywse.core.spec import SpecError
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
 from raywse.graph.probes import ProbeFile
-from raywse.index.faiss_index import EmbeddingIndex
+from raywse.index.faiss_index import EmbeddingIndex, IndexConfig, grown, index_embeddings, live_version, writer_lock
 from raywse.models.checkpoint import load_encoder
 from raywse.models.encode import encode
 from raywse.zoo.datasets import probes_for_metadata
@@ -50,8 +53,43 @@ class Searcher:
         zoo_manifest: str | os.PathLike | None = None,
     ):
         self.encoder, self.version = load_encoder(encoder_dir)
+        self.index_dir = Path(index_dir)
+        self.index_version = live_version(index_dir)
         self.index = EmbeddingIndex.load(index_dir, expected_encoder_version=self.version)
         self.meta = _zoo_metadata(zoo_manifest) if zoo_manifest is not None else {}
+
+    def refresh(self) -> bool:
+        """Load the live version if another writer saved one since (a file read when nothing changed)."""
+        version = live_version(self.index_dir)
+        if version == self.index_version:
+            return False
+        self.index = EmbeddingIndex.load(self.index_dir, expected_encoder_version=self.version)
+        self.index_version = version
+        return True
+
+    def add_graphs(self, graphs: list[Data], config: IndexConfig | None = None) -> tuple[list[str], dict[str, str]]:
+        """Embed ``graphs`` and add them to the index on disk as a new version (under the writer lock, on top of
+        whatever version is live then), then serve that version; returns ``(added ids, {model_id: why not})``."""
+        config = config or IndexConfig()
+        errors: dict[str, str] = {}
+        embedded = []
+        for graph in graphs:
+            try:
+                embedded.append((graph.model_id, encode(self.encoder, [graph]).embeddings[0]))
+            except SpecError as exc:
+                errors[graph.model_id] = f"cannot encode: {exc}"
+        with writer_lock(self.index_dir):
+            self.refresh()
+            fresh = [(m, v) for m, v in embedded if m not in self.index]
+            errors |= {m: "already in the index" for m, _ in embedded if m in self.index}
+            if fresh:
+                ids, vectors = [m for m, _ in fresh], np.stack([v for _, v in fresh])
+                old = index_embeddings(self.index_dir)
+                self.index = grown(self.index, ids, vectors, config)
+                new = embeddings_table(ids, vectors, self.version)
+                self.index.save(self.index_dir, embeddings=pa.concat_tables([old, new]))
+                self.index_version = live_version(self.index_dir)
+        return [m for m, _ in fresh], errors
 
     def search_graph(self, graph: Data, k: int = 10) -> list[Neighbor]:
         """The ``k`` indexed models nearest to one neural graph; :class:`CheckpointError` if it cannot be encoded."""

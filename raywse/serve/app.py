@@ -5,7 +5,12 @@ Routes (``route_prefix="/"``):
 - ``GET /healthz`` → ``200 {"status": "ok", "encoder_version", "indexed"}`` once the replica is loaded;
 - ``POST /search?k=10`` with the raw bytes of a ``.safetensors`` checkpoint as the body → ``200 {"neighbours":
   [{"rank", "model_id", "score", "task", "family", "test_acc"}, ...], "encoder_version", "probe_source",
-  "took_ms"}``.
+  "took_ms"}``;
+- ``POST /index`` with ``{"paths": [...]}`` (checkpoints on storage every replica can read; optional ``"ids"`` of the
+  same length, else each file's stem) → ``200 {"added": [...], "errors": [{"path", "reason"}], "indexed",
+  "index_version", "took_ms"}``: the new models are embedded and saved as a new index version under the index's
+  writer lock (the index job takes it too), and every replica serves that version from its next request — readers
+  never see a half-written index.
 
 Bad input never takes a replica down: an empty, oversize, truncated, non-safetensors (pickle included) or NaN upload,
 an unsupported network or a bad ``k`` is a ``4xx`` with ``{"error": "<one line>"}``.
@@ -13,21 +18,26 @@ an unsupported network or a bad ``k`` is a ``4xx`` with ``{"error": "<one line>"
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from raywse.core.io import CheckpointError, parse_checkpoint_bytes
-from raywse.graph.checkpoint import GraphifyError, graphify_tensors
+from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, graphify_tensors
 from raywse.graph.probes import ProbeFile
 from raywse.index.search import Searcher
 from raywse.zoo.datasets import probes_for_metadata
 
 MAX_K = 1000
+MAX_INDEX_PATHS = 10_000  # checkpoints per POST /index
+ROUTES = "GET /healthz, POST /search?k=10, POST /index"
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,23 @@ class SearchService:
             "probe_source": graph.probe_source,
         }
 
+    def index_paths(self, paths: list[str], ids: list[str]) -> dict:
+        """Graphify, embed and add the checkpoints at ``paths`` (as ``ids``); bad files are reported, not raised."""
+        graphs, errors = [], []
+        for path, model_id in zip(paths, ids, strict=True):
+            try:
+                if not Path(path).is_file():
+                    raise GraphifyError("read", "no such file")
+                probes_for = functools.partial(probes_for_metadata, probe_file=self.probe_file)
+                graphs.append(graphify_checkpoint(path, model_id, probes_for=probes_for))
+            except GraphifyError as exc:
+                errors.append({"path": path, "reason": f"({exc.stage}) {exc.reason}"})
+        added, refused = self.searcher.add_graphs(graphs)
+        path_of = dict(zip(ids, paths, strict=True))
+        errors += [{"path": path_of[m], "reason": f"{m}: {why}"} for m, why in refused.items()]
+        return {"added": added, "errors": errors, "indexed": len(self.searcher.index),
+                "index_version": self.searcher.index_version}  # fmt: skip
+
     async def __call__(self, request: Request) -> JSONResponse:
         start = time.perf_counter()
         route = request.url.path.rstrip("/") or "/"
@@ -93,11 +120,34 @@ class SearchService:
                 body = {"status": "ok", "encoder_version": self.searcher.version, "indexed": len(self.searcher.index)}
                 return JSONResponse(body)
             if route == "/search" and request.method == "POST":
+                self.searcher.refresh()
                 out = self.search_bytes(await request.body(), _parse_k(request.query_params.get("k", "10")))
-                return JSONResponse(out | {"took_ms": round(1000 * (time.perf_counter() - start), 2)})
-            raise BadRequest(404, f"no route {request.method} {route} (GET /healthz, POST /search?k=10)")
+            elif route == "/index" and request.method == "POST":
+                out = self.index_paths(*_parse_index_request(await request.body()))
+            else:
+                raise BadRequest(404, f"no route {request.method} {route} ({ROUTES})")
+            return JSONResponse(out | {"took_ms": round(1000 * (time.perf_counter() - start), 2)})
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+def _parse_index_request(body: bytes) -> tuple[list[str], list[str]]:
+    """``(paths, ids)`` of a ``POST /index`` body; :class:`BadRequest` for anything malformed."""
+    try:
+        request = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest(400, 'the body must be JSON: {"paths": ["/shared/a.safetensors", ...]}') from None
+    paths = request.get("paths") if isinstance(request, dict) else None
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+        raise BadRequest(400, 'the body must be JSON with a non-empty list of file paths: {"paths": [...]}')
+    if len(paths) > MAX_INDEX_PATHS:
+        raise BadRequest(413, f"{len(paths)} paths in one request; at most {MAX_INDEX_PATHS}")
+    ids = request.get("ids") or [Path(p).stem for p in paths]
+    if not isinstance(ids, list) or len(ids) != len(paths) or not all(isinstance(m, str) and m for m in ids):
+        raise BadRequest(400, '"ids", when given, must be a list of non-empty strings, one per path')
+    if len(set(ids)) != len(ids):
+        raise BadRequest(400, 'two checkpoints in one request have one model id (give distinct "ids")')
+    return paths, ids
 
 
 def _parse_k(text: str) -> int:

@@ -15,10 +15,10 @@ import pytest
 import raywse.index.embed as embed_mod
 from raywse.core.artifacts import GraphFiles
 from raywse.core.io import CheckpointError
-from raywse.data.graphify import shard_paths
+from raywse.data.graphify import load_graphs, shard_paths
 from raywse.index.embed import EmbedActor, build_index
 from raywse.index.faiss_index import EmbeddingIndex, IndexVersionError, index_embeddings
-from raywse.index.search import search_checkpoint
+from raywse.index.search import Searcher, search_checkpoint
 from raywse.models.checkpoint import export_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
@@ -149,3 +149,22 @@ def test_the_search_path_imports_neither_ray_nor_sklearn():
     code = "import sys, raywse.cli, raywse.index.search; print(sorted({'ray', 'sklearn', 'scipy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_a_searcher_adds_graphs_as_a_new_version_and_another_searcher_picks_it_up(
+    tiny_graphs, encoders, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
+    first = subset_graphs(tiny_graphs, tmp_path / "first", 1)
+    build_index(first, encoders["a"], tmp_path / "index")
+    writer, reader = (Searcher(tmp_path / "index", encoders["a"]) for _ in range(2))
+    indexed = set(writer.index.ids)
+    new = [g for g in load_graphs(tiny_graphs) if g.model_id not in indexed][:3]
+    version = writer.index_version
+    added, errors = writer.add_graphs(new)
+    assert added == [g.model_id for g in new] and not errors
+    assert writer.index_version != version and len(writer.index) == len(indexed) + 3
+    assert set(index_embeddings(tmp_path / "index")["model_id"].to_pylist()) == indexed | set(added)
+    assert reader.refresh() and not reader.refresh()  # reloads once, then nothing changed
+    assert reader.search_graph(new[0], k=1)[0].model_id == new[0].model_id
+    assert writer.add_graphs(new[:1]) == ([], {new[0].model_id: "already in the index"})

@@ -134,6 +134,28 @@ def test_every_bad_upload_is_a_one_line_4xx_and_the_service_stays_up(service, ti
     assert status == 200 and body["status"] == "ok" and body["indexed"] > 0
 
 
+def test_post_index_adds_checkpoints_that_the_next_search_finds(service, tiny_foreign, tmp_path):
+    sources = sorted((tiny_foreign / "checkpoints").glob("*.safetensors"))[:2]
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(sources[0].read_bytes()[:100])
+    paths = [str(p) for p in sources] + [str(corrupt), str(tmp_path / "missing.safetensors")]
+    before = request(f"{service}/healthz")[1]["indexed"]
+    status, body = request(f"{service}/index", json.dumps({"paths": paths}).encode())
+    assert status == 200, body
+    assert body["added"] == [p.stem for p in sources] and body["indexed"] == before + 2
+    assert sorted(e["path"] for e in body["errors"]) == sorted(paths[2:]), body["errors"]
+    assert request(f"{service}/healthz")[1]["indexed"] == before + 2
+    status, found = request(f"{service}/search?k=1", sources[1].read_bytes())
+    assert status == 200 and found["neighbours"][0]["model_id"] == sources[1].stem
+    assert abs(found["neighbours"][0]["score"] - 1.0) < 1e-4
+    status, again = request(f"{service}/index", json.dumps({"paths": paths[:1]}).encode())
+    assert status == 200 and again["added"] == [] and "already in the index" in again["errors"][0]["reason"]
+    for bad in (b"not json", b"{}", json.dumps({"paths": []}).encode(), json.dumps({"paths": "x"}).encode(),
+                json.dumps({"paths": paths[:2], "ids": ["same", "same"]}).encode()):  # fmt: skip
+        status, body = request(f"{service}/index", bad)
+        assert status == 400 and set(body) == {"error"} and "\n" not in body["error"], (bad, body)
+
+
 def test_load_500_requests_from_8_clients_without_an_error(service, tiny_zoo):
     rows = pq.read_table(tiny_zoo / "manifest.parquet").to_pylist()[:8]
     uploads = [(tiny_zoo / r["path"]).read_bytes() for r in rows]
