@@ -19,6 +19,7 @@ an unsupported network or a bad ``k`` is a ``4xx`` with ``{"error": "<one line>"
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import time
@@ -26,12 +27,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ray import serve
+from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from raywse.core.artifacts import EncoderFiles, IndexFiles
 from raywse.core.io import CheckpointError, parse_checkpoint_bytes
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, graphify_tensors
 from raywse.graph.probes import ProbeFile
+from raywse.index.faiss_index import has_index
 from raywse.index.search import Searcher
 from raywse.zoo.datasets import probes_for_metadata
 
@@ -49,6 +53,30 @@ class ServiceConfig:
     zoo_dir: str | None = None
     max_upload_bytes: int = 512 * 2**20
     probe_data: str = ""  # probe file for uploads that name no zoo task (else Gaussian probes)
+
+    @classmethod
+    def from_args(
+        cls,
+        index_dir: str,
+        encoder_dir: str,
+        zoo_dir: str | None = None,
+        max_upload_mb: int = 512,
+        probe_data: str = "",
+    ) -> ServiceConfig:
+        """Check the paths (a one-line :class:`FileNotFoundError` for a missing index, encoder or probe file) and
+        resolve them, so that replicas started elsewhere read the same files."""
+        for name, path in (("index", index_dir), ("encoder", encoder_dir)):
+            if not Path(path).is_dir():
+                raise FileNotFoundError(f"{name} directory not found: {path}")
+        if not (Path(encoder_dir) / EncoderFiles.CONFIG).is_file():
+            raise FileNotFoundError(f"not an exported encoder (no {EncoderFiles.CONFIG}): {encoder_dir}")
+        if not has_index(index_dir):
+            raise FileNotFoundError(f"no index in {index_dir} (no {IndexFiles.CURRENT} file): build one first")
+        if probe_data:
+            ProbeFile(probe_data)  # a missing or unreadable probe file fails here, not in every replica
+        resolve = lambda p: str(Path(p).resolve()) if p else p  # noqa: E731
+        return cls(resolve(index_dir), resolve(encoder_dir), resolve(zoo_dir) or None, max_upload_mb * 2**20,
+                   resolve(probe_data))  # fmt: skip
 
 
 class BadRequest(Exception):
@@ -129,6 +157,15 @@ class SearchService:
             return JSONResponse(out | {"took_ms": round(1000 * (time.perf_counter() - start), 2)})
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+def build_app(args: dict) -> Application:
+    """The application builder of ``deploy/serve.yaml`` (``import_path: raywse.serve.app:build_app``): ``args`` are
+    :meth:`ServiceConfig.from_args`'s; replicas and autoscaling come from the config file's ``deployments``."""
+    unknown = set(args) - set(inspect.signature(ServiceConfig.from_args).parameters)
+    if unknown:
+        raise ValueError(f"unknown args for the raywse service: {', '.join(sorted(unknown))}")
+    return SearchService.bind(ServiceConfig.from_args(**args))
 
 
 def _parse_index_request(body: bytes) -> tuple[list[str], list[str]]:

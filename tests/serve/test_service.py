@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -12,10 +13,12 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 from processes import stop_group
 from safetensors.torch import save
 
@@ -27,6 +30,7 @@ from raywse.models.checkpoint import export_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 MAX_UPLOAD_MB = 1
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -46,8 +50,8 @@ def request(url: str, data: bytes | None = None) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def service(tiny_zoo, tiny_graphs, tmp_path_factory):
-    """``raywse serve`` in its own process group on a free loopback port; yields its URL."""
+def served_files(tiny_graphs, tmp_path_factory):
+    """An encoder and the index it built of the tiny zoo (embedded in-process): what the service loads."""
     root = tmp_path_factory.mktemp("serve")
     config = EncoderConfig(depth=1, hidden=16, embed_dim=8)
     export_encoder(NeuralGraphEncoder(config).state_dict(), config, root / "encoder")
@@ -56,6 +60,13 @@ def service(tiny_zoo, tiny_graphs, tmp_path_factory):
         str(encoder_dir))(pq.read_table(shard_paths(graphs_dir))))  # fmt: skip
     build_index(tiny_graphs, root / "encoder", root / "index")
     patch.undo()
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(tiny_zoo, served_files):
+    """``raywse serve`` in its own process group on a free loopback port; yields its URL."""
+    root = served_files
     port = _free_port()
     cmd = [
         sys.executable,
@@ -175,3 +186,24 @@ def test_a_missing_index_is_a_one_line_error_before_anything_starts(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "index directory not found" in proc.stderr
+
+
+def test_the_serve_deploy_config_passes_serves_schema_and_builds_the_application(served_files, tiny_zoo):
+    from ray.serve import Application
+    from ray.serve.schema import ServeDeploySchema
+
+    from raywse.serve.app import build_app
+
+    config = yaml.safe_load((REPO / "deploy" / "serve.yaml").read_text())
+    ServeDeploySchema.model_validate(config)  # what `serve deploy` checks
+    (app,) = config["applications"]
+    module, name = app["import_path"].split(":")
+    assert getattr(importlib.import_module(module), name) is build_app
+    args = app["args"] | {"index_dir": str(served_files / "index"), "encoder_dir": str(served_files / "encoder"),
+                          "zoo_dir": str(tiny_zoo)}  # fmt: skip
+    assert isinstance(build_app(args), Application)
+    assert app["deployments"][0]["autoscaling_config"]["max_replicas"] > 1
+    with pytest.raises(FileNotFoundError, match="index directory not found"):
+        build_app(args | {"index_dir": str(served_files / "nowhere")})
+    with pytest.raises(ValueError, match="unknown args .*replicas"):
+        build_app(args | {"replicas": 2})
