@@ -22,10 +22,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+try:
+    import faiss
+except ImportError as exc:  # FAISS is an extra: exactly one build per environment
+    raise ImportError("FAISS is not installed: pip install 'raywse[cpu]' (or [gpu]; scripts/setup.sh picks)") from exc
 
 from raywse.core.artifacts import IndexFiles
 from raywse.core.embeddings import read_embeddings, write_embeddings

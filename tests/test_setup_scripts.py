@@ -1,0 +1,47 @@
+"""The set-up picks the FAISS build that has code for the GPU at hand (``scripts/faiss_build.sh``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def faiss_extra(tmp_path: Path, compute_caps: list[str] | None) -> str:
+    """The script's answer on a machine whose ``nvidia-smi`` reports ``compute_caps`` (None: no nvidia-smi)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    smi = bin_dir / "nvidia-smi"
+    smi.unlink(missing_ok=True)
+    if compute_caps is not None:
+        smi.write_text("#!/bin/sh\n" + "".join(f"echo {c}\n" for c in compute_caps))
+        smi.chmod(0o755)
+    env = os.environ | {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    script = REPO / "scripts" / "faiss_build.sh"
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("caps", "extra"),
+    [
+        (None, "cpu"),
+        (["9.0"], "gpu"),  # H100 / H200: the cuVS build has sm_90 code; faiss-gpu-cu12 has not
+        (["8.0", "8.0"], "gpu"),  # A100
+        (["7.5"], "gpu"),
+        (["7.0"], "gpu-sm70"),  # V100: only faiss-gpu-cu12
+        (["9.0", "7.0"], "gpu-sm70"),  # the oldest GPU decides
+        (["6.1"], "cpu"),
+    ],
+)
+def test_faiss_build_matches_the_gpu(tmp_path, caps, extra):
+    assert faiss_extra(tmp_path, caps) == extra
+
+
+def test_every_build_the_script_names_is_an_extra_of_the_package():
+    text = (REPO / "pyproject.toml").read_text()
+    for extra, dist in (("cpu", "faiss-cpu"), ("gpu", "faiss-gpu-cu12-cuvs"), ("gpu-sm70", "faiss-gpu-cu12")):
+        assert f'{extra} = ["{dist}' in text, extra
