@@ -9,7 +9,10 @@ import subprocess
 
 def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     """End ``proc``'s whole process group: SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
-    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:  # the group has already gone
+        return
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

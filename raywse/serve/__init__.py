@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-import time
+import os
+import signal
+import threading
+
+import ray
 
 from raywse.core.ray_session import ensure_ray
+
+
+def _wait_for_a_stop_signal() -> None:
+    """Block until SIGINT (Ctrl-C) or SIGTERM. The wait wakes every second: the kernel may hand the signal to one of
+    Ray's threads, and Python runs handlers only when the main thread runs."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(timeout=1.0):
+        pass
 
 
 def run_service(
@@ -32,9 +46,7 @@ def run_service(
     url = f"http://{host}:{port}"
     print(f"raywse search service on {url} (GET /healthz, POST /search?k=10, POST /index); Ctrl-C stops it", flush=True)
     if block:
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            serve.shutdown()
+        _wait_for_a_stop_signal()
+        # a local Ray goes down with everything in it; on a cluster the application is removed, the cluster stays
+        serve.shutdown() if os.environ.get("RAY_ADDRESS") else ray.shutdown()
     return url

@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -101,8 +102,11 @@ def service(tiny_zoo, served_files):
         else:
             pytest.fail("the search service did not come up in 120 s:\n" + (root / "serve.log").read_text()[-3000:])
         yield url
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends: the service must stop by itself
+        proc.wait(timeout=60)
+        assert proc.returncode == 0, (root / "serve.log").read_text()[-3000:]
     finally:
-        stop_group(proc)
+        stop_group(proc)  # whatever is left (nothing, when Ctrl-C worked)
         log.close()
 
 
