@@ -33,9 +33,9 @@ class PipelineConfig:
 
     out_dir: str = field(default="runs/demo", metadata={"help": "directory for every artifact of the run"})
     zoo_preset: str = field(default="small", metadata={"help": f"zoo size: {' | '.join(PRESETS)}"})
-    # 10 passes over the ~1,700 learned training models of the demo zoo (~260 steps per rank); the issue's goal of
-    # 100 epochs needs an encoder about 10x faster (the dense message passing of the encoder-v2 issue)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10))
+    # 20 passes over the ~1,700 learned training models of the demo zoo (~520 steps per rank); the issue's goal of
+    # 100 epochs needs an encoder about 5x faster still than message passing by blocks made it (bench/README.md)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20))
     tune: bool = field(default=False, metadata={"help": "run a Tune sweep first and train with its best config"})
     sweep: TuneConfig = field(default_factory=TuneConfig)
     num_cpus: int | None = field(default=None, metadata={"help": "CPUs for the local Ray (default: all)"})

@@ -2,7 +2,8 @@
 
 Pipeline: sign canonicalisation of odd-activation neurons and ReLU-scale canonicalisation of the weights and probe
 responses → per-(graph, layer) RMS normalisation → node / edge initialisation (Fourier-lifted scalars, the node's
-probe responses, learned embeddings) → ``depth`` bidirectional :class:`NeuralGraphConv` layers → readout
+probe responses, learned embeddings) → ``depth`` bidirectional :class:`NeuralGraphConv` layers, run per weight
+tensor as dense blocks (:mod:`raywse.models.blocks`; ``dense_blocks=False`` runs the PyG edge-list reference) → readout
 (:func:`invariant_readout` of the hidden layers, plus the output neurons *in class order*: their states and their
 softmax responses on the probes) → MLP → learned embedding, concatenated with the *response fingerprint* (the
 class-order softmax responses through a fixed random projection drawn per probe set, so responses to different probe
@@ -36,8 +37,9 @@ from raywse.graph.neural_graph import pad_edge_features
 from raywse.graph.probes import NO_PROBES, NUM_PROBES, probe_rows
 from raywse.graph.schema import NodeKind, NodeType
 from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nodes, scalable_nodes
+from raywse.models.blocks import block_layout, edge_grids
 from raywse.models.conv import NeuralGraphConv
-from raywse.models.features import fourier_lift, layer_keys, layer_rms, mlp
+from raywse.models.features import fourier_lift, layer_keys, layer_rms, mlp, sparse_lifted_linear
 from raywse.models.pooling import class_order_readout, invariant_readout
 
 
@@ -61,7 +63,7 @@ class EncoderConfig:
     readout_classes: int = 10  # output neurons read in class order (more are dropped, fewer padded)
     fingerprint_dim: int = 256  # width of the response fingerprint (0: learned embedding only)
     fingerprint_weight: float = 0.8  # its share of the squared norm of the embedding
-    update_edges: bool = False
+    dense_blocks: bool = True  # message passing by weight-tensor blocks (fast); False: the PyG edge-list reference
     accuracy_head: bool = True
     seed: int = 0
 
@@ -95,9 +97,7 @@ class NeuralGraphEncoder(nn.Module):
         self.node_norm = nn.LayerNorm(h)
         self.edge_in = mlp([cfg.edge_dim * lifted, cfg.edge_hidden, cfg.edge_hidden])
         self.edge_norm = nn.LayerNorm(cfg.edge_hidden)
-        self.convs = nn.ModuleList(
-            NeuralGraphConv(h, cfg.edge_hidden, cfg.dropout, cfg.update_edges) for _ in range(cfg.depth)
-        )
+        self.convs = nn.ModuleList(NeuralGraphConv(h, cfg.edge_hidden, cfg.dropout) for _ in range(cfg.depth))
         classes = cfg.readout_classes
         self.readout = mlp([4 * h + cfg.edge_hidden + classes * (h + cfg.num_probes), 2 * h, 2 * h], cfg.dropout)
         self.project = nn.Linear(2 * h, cfg.embed_dim)
@@ -171,9 +171,15 @@ class NeuralGraphEncoder(nn.Module):
         probes = probes / layer_rms(probes, node_key, num_keys)[node_key].unsqueeze(-1)
 
         h = self.node_features(batch, bias, rms.log()[node_key], num_layers, probes, probed)
-        e = self.edge_norm(self.edge_in(fourier_lift(edge_attr, self.freqs).flatten(1)))
+        e = self.edge_norm(self.edge_in[1:](sparse_lifted_linear(edge_attr, self.freqs, self.edge_in[0])))
+        ends = torch.cat([edge_index[0], edge_index[1]])
+        deg = torch.bincount(ends, minlength=h.shape[0]).to(h.dtype).clamp(min=1)
+        blocks = None
+        if cfg.dense_blocks:
+            groups = block_layout(edge_index, node_key, num_keys)
+            blocks = (groups, edge_grids(groups, e))
         for conv in self.convs:
-            h, e = conv(h, edge_index, e)
+            h = conv(h, edge_index, e, deg.rsqrt().unsqueeze(-1), blocks)
         pooled = invariant_readout(batch, h, e, node_key, num_keys)
         states, responses = class_order_readout(batch, h, outputs, probed, cfg.readout_classes)
         rep = self.readout(torch.cat([pooled, states, responses], dim=-1))

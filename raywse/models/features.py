@@ -15,6 +15,27 @@ def fourier_lift(values: Tensor, freqs: Tensor) -> Tensor:
     return torch.cat([values.unsqueeze(-1), proj.sin(), proj.cos()], dim=-1)
 
 
+def sparse_lifted_linear(values: Tensor, freqs: Tensor, linear: nn.Linear) -> Tensor:
+    """``linear(fourier_lift(values, freqs).flatten(1))`` for ``values [M, P]`` that are mostly zero (centre-padded
+    kernels: a linear layer's edge has one nonzero of nine), computed from the nonzero entries only.
+
+    ``fourier_lift(0)`` is a constant, so each position ``p`` contributes ``W_p lift(0)`` plus, where its value is
+    nonzero, ``W_p (lift(v) - lift(0))``: the same function (up to float summation order) without lifting zeros.
+    """
+    num_positions = values.shape[1]
+    lifted = 2 * freqs.numel() + 1
+    weight = linear.weight.view(linear.out_features, num_positions, lifted)
+    zero = fourier_lift(values.new_zeros(1), freqs)[0]
+    out = (linear.bias + (weight * zero).sum((1, 2))).expand(values.shape[0], -1)
+    rows, positions = torch.nonzero(values, as_tuple=True)
+    delta = fourier_lift(values[rows, positions], freqs) - zero
+    for p in range(num_positions):
+        at = torch.nonzero(positions == p).flatten()
+        if len(at):
+            out = out.index_add(0, rows[at], delta[at] @ weight[:, p].t())
+    return out
+
+
 def layer_keys(batch: Tensor, node_layer: Tensor, num_layers: int) -> Tensor:
     """Dense id of each node's (graph, layer) group."""
     return batch * (num_layers + 1) + node_layer
