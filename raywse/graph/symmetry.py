@@ -204,18 +204,20 @@ def canonicalize_scale(edge_index: Tensor, edge_attr: Tensor, bias: Tensor, node
     and the result is the same for every rescaled twin. Returns new ``(edge_attr, bias, factor)``: divide a neuron's
     probe responses by its ``factor`` to canonicalise them too.
     """
+    # Each edge joins an earlier layer to a later one, so when a layer is reached its incoming weights carry exactly
+    # their sources' factors; the factors are found layer by layer on squared edge norms, and applied once at the end.
     total = torch.ones_like(bias)
-    edge_attr, bias = edge_attr.clone(), bias.clone()
     src, dst = edge_index
+    squared = edge_attr.pow(2).sum(-1)
     for layer in range(1, int(node_layer.max()) + 1):
         nodes = scalable & (node_layer == layer)
         if not bool(nodes.any()):
             continue
         incoming = nodes[dst]
-        sq = scatter(edge_attr[incoming].pow(2).sum(-1), dst[incoming], dim=0, dim_size=bias.numel(), reduce="sum")
+        weighted = squared[incoming] * total[src[incoming]].pow(2)
+        sq = scatter(weighted, dst[incoming], dim=0, dim_size=bias.numel(), reduce="sum")
         norm = (sq + bias.pow(2)).sqrt()
-        factor = torch.where(nodes & (norm > 0), norm, torch.ones_like(norm))
-        edge_attr = edge_attr / factor[dst].unsqueeze(-1) * factor[src].unsqueeze(-1)
-        bias = bias / factor
-        total = total * factor
+        total = torch.where(nodes & (norm > 0), norm, total)
+    edge_attr = edge_attr * (total[src] / total[dst]).unsqueeze(-1)
+    bias = bias / total
     return edge_attr, bias, total
