@@ -97,7 +97,7 @@ def main() -> None:
     opt = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
     config = ContrastiveConfig(batch_tasks=16, models_per_task=8, temperature=0.1, accuracy_weight=0.5, seed=0)
     model = EmbedAndPredict(encoder).train()
-    loop = ContrastiveLoop(config, prepared(encoder, data), lambda views: model(Batch.from_data_list(views).to(gpu)),
+    loop = ContrastiveLoop(config, prepared(encoder, data), lambda views: model(views.to(gpu)),
                            opt, gpu)  # fmt: skip
     start = time.perf_counter()
     epoch = loop.train_epoch(0)
@@ -110,7 +110,7 @@ def main() -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533")
     dist.init_process_group("nccl", rank=0, world_size=1)
     ddp = torch.nn.parallel.DistributedDataParallel(EmbedAndPredict(encoder), device_ids=[0]).train()
-    loop = ContrastiveLoop(config, prepared(encoder, data, 256), lambda views: ddp(Batch.from_data_list(views).to(gpu)),
+    loop = ContrastiveLoop(config, prepared(encoder, data, 256), lambda views: ddp(views.to(gpu)),
                            opt, gpu)  # fmt: skip
     results["nccl_ddp_step"] = loop.train_epoch(1) | {"backend": dist.get_backend()}
     dist.destroy_process_group()

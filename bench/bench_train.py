@@ -38,7 +38,6 @@ from pathlib import Path
 import ray
 import torch
 from _machine import load, machine
-from torch_geometric.data import Batch
 
 from raywse.core.artifacts import GraphFiles, ZooFiles
 from raywse.core.ray_session import ensure_ray
@@ -69,7 +68,7 @@ def single_process(config: TrainConfig, train: LabelledGraphs, val: LabelledGrap
     model = EmbedAndPredict(encoder)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     prepared = LabelledGraphs([encoder.prepare(g) for g in train.graphs], train.task, train.accuracy)
-    loop = ContrastiveLoop(cfg, prepared, lambda views: model(Batch.from_data_list(views)), opt, "cpu")
+    loop = ContrastiveLoop(cfg, prepared, model, opt, "cpu")
     setup = time.perf_counter() - t0
     epoch_s, val_s = [], []
     for epoch in range(epochs):

@@ -11,6 +11,7 @@ symmetries exactly (the encoder's first steps). Inputs are never mutated.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from itertools import pairwise
@@ -134,22 +135,32 @@ def odd_nodes(node_kind: Tensor, node_act: Tensor) -> Tensor:
     return (node_kind == NodeKind.HIDDEN) & torch.isin(node_act, node_act.new_tensor(ODD_ACT_IDS))
 
 
+def graph_of_nodes(data: Data) -> Tensor:
+    """Each node's graph: ``data.batch`` for a collated ``Batch``, zeros for one graph."""
+    batch = getattr(data, "batch", None)
+    return batch if batch is not None else torch.zeros(data.num_nodes, dtype=torch.long)
+
+
 def permute_graph_nodes(data: Data, generator: torch.Generator, shuffle_edges: bool = False) -> Data:
-    """A copy of a neural graph with its hidden nodes shuffled within each layer (edges relabelled).
+    """A copy of a neural graph (or a ``Batch`` of them) with its hidden nodes shuffled within each layer of each
+    graph (edges relabelled).
 
     Input and output nodes keep their places, so the layer-by-layer node order of the schema still holds; only a model
     reading hidden node order can tell the two graphs apart. ``shuffle_edges`` also shuffles the edge order.
     """
-    order = torch.arange(data.num_nodes)
     hidden = data.node_kind == NodeKind.HIDDEN
-    for layer in torch.unique(data.node_layer[hidden]).tolist():
-        idx = torch.nonzero(hidden & (data.node_layer == layer)).flatten()
-        order[idx] = idx[torch.randperm(len(idx), generator=generator)]
+    idx = torch.nonzero(hidden).flatten()
+    key = graph_of_nodes(data)[idx] * (int(data.node_layer.max()) + 1) + data.node_layer[idx]
+    by_key = idx[torch.argsort(key, stable=True)]  # the slots of each (graph, layer), in order
+    shuffled = idx[torch.randperm(len(idx), generator=generator)]
+    shuffled = shuffled[torch.argsort(key[torch.searchsorted(idx, shuffled)], stable=True)]  # random within each group
+    order = torch.arange(data.num_nodes)
+    order[by_key] = shuffled
     new_of_old = torch.empty_like(order)
     new_of_old[order] = torch.arange(len(order))
-    out = data.clone()
-    for key in NODE_FIELDS:
-        out[key] = data[key][order]
+    out = copy.copy(data)  # a new graph object sharing tensors: every changed field gets a new tensor
+    for field in NODE_FIELDS:
+        out[field] = data[field][order]
     edges = torch.randperm(data.edge_index.shape[1], generator=generator) if shuffle_edges else slice(None)
     out.edge_index = new_of_old[data.edge_index[:, edges]]
     out.edge_attr = data.edge_attr[edges]
@@ -177,7 +188,7 @@ def flip_graph_hidden(data: Data, generator: torch.Generator) -> Data:
 def _scale_graph_nodes(data: Data, s: Tensor) -> Data:
     """Neuron ``i`` × ``s[i]``: incoming weights, bias and probe responses × s, outgoing weights ÷ s."""
     src, dst = data.edge_index
-    out = data.clone()
+    out = copy.copy(data)  # a new graph object sharing tensors: every changed field gets a new tensor
     out.edge_attr = data.edge_attr * (s[dst] / s[src]).unsqueeze(-1)
     out.x = data.x * s.unsqueeze(-1)
     out.probe_act = data.probe_act * s.unsqueeze(-1)

@@ -1,10 +1,11 @@
 """Random graph transforms for contrastive views, composable like PyG's ``BaseTransform`` objects.
 
-Each transform maps ``(graph, generator) -> graph`` and never modifies its input; the explicit
-``torch.Generator`` makes every view reproducible. The exact symmetries (:class:`RescaleHidden`, :class:`FlipHidden`,
-:class:`PermuteHidden`) come from :mod:`raywse.graph.symmetry`; :class:`WeightNoise` and :class:`DropEdges` are
-small perturbations that change the function a little; :class:`HideProbes` drops the probe responses, as for a
-checkpoint whose network cannot be run::
+Each transform maps ``(graph, generator) -> graph`` and never modifies its input; the explicit ``torch.Generator``
+makes every view reproducible. A transform of a collated ``Batch`` acts on each of its graphs as on that graph alone
+(layers, probes and permutations are per graph), in one pass: training views are made per batch. The exact
+symmetries (:class:`RescaleHidden`, :class:`FlipHidden`, :class:`PermuteHidden`) come from
+:mod:`raywse.graph.symmetry`; :class:`WeightNoise` and :class:`DropEdges` are small perturbations that change the
+function a little; :class:`HideProbes` drops the probe responses, as for a checkpoint whose network cannot be run::
 
     view = Compose([RescaleHidden(), WeightNoise(0.05), DropEdges(0.1)])
     v1, v2 = view(graph, generator), view(graph, generator)
@@ -12,6 +13,7 @@ checkpoint whose network cannot be run::
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -21,7 +23,7 @@ from torch_geometric.utils import scatter
 
 from raywse.graph.probes import NO_PROBES
 from raywse.graph.schema import NodeKind
-from raywse.graph.symmetry import flip_graph_hidden, permute_graph_nodes, rescale_graph_hidden
+from raywse.graph.symmetry import flip_graph_hidden, graph_of_nodes, permute_graph_nodes, rescale_graph_hidden
 
 
 class GraphTransform:
@@ -74,14 +76,19 @@ class PermuteHidden(GraphTransform):
         return permute_graph_nodes(data, generator, shuffle_edges=True)
 
 
-def _layer_std(values: Tensor, layer: Tensor) -> Tensor:
-    """Std of the nonzero entries of ``values [M, k]`` grouped by ``layer [M]``, gathered back per row."""
+def _layer_std(values: Tensor, group: Tensor) -> Tensor:
+    """Std of the nonzero entries of ``values [M, k]`` grouped by ``group [M]``, gathered back per row."""
     mask = values != 0
-    size = int(layer.max()) + 1
-    cnt = scatter(mask.sum(-1).float(), layer, dim=0, dim_size=size, reduce="sum").clamp(min=1)
-    mean = scatter(values.sum(-1), layer, dim=0, dim_size=size, reduce="sum") / cnt
-    var = scatter(((values - mean[layer].unsqueeze(-1)) * mask).pow(2).sum(-1), layer, dim=0, dim_size=size) / cnt
-    return var.sqrt()[layer]
+    size = int(group.max()) + 1
+    cnt = scatter(mask.sum(-1).float(), group, dim=0, dim_size=size, reduce="sum").clamp(min=1)
+    mean = scatter(values.sum(-1), group, dim=0, dim_size=size, reduce="sum") / cnt
+    var = scatter(((values - mean[group].unsqueeze(-1)) * mask).pow(2).sum(-1), group, dim=0, dim_size=size) / cnt
+    return var.sqrt()[group]
+
+
+def _layer_groups(data: Data) -> Tensor:
+    """Each node's (graph, layer) group: layers of different graphs in a ``Batch`` are different groups."""
+    return graph_of_nodes(data) * (int(data.node_layer.max()) + 1) + data.node_layer
 
 
 class WeightNoise(GraphTransform):
@@ -96,12 +103,12 @@ class WeightNoise(GraphTransform):
     def forward(self, data: Data, generator: torch.Generator) -> Data:
         if self.sigma <= 0:
             return data
-        out = data.clone()
-        edge_layer = data.node_layer[data.edge_index[1]]
-        w_std = _layer_std(data.edge_attr, edge_layer).unsqueeze(-1)
+        out = copy.copy(data)  # a new graph object sharing tensors: every changed field gets a new tensor
+        groups = _layer_groups(data)
+        w_std = _layer_std(data.edge_attr, groups[data.edge_index[1]]).unsqueeze(-1)
         noise = torch.randn(data.edge_attr.shape, generator=generator) * self.sigma * w_std
         out.edge_attr = data.edge_attr + noise * (data.edge_attr != 0)
-        b_std = _layer_std(data.x, data.node_layer)
+        b_std = _layer_std(data.x, groups)
         not_input = data.node_kind != NodeKind.INPUT
         b_noise = torch.randn(data.x.shape[0], generator=generator) * self.sigma * b_std * not_input
         out.x = data.x + b_noise.unsqueeze(-1)
@@ -110,7 +117,8 @@ class WeightNoise(GraphTransform):
 
 
 class DropEdges(GraphTransform):
-    """Remove each edge independently with probability ``p``."""
+    """Remove each edge independently with probability ``p`` (a dropped ``Batch`` can no longer be split back into
+    its graphs with ``to_data_list``; encoders never do)."""
 
     def __init__(self, p: float = 0.1) -> None:
         self.p = p
@@ -119,24 +127,33 @@ class DropEdges(GraphTransform):
         if self.p <= 0:
             return data
         keep = torch.rand(data.edge_index.shape[1], generator=generator) >= self.p
-        out = data.clone()
+        out = copy.copy(data)  # a new graph object sharing tensors: every changed field gets a new tensor
         out.edge_index, out.edge_attr = data.edge_index[:, keep], data.edge_attr[keep]
         out.kernel_shape = tuple(data.kernel_shape)
         return out
 
 
 class HideProbes(GraphTransform):
-    """With probability ``p``, the graph as if its network had not been run: zero responses, source ``none``."""
+    """With probability ``p`` per graph, the graph as if its network had not been run: zero responses, source
+    ``none``."""
 
     def __init__(self, p: float = 0.1) -> None:
         self.p = p
 
     def forward(self, data: Data, generator: torch.Generator) -> Data:
-        if self.p <= 0 or float(torch.rand(1, generator=generator)) >= self.p:
+        if self.p <= 0:
             return data
-        out = data.clone()
-        out.probe_act = torch.zeros_like(data.probe_act)
-        out.probe_source = NO_PROBES
+        sources = data.probe_source
+        collated = not isinstance(sources, str)
+        hidden = torch.rand(len(sources) if collated else 1, generator=generator) < self.p
+        if not bool(hidden.any()):
+            return data
+        out = copy.copy(data)  # a new graph object sharing tensors: every changed field gets a new tensor
+        out.probe_act = data.probe_act * ~hidden[graph_of_nodes(data)].unsqueeze(-1)
+        if collated:
+            out.probe_source = [NO_PROBES if h else s for h, s in zip(hidden.tolist(), sources, strict=True)]
+        else:
+            out.probe_source = NO_PROBES
         out.kernel_shape = tuple(data.kernel_shape)
         return out
 

@@ -92,8 +92,9 @@ class LabelledGraphs:
         return len(self.graphs)
 
 
-#: ``views -> (embeddings [n, d], predicted accuracy [n] or None)``: one forward over a list of graphs.
-Forward = Callable[[list[Data]], tuple[Tensor, Tensor | None]]
+#: ``views -> (embeddings [n, d], predicted accuracy [n] or None)``: one forward over the views of a step, a collated
+#: ``Batch`` (or a list of graphs, for a loop built with ``batched_views=False``).
+Forward = Callable[[Batch | list[Data]], tuple[Tensor, Tensor | None]]
 
 
 class EmbedAndPredict(nn.Module):
@@ -191,10 +192,17 @@ class ContrastiveLoop:
     """One epoch at a time over ``data`` (graphs already prepared for the model, e.g. padded by the encoder)."""
 
     def __init__(
-        self, config: ContrastiveConfig, data: LabelledGraphs, forward: Forward, optimizer, device="cpu", rank: int = 0
+        self,
+        config: ContrastiveConfig,
+        data: LabelledGraphs,
+        forward: Forward,
+        optimizer,
+        device="cpu",
+        rank: int = 0,
+        batched_views: bool = True,
     ):
         self.config, self.data, self.forward, self.optimizer = config, data, forward, optimizer
-        self.device, self.rank = device, rank
+        self.device, self.rank, self.batched_views = device, rank, batched_views
         self.view = contrastive_view(config.noise, config.edge_drop, config.permute_views, config.hide_probes)
         self.sampler = TaskSampler(data, config)
         per_step = config.batch_tasks * config.models_per_task
@@ -218,6 +226,14 @@ class ContrastiveLoop:
             loss = loss + cfg.accuracy_weight * accuracy_loss
         return loss, z1, z2
 
+    def views(self, members: list[int], gen: torch.Generator) -> Batch | list[Data]:
+        """Two views of every member (first views, then second views): made on the collated batch in one pass, or
+        one graph at a time (``batched_views=False``: graphs that cannot be collated, e.g. of mixed kernel widths)."""
+        originals = [self.data.graphs[i] for i in members] * 2
+        if self.batched_views:
+            return self.view(Batch.from_data_list(originals), gen)
+        return [self.view(g, gen) for g in originals]
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass of ``steps_per_epoch`` optimiser steps; mean loss, alignment and uniformity."""
         seed = self.config.seed * 100_003 + epoch * 101 + self.rank
@@ -225,8 +241,7 @@ class ContrastiveLoop:
         totals = {"loss": 0.0, "alignment": 0.0, "uniformity": 0.0}
         for _ in range(self.steps_per_epoch):
             members = self.sampler.draw(rng)
-            views = [self.view(self.data.graphs[i], gen) for _ in range(2) for i in members]
-            z, acc_pred = self.forward(views)
+            z, acc_pred = self.forward(self.views(members, gen))
             loss, z1, z2 = self.loss(members, z, acc_pred)
             self.optimizer.zero_grad()
             loss.backward()
@@ -280,8 +295,8 @@ def train_contrastive(
         start = resume["epoch"] + 1
     graphs = LabelledGraphs([encoder.prepare(g) for g in train.graphs], train.task, train.accuracy)
 
-    def forward(views: list[Data]) -> tuple[Tensor, Tensor | None]:
-        return model(Batch.from_data_list(views).to(device))
+    def forward(views: Batch) -> tuple[Tensor, Tensor | None]:
+        return model(views.to(device))
 
     loop = ContrastiveLoop(config, graphs, forward, optimizer, device, rank)
     for epoch in range(start, epochs):
@@ -291,9 +306,11 @@ def train_contrastive(
         report(metrics, {"encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch})
 
 
-def fit_steps(config: ContrastiveConfig, data: LabelledGraphs, forward: Forward, params, steps: int) -> list[float]:
+def fit_steps(
+    config: ContrastiveConfig, data: LabelledGraphs, forward: Forward, params, steps: int, batched_views: bool = True
+) -> list[float]:
     """Train for whole epochs until at least ``steps`` optimiser steps are taken; the loss per epoch."""
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    loop = ContrastiveLoop(config, data, forward, optimizer)
+    loop = ContrastiveLoop(config, data, forward, optimizer, batched_views=batched_views)
     epochs = -(-steps // loop.steps_per_epoch)
     return [loop.train_epoch(epoch)["loss"] for epoch in range(epochs)]

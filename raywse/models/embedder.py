@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Data
 
 from raywse.models.contrastive import ContrastiveConfig, EmbedAndPredict, LabelledGraphs, fit_steps
 from raywse.models.encode import encode
@@ -76,7 +76,7 @@ class GNNEmbedder:
             data = labelled([self.encoder.prepare(g) for g in graphs], labels)
             model = EmbedAndPredict(self.encoder).train()
             self.history = fit_steps(
-                self.contrastive, data, lambda views: model(Batch.from_data_list(views)), model.parameters(),
+                self.contrastive, data, model, model.parameters(),
                 self.train_steps,
             )  # fmt: skip
             self.encoder.eval()

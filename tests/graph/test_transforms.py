@@ -82,3 +82,26 @@ def test_hide_probes_zeroes_the_responses_and_says_so():
     hidden = HideProbes(1.0)(g, torch.Generator().manual_seed(0))
     assert hidden.probe_source == "none" and not hidden.probe_act.any() and g.probe_act.any()
     assert HideProbes(0.0)(g, torch.Generator()) is g
+
+
+def test_a_view_of_a_batch_acts_on_each_graph_alone():
+    from torch_geometric.data import Batch
+
+    from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+
+    graphs = [to_neural_graph(trained("mlp", act)[1], trained("mlp", act)[0], act) for act in ("relu", "tanh")] * 3
+    batch = Batch.from_data_list(graphs)
+    gen = torch.Generator().manual_seed(0)
+    permuted = Compose([RescaleHidden(), FlipHidden(), PermuteHidden()])(batch, gen)
+    # every node stays in its graph and layer; the exact symmetries leave each graph's embedding where it was
+    assert torch.equal(permuted.batch, batch.batch) and torch.equal(permuted.node_layer, batch.node_layer)
+    encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=16)).eval()
+    with torch.no_grad():
+        before, after = encoder(batch), encoder(permuted)
+    assert (before - after).abs().max() < 1e-5
+    hidden = HideProbes(0.5)(batch, torch.Generator().manual_seed(1))
+    gone = [s == "none" for s in hidden.probe_source]
+    assert 0 < sum(gone) < len(graphs)  # per graph, not all or nothing
+    for i, g in enumerate(graphs):
+        rows = hidden.probe_act[hidden.batch == i]
+        assert torch.equal(rows, torch.zeros_like(rows)) if gone[i] else torch.equal(rows, g.probe_act)

@@ -6,7 +6,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch_geometric.data import Batch
 
 from raywse.models.contrastive import ContrastiveConfig, EmbedAndPredict, fit_steps
 from raywse.models.embedder import labelled
@@ -59,7 +58,7 @@ def test_toy_training_reduces_loss(graphs):
         batch_tasks=len(graphs), models_per_task=1, lr=3e-3, temperature=0.2, instance_weight=0, accuracy_weight=0
     )
     model = EmbedAndPredict(encoder).train()
-    history = fit_steps(config, data, lambda views: model(Batch.from_data_list(views)), model.parameters(), 30)
+    history = fit_steps(config, data, model, model.parameters(), 30)
     first, last = sum(history[:10]) / 10, sum(history[-10:]) / 10
     print(f"toy NT-Xent: first 10 steps {first:.3f}, last 10 steps {last:.3f}")
     assert len(history) == 30 and last < first

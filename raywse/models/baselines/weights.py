@@ -145,9 +145,11 @@ class FlatMLPEmbedder:
         self.scale = 1.0
         self.history: list[float] = []
 
-    def _encode(self, graphs: list[Data]) -> Tensor:
-        x = torch.from_numpy(np.stack([_flatten(g, self.length) for g in graphs])) / self.scale
-        return F.normalize(self.model(x), dim=-1)
+    def _flat(self, graphs: list[Data]) -> np.ndarray:
+        return np.stack([_flatten(g, self.length) for g in graphs])
+
+    def _encode(self, flat: np.ndarray) -> Tensor:
+        return F.normalize(self.model(torch.from_numpy(flat) / self.scale), dim=-1)
 
     def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> FlatMLPEmbedder:
         flat = np.stack([_flatten(g, self.length) for g in graphs])
@@ -155,8 +157,8 @@ class FlatMLPEmbedder:
         contrastive = replace(BASELINE_CONTRASTIVE, seed=self.seed)
         self.model.train()
         self.history = fit_steps(
-            contrastive, labelled(graphs, labels), lambda views: (self._encode(views), None), self.model.parameters(),
-            self.steps,
+            contrastive, labelled(graphs, labels), lambda views: (self._encode(self._flat(views)), None),
+            self.model.parameters(), self.steps, batched_views=False,  # unpadded graphs of mixed widths: a list
         )  # fmt: skip
         self.model.eval()
         return self
@@ -164,4 +166,4 @@ class FlatMLPEmbedder:
     @torch.no_grad()
     def embed(self, graphs: list[Data]) -> np.ndarray:
         self.model.eval()
-        return self._encode(graphs).numpy().astype(np.float32)
+        return self._encode(self._flat(graphs)).numpy().astype(np.float32)
