@@ -81,8 +81,9 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from raywse.serve import run_service
 
     run_service(
-        args.index, args.encoder, args.zoo, args.host, args.port, args.replicas, args.max_upload_mb, args.probe_data
-    )
+        args.index, args.encoder, args.zoo, args.host, args.port, args.replicas, args.max_upload_mb, args.probe_data,
+        args.index_root or (),
+    )  # fmt: skip
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -198,6 +199,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=int, default=512, help="largest accepted upload (default: 512 MiB)")
     p.add_argument("--probe-data", default="", help=".npy/.npz probes for uploads that name no zoo task "
                    "(use the file the index's checkpoints were graphified with)")  # fmt: skip
+    p.add_argument("--index-root", action="append", metavar="DIR", help="POST /index may add checkpoints under DIR "
+                   "(repeatable; without one the route is off)")  # fmt: skip
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("eval", help="evaluation report: raywse vs baselines on held-out and hard splits")

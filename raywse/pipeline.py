@@ -67,7 +67,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
             per_task = "4" if config.zoo_preset == "tiny" else "30"
             cmd = [sys.executable, str(FOREIGN_SCRIPT), "--out", str(run.foreign), "--models-per-task", per_task]
             proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)  # its stderr: to our log
-            say(f"      {proc.stdout.strip().splitlines()[-1]}")
+            say(f"      {(proc.stdout.strip().splitlines() or ['(the script printed nothing)'])[-1]}")
     with step("graphify", run.graphs):
         result = graphify(run.zoo, run.graphs, GraphifyConfig())
         say(f"      {result.written} written, {result.skipped} already done, {len(result.errors)} errors")
@@ -85,7 +85,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
             last = history[-1] if history else {}
             say(
                 f"      {len(history)} epochs, {trained_rank_steps(run.train)} optimiser steps over all ranks; last "
-                f"epoch: loss {last.get('loss', float('nan')):.3f}, val mAP {last.get('val_mAP', float('nan')):.3f}"
+                f"epoch: loss {_number(last.get('loss'))}, val mAP {_number(last.get('val_mAP'))}"
             )
     with step("index", run.index):
         summary = build_index(run.graphs, run.encoder, run.index, IndexConfig())
@@ -113,3 +113,7 @@ def _stage(number: int, total: int, name: str, target: Path):
     start = time.perf_counter()
     yield
     say(f"      done in {time.perf_counter() - start:.1f} s")
+
+
+def _number(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float | int) else "n/a"

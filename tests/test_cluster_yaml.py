@@ -60,11 +60,11 @@ def test_setup_installs_raywse_on_head_and_workers(prepared):
     assert prepared["file_mounts"]["~/raywse"] == "."
     assert (REPO / "pyproject.toml").exists()
     head, workers = prepared["head_setup_commands"], prepared["worker_setup_commands"]
-    assert any("pip install -q -e ~/raywse" in c for c in head)
+    assert any('pip install -q -e "$HOME/raywse[cpu]"' in c for c in head)  # FAISS is an extra: CPU build here
     assert any("pip install -q -e ~/raywse" in c for c in workers)
     # prepare_config prepends the common setup_commands: both node kinds check the shared storage
     assert all(any("mountpoint -q /mnt/shared" in c for c in cmds) for cmds in (head, workers))
-    # GPU FAISS only on the (GPU) workers, installed after raywse's faiss-cpu has been removed
+    # GPU FAISS only on the (GPU) workers, installed after any other FAISS build has been removed
     gpu_faiss = [i for i, c in enumerate(workers) if c.startswith("pip install -q faiss-gpu-cu12")]
     removal = [i for i, c in enumerate(workers) if "pip uninstall" in c and "faiss-cpu" in c]
     raywse = [i for i, c in enumerate(workers) if "-e ~/raywse" in c]

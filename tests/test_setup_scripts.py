@@ -35,6 +35,8 @@ def faiss_extra(tmp_path: Path, compute_caps: list[str] | None) -> str:
         (["7.0"], "gpu-sm70"),  # V100: only faiss-gpu-cu12
         (["9.0", "7.0"], "gpu-sm70"),  # the oldest GPU decides
         (["6.1"], "cpu"),
+        (["10.0"], "cpu"),  # Blackwell: no PyPI FAISS GPU build lists its code
+        (["N/A"], "cpu"),
     ],
 )
 def test_faiss_build_matches_the_gpu(tmp_path, caps, extra):

@@ -65,13 +65,13 @@ def job_console(log_file: str | os.PathLike, verbose: bool = False) -> Iterator[
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    _screen = os.fdopen(os.dup(saved_out), "w", buffering=1)
-    print(f"log: {log_path} (--verbose prints it here)", file=_screen, flush=True)
-    with open(log_path, "a", buffering=1) as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
+    with open(log_path, "a", buffering=1) as log:  # opened first: a bad path fails before anything is redirected
+        saved_out, saved_err = os.dup(1), os.dup(2)
         try:
+            _screen = os.fdopen(os.dup(saved_out), "w", buffering=1)
+            print(f"log: {log_path} (--verbose prints it here)", file=_screen, flush=True)
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
             yield log_path
         except BaseException:
             traceback.print_exc()  # into the log; the caller decides what the terminal sees
@@ -83,5 +83,6 @@ def job_console(log_file: str | os.PathLike, verbose: bool = False) -> Iterator[
             os.dup2(saved_err, 2)
             os.close(saved_out)
             os.close(saved_err)
-            _screen.close()
+            if _screen is not None:
+                _screen.close()
             _screen = None

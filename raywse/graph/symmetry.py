@@ -164,7 +164,6 @@ def permute_graph_nodes(data: Data, generator: torch.Generator, shuffle_edges: b
     edges = torch.randperm(data.edge_index.shape[1], generator=generator) if shuffle_edges else slice(None)
     out.edge_index = new_of_old[data.edge_index[:, edges]]
     out.edge_attr = data.edge_attr[edges]
-    out.kernel_shape = tuple(data.kernel_shape)  # Data.clone turns tuples into lists
     return out
 
 
@@ -192,7 +191,6 @@ def _scale_graph_nodes(data: Data, s: Tensor) -> Data:
     out.edge_attr = data.edge_attr * (s[dst] / s[src]).unsqueeze(-1)
     out.x = data.x * s.unsqueeze(-1)
     out.probe_act = data.probe_act * s.unsqueeze(-1)
-    out.kernel_shape = tuple(data.kernel_shape)
     return out
 
 

@@ -112,7 +112,6 @@ class WeightNoise(GraphTransform):
         not_input = data.node_kind != NodeKind.INPUT
         b_noise = torch.randn(data.x.shape[0], generator=generator) * self.sigma * b_std * not_input
         out.x = data.x + b_noise.unsqueeze(-1)
-        out.kernel_shape = tuple(data.kernel_shape)
         return out
 
 
@@ -129,7 +128,6 @@ class DropEdges(GraphTransform):
         keep = torch.rand(data.edge_index.shape[1], generator=generator) >= self.p
         out = copy.copy(data)  # a new graph object sharing tensors: every changed field gets a new tensor
         out.edge_index, out.edge_attr = data.edge_index[:, keep], data.edge_attr[keep]
-        out.kernel_shape = tuple(data.kernel_shape)
         return out
 
 
@@ -149,12 +147,11 @@ class HideProbes(GraphTransform):
         if not bool(hidden.any()):
             return data
         out = copy.copy(data)  # a new graph object sharing tensors: every changed field gets a new tensor
-        out.probe_act = data.probe_act * ~hidden[graph_of_nodes(data)].unsqueeze(-1)
+        out.probe_act = data.probe_act.masked_fill(hidden[graph_of_nodes(data)].unsqueeze(-1), 0.0)
         if collated:
             out.probe_source = [NO_PROBES if h else s for h, s in zip(hidden.tolist(), sources, strict=True)]
         else:
             out.probe_source = NO_PROBES
-        out.kernel_shape = tuple(data.kernel_shape)
         return out
 
 

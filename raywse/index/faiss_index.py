@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -189,7 +190,7 @@ class EmbeddingIndex:
     ) -> EmbeddingIndex:
         """Load the live version; raises :class:`IndexVersionError` if built by another encoder version."""
         vdir = current_version_dir(index_dir)
-        meta = read_meta(index_dir)
+        meta = json.loads((vdir / IndexFiles.META).read_text())  # the same version as the files below
         check_encoder_version(meta, expected_encoder_version, index_dir)
         config = config or IndexConfig(nprobe=meta.get("nprobe", IndexConfig.nprobe))
         cpu = faiss.read_index(str(vdir / IndexFiles.INDEX))
@@ -215,12 +216,22 @@ def grown(index: EmbeddingIndex, ids: list[str], vectors: np.ndarray, config: In
 
 
 @contextlib.contextmanager
-def writer_lock(index_dir: str | os.PathLike) -> Iterator[None]:
+def writer_lock(index_dir: str | os.PathLike, timeout_s: float | None = None) -> Iterator[None]:
     """Hold the index directory's writer lock (an advisory ``flock``): one writer at a time across processes — an
-    index job, service replicas adding checkpoints. Readers never need it (a save switches ``CURRENT`` atomically)."""
+    index job, service replicas adding checkpoints. Readers never need it (a save switches ``CURRENT`` atomically).
+    ``timeout_s``: give up with :class:`TimeoutError` after that long (default: wait). ``flock`` is only as good as
+    the file system's: local disks and NFSv4 honour it across processes and hosts; some FUSE mounts ignore it."""
     Path(index_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(index_dir) / IndexFiles.LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the index at {index_dir} is being written by another job") from None
+                time.sleep(0.1)
         try:
             yield
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -18,10 +19,20 @@ from raywse.core.io import CheckpointError
 from raywse.core.spec import SpecError
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
 from raywse.graph.probes import ProbeFile
-from raywse.index.faiss_index import EmbeddingIndex, IndexConfig, grown, index_embeddings, live_version, writer_lock
+from raywse.index.faiss_index import (
+    EmbeddingIndex,
+    IndexConfig,
+    IndexVersionError,
+    grown,
+    index_embeddings,
+    live_version,
+    writer_lock,
+)
 from raywse.models.checkpoint import load_encoder
 from raywse.models.encode import encode
 from raywse.zoo.datasets import probes_for_metadata
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,18 +70,28 @@ class Searcher:
         self.meta = _zoo_metadata(zoo_manifest) if zoo_manifest is not None else {}
 
     def refresh(self) -> bool:
-        """Load the live version if another writer saved one since (a file read when nothing changed)."""
+        """Serve the live version if a writer saved another one since (one small file read when nothing changed).
+
+        A version that cannot be loaded — deleted by a newer save while this one was read, or built by another
+        encoder after a rebuild — leaves the index in memory in service (and is retried on the next call)."""
         version = live_version(self.index_dir)
         if version == self.index_version:
             return False
-        self.index = EmbeddingIndex.load(self.index_dir, expected_encoder_version=self.version)
-        self.index_version = version
+        try:
+            index = EmbeddingIndex.load(self.index_dir, expected_encoder_version=self.version)
+        except (FileNotFoundError, ValueError, IndexVersionError) as exc:
+            logger.warning("keeping index version %s in service: cannot load version %s: %s", self.index_version,
+                           version, exc)  # fmt: skip
+            return False
+        self.index, self.index_version = index, version
         return True
 
-    def add_graphs(self, graphs: list[Data], config: IndexConfig | None = None) -> tuple[list[str], dict[str, str]]:
-        """Embed ``graphs`` and add them to the index on disk as a new version (under the writer lock, on top of
-        whatever version is live then), then serve that version; returns ``(added ids, {model_id: why not})``."""
-        config = config or IndexConfig()
+    def add_graphs(
+        self, graphs: list[Data], config: IndexConfig | None = None, lock_timeout_s: float | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """Embed ``graphs`` and save them, added to the live version, as a new version (under the writer lock; a
+        :class:`TimeoutError` after ``lock_timeout_s``), then serve it; returns ``(added ids, {model_id: why
+        not})``. The index in service is only replaced once the new version is saved."""
         errors: dict[str, str] = {}
         embedded = []
         for graph in graphs:
@@ -78,17 +99,18 @@ class Searcher:
                 embedded.append((graph.model_id, encode(self.encoder, [graph]).embeddings[0]))
             except SpecError as exc:
                 errors[graph.model_id] = f"cannot encode: {exc}"
-        with writer_lock(self.index_dir):
-            self.refresh()
-            fresh = [(m, v) for m, v in embedded if m not in self.index]
-            errors |= {m: "already in the index" for m, _ in embedded if m in self.index}
+        with writer_lock(self.index_dir, lock_timeout_s):
+            live = EmbeddingIndex.load(self.index_dir, expected_encoder_version=self.version)  # a copy to extend
+            fresh = [(m, v) for m, v in embedded if m not in live]
+            errors |= {m: "already in the index" for m, _ in embedded if m in live}
             if fresh:
                 ids, vectors = [m for m, _ in fresh], np.stack([v for _, v in fresh])
-                old = index_embeddings(self.index_dir)
-                self.index = grown(self.index, ids, vectors, config)
-                new = embeddings_table(ids, vectors, self.version)
-                self.index.save(self.index_dir, embeddings=pa.concat_tables([old, new]))
-                self.index_version = live_version(self.index_dir)
+                table = pa.concat_tables(
+                    [index_embeddings(self.index_dir), embeddings_table(ids, vectors, self.version)]
+                )
+                live = grown(live, ids, vectors, config or live.config)
+                live.save(self.index_dir, embeddings=table)
+            self.index, self.index_version = live, live_version(self.index_dir)
         return [m for m, _ in fresh], errors
 
     def search_graph(self, graph: Data, k: int = 10) -> list[Neighbor]:

@@ -79,7 +79,7 @@ def block_layout(edge_index: Tensor, node_group: Tensor, num_groups: int) -> lis
     shapes, block_shape = torch.unique(
         torch.stack([padded[block_dst], padded[block_src]], dim=1), dim=0, return_inverse=True
     )
-    # every block's rank among the blocks of its shape, and every edge sorted by (shape, block): one pass, then slices
+    # every block's rank among the blocks of its shape, and the edges sorted by shape: one pass, then slices
     block_order = torch.argsort(block_shape, stable=True)
     per_shape = torch.bincount(block_shape, minlength=len(shapes))
     rank = torch.empty_like(block_shape)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from raywse.core.artifacts import EncoderFiles
+from raywse.core.config import ConfigError
 from raywse.core.io import atomic_path, write_json_atomic
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
@@ -48,8 +49,15 @@ def load_encoder(encoder_dir: str | os.PathLike) -> tuple[NeuralGraphEncoder, st
             f"{encoder_dir}: {EncoderFiles.WEIGHTS} does not match the version in {EncoderFiles.CONFIG} "
             "(a partial export)"
         )
-    encoder = NeuralGraphEncoder(EncoderConfig(**meta["encoder"]))
-    encoder.load_state_dict(torch.load(encoder_dir / EncoderFiles.WEIGHTS, map_location="cpu", weights_only=True))
+    try:
+        encoder = NeuralGraphEncoder(EncoderConfig(**meta["encoder"]))
+        encoder.load_state_dict(torch.load(encoder_dir / EncoderFiles.WEIGHTS, map_location="cpu", weights_only=True))
+    except (TypeError, RuntimeError) as exc:  # unknown config keys, or parameters of another architecture
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"{encoder_dir}: exported by another version of raywse's encoder ({first}); retrain: delete its training "
+            "run directory (its checkpoints hold the old encoder too) and run the train stage again"
+        ) from exc
     return encoder.eval(), meta["version"]
 
 

@@ -173,13 +173,13 @@ class NeuralGraphEncoder(nn.Module):
         h = self.node_features(batch, bias, rms.log()[node_key], num_layers, probes, probed)
         e = self.edge_norm(self.edge_in[1:](sparse_lifted_linear(edge_attr, self.freqs, self.edge_in[0])))
         ends = torch.cat([edge_index[0], edge_index[1]])
-        deg = torch.bincount(ends, minlength=h.shape[0]).to(h.dtype).clamp(min=1)
+        inv_sqrt_deg = torch.bincount(ends, minlength=h.shape[0]).to(h.dtype).clamp(min=1).rsqrt().unsqueeze(-1)
         blocks = None
         if cfg.dense_blocks:
             groups = block_layout(edge_index, node_key, num_keys)
             blocks = (groups, edge_grids(groups, e))
         for conv in self.convs:
-            h = conv(h, edge_index, e, deg.rsqrt().unsqueeze(-1), blocks)
+            h = conv(h, edge_index, e, inv_sqrt_deg, blocks)
         pooled = invariant_readout(batch, h, e, node_key, num_keys)
         states, responses = class_order_readout(batch, h, outputs, probed, cfg.readout_classes)
         rep = self.readout(torch.cat([pooled, states, responses], dim=-1))

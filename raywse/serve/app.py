@@ -6,11 +6,12 @@ Routes (``route_prefix="/"``):
 - ``POST /search?k=10`` with the raw bytes of a ``.safetensors`` checkpoint as the body → ``200 {"neighbours":
   [{"rank", "model_id", "score", "task", "family", "test_acc"}, ...], "encoder_version", "probe_source",
   "took_ms"}``;
-- ``POST /index`` with ``{"paths": [...]}`` (checkpoints on storage every replica can read; optional ``"ids"`` of the
-  same length, else each file's stem) → ``200 {"added": [...], "errors": [{"path", "reason"}], "indexed",
+- ``POST /index`` with ``{"paths": [...]}`` (absolute paths of checkpoints under one of the service's index roots, on
+  storage every replica can read; optional ``"ids"`` of the same length, else each file's stem; ``403`` when the
+  service has no index root) → ``200 {"added": [...], "errors": [{"path", "reason"}], "indexed",
   "index_version", "took_ms"}``: the new models are embedded and saved as a new index version under the index's
-  writer lock (the index job takes it too), and every replica serves that version from its next request — readers
-  never see a half-written index.
+  writer lock (the index job takes it too; ``503`` after 30 s of waiting for it), and every replica serves that
+  version from its next request — readers never see a half-written index.
 
 Bad input never takes a replica down: an empty, oversize, truncated, non-safetensors (pickle included) or NaN upload,
 an unsupported network or a bad ``k`` is a ``4xx`` with ``{"error": "<one line>"}``.
@@ -18,11 +19,13 @@ an unsupported network or a bad ``k`` is a ``4xx`` with ``{"error": "<one line>"
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,16 +34,17 @@ from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from raywse.core.artifacts import EncoderFiles, IndexFiles
+from raywse.core.artifacts import EncoderFiles
 from raywse.core.io import CheckpointError, parse_checkpoint_bytes
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, graphify_tensors
 from raywse.graph.probes import ProbeFile
-from raywse.index.faiss_index import has_index
+from raywse.index.faiss_index import current_version_dir
 from raywse.index.search import Searcher
 from raywse.zoo.datasets import probes_for_metadata
 
 MAX_K = 1000
-MAX_INDEX_PATHS = 10_000  # checkpoints per POST /index
+MAX_INDEX_PATHS = 1_000  # checkpoints per POST /index
+INDEX_LOCK_TIMEOUT_S = 30.0  # POST /index answers 503 when another writer holds the index longer
 ROUTES = "GET /healthz, POST /search?k=10, POST /index"
 
 
@@ -53,6 +57,7 @@ class ServiceConfig:
     zoo_dir: str | None = None
     max_upload_bytes: int = 512 * 2**20
     probe_data: str = ""  # probe file for uploads that name no zoo task (else Gaussian probes)
+    index_roots: tuple[str, ...] = ()  # POST /index reads checkpoints under these directories only (none: route off)
 
     @classmethod
     def from_args(
@@ -62,21 +67,31 @@ class ServiceConfig:
         zoo_dir: str | None = None,
         max_upload_mb: int = 512,
         probe_data: str = "",
+        index_roots: Sequence[str] = (),
     ) -> ServiceConfig:
-        """Check the paths (a one-line :class:`FileNotFoundError` for a missing index, encoder or probe file) and
-        resolve them, so that replicas started elsewhere read the same files."""
-        for name, path in (("index", index_dir), ("encoder", encoder_dir)):
+        """Check the paths (a one-line :class:`FileNotFoundError` for a missing index, encoder, probe file or index
+        root) and resolve them, so that replicas started elsewhere read the same files."""
+        for name, path in (("index", index_dir), ("encoder", encoder_dir), *(("index root", r) for r in index_roots)):
             if not Path(path).is_dir():
                 raise FileNotFoundError(f"{name} directory not found: {path}")
         if not (Path(encoder_dir) / EncoderFiles.CONFIG).is_file():
             raise FileNotFoundError(f"not an exported encoder (no {EncoderFiles.CONFIG}): {encoder_dir}")
-        if not has_index(index_dir):
-            raise FileNotFoundError(f"no index in {index_dir} (no {IndexFiles.CURRENT} file): build one first")
+        current_version_dir(index_dir)  # a one-line FileNotFoundError when nothing was built there
         if probe_data:
             ProbeFile(probe_data)  # a missing or unreadable probe file fails here, not in every replica
         resolve = lambda p: str(Path(p).resolve()) if p else p  # noqa: E731
         return cls(resolve(index_dir), resolve(encoder_dir), resolve(zoo_dir) or None, max_upload_mb * 2**20,
-                   resolve(probe_data))  # fmt: skip
+                   resolve(probe_data), tuple(resolve(r) for r in index_roots))  # fmt: skip
+
+    def refusal(self, path: str) -> str | None:
+        """Why ``POST /index`` may not read ``path`` (``None``: it may): it must be absolute and under an index
+        root, so that a client can neither probe nor index the rest of the file system."""
+        if not Path(path).is_absolute():
+            return "not an absolute path"
+        resolved = Path(path).resolve()
+        if not any(resolved.is_relative_to(root) for root in self.index_roots):
+            return "outside the service's --index-root directories"
+        return None
 
 
 class BadRequest(Exception):
@@ -125,16 +140,25 @@ class SearchService:
 
     def index_paths(self, paths: list[str], ids: list[str]) -> dict:
         """Graphify, embed and add the checkpoints at ``paths`` (as ``ids``); bad files are reported, not raised."""
+        if not self.config.index_roots:
+            raise BadRequest(403, "POST /index is off: start the service with --index-root DIR (checkpoints under "
+                             "DIR may then be added)")  # fmt: skip
         graphs, errors = [], []
+        probes_for = functools.partial(probes_for_metadata, probe_file=self.probe_file)
         for path, model_id in zip(paths, ids, strict=True):
             try:
-                if not Path(path).is_file():
-                    raise GraphifyError("read", "no such file")
-                probes_for = functools.partial(probes_for_metadata, probe_file=self.probe_file)
+                refusal = self.config.refusal(path)
+                if refusal or not Path(path).is_file():
+                    raise GraphifyError("read", refusal or "no such file")
                 graphs.append(graphify_checkpoint(path, model_id, probes_for=probes_for))
             except GraphifyError as exc:
                 errors.append({"path": path, "reason": f"({exc.stage}) {exc.reason}"})
-        added, refused = self.searcher.add_graphs(graphs)
+        try:
+            added, refused = self.searcher.add_graphs(graphs, lock_timeout_s=INDEX_LOCK_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise BadRequest(503, f"{exc}; retry later") from exc
+        except OSError as exc:  # e.g. a read-only index directory
+            raise BadRequest(503, f"cannot write the index: {exc}") from exc
         path_of = dict(zip(ids, paths, strict=True))
         errors += [{"path": path_of[m], "reason": f"{m}: {why}"} for m, why in refused.items()]
         return {"added": added, "errors": errors, "indexed": len(self.searcher.index),
@@ -145,13 +169,15 @@ class SearchService:
         route = request.url.path.rstrip("/") or "/"
         try:
             if route == "/healthz" and request.method == "GET":
+                self.searcher.refresh()
                 body = {"status": "ok", "encoder_version": self.searcher.version, "indexed": len(self.searcher.index)}
                 return JSONResponse(body)
             if route == "/search" and request.method == "POST":
                 self.searcher.refresh()
                 out = self.search_bytes(await request.body(), _parse_k(request.query_params.get("k", "10")))
             elif route == "/index" and request.method == "POST":
-                out = self.index_paths(*_parse_index_request(await request.body()))
+                # in a thread: the replica keeps answering searches (the index in service is swapped once saved)
+                out = await asyncio.to_thread(self.index_paths, *_parse_index_request(await request.body()))
             else:
                 raise BadRequest(404, f"no route {request.method} {route} ({ROUTES})")
             return JSONResponse(out | {"took_ms": round(1000 * (time.perf_counter() - start), 2)})

@@ -99,3 +99,20 @@ def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
     hidden.probe_act, hidden.probe_source = torch.zeros_like(g.probe_act), NO_PROBES
     z = embed(encoder, [hidden])
     assert torch.allclose(z.norm(), torch.tensor(1.0)) and not z[0, SMALL.embed_dim :].any()
+
+
+def test_an_encoder_exported_by_another_architecture_is_a_one_line_config_error(tmp_path):
+    import json
+
+    from raywse.core.config import ConfigError
+    from raywse.models.checkpoint import export_encoder, load_encoder
+
+    config = EncoderConfig(depth=1, hidden=16)
+    export_encoder(NeuralGraphEncoder(config).state_dict(), config, tmp_path / "enc")
+    meta_path = tmp_path / "enc" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["encoder"]["update_edges"] = False  # a key of the session-4 encoder
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="another version of raywse's encoder") as err:
+        load_encoder(tmp_path / "enc")
+    assert "\n" not in str(err.value)

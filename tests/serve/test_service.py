@@ -65,7 +65,7 @@ def served_files(tiny_graphs, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def service(tiny_zoo, served_files):
+def service(tiny_zoo, tiny_foreign, served_files):
     """``raywse serve`` in its own process group on a free loopback port; yields its URL."""
     root = served_files
     port = _free_port()
@@ -84,7 +84,12 @@ def service(tiny_zoo, served_files):
         str(port),
         "--max-upload-mb",
         str(MAX_UPLOAD_MB),
+        "--index-root",
+        str(tiny_foreign),
+        "--index-root",
+        str(root / "uploads"),
     ]
+    (root / "uploads").mkdir()
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
     log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
@@ -149,16 +154,21 @@ def test_every_bad_upload_is_a_one_line_4xx_and_the_service_stays_up(service, ti
     assert status == 200 and body["status"] == "ok" and body["indexed"] > 0
 
 
-def test_post_index_adds_checkpoints_that_the_next_search_finds(service, tiny_foreign, tmp_path):
+def test_post_index_adds_checkpoints_that_the_next_search_finds(service, tiny_foreign, served_files, tmp_path):
     sources = sorted((tiny_foreign / "checkpoints").glob("*.safetensors"))[:2]
-    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt = served_files / "uploads" / "corrupt.safetensors"  # under an index root
     corrupt.write_bytes(sources[0].read_bytes()[:100])
-    paths = [str(p) for p in sources] + [str(corrupt), str(tmp_path / "missing.safetensors")]
+    outside = tmp_path / "elsewhere.safetensors"  # a real checkpoint, but outside every index root
+    outside.write_bytes(sources[0].read_bytes())
+    paths = [str(p) for p in sources] + [str(corrupt), str(served_files / "uploads" / "missing.safetensors"),
+                                         str(outside), "relative/path.safetensors"]  # fmt: skip
     before = request(f"{service}/healthz")[1]["indexed"]
     status, body = request(f"{service}/index", json.dumps({"paths": paths}).encode())
     assert status == 200, body
     assert body["added"] == [p.stem for p in sources] and body["indexed"] == before + 2
     assert sorted(e["path"] for e in body["errors"]) == sorted(paths[2:]), body["errors"]
+    reasons = {e["path"]: e["reason"] for e in body["errors"]}
+    assert "outside" in reasons[str(outside)] and "absolute" in reasons["relative/path.safetensors"]
     assert request(f"{service}/healthz")[1]["indexed"] == before + 2
     status, found = request(f"{service}/search?k=1", sources[1].read_bytes())
     assert status == 200 and found["neighbours"][0]["model_id"] == sources[1].stem
@@ -204,7 +214,7 @@ def test_the_serve_deploy_config_passes_serves_schema_and_builds_the_application
     module, name = app["import_path"].split(":")
     assert getattr(importlib.import_module(module), name) is build_app
     args = app["args"] | {"index_dir": str(served_files / "index"), "encoder_dir": str(served_files / "encoder"),
-                          "zoo_dir": str(tiny_zoo)}  # fmt: skip
+                          "zoo_dir": str(tiny_zoo), "index_roots": [str(served_files / "uploads")]}  # fmt: skip
     assert isinstance(build_app(args), Application)
     assert app["deployments"][0]["autoscaling_config"]["max_replicas"] > 1
     with pytest.raises(FileNotFoundError, match="index directory not found"):

@@ -51,6 +51,11 @@ def _flatten(g: Data, length: int) -> np.ndarray:
     return out
 
 
+def _flatten_all(graphs: list[Data], length: int) -> np.ndarray:
+    """``[len(graphs), length]``: :func:`_flatten` of each graph."""
+    return np.stack([_flatten(g, length) for g in graphs])
+
+
 class _Standardised:
     """Mixin: z-score features with statistics from ``fit`` (identity before fit)."""
 
@@ -106,11 +111,8 @@ class WeightPCAEmbedder:
         self.dim, self.length, self.seed = dim, length, seed
         self.pca: PCA | None = None
 
-    def _matrix(self, graphs: list[Data]) -> np.ndarray:
-        return np.stack([_flatten(g, self.length) for g in graphs])
-
     def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> WeightPCAEmbedder:
-        x = self._matrix(graphs)
+        x = _flatten_all(graphs, self.length)
         self.mean_, std = x.mean(0), x.std(0)
         self.scale_ = np.where(std > 1e-12, std, 1.0)
         self.pca = PCA(n_components=min(self.dim, *x.shape), random_state=self.seed).fit((x - self.mean_) / self.scale_)
@@ -119,7 +121,7 @@ class WeightPCAEmbedder:
     def embed(self, graphs: list[Data]) -> np.ndarray:
         if self.pca is None:
             raise RuntimeError("WeightPCAEmbedder.embed before fit")
-        z = self.pca.transform((self._matrix(graphs) - self.mean_) / self.scale_)
+        z = self.pca.transform((_flatten_all(graphs, self.length) - self.mean_) / self.scale_)
         out = np.zeros((len(graphs), self.dim), dtype=np.float32)
         out[:, : z.shape[1]] = z
         return out
@@ -145,19 +147,16 @@ class FlatMLPEmbedder:
         self.scale = 1.0
         self.history: list[float] = []
 
-    def _flat(self, graphs: list[Data]) -> np.ndarray:
-        return np.stack([_flatten(g, self.length) for g in graphs])
-
     def _encode(self, flat: np.ndarray) -> Tensor:
         return F.normalize(self.model(torch.from_numpy(flat) / self.scale), dim=-1)
 
     def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> FlatMLPEmbedder:
-        flat = np.stack([_flatten(g, self.length) for g in graphs])
+        flat = _flatten_all(graphs, self.length)
         self.scale = float(flat[flat != 0].std()) if (flat != 0).any() else 1.0
         contrastive = replace(BASELINE_CONTRASTIVE, seed=self.seed)
         self.model.train()
         self.history = fit_steps(
-            contrastive, labelled(graphs, labels), lambda views: (self._encode(self._flat(views)), None),
+            contrastive, labelled(graphs, labels), lambda views: (self._encode(_flatten_all(views, self.length)), None),
             self.model.parameters(), self.steps, batched_views=False,  # unpadded graphs of mixed widths: a list
         )  # fmt: skip
         self.model.eval()
@@ -166,4 +165,4 @@ class FlatMLPEmbedder:
     @torch.no_grad()
     def embed(self, graphs: list[Data]) -> np.ndarray:
         self.model.eval()
-        return self._encode(self._flat(graphs)).numpy().astype(np.float32)
+        return self._encode(_flatten_all(graphs, self.length)).numpy().astype(np.float32)
