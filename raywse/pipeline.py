@@ -33,8 +33,8 @@ class PipelineConfig:
 
     out_dir: str = field(default="runs/demo", metadata={"help": "directory for every artifact of the run"})
     zoo_preset: str = field(default="small", metadata={"help": f"zoo size: {' | '.join(PRESETS)}"})
-    # 20 passes over the ~1,700 learned training models of the demo zoo (~520 steps per rank); the goal of
-    # 100 epochs needs an encoder about 5x faster still than message passing by blocks made it (bench/README.md)
+    # 20 passes over the ~1,700 learned training models of the demo zoo (~520 steps per rank, ~4 minutes here); the
+    # encoder-v2 issue's 100 epochs would take ~19 minutes, more than its whole-demo budget (README, bench/README.md)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20))
     tune: bool = field(default=False, metadata={"help": "run a Tune sweep first and train with its best config"})
     sweep: TuneConfig = field(default_factory=TuneConfig)
