@@ -1,5 +1,6 @@
 """Search service benchmark, one run: ``POST /search`` latency and throughput at 1 and 8 clients against the cold
-command-line ``raywse search`` (a new process per query), on the same index and encoder.
+command-line ``raywse search`` (a new process per query; zoo checkpoints and, when the run has one, foreign ones),
+on the same index and encoder.
 
 Usage: ``python bench/bench_serve.py --run runs/demo [--requests 200] [--cli-runs 3] [--port 8790]``. ``--run`` is a
 finished main-job directory (its ``index/``, ``train/encoder/`` and ``zoo/``). The service is ``raywse serve`` with
@@ -71,14 +72,17 @@ def main() -> None:
     raywse = str(Path(sys.executable).with_name("raywse"))
     result: dict = {"machine": machine(), "load_before": load(), "run": str(run)}
 
-    cli = []
-    for i in range(args.cli_runs):
-        start = time.perf_counter()
-        cmd = [raywse, "search", str(files[i % len(files)]), "--index", str(index), "--encoder", str(encoder),
-               "--zoo", str(zoo), "-k", "10"]  # fmt: skip
-        subprocess.run(cmd, check=True, capture_output=True)
-        cli.append(time.perf_counter() - start)
-    result["cli_search_s"] = [round(s, 2) for s in cli]
+    # the cold command line: zoo checkpoints (probed on their task's dataset) and foreign ones (Gaussian probes)
+    foreign = sorted((run / "foreign" / "checkpoints").glob("*.safetensors"))[:16]
+    for key, queries in (("cli_search_s", files), ("cli_search_foreign_s", foreign)):
+        cli = []
+        for i in range(args.cli_runs if queries else 0):
+            start = time.perf_counter()
+            cmd = [raywse, "search", str(queries[i % len(queries)]), "--index", str(index), "--encoder",
+                   str(encoder), "--zoo", str(zoo), "-k", "10"]  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True)
+            cli.append(time.perf_counter() - start)
+        result[key] = [round(s, 2) for s in cli]
 
     cmd = [raywse, "serve", "--index", str(index), "--encoder", str(encoder), "--zoo", str(zoo), "--port",
            str(args.port)]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -67,7 +68,13 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
+    # One query, then exit: the cyclic garbage collector only costs time here — ~0.5 s while torch and PyG are
+    # imported and ~0.7 s when the interpreter tears their modules down (measured: bench/README.md). Reference
+    # counting still frees what the query allocates.
+    gc.disable()
     from raywse.index.search import search_checkpoint
+
+    gc.freeze()  # the imported modules: not scanned at exit
 
     neighbours = search_checkpoint(
         args.checkpoint, args.index, args.encoder, args.zoo, k=args.k, probe_data=args.probe_data

@@ -131,6 +131,28 @@ def test_search_checkpoint_finds_itself_with_metadata(tiny_zoo, tiny_graphs, enc
     assert bare[0].task == "" and math.isnan(bare[0].test_acc)
 
 
+def test_the_search_command_prints_the_neighbours_and_a_one_line_error(tiny_zoo, tiny_graphs, encoders, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
+    build_index(tiny_graphs, encoders["a"], tmp_path / "index")
+    record = pq.read_table(tiny_zoo / "manifest.parquet").to_pylist()[0]
+
+    def search(path) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "raywse.cli", "search", str(path), "--index", str(tmp_path / "index"),
+               "--encoder", str(encoders["a"]), "--zoo", str(tiny_zoo), "-k", "3"]  # fmt: skip
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    found = search(tiny_zoo / record["path"])
+    assert found.returncode == 0, found.stderr
+    rows = found.stdout.splitlines()
+    assert len(rows) == 4 and rows[1].split()[:2] == ["1", record["model_id"]], found.stdout
+    bad = search(tmp_path / "missing.safetensors")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "file not found" in bad.stderr
+
+
 def test_search_bad_input_raises_one_line_error(tiny_graphs, encoders, tmp_path):
     garbage = tmp_path / "junk.safetensors"
     garbage.write_bytes(b"\x00" * 4)
