@@ -84,7 +84,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
             history = train_encoder(run.zoo, run.graphs, run.train, train_config).metrics
             last = history[-1] if history else {}
             say(
-                f"      {len(history)} epochs, {trained_rank_steps(run.train)} optimiser steps over all ranks; last "
+                f"      {len(history)} epochs, {last.get('rank_steps', 0)} optimiser steps over all ranks; last "
                 f"epoch: loss {_number(last.get('loss'))}, val mAP {_number(last.get('val_mAP'))}"
             )
     with step("index", run.index):

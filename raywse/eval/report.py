@@ -182,8 +182,8 @@ def _embed_and_score(
     out_dir: Path,
     config: EvalConfig,
     encoder_version: str,
-    foreign: ForeignZoo | None = None,
-    bar: tqdm | None = None,
+    foreign: ForeignZoo | None,
+    bar: tqdm,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, float]]:
     """Fit each embedder on the train split, embed every model (and the foreign zoo's, in the same call), save the
     embeddings (tagged with the encoder's version, or a baseline's name) and score them; returns ``(embeddings,
@@ -199,8 +199,7 @@ def _embed_and_score(
     scores: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     for name, embedder in embedders.items():
-        if bar is not None:
-            bar.set_postfix_str(name)
+        bar.set_postfix_str(name)
         start = time.perf_counter()
         embedder.fit(train_graphs, labels[train])
         with_foreign = foreign is not None and getattr(embedder, "embeds_foreign", True)
@@ -219,8 +218,7 @@ def _embed_and_score(
         for extra in (accuracy_metrics(emb, view, config.seed), structure_metrics(emb, view, config.seed)):
             for split, vals in extra.items():
                 scores[name].setdefault(split, {}).update(vals)
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
     return embeddings, scores, seconds
 
 

@@ -141,6 +141,11 @@ def graph_of_nodes(data: Data) -> Tensor:
     return batch if batch is not None else torch.zeros(data.num_nodes, dtype=torch.long)
 
 
+def layer_groups(data: Data) -> Tensor:
+    """Each node's (graph, layer) group: layers of different graphs in a ``Batch`` are different groups."""
+    return graph_of_nodes(data) * (int(data.node_layer.max()) + 1) + data.node_layer
+
+
 def permute_graph_nodes(data: Data, generator: torch.Generator, shuffle_edges: bool = False) -> Data:
     """A copy of a neural graph (or a ``Batch`` of them) with its hidden nodes shuffled within each layer of each
     graph (edges relabelled).
@@ -150,7 +155,7 @@ def permute_graph_nodes(data: Data, generator: torch.Generator, shuffle_edges: b
     """
     hidden = data.node_kind == NodeKind.HIDDEN
     idx = torch.nonzero(hidden).flatten()
-    key = graph_of_nodes(data)[idx] * (int(data.node_layer.max()) + 1) + data.node_layer[idx]
+    key = layer_groups(data)[idx]
     by_key = idx[torch.argsort(key, stable=True)]  # the slots of each (graph, layer), in order
     shuffled = idx[torch.randperm(len(idx), generator=generator)]
     shuffled = shuffled[torch.argsort(key[torch.searchsorted(idx, shuffled)], stable=True)]  # random within each group

@@ -23,7 +23,13 @@ from torch_geometric.utils import scatter
 
 from raywse.graph.probes import NO_PROBES
 from raywse.graph.schema import NodeKind
-from raywse.graph.symmetry import flip_graph_hidden, graph_of_nodes, permute_graph_nodes, rescale_graph_hidden
+from raywse.graph.symmetry import (
+    flip_graph_hidden,
+    graph_of_nodes,
+    layer_groups,
+    permute_graph_nodes,
+    rescale_graph_hidden,
+)
 
 
 class GraphTransform:
@@ -86,11 +92,6 @@ def _layer_std(values: Tensor, group: Tensor) -> Tensor:
     return var.sqrt()[group]
 
 
-def _layer_groups(data: Data) -> Tensor:
-    """Each node's (graph, layer) group: layers of different graphs in a ``Batch`` are different groups."""
-    return graph_of_nodes(data) * (int(data.node_layer.max()) + 1) + data.node_layer
-
-
 class WeightNoise(GraphTransform):
     """Gaussian noise on weights and biases, ``sigma`` times each layer's std.
 
@@ -104,7 +105,7 @@ class WeightNoise(GraphTransform):
         if self.sigma <= 0:
             return data
         out = copy.copy(data)  # a new graph object sharing tensors: every changed field gets a new tensor
-        groups = _layer_groups(data)
+        groups = layer_groups(data)
         w_std = _layer_std(data.edge_attr, groups[data.edge_index[1]]).unsqueeze(-1)
         noise = torch.randn(data.edge_attr.shape, generator=generator) * self.sigma * w_std
         out.edge_attr = data.edge_attr + noise * (data.edge_attr != 0)

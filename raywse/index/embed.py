@@ -148,46 +148,33 @@ def build_index(
     graphs_dir, index_dir = Path(graphs_dir), Path(index_dir)
     if not (graphs_dir / GraphFiles.MANIFEST).exists():
         raise FileNotFoundError(f"not a graphify output (no {GraphFiles.MANIFEST}): {graphs_dir}")
-    with writer_lock(index_dir):
-        return _build_index(graphs_dir, encoder_dir, index_dir, config, rebuild, batch_size, num_actors, start)
+    with writer_lock(index_dir):  # from reading the live version to saving the new one: one writer at a time
+        _, version = load_encoder(encoder_dir)
+        all_ids = pq.read_table(graphs_dir / GraphFiles.MANIFEST, columns=["model_id"]).column("model_id").to_pylist()
+        index, old = None, EMBEDDINGS_SCHEMA.empty_table()
+        if has_index(index_dir) and not rebuild:
+            check_encoder_version(read_meta(index_dir), version, index_dir)
+            index = EmbeddingIndex.load(index_dir, expected_encoder_version=version, config=config)
+            old = index_embeddings(index_dir)
+        todo = [m for m in all_ids if index is None or m not in index]
 
+        result = embed_graphs(
+            graphs_dir, encoder_dir, todo, batch_size=batch_size, num_actors=num_actors, use_gpu=config.use_gpu
+        )
+        failed = pc.is_valid(result.column("error"))
+        errors = dict(zip(*result.filter(failed).select(["model_id", "error"]).to_pydict().values(), strict=True))
+        new = result.filter(pc.invert(failed)).select(EMBEDDINGS_SCHEMA.names)
 
-def _build_index(
-    graphs_dir: Path,
-    encoder_dir: str | os.PathLike,
-    index_dir: Path,
-    config: IndexConfig,
-    rebuild: bool,
-    batch_size: int,
-    num_actors: int | None,
-    start: float,
-) -> dict:
-    _, version = load_encoder(encoder_dir)
-    all_ids = pq.read_table(graphs_dir / GraphFiles.MANIFEST, columns=["model_id"]).column("model_id").to_pylist()
-    index, old = None, EMBEDDINGS_SCHEMA.empty_table()
-    if has_index(index_dir) and not rebuild:
-        check_encoder_version(read_meta(index_dir), version, index_dir)
-        index = EmbeddingIndex.load(index_dir, expected_encoder_version=version, config=config)
-        old = index_embeddings(index_dir)
-    todo = [m for m in all_ids if index is None or m not in index]
-
-    result = embed_graphs(
-        graphs_dir, encoder_dir, todo, batch_size=batch_size, num_actors=num_actors, use_gpu=config.use_gpu
-    )
-    failed = pc.is_valid(result.column("error"))
-    errors = dict(zip(*result.filter(failed).select(["model_id", "error"]).to_pydict().values(), strict=True))
-    new = result.filter(pc.invert(failed)).select(EMBEDDINGS_SCHEMA.names)
-
-    if index is None and not new.num_rows:
-        example = next(iter(errors.items()), None)
-        raise ValueError(f"nothing to index in {graphs_dir}: {len(errors)} graphs failed to embed, e.g. {example}")
-    saved = new.num_rows > 0 or index is None
-    if index is None:
-        index = EmbeddingIndex.build(new.column("model_id").to_pylist(), table_vectors(new), version, config)
-    else:
-        index = grown(index, new.column("model_id").to_pylist(), table_vectors(new), config)
-    if saved:
-        index.save(index_dir, embeddings=pa.concat_tables([old, new]))
+        if index is None and not new.num_rows:
+            example = next(iter(errors.items()), None)
+            raise ValueError(f"nothing to index in {graphs_dir}: {len(errors)} graphs failed to embed, e.g. {example}")
+        saved = new.num_rows > 0 or index is None
+        if index is None:
+            index = EmbeddingIndex.build(new.column("model_id").to_pylist(), table_vectors(new), version, config)
+        else:
+            index = grown(index, new.column("model_id").to_pylist(), table_vectors(new), config)
+        if saved:
+            index.save(index_dir, embeddings=pa.concat_tables([old, new]))
     summary = IndexBuildSummary(
         index_dir=str(index_dir),
         encoder_version=version,

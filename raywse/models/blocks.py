@@ -152,14 +152,13 @@ def block_messages(
         ``sent_* [N, H]``, ``coef_* [K, H]`` → ``[N, H]``.
     """
     # one zero row more: the dummy node that padding slots read from and write to
-    out = sent_forward.new_zeros(sent_forward.shape[0] + 1, sent_forward.shape[1])
+    width = sent_forward.shape[1]
+    out = sent_forward.new_zeros(sent_forward.shape[0] + 1, width)
     sent_forward, sent_backward = (F.pad(x, (0, 0, 0, 1)) for x in (sent_forward, sent_backward))
     for group, fwd, bwd in zip(groups, grids.forward, grids.backward, strict=True):
-        g, n_dst, n_src = group.shape
-        stacked = (coef_forward.unsqueeze(1) * sent_forward[group.src_nodes].unsqueeze(1)).reshape(g, -1, out.shape[1])
-        out.index_add_(0, group.dst_nodes.flatten(), torch.bmm(fwd, stacked).flatten(0, 1))
-        stacked = (coef_backward.unsqueeze(1) * sent_backward[group.dst_nodes].unsqueeze(1)).reshape(
-            g, -1, out.shape[1]
-        )
-        out.index_add_(0, group.src_nodes.flatten(), torch.bmm(bwd, stacked).flatten(0, 1))
+        directions = ((fwd, coef_forward, sent_forward, group.src_nodes, group.dst_nodes),
+                      (bwd, coef_backward, sent_backward, group.dst_nodes, group.src_nodes))  # fmt: skip
+        for grid, coef, sent, senders, receivers in directions:
+            stacked = (coef.unsqueeze(1) * sent[senders].unsqueeze(1)).reshape(len(senders), -1, width)
+            out.index_add_(0, receivers.flatten(), torch.bmm(grid, stacked).flatten(0, 1))
     return out[:-1]
