@@ -6,7 +6,7 @@ each safetensors file's metadata; graphify reads them back, or infers one for fo
 (:mod:`raywse.graph.infer`).
 
 Tensor naming follows ``torch.nn.Sequential``: layer ``name`` owns ``{name}.weight`` / ``{name}.bias`` (and
-``running_mean`` / ``running_var`` for batch norm).
+``running_mean`` / ``running_var`` for batch norm; a ``prelu`` layer owns ``{name}.weight`` only, its slopes).
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PARAMETRIC_KINDS = ("linear", "conv2d", "batchnorm")
+PARAMETRIC_KINDS = ("linear", "conv2d", "batchnorm", "prelu")
 PARAMETER_FREE_KINDS = ("flatten", "global_avg_pool", "max_pool2d", "avg_pool2d")
 LAYER_KINDS = PARAMETRIC_KINDS + PARAMETER_FREE_KINDS
 
 #: Activation names and their ids (ids are node features in neural graphs; keep the order stable).
-ACTIVATIONS = ("none", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "unknown")
+#: ``prelu`` names a ``prelu`` layer (learned slopes, one per channel or one shared), not a layer's ``activation``.
+ACTIVATIONS = ("none", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "unknown", "prelu")
 #: Activations f with f(s * x) = s * f(x) for s > 0: hidden neurons followed by one can be rescaled.
-POSITIVELY_HOMOGENEOUS = ("relu", "leaky_relu", "none")
+POSITIVELY_HOMOGENEOUS = ("relu", "leaky_relu", "none", "prelu")
+#: The slope of each piecewise-linear activation below zero (PReLU's is learned: a tensor of its layer).
+NEGATIVE_SLOPES = {"none": 1.0, "relu": 0.0, "leaky_relu": 0.01}
 #: Odd activations, f(-x) = -f(x): hidden neurons followed by one (and no max pooling) can flip sign.
 ODD = ("none", "tanh")
 
@@ -50,8 +53,9 @@ class Layer:
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
             raise SpecError(f"unsupported layer kind {self.kind!r} (supported: {', '.join(LAYER_KINDS)})")
-        if self.activation not in ACTIVATIONS:
-            raise SpecError(f"unsupported activation {self.activation!r} (supported: {', '.join(ACTIVATIONS)})")
+        if self.activation not in ACTIVATIONS or self.activation == "prelu":
+            named = ", ".join(a for a in ACTIVATIONS if a != "prelu")
+            raise SpecError(f"unsupported activation {self.activation!r} (supported: {named}; PReLU is a layer)")
         if self.kind in PARAMETRIC_KINDS and not self.name:
             raise SpecError(f"{self.kind} layer needs a tensor name prefix")
 
@@ -89,6 +93,8 @@ class ArchSpec:
                 names += [f"{layer.name}.weight", f"{layer.name}.bias"]
             elif layer.kind == "batchnorm":
                 names += [f"{layer.name}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+            elif layer.kind == "prelu":
+                names.append(f"{layer.name}.weight")
         return names
 
     def validate(self, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -163,6 +169,8 @@ def forward(spec: ArchSpec, tensors: Mapping[str, torch.Tensor], x: torch.Tensor
         elif layer.kind == "batchnorm":
             p = {k: tensors[f"{layer.name}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")}
             x = F.batch_norm(x, p["running_mean"], p["running_var"], p["weight"], p["bias"], False, 0.0, layer.eps)
+        elif layer.kind == "prelu":
+            x = F.prelu(x, tensors[f"{layer.name}.weight"])
         elif layer.kind == "flatten":
             x = x.flatten(1)
         elif layer.kind == "global_avg_pool":
@@ -210,12 +218,15 @@ def spec_module(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> nn.Seque
             mod = nn.MaxPool2d(layer.kernel_size)
         elif layer.kind == "avg_pool2d":
             mod = nn.AvgPool2d(layer.kernel_size)
+        elif layer.kind == "prelu":
+            mod = nn.PReLU(len(tensors[f"{layer.name}.weight"]))
         else:
             raise SpecError(f"spec_module does not build {layer.kind} layers (fold batch norm first)")
         if layer.parametric:
             with torch.no_grad():
                 mod.weight.copy_(tensors[f"{layer.name}.weight"])
-                mod.bias.copy_(tensors[f"{layer.name}.bias"])
+                if layer.kind != "prelu":
+                    mod.bias.copy_(tensors[f"{layer.name}.bias"])
         mods.append(mod)
         if layer.activation != "none":
             mods.append(_ACT_MODULES[layer.activation]())

@@ -21,6 +21,7 @@ GRAPH_SCHEMA = pa.schema(
         ("model_id", pa.string()),
         ("num_nodes", pa.int64()),
         ("x", pa.list_(pa.float32())),
+        ("act_slope", pa.list_(pa.float32())),
         *[(name, pa.list_(pa.int64())) for name in NODE_COLUMNS],
         ("edge_index", pa.list_(pa.int64())),
         ("edge_attr", pa.list_(pa.float32())),
@@ -40,6 +41,7 @@ def _columns(data: Data) -> dict[str, np.ndarray | int | str]:
         "model_id": str(data.model_id),
         "num_nodes": int(data.num_nodes),
         "x": data.x.detach().reshape(-1).numpy().astype(np.float32),
+        "act_slope": data.act_slope.detach().numpy().astype(np.float32),
         **{name: data[name].numpy().astype(np.int64) for name in NODE_COLUMNS},
         "edge_index": data.edge_index.reshape(-1).numpy().astype(np.int64),
         "edge_attr": data.edge_attr.detach().reshape(-1).numpy().astype(np.float32),
@@ -58,20 +60,26 @@ def graph_to_row(data: Data) -> dict:
 
 def row_to_graph(row: Mapping) -> Data:
     """Rebuild a neural graph from a row (lists or numpy arrays, as Ray Data hands them over)."""
+    missing = [field.name for field in GRAPH_SCHEMA if field.name not in row]
+    if missing:
+        raise SpecError(f"graph row without {', '.join(missing)}: written by an older raywse, graphify it again")
     n, kh, kw = int(row["num_nodes"]), int(row["kernel_h"]), int(row["kernel_w"])
 
     def ints(name: str) -> torch.Tensor:
         return torch.from_numpy(np.asarray(row[name], dtype=np.int64).copy())
 
     x = torch.from_numpy(np.asarray(row["x"], dtype=np.float32).copy())
+    act_slope = torch.from_numpy(np.asarray(row["act_slope"], dtype=np.float32).copy())
     edge_index = ints("edge_index")
     edge_attr = torch.from_numpy(np.asarray(row["edge_attr"], dtype=np.float32).copy())
     probe_act = torch.from_numpy(np.asarray(row["probe_act"], dtype=np.float32).copy())
     bad_probes = len(probe_act) != n * int(row["num_probes"])
-    if len(x) != n or len(edge_index) % 2 or len(edge_attr) != len(edge_index) // 2 * kh * kw or bad_probes:
+    bad_nodes = len(x) != n or len(act_slope) != n
+    if bad_nodes or len(edge_index) % 2 or len(edge_attr) != len(edge_index) // 2 * kh * kw or bad_probes:
         raise SpecError(f"malformed graph row for {row.get('model_id')!r}: column lengths do not match")
     return Data(
         x=x.reshape(n, 1),
+        act_slope=act_slope,
         **{name: ints(name) for name in NODE_COLUMNS},
         edge_index=edge_index.reshape(2, -1),
         edge_attr=edge_attr.reshape(-1, kh * kw),
@@ -105,6 +113,9 @@ def graphs_to_table(graphs: Sequence[Data]) -> pa.Table:
 
 def table_to_graphs(table: pa.Table) -> list[Data]:
     """Inverse of :func:`graphs_to_table` (extra columns are ignored)."""
+    missing = [field.name for field in GRAPH_SCHEMA if field.name not in table.column_names]
+    if missing:
+        raise SpecError(f"graph table without {', '.join(missing)}: written by an older raywse, graphify it again")
     columns = {}
     for field in GRAPH_SCHEMA:
         column = table.column(field.name).combine_chunks()

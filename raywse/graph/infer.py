@@ -2,12 +2,18 @@
 
 Tensors are grouped by module prefix (``layers.3.weight`` → module ``layers.3``) and modules are ordered by natural
 sort of their names (``layers.10`` after ``layers.2``). 2-D weights are linear layers, 4-D weights square-kernel
-convs, 1-D weights with running statistics batch norms. Parameter-free layers (activations, pooling) leave no
-tensors, so they are guessed: hidden activations are ``"unknown"`` (the last layer's is ``"none"``), a linear layer
-whose ``in_features`` equals the previous conv's channels reads a ``global_avg_pool``, and one reading ``C·s²`` reads
-a ``flatten`` of an ``s×s`` map. Convs are assumed to have stride 1 and padding ``k // 2`` and no pooling happens
-between them, so the inferred input size (``s`` minus one per even-sized kernel, or :data:`NOMINAL_SPATIAL` when no
-flatten fixes it) may differ from the network's real one: this changes the spec's function, never its neural graph.
+convs, 1-D weights with running statistics batch norms, and a lone 1-D weight (no bias) a PReLU: it follows the
+layer of its own number in the same parent (``prelu3`` after ``conv3``, as in MTCNN), else the layer before it in
+name order. Output heads — the last layers, siblings named alike up to a final number (``conv4_1``, ``conv4_2``) that
+read the same features and do not chain — are one output layer, their outputs concatenated in name order.
+Parameter-free layers (activations, pooling) leave no tensors, so they are guessed: hidden activations are
+``"unknown"`` (the last layer's is ``"none"``), a linear layer whose ``in_features`` equals the previous conv's
+channels reads a ``global_avg_pool``, and one reading ``C·s²`` reads a ``flatten`` of an ``s×s`` map (flattened
+channel-major, as ``torch.flatten`` does; a network that flattens channel-last, such as MTCNN's R-/O-Net, gets edges
+that group its dense layer's weights by the wrong channel). Convs are assumed to have stride 1 and padding
+``k // 2`` and no pooling happens between them, so the inferred input size (``s`` minus one per even-sized kernel, or
+:data:`NOMINAL_SPATIAL` when no flatten fixes it) may differ from the network's real one: this changes the spec's
+function, never its neural graph.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def infer_spec_and_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[ArchSpe
     if attention:
         raise SpecError(f"not a sequential chain: attention tensors ({attention[0]}, ...)")
     modules: dict[str, dict[str, torch.Tensor]] = {}
-    for name, tensor in tensors.items():
+    for name, tensor in sorted(tensors.items(), key=lambda item: natural_key(item[0])):  # first error: stable
         prefix, _, param = name.rpartition(".")
         if not prefix:
             raise SpecError(f"tensor {name!r} has no module prefix (expected names like layers.0.weight)")
@@ -58,11 +64,64 @@ def infer_spec_and_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[ArchSpe
         if tensor.dim() not in (1, 2, 4) and param != "num_batches_tracked":
             raise SpecError(f"unsupported {tensor.dim()}-D tensor {name} {list(tensor.shape)}")
         modules.setdefault(prefix, {})[param] = tensor
-    order = sorted(modules, key=natural_key)
     out: dict[str, torch.Tensor] = {}
-    kinds = {m: _classify(m, modules[m], out) for m in order}
+    kinds = {m: _classify(m, modules[m], out) for m in sorted(modules, key=natural_key)}
+    order = _place_prelus(sorted(modules, key=natural_key), kinds)
     _refuse_parallel(order, kinds, out)
+    order = _merge_output_heads(order, kinds, out)
     return _build_chain(order, kinds, out), out
+
+
+def _number(module: str) -> tuple[str, str]:
+    """``(parent, trailing number of the leaf name)``: ``("", "3")`` for ``prelu3``, ``("a", "")`` for ``a.act``."""
+    parent, _, leaf = module.rpartition(".")
+    match = re.search(r"(\d+(?:_\d+)*)$", leaf)
+    return parent, match.group(1) if match and not leaf.isdigit() else ""
+
+
+def _place_prelus(order: list[str], kinds: dict[str, str]) -> list[str]:
+    """Move each PReLU right after its layer (the linear/conv of its own number in its parent, else the layer before
+    it in name order) and that layer's batch norms."""
+    prelus = [m for m in order if kinds[m] == "prelu"]
+    placed = [m for m in order if kinds[m] != "prelu"]
+    for prelu in prelus:
+        parent, number = _number(prelu)
+        hosts = [m for m in placed if kinds[m] in ("linear", "conv2d") and number and _number(m) == (parent, number)]
+        if len(hosts) == 1:
+            at = placed.index(hosts[0])
+        else:
+            before = [m for m in placed if natural_key(m) < natural_key(prelu)]
+            if not before:
+                raise SpecError(f"PReLU {prelu} comes before any linear/conv layer")
+            at = placed.index(before[-1])
+        while at + 1 < len(placed) and kinds[placed[at + 1]] == "batchnorm":
+            at += 1
+        placed.insert(at + 1, prelu)
+    return placed
+
+
+def _merge_output_heads(order: list[str], kinds: dict[str, str], out: dict[str, torch.Tensor]) -> list[str]:
+    """Merge trailing sibling layers named alike up to a final number that read the same features (output heads such
+    as MTCNN's ``conv4_1`` / ``conv4_2``) into one layer ``a+b``, rows concatenated in name order."""
+    heads: list[str] = []
+    stem = lambda m: re.sub(r"\d+$", "", m)  # noqa: E731
+    for m in reversed(order):
+        w = out[f"{m}.weight"]
+        if kinds[m] not in ("linear", "conv2d") or not _number(m)[1]:
+            break
+        if heads:
+            after = out[f"{heads[0]}.weight"]
+            same_input = kinds[m] == kinds[heads[0]] and w.shape[1:] == after.shape[1:]
+            if stem(m) != stem(heads[0]) or not same_input or after.shape[1] == w.shape[0]:  # alike, not a chain
+                break
+        heads.insert(0, m)
+    if len(heads) < 2:
+        return order
+    merged = "+".join(heads)
+    for param in ("weight", "bias"):
+        out[f"{merged}.{param}"] = torch.cat([out.pop(f"{m}.{param}") for m in heads])
+    kinds[merged] = kinds[heads[0]]
+    return [m for m in order if m not in heads] + [merged]
 
 
 def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> str:
@@ -79,8 +138,11 @@ def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch
         full = {"weight": torch.ones_like(like), "bias": torch.zeros_like(like), **params}
     elif w is None:
         raise SpecError(f"module {module} has no weight ({', '.join(sorted(params))})")
+    elif w.dim() == 1 and set(params) == {"weight"}:
+        out[f"{module}.weight"] = w
+        return "prelu"
     elif w.dim() == 1:
-        raise SpecError(f"unsupported layer {module}: 1-D weight without running statistics (PReLU/LayerNorm-like)")
+        raise SpecError(f"unsupported layer {module}: 1-D weight and bias without running statistics (a LayerNorm?)")
     elif w.dim() in (2, 4):
         kind, n = ("linear" if w.dim() == 2 else "conv2d"), int(w.shape[0])
         if kind == "conv2d" and w.shape[2] != w.shape[3]:
@@ -102,7 +164,7 @@ def _refuse_parallel(order: list[str], kinds: dict[str, str], out: dict[str, tor
     """Refuse sibling layers of one kind and weight shape whose names do not order them (e.g. q/k/v projections)."""
     seen: dict[tuple, str] = {}
     for m in order:
-        if kinds[m] == "batchnorm":
+        if kinds[m] in ("batchnorm", "prelu"):
             continue
         parent, _, leaf = m.rpartition(".")
         key = (parent, kinds[m], tuple(out[f"{m}.weight"].shape))
@@ -119,11 +181,18 @@ def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.T
     """Check the shape chain module by module and insert the pooling/flatten a conv → linear step needs."""
     layers: list[Layer] = []
     carriers: list[int] = []  # index of the layer whose activation follows each linear/conv (itself or its BN)
+    activated: set[int] = set()  # carriers followed by a PReLU: their activation is known
     width, is_map, growth = None, False, 0  # current feature count, whether it is a C×s×s map, even-kernel growth
     input_shape: tuple[int, ...] | None = None
     spatial = None
     for m in order:
         kind, w = kinds[m], out[f"{m}.weight"]
+        if kind == "prelu":
+            if width is None or len(w) not in (1, width):
+                raise SpecError(f"chain breaks at {m}: a PReLU of {len(w)} slopes after {width} features")
+            layers.append(Layer("prelu", m))
+            activated.add(carriers[-1])
+            continue
         if kind == "batchnorm":
             if width is None:
                 raise SpecError(f"batchnorm {m} comes before any linear/conv layer")
@@ -167,7 +236,8 @@ def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.T
     if layers[0].kind == "conv2d":
         input_shape = (input_shape[0], spatial or NOMINAL_SPATIAL, spatial or NOMINAL_SPATIAL)
     for i in carriers[:-1]:
-        layers[i] = dataclasses.replace(layers[i], activation="unknown")
+        if i not in activated:
+            layers[i] = dataclasses.replace(layers[i], activation="unknown")
     spec = ArchSpec(input_shape, tuple(layers))
     spec.validate(out)
     return spec

@@ -1,8 +1,11 @@
 """Checkpoint → neural graph (one node per neuron, one edge per weight), per the schema in :mod:`raywse.graph.schema`.
 
 Edges of each layer are emitted target-major (for target ``j``, sources ``i`` ascending), i.e. in the row-major
-order of the weight. Kernels smaller than the graph's largest ``(kh, kw)`` are zero-padded centred; an odd amount of
-padding puts the extra row/column at the bottom/right.
+order of the weight. Kernels are edge features of at most :data:`MAX_KERNEL` (3×3): a larger kernel first loses its
+all-zero border rows/columns (padding that changes nothing), then what is still larger is resampled by area
+(:func:`fit_kernels`: each output cell averages the input cells it covers, weighted by overlap, so the kernel's sum —
+its response to a constant input — is kept). Kernels smaller than the graph's largest ``(kh, kw)`` are zero-padded
+centred; an odd amount of padding puts the extra row/column at the bottom/right.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data
 
-from raywse.core.spec import ACTIVATIONS, ArchSpec, Layer, SpecError
+from raywse.core.spec import ACTIVATIONS, NEGATIVE_SLOPES, ArchSpec, Layer, SpecError
 from raywse.graph.chain import NODE_LAYER_KINDS, NodeLayer, walk
 from raywse.graph.probes import ProbeChooser, gaussian_probes, responses_or_none
 from raywse.graph.schema import NodeKind, NodeType
@@ -47,12 +50,59 @@ def fold_batchnorm(tensors: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple
     return out, ArchSpec(spec.input_shape, tuple(layers))
 
 
+#: The largest kernel an edge carries; larger ones are trimmed and resampled to it (:func:`fit_kernels`).
+MAX_KERNEL = (3, 3)
+
+
+def _area_matrix(size: int, target: int) -> torch.Tensor:
+    """``[target, size]`` overlap of each of ``size`` unit cells with ``target`` equal bins of ``[0, size)``; every
+    column sums to 1, so resampling with it keeps sums."""
+    edges = torch.linspace(0, size, target + 1, dtype=torch.float64)
+    cells = torch.arange(size + 1, dtype=torch.float64)
+    lo = torch.maximum(edges[:-1, None], cells[None, :-1])
+    hi = torch.minimum(edges[1:, None], cells[None, 1:])
+    return (hi - lo).clamp(min=0)
+
+
+def fit_kernels(kernels: torch.Tensor, max_shape: tuple[int, int] = MAX_KERNEL) -> torch.Tensor:
+    """``[..., h, w]`` kernels fitted to at most ``max_shape``: border rows/columns that are zero in every kernel
+    are dropped first (exact), then a dimension still too large is resampled by area (sum-preserving)."""
+    for dim, limit in ((-2, max_shape[0]), (-1, max_shape[1])):
+        while kernels.shape[dim] > limit:
+            lines = kernels.transpose(dim, -1).reshape(-1, kernels.shape[dim]).abs().amax(0)
+            if lines[0] == 0:
+                kernels = kernels.narrow(dim, 1, kernels.shape[dim] - 1)
+            elif lines[-1] == 0:
+                kernels = kernels.narrow(dim, 0, kernels.shape[dim] - 1)
+            else:
+                break
+    h, w = kernels.shape[-2:]
+    if h > max_shape[0] or w > max_shape[1]:
+        rows = _area_matrix(h, min(h, max_shape[0])).to(kernels.dtype)
+        cols = _area_matrix(w, min(w, max_shape[1])).to(kernels.dtype)
+        kernels = rows @ kernels @ cols.T
+    return kernels
+
+
 def effective_activation(node_layer: NodeLayer) -> str:
-    """The single activation applied between a node layer and the next one (``none`` if there is none)."""
-    acts = [ly.activation for ly in (node_layer.layer, *node_layer.followers) if ly.activation != "none"]
+    """The single activation applied between a node layer and the next one (``none`` if there is none; ``prelu``
+    for a PReLU layer)."""
+    steps = (node_layer.layer, *node_layer.followers)
+    acts = ["prelu" if ly.kind == "prelu" else ly.activation for ly in steps]
+    acts = [a for a in acts if a != "none"]
     if len(acts) > 1:
         raise SpecError(f"layer {node_layer.layer.name} is followed by several activations ({', '.join(acts)})")
     return acts[0] if acts else "none"
+
+
+def negative_slopes(node_layer: NodeLayer, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``[out_nodes]`` slope below zero of each neuron's activation: a PReLU layer's learned slopes, the fixed slope
+    of ``none`` / ``relu`` / ``leaky_relu``, and 0 for activations that are not piecewise linear."""
+    act = effective_activation(node_layer)
+    if act == "prelu":
+        prelu = next(ly for ly in node_layer.followers if ly.kind == "prelu")
+        return tensors[f"{prelu.name}.weight"].detach().float().reshape(-1).expand(node_layer.out_nodes).clone()
+    return torch.full((node_layer.out_nodes,), NEGATIVE_SLOPES.get(act, 0.0))
 
 
 def to_neural_graph(
@@ -68,8 +118,12 @@ def to_neural_graph(
     for layer in chain.leading:
         if layer.activation != "none":
             raise SpecError(f"activation {layer.activation} applied to the input ({layer.kind}) is not supported")
-    kh = max(nl.in_block[0] for nl in chain.node_layers)
-    kw = max(nl.in_block[1] for nl in chain.node_layers)
+    kernels = [
+        fit_kernels(folded[f"{nl.layer.name}.weight"].detach().float().reshape(nl.out_nodes, nl.in_nodes, *nl.in_block))
+        for nl in chain.node_layers
+    ]
+    kh = max(k.shape[2] for k in kernels)
+    kw = max(k.shape[3] for k in kernels)
 
     n_in = chain.input_nodes
     x = [torch.zeros(n_in)]
@@ -77,6 +131,7 @@ def to_neural_graph(
     node_kind = [torch.full((n_in,), int(NodeKind.INPUT))]
     node_pos = [torch.arange(n_in)]
     node_act = [torch.zeros(n_in, dtype=torch.long)]
+    act_slope = [torch.ones(n_in)]
     node_type = [torch.full((n_in,), int(NodeType.INPUT))]
     sources, targets, attrs = [], [], []
     in_offset, offset = 0, n_in
@@ -89,9 +144,9 @@ def to_neural_graph(
         node_kind.append(torch.full((n_out,), int(kind)))
         node_pos.append(torch.arange(n_out) if kind == NodeKind.OUTPUT else torch.full((n_out,), -1))
         node_act.append(torch.full((n_out,), ACTIVATIONS.index(effective_activation(nl))))
+        act_slope.append(negative_slopes(nl, folded))
         node_type.append(torch.full((n_out,), int(NodeType.CONV if nl.layer.kind == "conv2d" else NodeType.LINEAR)))
-        kernels = folded[f"{name}.weight"].detach().float().reshape(n_out, n_prev, *nl.in_block)
-        attrs.append(center_pad_kernels(kernels, (kh, kw)).reshape(n_out * n_prev, kh * kw))
+        attrs.append(center_pad_kernels(kernels[index - 1], (kh, kw)).reshape(n_out * n_prev, kh * kw))
         sources.append(in_offset + torch.arange(n_prev).repeat(n_out))
         targets.append(offset + torch.arange(n_out).repeat_interleave(n_prev))
         in_offset, offset = offset, offset + n_out
@@ -102,6 +157,7 @@ def to_neural_graph(
         node_pos=torch.cat(node_pos).long(),
         node_act=torch.cat(node_act).long(),
         node_type=torch.cat(node_type).long(),
+        act_slope=torch.cat(act_slope).float(),
         edge_index=torch.stack([torch.cat(sources), torch.cat(targets)]).long(),
         edge_attr=torch.cat(attrs).contiguous(),
         probe_act=probe_act.float(),

@@ -13,8 +13,11 @@ field                     shape / dtype      meaning
 ``node_pos``              ``[N]`` long       position of an input / output neuron; -1 for hidden neurons
 ``node_act``              ``[N]`` long       index into :data:`raywse.core.spec.ACTIVATIONS` applied after it
 ``node_type``             ``[N]`` long       :class:`NodeType`
+``act_slope``             ``[N]`` float      slope below zero of the activation after it (PReLU: learned; 1 for
+                                             none, 0 for relu, 0.01 for leaky_relu, 0 if not piecewise linear)
 ``edge_index``            ``[2, E]`` long    source (previous layer) → target; target-major, row-major order
-``edge_attr``             ``[E, kh*kw]``     the weight (kernel) of the edge, centre-padded to ``kernel_shape``
+``edge_attr``             ``[E, kh*kw]``     the weight (kernel) of the edge, fitted to at most 3×3, centre-padded to
+                                             ``kernel_shape`` (:func:`raywse.graph.neural_graph.fit_kernels`)
 ``probe_act``             ``[N, P]`` float   responses on the ``P`` probe inputs (:mod:`~raywse.graph.probes`)
 ``kernel_shape``          ``(kh, kw)``       edge feature layout
 ``model_id``              str                the checkpoint's id
@@ -51,7 +54,7 @@ class NodeType(IntEnum):
 #: Per-node integer fields besides ``x`` (stored as Arrow int64 lists, permuted together with the nodes).
 NODE_COLUMNS = ("node_layer", "node_kind", "node_pos", "node_act", "node_type")
 #: Every per-node field, ``x`` and ``probe_act`` included: what a node permutation must reorder.
-NODE_FIELDS = ("x", "probe_act", *NODE_COLUMNS)
+NODE_FIELDS = ("x", "act_slope", "probe_act", *NODE_COLUMNS)
 #: ``node_act`` ids of activations that commute with positive per-neuron scaling.
 HOMOGENEOUS_ACT_IDS = tuple(ACTIVATIONS.index(a) for a in POSITIVELY_HOMOGENEOUS)
 #: ``node_act`` ids of odd activations (a neuron followed by one can flip its sign).

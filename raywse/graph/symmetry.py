@@ -3,10 +3,11 @@
 Hidden neurons / filters (every linear/conv layer but the last) can be permuted; where everything between the
 neuron's last affine step and the next layer is positively homogeneous they can be rescaled by ``s > 0`` (incoming
 weights and bias × s, outgoing weights ÷ s), and where it is odd (``tanh``, none) with no max pooling, flipped
-(``s = -1``). A batch norm after a layer is permuted with it; when rescaling or flipping, the last batch norm before
-the next layer is the affine step that changes. A neuron's probe responses (``probe_act``) move with it: permuted,
-multiplied by ``s``. :func:`canonicalize_sign` and :func:`canonicalize_scale` remove the flip and rescaling
-symmetries exactly (the encoder's first steps). Inputs are never mutated.
+(``s = -1``). A batch norm or PReLU after a layer is permuted with it (a PReLU is positively homogeneous, never odd);
+when rescaling or flipping, the last batch norm before the next layer is the affine step that changes. A neuron's
+probe responses (``probe_act``) move with it: permuted, multiplied by ``s``. :func:`canonicalize_sign` and
+:func:`canonicalize_scale` remove the flip and rescaling symmetries exactly (the encoder's first steps). Inputs are
+never mutated.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def flippable_layers(spec: ArchSpec) -> list[str]:
     names = []
     for layer, followers in split_layers(spec)[:-1]:
         _, tail = _scaled_step(layer, followers)
-        if all(ly.activation in ODD and ly.kind != "max_pool2d" for ly in tail):
+        if all(ly.activation in ODD and ly.kind not in ("max_pool2d", "prelu") for ly in tail):
             names.append(layer.name)
     return names
 
@@ -72,6 +73,9 @@ def permute_hidden(
         perm = torch.randperm(nl.out_nodes, generator=generator)
         names = [f"{nl.layer.name}.weight", f"{nl.layer.name}.bias"]
         names += [f"{ly.name}.{p}" for ly in nl.followers if ly.kind == "batchnorm" for p in _BN_PARAMS]
+        names += [
+            f"{ly.name}.weight" for ly in nl.followers if ly.kind == "prelu" and out[f"{ly.name}.weight"].numel() > 1
+        ]
         for name in names:
             out[name] = out[name][perm]
         _next_inputs(out, nxt, lambda w, perm=perm: w[:, perm])

@@ -91,6 +91,7 @@ class NeuralGraphEncoder(nn.Module):
         self.in_pos_emb = nn.Embedding(cfg.max_input_pos, h)
         self.out_pos_emb = nn.Embedding(cfg.max_output_pos, h)
         self.act_emb = nn.Embedding(len(ACTIVATIONS), h)
+        self.slope_in = nn.Linear(lifted, h)  # the activation's slope below zero (a PReLU's learned one)
         self.type_emb = nn.Embedding(len(NodeType), h)
         self.probe_in = nn.Linear(cfg.num_probes, h)  # the node's (normalised) responses on the probes
         self.probed_emb = nn.Embedding(2, h)  # whether the graph's network was run on probes at all
@@ -135,6 +136,7 @@ class NeuralGraphEncoder(nn.Module):
             + in_pos * is_in.unsqueeze(-1)
             + out_pos * is_out.unsqueeze(-1)
             + self.act_emb(batch.node_act)
+            + self.slope_in(fourier_lift(batch.act_slope.float(), self.freqs))
             + self.type_emb(batch.node_type)
             + self.probe_in(probes)
             + self.probed_emb(probed[batch.batch].long())

@@ -82,7 +82,11 @@ def test_infers_cnn_flatten_size():
     assert spec.input_shape == (1, 8, 8) and spec.layers[-2].kind == "flatten"
     _same_function(net, "tanh", digits()[0])
     g = to_neural_graph(*reversed(infer_spec_and_tensors(net.state_dict())))
-    assert g.kernel_shape == (8, 8) and (g.num_nodes, g.num_edges) == (1 + 3 + 5 + 10, 3 + 15 + 50)
+    assert (g.num_nodes, g.num_edges) == (1 + 3 + 5 + 10, 3 + 15 + 50)
+    # each linear edge carries the 8×8 block of its channel, resampled by area to the 3×3 edge width: sums kept
+    assert g.kernel_shape == (3, 3)
+    blocks = net.layers[-1].weight.detach().reshape(10, 5, 64).sum(-1).reshape(-1)
+    torch.testing.assert_close(g.edge_attr[-50:].sum(-1), blocks, rtol=1e-5, atol=1e-6)
 
 
 def test_missing_bias_and_counters():
@@ -94,6 +98,52 @@ def test_missing_bias_and_counters():
     assert "layers.1.num_batches_tracked" not in tensors and "layers.1.num_batches_tracked" in sd
     assert set(tensors) == set(spec.tensor_names())
     assert graph_size(spec, tensors) == (9, 18)
+
+
+class NamedHeads(nn.Module):
+    """MTCNN's naming: ``conv{i}`` / ``prelu{i}`` attributes (name order puts every prelu after every conv) and two
+    output heads ``fc3_1`` / ``fc3_2`` reading the same features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(1, 4, 3, padding=1), nn.PReLU(4)
+        self.conv2, self.prelu2 = nn.Conv2d(4, 4, 3, padding=1), nn.PReLU(4)
+        self.fc3_1, self.fc3_2 = nn.Linear(4 * 8 * 8, 2), nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prelu2(self.conv2(self.prelu1(self.conv1(x)))).flatten(1)
+        return torch.cat([self.fc3_1(x), self.fc3_2(x)], dim=1)
+
+
+def test_prelus_follow_the_layer_of_their_number_and_output_heads_are_one_layer():
+    torch.manual_seed(0)
+    net = NamedHeads()
+    with torch.no_grad():  # slopes of both signs, per channel
+        net.prelu1.weight.copy_(torch.tensor([0.3, -0.2, 0.0, 1.5]))
+    spec, tensors = infer_spec_and_tensors(net.state_dict())
+    kinds = [(ly.kind, ly.name) for ly in spec.layers]
+    assert kinds == [("conv2d", "conv1"), ("prelu", "prelu1"), ("conv2d", "conv2"), ("prelu", "prelu2"),
+                     ("flatten", ""), ("linear", "fc3_1+fc3_2")]  # fmt: skip
+    assert all(ly.activation == "none" for ly in spec.layers)  # the PReLUs are the activations: nothing unknown
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert (forward(spec, tensors, x) - net(x)).abs().max() < 1e-5
+    g = to_neural_graph(tensors, spec, "heads")
+    assert (g.node_kind == 2).sum() == 5 and g.act_slope[1:5].tolist() == pytest.approx([0.3, -0.2, 0.0, 1.5])
+
+
+def test_prelu_in_a_sequential_and_chained_siblings_are_not_heads():
+    torch.manual_seed(0)
+    net = Wrapped(nn.Linear(6, 6), nn.PReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+    spec, tensors = infer_spec_and_tensors(net.state_dict())
+    assert [ly.kind for ly in spec.layers] == ["linear", "prelu", "linear", "linear"]
+    assert [ly.activation for ly in spec.layers] == ["none", "none", "unknown", "none"]
+    x = torch.rand(4, 6)
+    with torch.no_grad():
+        assert (forward(_known(spec, "relu"), tensors, x) - net(x)).abs().max() < 1e-5
+    chained = {f"fc{i}_{j}.{p}": t for (i, j, shape) in ((1, 1, (6, 6)), (1, 2, (6, 6)), (1, 3, (3, 6)))
+               for p, t in (("weight", torch.randn(shape)), ("bias", torch.zeros(shape[0])))}  # fmt: skip
+    assert [ly.name for ly in infer_spec(chained).layers] == ["fc1_1", "fc1_2", "fc1_3"]  # they chain: a sequence
 
 
 def _attention_like() -> dict[str, torch.Tensor]:
@@ -108,8 +158,9 @@ def _attention_like() -> dict[str, torch.Tensor]:
     [
         (lambda: nn.TransformerEncoderLayer(16, 2).state_dict(), "not a sequential chain: attention"),
         (_attention_like, "not a sequential chain: blocks.0.k and blocks.0.o are parallel linear"),
-        (lambda: Wrapped(nn.Linear(3, 4), nn.PReLU(), nn.Linear(4, 2)).state_dict(), "unsupported layer layers.1"),
-        (lambda: Wrapped(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)).state_dict(), "unsupported layer"),
+        (lambda: Wrapped(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)).state_dict(), "a LayerNorm"),
+        (lambda: {"a.weight": torch.ones(3), "b.weight": torch.ones(2, 3)}, "PReLU a comes before any"),
+        (lambda: Wrapped(nn.Linear(3, 4), nn.PReLU(3), nn.Linear(4, 2)).state_dict(), "a PReLU of 3 slopes after 4"),
         (lambda: Wrapped(nn.Conv1d(1, 2, 3)).state_dict(), "unsupported 3-D tensor layers.0.weight"),
         (lambda: Wrapped(nn.Conv3d(1, 2, 3)).state_dict(), "unsupported 5-D tensor"),
         (lambda: {"emb.weight": torch.randn(100, 8), "head.weight": torch.randn(3, 8)}, "chain breaks at head"),

@@ -8,7 +8,7 @@ from graph_nets import digits, forward_spec, trained
 from torch import nn
 
 from raywse.core.spec import ACTIVATIONS, ArchSpec, Layer, SpecError, forward
-from raywse.graph.neural_graph import fold_batchnorm, graph_size, pad_edge_features, to_neural_graph
+from raywse.graph.neural_graph import fit_kernels, fold_batchnorm, graph_size, pad_edge_features, to_neural_graph
 
 
 def mlp(widths: list[int], act: str = "relu") -> tuple[ArchSpec, dict[str, torch.Tensor]]:
@@ -66,16 +66,16 @@ def test_cnn_counts(arch):
     assert conv.sum() == {"cnn_gap": 14, "cnn_flat": 10, "cnn_bn": 12}[arch]
 
 
-def test_conv_and_flatten_kernels_are_centre_padded():
+def test_conv_kernels_are_exact_and_flatten_blocks_resampled_by_area():
     spec, tensors = trained("cnn_flat", "relu", steps=0)
     g = to_neural_graph(tensors, spec)
-    assert g.kernel_shape == (4, 4)  # flatten of the 4x4 map after pooling; 3x3 conv kernels are padded
-    kernels = g.edge_attr.reshape(-1, 4, 4)
-    conv0 = kernels[:4]  # first layer: 4 filters x 1 input channel
-    assert torch.equal(conv0[:, :3, :3], tensors["l.0.weight"][:, 0])
-    assert (conv0[:, 3, :] == 0).all() and (conv0[:, :, 3] == 0).all()
+    assert g.kernel_shape == (3, 3)  # the 3x3 conv kernels; the flatten's 4x4 blocks (after pooling) resampled
+    kernels = g.edge_attr.reshape(-1, 3, 3)
+    assert torch.equal(kernels[:4], tensors["l.0.weight"][:, 0])  # first layer: 4 filters x 1 input channel
     flat = kernels[4 + 24 : 4 + 24 + 72]  # edges channel c -> neuron j carry the 4x4 block of W
-    assert torch.equal(flat, tensors["l.2.weight"].reshape(12, 6, 4, 4).reshape(72, 4, 4))
+    blocks = tensors["l.2.weight"].reshape(12, 6, 4, 4).reshape(72, 4, 4)
+    torch.testing.assert_close(flat, fit_kernels(blocks))
+    torch.testing.assert_close(flat.sum((1, 2)), blocks.sum((1, 2)))
 
 
 def test_gap_linear_uses_unit_kernels_padded():
@@ -93,7 +93,8 @@ def test_pad_edge_features():
     p = pad_edge_features(g, (3, 5))
     assert p.kernel_shape == (3, 5) and p.edge_attr.shape == (g.num_edges, 15)
     assert torch.equal(p.edge_attr.reshape(-1, 3, 5)[:, 1, 2], g.edge_attr[:, 0])
-    assert p.edge_attr.abs().sum() == g.edge_attr.abs().sum() and g.kernel_shape == (1, 1)
+    torch.testing.assert_close(p.edge_attr.abs().sum(), g.edge_attr.abs().sum())  # only zeros were added
+    assert g.kernel_shape == (1, 1)
     with pytest.raises(SpecError, match="smaller"):
         pad_edge_features(p, (1, 1))
 
@@ -169,3 +170,41 @@ def test_graph_of_trained_net_matches_reference_semantics():
     out = forward_spec(spec, tensors, digits()[0][:5])
     assert out.shape == (5, 10) and g.num_nodes == 64 + 24 + 16 + 10
     assert (g.node_act[64:-10] == ACTIVATIONS.index("tanh")).all() and (g.node_act[-10:] == 0).all()
+
+
+def _conv_net(kernel: torch.Tensor, padding: int) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
+    spec = ArchSpec((1, 8, 8), (Layer("conv2d", "c", "relu", padding=padding), Layer("global_avg_pool"),
+                                Layer("linear", "fc")))  # fmt: skip
+    gen = torch.Generator().manual_seed(1)
+    tensors = {"c.weight": kernel, "c.bias": torch.randn(4, generator=gen),
+               "fc.weight": torch.randn(3, 4, generator=gen), "fc.bias": torch.zeros(3)}  # fmt: skip
+    return spec, tensors
+
+
+def test_a_zero_padded_5x5_twin_of_a_3x3_net_has_the_same_graph():
+    """Same function, same graph: all-zero border rows/columns are dropped before any resampling."""
+    k3 = torch.randn(4, 1, 3, 3, generator=torch.Generator().manual_seed(0))
+    spec3, t3 = _conv_net(k3, padding=1)
+    spec5, t5 = _conv_net(nn.functional.pad(k3, (1, 1, 1, 1)), padding=2)
+    x = digits()[0][:16].reshape(-1, 1, 8, 8)
+    torch.testing.assert_close(forward(spec5, t5, x), forward(spec3, t3, x))
+    g3, g5 = to_neural_graph(t3, spec3, "k3"), to_neural_graph(t5, spec5, "k5")
+    assert g5.kernel_shape == g3.kernel_shape == (3, 3)
+    assert torch.equal(g5.edge_attr, g3.edge_attr)
+    torch.testing.assert_close(g5.probe_act, g3.probe_act)
+
+
+def test_large_kernels_are_resampled_by_area_to_3x3_keeping_their_sums():
+    k7 = torch.randn(4, 1, 7, 7, generator=torch.Generator().manual_seed(0))
+    spec, tensors = _conv_net(k7, padding=3)
+    g = to_neural_graph(tensors, spec, "k7")
+    assert g.kernel_shape == (3, 3)
+    conv_edges = g.edge_attr[:4]
+    torch.testing.assert_close(conv_edges.sum(-1), k7.reshape(4, -1).sum(-1), rtol=1e-5, atol=1e-5)
+    # a constant kernel stays constant (each of the 3×3 cells covers 49 / 9 of its cells)
+    flat = fit_kernels(torch.ones(1, 7, 7))
+    torch.testing.assert_close(flat, torch.full((1, 3, 3), 49 / 9))
+    # a kernel whose energy is in its top-left corner keeps it there
+    corner = torch.zeros(1, 6, 6)
+    corner[0, 0, 0] = 1.0
+    assert fit_kernels(corner)[0].argmax() == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ from raywse.index.faiss_index import EmbeddingIndex, IndexVersionError, index_em
 from raywse.index.search import Searcher, search_checkpoint
 from raywse.models.checkpoint import export_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from packaged import PACKAGED, write_packaged  # noqa: E402
 
 
 def make_encoder(out: Path, seed: int) -> str:
@@ -129,6 +133,17 @@ def test_search_checkpoint_finds_itself_with_metadata(tiny_zoo, tiny_graphs, enc
     assert (found[0].task, found[0].family, found[0].test_acc) == (record["task"], record["family"], record["test_acc"])
     bare = search_checkpoint(tiny_zoo / record["path"], tmp_path / "index", encoders["a"], k=2)
     assert bare[0].task == "" and math.isnan(bare[0].test_acc)
+
+
+def test_packaged_checkpoints_of_other_architectures_find_neighbours(tiny_graphs, encoders, tmp_path, monkeypatch):
+    """MTCNN's three nets (PReLU, output heads, 2x2 kernels) and an MNIST CNN, as a user would query them."""
+    monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
+    build_index(tiny_graphs, encoders["a"], tmp_path / "index")
+    searcher = Searcher(tmp_path / "index", encoders["a"])
+    for name in sorted(PACKAGED):
+        found = search_checkpoint(write_packaged(name, tmp_path), tmp_path / "index", encoders["a"], k=3)
+        assert [n.rank for n in found] == [1, 2, 3] and all(-1 - 1e-4 <= n.score <= 1 + 1e-4 for n in found)
+        assert all(n.model_id in searcher.index for n in found)
 
 
 def test_the_search_command_prints_the_neighbours_and_a_one_line_error(tiny_zoo, tiny_graphs, encoders, tmp_path,
