@@ -12,8 +12,9 @@ Tensor naming follows ``torch.nn.Sequential``: layer ``name`` owns ``{name}.weig
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,10 @@ from torch import nn
 
 PARAMETRIC_KINDS = ("linear", "conv2d", "batchnorm", "prelu")
 PARAMETER_FREE_KINDS = ("flatten", "global_avg_pool", "max_pool2d", "avg_pool2d")
-LAYER_KINDS = PARAMETRIC_KINDS + PARAMETER_FREE_KINDS
+#: ``add``: a residual connection (parameter-free, or with a projection when it has a ``name``).
+LAYER_KINDS = (*PARAMETRIC_KINDS, *PARAMETER_FREE_KINDS, "add")
+#: Layer kinds whose outputs are neurons (graph nodes).
+NODE_LAYER_KINDS = ("linear", "conv2d")
 
 #: Activation names and their ids (ids are node features in neural graphs; keep the order stable).
 #: ``prelu`` names a ``prelu`` layer (learned slopes, one per channel or one shared), not a layer's ``activation``.
@@ -49,6 +53,7 @@ class Layer:
     padding: int = 0
     kernel_size: int = 2  # pooling windows only
     eps: float = 1e-5  # batch norm only
+    source: str = ""  # add only: the linear/conv layer whose output (after its followers) is added
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
@@ -58,6 +63,8 @@ class Layer:
             raise SpecError(f"unsupported activation {self.activation!r} (supported: {named}; PReLU is a layer)")
         if self.kind in PARAMETRIC_KINDS and not self.name:
             raise SpecError(f"{self.kind} layer needs a tensor name prefix")
+        if (self.kind == "add") != bool(self.source):
+            raise SpecError("an add layer (and only an add layer) names its source layer")
 
     @property
     def parametric(self) -> bool:
@@ -95,12 +102,14 @@ class ArchSpec:
                 names += [f"{layer.name}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
             elif layer.kind == "prelu":
                 names.append(f"{layer.name}.weight")
+            elif layer.kind == "add" and layer.name:  # the projection of the residual connection
+                names += [f"{layer.name}.weight", f"{layer.name}.bias"]
         return names
 
     def validate(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Raise :class:`SpecError` unless ``tensors`` have exactly the names, shapes and finite values the spec needs.
 
-        Checks by running a shape-only pass through the chain, so a conv/linear mismatch is caught here with the
+        Shapes are checked layer by layer (:func:`layer_shapes`), so a conv/linear mismatch is caught here with the
         layer's name rather than deep inside a matmul.
         """
         expected = set(self.tensor_names())
@@ -116,19 +125,72 @@ class ArchSpec:
                 raise SpecError(f"tensor {name} has dtype {t.dtype}, expected a floating-point dtype")
             if not torch.isfinite(t).all():
                 raise SpecError(f"tensor {name} contains NaN or Inf values")
-        with torch.no_grad():
-            probe = {k: torch.zeros_like(tensors[k], dtype=torch.float32, device="meta") for k in expected}
-            # activations do not change shapes; dropping them lets specs with "unknown" activations validate
-            shapes_only = ArchSpec(self.input_shape, tuple(replace(ly, activation="none") for ly in self.layers))
-            try:
-                forward(shapes_only, probe, torch.zeros((1, *self.input_shape), device="meta"))
-            except RuntimeError as exc:
-                raise SpecError(f"tensor shapes do not chain: {exc}") from exc
+        layer_shapes(self, {name: tuple(tensors[name].shape) for name in expected})
 
     def output_size(self, tensors: Mapping[str, torch.Tensor]) -> int:
         """Number of output neurons (rows of the last linear layer)."""
         last = [ly for ly in self.layers if ly.kind in ("linear", "conv2d")][-1]
         return int(tensors[f"{last.name}.weight"].shape[0])
+
+
+def layer_shapes(spec: ArchSpec, shapes: Mapping[str, tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Each layer's output shape (no batch dimension) for tensors of ``shapes``, computed from the shapes alone;
+    :class:`SpecError` naming the layer where they do not chain."""
+    x, out, finished, current = tuple(spec.input_shape), [], {}, ""
+    for layer in spec.layers:
+        if layer.kind in NODE_LAYER_KINDS:
+            if current:
+                finished[current] = x
+            current = layer.name
+        x = _shape_after(layer, shapes, x, finished)
+        out.append(x)
+    return out
+
+
+def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[int, ...], finished: dict) -> tuple:
+    def fail(why: str) -> SpecError:
+        return SpecError(f"tensor shapes do not chain at {layer.kind} {layer.name!r}: {why}")
+
+    def affine(name: str, x: tuple[int, ...], stride: int = 1, padding: int = 0) -> tuple[int, ...]:
+        w = shapes[f"{name}.weight"]
+        if shapes[f"{name}.bias"] != w[:1]:
+            raise fail(f"bias {list(shapes[f'{name}.bias'])} for weight {list(w)}")
+        if len(w) == 2:
+            if len(x) != 1 or x[0] != w[1]:
+                raise fail(f"weight {list(w)} cannot read an input of shape {list(x)}")
+            return (w[0],)
+        if len(w) != 4 or len(x) != 3 or x[0] != w[1]:
+            raise fail(f"weight {list(w)} cannot read an input of shape {list(x)}")
+        h, v = ((x[i + 1] + 2 * padding - w[i + 2]) // stride + 1 for i in (0, 1))
+        if h < 1 or v < 1:
+            raise fail(f"a {w[2]}x{w[3]} kernel does not fit a {x[1]}x{x[2]} map")
+        return (w[0], h, v)
+
+    kind = layer.kind
+    if kind in NODE_LAYER_KINDS:
+        return affine(layer.name, x, layer.stride, layer.padding)
+    if kind in ("batchnorm", "prelu"):
+        params = ("weight", "bias", "running_mean", "running_var") if kind == "batchnorm" else ("weight",)
+        allowed = {(x[0],)} | ({(1,)} if kind == "prelu" else set())
+        if any(shapes[f"{layer.name}.{p}"] not in allowed for p in params):
+            raise fail(f"parameters of shape {list(shapes[f'{layer.name}.weight'])} for {x[0]} features")
+        return x
+    if kind == "flatten":
+        return (math.prod(x),)
+    if len(x) != 3 and kind in ("global_avg_pool", "max_pool2d", "avg_pool2d"):
+        raise fail(f"needs a [C, H, W] input, got {list(x)}")
+    if kind == "global_avg_pool":
+        return x[:1]
+    if kind in ("max_pool2d", "avg_pool2d"):
+        if min(x[1:]) < layer.kernel_size:
+            raise fail(f"a {layer.kernel_size}x{layer.kernel_size} window does not fit a {x[1]}x{x[2]} map")
+        return (x[0], x[1] // layer.kernel_size, x[2] // layer.kernel_size)
+    if layer.source not in finished:
+        raise SpecError(f"add reads {layer.source!r}, which is not an earlier linear/conv layer")
+    skip = affine(layer.name, finished[layer.source], layer.stride) if layer.name else finished[layer.source]
+    if skip != x:
+        raise fail(f"adds {list(skip)} from {layer.source} to {list(x)}")
+    return x
 
 
 def _layer_dict(layer: Layer) -> dict:
@@ -158,28 +220,50 @@ def activate(x: torch.Tensor, name: str) -> torch.Tensor:
     raise SpecError(f"cannot evaluate activation {name!r}")
 
 
+def apply_layer(
+    layer: Layer, tensors: Mapping[str, torch.Tensor], x: torch.Tensor, finished: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """Apply one layer (and its activation) to ``x``; an ``add`` reads ``finished[layer.source]``, the output of an
+    earlier linear/conv layer after its followers (projected when the add has a ``name``)."""
+    if layer.kind == "linear":
+        x = F.linear(x, tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"])
+    elif layer.kind == "conv2d":
+        w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
+        x = F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding)
+    elif layer.kind == "batchnorm":
+        p = {k: tensors[f"{layer.name}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")}
+        x = F.batch_norm(x, p["running_mean"], p["running_var"], p["weight"], p["bias"], False, 0.0, layer.eps)
+    elif layer.kind == "prelu":
+        x = F.prelu(x, tensors[f"{layer.name}.weight"])
+    elif layer.kind == "add":
+        if layer.source not in finished:
+            raise SpecError(f"add reads {layer.source!r}, which is not an earlier linear/conv layer")
+        skip = finished[layer.source]
+        if layer.name:
+            w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
+            skip = F.conv2d(skip, w, b, stride=layer.stride) if w.dim() == 4 else F.linear(skip, w, b)
+        x = x + skip
+    elif layer.kind == "flatten":
+        x = x.flatten(1)
+    elif layer.kind == "global_avg_pool":
+        x = x.mean(dim=(2, 3))
+    elif layer.kind == "max_pool2d":
+        x = F.max_pool2d(x, layer.kernel_size)
+    elif layer.kind == "avg_pool2d":
+        x = F.avg_pool2d(x, layer.kernel_size)
+    return activate(x, layer.activation)
+
+
 def forward(spec: ArchSpec, tensors: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Evaluate the network described by ``spec`` and ``tensors`` on a batch ``x`` of shape ``(n, *input_shape)``."""
+    finished: dict[str, torch.Tensor] = {}  # each linear/conv layer's output after its followers, for residual adds
+    current = ""
     for layer in spec.layers:
-        if layer.kind == "linear":
-            x = F.linear(x, tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"])
-        elif layer.kind == "conv2d":
-            w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
-            x = F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding)
-        elif layer.kind == "batchnorm":
-            p = {k: tensors[f"{layer.name}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")}
-            x = F.batch_norm(x, p["running_mean"], p["running_var"], p["weight"], p["bias"], False, 0.0, layer.eps)
-        elif layer.kind == "prelu":
-            x = F.prelu(x, tensors[f"{layer.name}.weight"])
-        elif layer.kind == "flatten":
-            x = x.flatten(1)
-        elif layer.kind == "global_avg_pool":
-            x = x.mean(dim=(2, 3))
-        elif layer.kind == "max_pool2d":
-            x = F.max_pool2d(x, layer.kernel_size)
-        elif layer.kind == "avg_pool2d":
-            x = F.avg_pool2d(x, layer.kernel_size)
-        x = activate(x, layer.activation)
+        if layer.kind in NODE_LAYER_KINDS:
+            if current:
+                finished[current] = x
+            current = layer.name
+        x = apply_layer(layer, tensors, x, finished)
     return x
 
 
@@ -221,7 +305,7 @@ def spec_module(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> nn.Seque
         elif layer.kind == "prelu":
             mod = nn.PReLU(len(tensors[f"{layer.name}.weight"]))
         else:
-            raise SpecError(f"spec_module does not build {layer.kind} layers (fold batch norm first)")
+            raise SpecError(f"spec_module does not build {layer.kind} layers (fold batch norm first; no residuals)")
         if layer.parametric:
             with torch.no_grad():
                 mod.weight.copy_(tensors[f"{layer.name}.weight"])

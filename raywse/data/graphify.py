@@ -29,7 +29,7 @@ from raywse.core.ray_session import ensure_ray
 from raywse.core.records import GraphifyFailure, records_to_table
 from raywse.graph.arrow import graphs_to_table, table_to_graphs
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
-from raywse.graph.infer import natural_key
+from raywse.graph.names import natural_key
 from raywse.graph.probes import ProbeFile
 from raywse.zoo.datasets import probes_for_metadata
 

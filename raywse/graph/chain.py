@@ -2,21 +2,18 @@
 
 Shared by graph conversion and the weight-space symmetries: every linear/conv layer becomes a :class:`NodeLayer` that
 knows how many neurons feed it, the spatial block each incoming edge carries (conv kernel or the ``H×W`` block of a
-linear layer after ``flatten``), and the parameter-free / batch-norm layers that follow it up to the next node layer.
+linear layer after ``flatten``), the parameter-free / batch-norm layers that follow it up to the next node layer, and
+the residual connections (``add`` followers) that feed its neurons from an earlier node layer.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from raywse.core.spec import ArchSpec, Layer, SpecError, forward
-
-#: Layer kinds whose outputs are neurons (graph nodes).
-NODE_LAYER_KINDS = ("linear", "conv2d")
+from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer, SpecError, layer_shapes
 
 
 @dataclass(frozen=True)
@@ -28,6 +25,19 @@ class NodeLayer:
     out_nodes: int
     in_block: tuple[int, int]  # (H, W) of the incoming weights per edge: conv kernel, flatten block, else (1, 1)
     followers: tuple[Layer, ...]  # layers after this one, up to the next linear/conv
+    skips: tuple[tuple[int, Layer], ...] = ()  # (index of the source node layer, its add follower) per residual
+
+
+def skip_kernels(nl: NodeLayer, source: NodeLayer, add: Layer, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``[out, in, kh, kw]`` weights of a residual connection from ``source``'s neurons into ``nl``'s: its projection,
+    or the identity (a 1×1 kernel of 1 from neuron ``i`` to neuron ``i``; :class:`SpecError` if the widths differ)."""
+    if add.name:
+        w = tensors[f"{add.name}.weight"]
+        return w.reshape(w.shape[0], w.shape[1], *w.shape[2:], *[1] * (4 - w.dim()))
+    if source.out_nodes != nl.out_nodes:
+        raise SpecError(f"identity residual from {source.layer.name} ({source.out_nodes}) into {nl.layer.name} "
+                        f"({nl.out_nodes}): widths differ")  # fmt: skip
+    return torch.eye(nl.out_nodes).reshape(nl.out_nodes, nl.out_nodes, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -39,45 +49,44 @@ class Chain:
     node_layers: tuple[NodeLayer, ...]
 
 
-def _shape_after(layer: Layer, tensors: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Apply one layer to a meta tensor (activation dropped: only shapes matter)."""
-    probe = {k: torch.empty(tensors[k].shape, device="meta") for k in ArchSpec((), (layer,)).tensor_names()}
-    return forward(ArchSpec((), (dataclasses.replace(layer, activation="none"),)), probe, x)
-
-
 def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
     """Validate ``tensors`` against ``spec`` and split the spec into node layers; :class:`SpecError` if unsupported."""
     spec.validate(tensors)
     if len(spec.input_shape) not in (1, 3):
         raise SpecError(f"input shape {list(spec.input_shape)} is neither [features] nor [C, H, W]")
-    x = torch.empty((1, *spec.input_shape), device="meta")
-    input_nodes = int(x.shape[1])
+    x = tuple(spec.input_shape)  # the shape (no batch dim) each layer reads
+    input_nodes = x[0]
     leading: list[Layer] = []
     pending: list[dict] = []  # node layers still collecting followers
     block = (1, 1)  # spatial block carried by each channel after a flatten of a C×H×W map
-    for layer in spec.layers:
+    outputs = layer_shapes(spec, {name: tuple(t.shape) for name, t in tensors.items()})
+    for layer, shape in zip(spec.layers, outputs, strict=True):
         if layer.kind in NODE_LAYER_KINDS:
             w = tensors[f"{layer.name}.weight"]
             if layer.kind == "conv2d":
-                if x.dim() != 4:
-                    raise SpecError(f"conv2d layer {layer.name} needs a [C, H, W] input, got {list(x.shape[1:])}")
                 in_block = (int(w.shape[2]), int(w.shape[3]))
                 in_nodes = int(w.shape[1])
             else:
                 in_block = block
                 in_nodes = int(w.shape[1]) // (block[0] * block[1])
-            pending.append({"layer": layer, "in_nodes": in_nodes, "out": int(w.shape[0]), "block": in_block, "f": []})
+            pending.append({"layer": layer, "in_nodes": in_nodes, "out": int(w.shape[0]), "block": in_block, "f": [],
+                            "skips": []})  # fmt: skip
             block = (1, 1)
         else:
-            if layer.kind == "flatten" and x.dim() == 4:
-                block = (int(x.shape[2]), int(x.shape[3]))
+            if layer.kind == "flatten" and len(x) == 3:
+                block = (x[1], x[2])
             elif block != (1, 1):
                 raise SpecError(f"{layer.kind} layer {layer.name!r} between flatten and linear is not supported")
             (pending[-1]["f"] if pending else leading).append(layer)
-        x = _shape_after(layer, tensors, x)
+            if layer.kind == "add":  # layer_shapes checked that the source is an earlier node layer
+                source = next(i for i, p in enumerate(pending) if p["layer"].name == layer.source)
+                pending[-1]["skips"].append((source, layer))
+        x = shape
     if not pending:
         raise SpecError("spec has no linear or conv2d layer")
-    nodes = tuple(NodeLayer(p["layer"], p["in_nodes"], p["out"], p["block"], tuple(p["f"])) for p in pending)
+    nodes = tuple(
+        NodeLayer(p["layer"], p["in_nodes"], p["out"], p["block"], tuple(p["f"]), tuple(p["skips"])) for p in pending
+    )
     return Chain(input_nodes, tuple(leading), nodes)
 
 

@@ -1,5 +1,8 @@
 """Infer a sequential :class:`~raywse.core.spec.ArchSpec` for a foreign checkpoint that carries none, or refuse.
 
+Checkpoints named like torchvision's ResNet go to :mod:`raywse.graph.infer_resnet` (residual blocks); every other
+one is read as a chain:
+
 Tensors are grouped by module prefix (``layers.3.weight`` → module ``layers.3``) and modules are ordered by natural
 sort of their names (``layers.10`` after ``layers.2``). 2-D weights are linear layers, 4-D weights square-kernel
 convs, 1-D weights with running statistics batch norms, and a lone 1-D weight (no bias) a PReLU: it follows the
@@ -26,16 +29,11 @@ from collections.abc import Mapping
 import torch
 
 from raywse.core.spec import ArchSpec, Layer, SpecError
+from raywse.graph.infer_resnet import is_torchvision_resnet, resnet_spec_and_tensors
+from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 
-#: Input height/width assumed for conv nets whose spatial size no flatten pins down (the graph does not depend on it).
-NOMINAL_SPATIAL = 8
 _PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _ATTENTION = re.compile(r"attn|attention|in_proj", re.IGNORECASE)
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key comparing digit runs numerically: ``layers.2`` < ``layers.10``."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part)
 
 
 def infer_spec(tensors: Mapping[str, torch.Tensor]) -> ArchSpec:
@@ -51,6 +49,8 @@ def infer_spec_and_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[ArchSpe
     """
     if not tensors:
         raise SpecError("empty checkpoint: no tensors")
+    if is_torchvision_resnet(tensors):
+        return resnet_spec_and_tensors(tensors)
     attention = sorted(n for n in tensors if _ATTENTION.search(n))
     if attention:
         raise SpecError(f"not a sequential chain: attention tensors ({attention[0]}, ...)")

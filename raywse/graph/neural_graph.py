@@ -17,10 +17,21 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data
 
-from raywse.core.spec import ACTIVATIONS, NEGATIVE_SLOPES, ArchSpec, Layer, SpecError
-from raywse.graph.chain import NODE_LAYER_KINDS, NodeLayer, walk
+from raywse.core.spec import ACTIVATIONS, NEGATIVE_SLOPES, NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
+from raywse.graph.chain import Chain, NodeLayer, skip_kernels, walk
 from raywse.graph.probes import ProbeChooser, gaussian_probes, responses_or_none
 from raywse.graph.schema import NodeKind, NodeType
+
+
+def fold_bn_params(
+    weight: torch.Tensor, bias: torch.Tensor, bn: Mapping[str, torch.Tensor], eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weight, bias)`` of a linear/conv layer with the batch norm ``bn`` (its ``weight``, ``bias``,
+    ``running_mean``, ``running_var``) that follows it folded in; computed in float64, returned in their dtypes."""
+    scale = bn["weight"].double() / torch.sqrt(bn["running_var"].double() + eps)
+    folded_w = (weight.double() * scale.view(-1, *[1] * (weight.dim() - 1))).to(weight.dtype)
+    folded_b = ((bias.double() - bn["running_mean"].double()) * scale + bn["bias"].double()).to(bias.dtype)
+    return folded_w, folded_b
 
 
 def fold_batchnorm(tensors: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple[dict[str, torch.Tensor], ArchSpec]:
@@ -41,11 +52,9 @@ def fold_batchnorm(tensors: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple
             raise SpecError(f"batchnorm {layer.name} does not directly follow a linear/conv layer; cannot fold it")
         if prev.activation != "none":
             raise SpecError(f"batchnorm {layer.name} follows the {prev.activation} of {prev.name}; cannot fold it")
-        bn = {k: out.pop(f"{layer.name}.{k}").double() for k in ("weight", "bias", "running_mean", "running_var")}
+        bn = {k: out.pop(f"{layer.name}.{k}") for k in ("weight", "bias", "running_mean", "running_var")}
         w, b = out[f"{prev.name}.weight"], out[f"{prev.name}.bias"]
-        scale = bn["weight"] / torch.sqrt(bn["running_var"] + layer.eps)
-        out[f"{prev.name}.weight"] = (w.double() * scale.view(-1, *[1] * (w.dim() - 1))).to(w.dtype)
-        out[f"{prev.name}.bias"] = ((b.double() - bn["running_mean"]) * scale + bn["bias"]).to(b.dtype)
+        out[f"{prev.name}.weight"], out[f"{prev.name}.bias"] = fold_bn_params(w, b, bn, layer.eps)
         layers[-1] = dataclasses.replace(prev, activation=layer.activation)
     return out, ArchSpec(spec.input_shape, tuple(layers))
 
@@ -105,6 +114,35 @@ def negative_slopes(node_layer: NodeLayer, tensors: Mapping[str, torch.Tensor]) 
     return torch.full((node_layer.out_nodes,), NEGATIVE_SLOPES.get(act, 0.0))
 
 
+def _weight_blocks(
+    chain: Chain, tensors: Mapping[str, torch.Tensor], starts: list[int]
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(sources [E], targets [E], kernels [E, h, w])`` of every weight tensor, kernels fitted
+    (:func:`fit_kernels`): each layer's weights (target-major), then its residual connections (the identity as the
+    ``n`` edges ``i → i``)."""
+    blocks = []
+    in_start = 0
+    for nl, start in zip(chain.node_layers, starts, strict=True):
+        w = tensors[f"{nl.layer.name}.weight"].detach().float().reshape(nl.out_nodes, nl.in_nodes, *nl.in_block)
+        blocks.append(_dense_block(fit_kernels(w), in_start, start))
+        for source, add in nl.skips:
+            kernels = skip_kernels(nl, chain.node_layers[source], add, tensors).detach().float()
+            if add.name:
+                blocks.append(_dense_block(fit_kernels(kernels), starts[source], start))
+            else:
+                diagonal = torch.arange(nl.out_nodes)
+                blocks.append((starts[source] + diagonal, start + diagonal, kernels[diagonal, diagonal]))
+        in_start = start
+    return blocks
+
+
+def _dense_block(kernels: torch.Tensor, src_start: int, dst_start: int) -> tuple[torch.Tensor, ...]:
+    n_out, n_src = kernels.shape[:2]
+    sources = src_start + torch.arange(n_src).repeat(n_out)
+    targets = dst_start + torch.arange(n_out).repeat_interleave(n_src)
+    return sources, targets, kernels.reshape(n_out * n_src, *kernels.shape[2:])
+
+
 def to_neural_graph(
     tensors: Mapping[str, torch.Tensor], spec: ArchSpec, model_id: str = "", probes: ProbeChooser = gaussian_probes
 ) -> Data:
@@ -118,14 +156,14 @@ def to_neural_graph(
     for layer in chain.leading:
         if layer.activation != "none":
             raise SpecError(f"activation {layer.activation} applied to the input ({layer.kind}) is not supported")
-    kernels = [
-        fit_kernels(folded[f"{nl.layer.name}.weight"].detach().float().reshape(nl.out_nodes, nl.in_nodes, *nl.in_block))
-        for nl in chain.node_layers
-    ]
-    kh = max(k.shape[2] for k in kernels)
-    kw = max(k.shape[3] for k in kernels)
-
     n_in = chain.input_nodes
+    starts = [n_in]  # index of each node layer's first node
+    for nl in chain.node_layers[:-1]:
+        starts.append(starts[-1] + nl.out_nodes)
+    blocks = _weight_blocks(chain, folded, starts)
+    kh = max(k.shape[1] for _, _, k in blocks)
+    kw = max(k.shape[2] for _, _, k in blocks)
+
     x = [torch.zeros(n_in)]
     node_layer = [torch.zeros(n_in, dtype=torch.long)]
     node_kind = [torch.full((n_in,), int(NodeKind.INPUT))]
@@ -133,23 +171,21 @@ def to_neural_graph(
     node_act = [torch.zeros(n_in, dtype=torch.long)]
     act_slope = [torch.ones(n_in)]
     node_type = [torch.full((n_in,), int(NodeType.INPUT))]
-    sources, targets, attrs = [], [], []
-    in_offset, offset = 0, n_in
     last = len(chain.node_layers)
     for index, nl in enumerate(chain.node_layers, start=1):
-        name, n_out, n_prev = nl.layer.name, nl.out_nodes, nl.in_nodes
+        n_out = nl.out_nodes
         kind = NodeKind.OUTPUT if index == last else NodeKind.HIDDEN
-        x.append(folded[f"{name}.bias"].detach().float().reshape(-1))
+        bias = folded[f"{nl.layer.name}.bias"].detach().float().reshape(-1)
+        for _, add in nl.skips:  # a projection's bias adds to the neuron's
+            bias = bias + (folded[f"{add.name}.bias"].detach().float() if add.name else 0)
+        x.append(bias)
         node_layer.append(torch.full((n_out,), index))
         node_kind.append(torch.full((n_out,), int(kind)))
         node_pos.append(torch.arange(n_out) if kind == NodeKind.OUTPUT else torch.full((n_out,), -1))
         node_act.append(torch.full((n_out,), ACTIVATIONS.index(effective_activation(nl))))
         act_slope.append(negative_slopes(nl, folded))
         node_type.append(torch.full((n_out,), int(NodeType.CONV if nl.layer.kind == "conv2d" else NodeType.LINEAR)))
-        attrs.append(center_pad_kernels(kernels[index - 1], (kh, kw)).reshape(n_out * n_prev, kh * kw))
-        sources.append(in_offset + torch.arange(n_prev).repeat(n_out))
-        targets.append(offset + torch.arange(n_out).repeat_interleave(n_prev))
-        in_offset, offset = offset, offset + n_out
+    attrs = [center_pad_kernels(k, (kh, kw)).reshape(len(k), kh * kw) for _, _, k in blocks]
     return Data(
         x=torch.cat(x).float().unsqueeze(1),
         node_layer=torch.cat(node_layer).long(),
@@ -158,7 +194,7 @@ def to_neural_graph(
         node_act=torch.cat(node_act).long(),
         node_type=torch.cat(node_type).long(),
         act_slope=torch.cat(act_slope).float(),
-        edge_index=torch.stack([torch.cat(sources), torch.cat(targets)]).long(),
+        edge_index=torch.stack([torch.cat([b[0] for b in blocks]), torch.cat([b[1] for b in blocks])]).long(),
         edge_attr=torch.cat(attrs).contiguous(),
         probe_act=probe_act.float(),
         kernel_shape=(kh, kw),
@@ -206,7 +242,8 @@ def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
 
 
 def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int, int]:
-    """``(num_nodes, num_edges)`` from the architecture alone: input width + neurons, and out × in per layer."""
+    """``(num_nodes, num_edges)`` of a chain without residual connections, from the architecture alone: input width
+    + neurons, and out × in per layer."""
     nodes = prev = int(spec.input_shape[0])
     edges = 0
     for layer in spec.layers:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from raywse.core.spec import ArchSpec, Layer, SpecError, forward
+from raywse.core.spec import ArchSpec, SpecError, apply_layer
 from raywse.graph.chain import Chain
 
 #: Probe inputs per network (the width of ``probe_act``).
@@ -103,10 +103,6 @@ def _node_values(x: Tensor) -> Tensor:
     return x.mean(dim=(2, 3)) if x.dim() == 4 else x
 
 
-def _apply(layer: Layer, tensors: Mapping[str, Tensor], x: Tensor) -> Tensor:
-    return forward(ArchSpec((), (layer,)), tensors, x)
-
-
 def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor], inputs: Tensor) -> Tensor:
     """``[N, P]`` responses of every node of the neural graph of ``chain`` (node order of the schema).
 
@@ -115,19 +111,21 @@ def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor],
     :class:`SpecError` for an activation that cannot be evaluated (``unknown``).
     """
     x = inputs.reshape(len(inputs), *spec.input_shape).float()
+    finished: dict[str, Tensor] = {}  # what each node layer hands on (residual adds read it)
     value = None
     for layer in chain.leading:
         if layer.kind == "flatten" and value is None:  # input nodes are channels: read them before the flatten
             value = _node_values(x)
-        x = _apply(layer, tensors, x)
+        x = apply_layer(layer, tensors, x, finished)
     columns = [value if value is not None else _node_values(x)]
     for nl in chain.node_layers:
-        x = _apply(nl.layer, tensors, x)
+        x = apply_layer(nl.layer, tensors, x, finished)
         value = None
         for follower in nl.followers:
             if follower.kind == "flatten" and value is None:
                 value = _node_values(x)
-            x = _apply(follower, tensors, x)
+            x = apply_layer(follower, tensors, x, finished)
+        finished[nl.layer.name] = x
         columns.append(value if value is not None else _node_values(x))
     out = torch.cat(columns, dim=1).T.contiguous()
     if not torch.isfinite(out).all():

@@ -15,7 +15,8 @@ field                     shape / dtype      meaning
 ``node_type``             ``[N]`` long       :class:`NodeType`
 ``act_slope``             ``[N]`` float      slope below zero of the activation after it (PReLU: learned; 1 for
                                              none, 0 for relu, 0.01 for leaky_relu, 0 if not piecewise linear)
-``edge_index``            ``[2, E]`` long    source (previous layer) → target; target-major, row-major order
+``edge_index``            ``[2, E]`` long    source (previous layer, or an earlier one for a residual) → target;
+                                             per weight tensor, target-major, row-major order
 ``edge_attr``             ``[E, kh*kw]``     the weight (kernel) of the edge, fitted to at most 3×3, centre-padded to
                                              ``kernel_shape`` (:func:`raywse.graph.neural_graph.fit_kernels`)
 ``probe_act``             ``[N, P]`` float   responses on the ``P`` probe inputs (:mod:`~raywse.graph.probes`)

@@ -23,7 +23,7 @@ from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
 from raywse.core.spec import ODD, POSITIVELY_HOMOGENEOUS, ArchSpec, Layer, SpecError
-from raywse.graph.chain import NodeLayer, split_layers, walk
+from raywse.graph.chain import Chain, NodeLayer, split_layers, walk
 from raywse.graph.schema import HOMOGENEOUS_ACT_IDS, NODE_FIELDS, ODD_ACT_IDS, NodeKind
 
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -37,21 +37,24 @@ def _scaled_step(layer: Layer, followers: tuple[Layer, ...]) -> tuple[Layer, tup
 
 
 def rescalable_layers(spec: ArchSpec) -> list[str]:
-    """Names of hidden linear/conv layers whose neurons :func:`rescale_hidden` rescales."""
-    names = []
+    """Names of hidden linear/conv layers whose neurons :func:`rescale_hidden` rescales (none joined by a residual
+    connection: those are kept as they are)."""
+    names, residual = [], residual_layers(spec)
     for layer, followers in split_layers(spec)[:-1]:
         _, tail = _scaled_step(layer, followers)
-        if all(ly.activation in POSITIVELY_HOMOGENEOUS for ly in tail):
+        if layer.name not in residual and all(ly.activation in POSITIVELY_HOMOGENEOUS for ly in tail):
             names.append(layer.name)
     return names
 
 
 def flippable_layers(spec: ArchSpec) -> list[str]:
     """Names of hidden linear/conv layers whose neurons :func:`flip_hidden` may flip (odd tail, no max pooling)."""
-    names = []
+    names, residual = [], residual_layers(spec)
     for layer, followers in split_layers(spec)[:-1]:
         _, tail = _scaled_step(layer, followers)
-        if all(ly.activation in ODD and ly.kind not in ("max_pool2d", "prelu") for ly in tail):
+        if layer.name not in residual and all(
+            ly.activation in ODD and ly.kind not in ("max_pool2d", "prelu") for ly in tail
+        ):
             names.append(layer.name)
     return names
 
@@ -63,23 +66,65 @@ def _next_inputs(out: dict[str, torch.Tensor], nxt: NodeLayer, fn) -> None:
     out[name] = fn(w.reshape(w.shape[0], nxt.in_nodes, -1)).reshape(w.shape)
 
 
+def _identity_ties(chain: Chain) -> list[int]:
+    """Each node layer's tie group (the smallest index in it): layers joined by an identity residual share their
+    neuron order, so they can only be permuted together."""
+    root = list(range(len(chain.node_layers)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            i = root[i]
+        return i
+
+    for target, nl in enumerate(chain.node_layers):
+        for source, add in nl.skips:
+            if not add.name:
+                a, b = sorted((find(source), find(target)))
+                root[b] = a
+    return [find(i) for i in range(len(root))]
+
+
 def permute_hidden(
     tensors: Mapping[str, torch.Tensor], spec: ArchSpec, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """Randomly permute the neurons / filters of every hidden layer (function preserved exactly)."""
+    """Randomly permute the neurons / filters of every hidden layer (function preserved exactly); layers joined by an
+    identity residual get one permutation, and those tied to the output layer keep their order."""
     chain = walk(spec, tensors)
+    layers = chain.node_layers
+    ties = _identity_ties(chain)
+    perms: dict[int, Tensor] = {}
+    for i, nl in enumerate(layers[:-1]):
+        if ties[i] != ties[-1] and ties[i] not in perms:
+            perms[ties[i]] = torch.randperm(nl.out_nodes, generator=generator)
     out = {k: v.clone() for k, v in tensors.items()}
-    for nl, nxt in pairwise(chain.node_layers):
-        perm = torch.randperm(nl.out_nodes, generator=generator)
+    for i, nl in enumerate(layers[:-1]):
+        perm = perms.get(ties[i])
+        if perm is None:
+            continue
         names = [f"{nl.layer.name}.weight", f"{nl.layer.name}.bias"]
         names += [f"{ly.name}.{p}" for ly in nl.followers if ly.kind == "batchnorm" for p in _BN_PARAMS]
         names += [
             f"{ly.name}.weight" for ly in nl.followers if ly.kind == "prelu" and out[f"{ly.name}.weight"].numel() > 1
         ]
+        names += [f"{add.name}.{p}" for _, add in nl.skips if add.name for p in ("weight", "bias")]  # projections in
         for name in names:
             out[name] = out[name][perm]
-        _next_inputs(out, nxt, lambda w, perm=perm: w[:, perm])
+        _next_inputs(out, layers[i + 1], lambda w, perm=perm: w[:, perm])
+        for target in layers[i + 1 :]:  # projections reading this layer
+            for source, add in target.skips:
+                if source == i and add.name:
+                    out[f"{add.name}.weight"] = out[f"{add.name}.weight"][:, perm]
     return out
+
+
+def residual_layers(spec: ArchSpec) -> set[str]:
+    """Names of the linear/conv layers a residual connection reads from or adds into."""
+    names = set()
+    for layer, followers in split_layers(spec):
+        adds = [ly for ly in followers if ly.kind == "add"]
+        names |= {layer.name} if adds else set()
+        names |= {ly.source for ly in adds}
+    return names
 
 
 def log_uniform(n: int, generator: torch.Generator, low: float, high: float, dtype=torch.float64) -> Tensor:
