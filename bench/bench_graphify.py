@@ -20,6 +20,11 @@ Measured, every checkpoint of the zoo each time (page cache warmed by one untime
 
 (a) and (b) take the best of ``--repeats`` passes, each Ray Data batch size the best of ``--ray-repeats`` runs (the
 machine is shared, so the load average is recorded beside every figure).
+
+``--baseline-src DIR`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/base <commit>``) also times (b)'s
+serial ``graphify_checkpoint`` pass with that checkout's ``raywse`` (a subprocess with ``PYTHONPATH=DIR``), right
+after this tree's, on the same zoo: the speed-up is measured side by side in one run. ``--serial-only`` prints that
+one pass's JSON and exits.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -82,7 +89,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="passes of (a) and (b); the best counts")
     ap.add_argument("--ray-repeats", type=int, default=2, help="runs per Ray Data batch size; the best counts")
     ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "graphify.json"))
+    ap.add_argument("--baseline-src", help="checkout of an earlier commit whose serial graphify is timed alongside")
+    ap.add_argument("--serial-only", action="store_true", help="time the serial graphify pass of --zoo, print JSON")
     args = ap.parse_args()
+    if args.serial_only:
+        torch.set_num_threads(1)
+        inputs = inputs_from_source(Path(args.zoo))
+        t, _ = best_of(args.repeats, lambda: [graphify_checkpoint(i.path, i.model_id, i.layer_spec) for i in inputs])
+        print(json.dumps({"graphify_s": round(t, 3), "graphify_ckpt_per_s": round(len(inputs) / t, 1)}))
+        return
     out = Path(args.out)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     result: dict = {"machine": machine(), "load_start": load()}
@@ -142,6 +157,14 @@ def main() -> None:
     }
     print("serial:", json.dumps(result["serial"]))
     del graphs
+    if args.baseline_src:
+        cmd = [sys.executable, __file__, "--serial-only", "--zoo", str(zoo), "--repeats", str(args.repeats)]
+        env = os.environ | {"PYTHONPATH": str(Path(args.baseline_src).resolve())}
+        done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+        base = json.loads(done.stdout.strip().splitlines()[-1])
+        result["baseline"] = {"src": args.baseline_src, **base, "speedup": round(base["graphify_s"] / t_graph, 2),
+                              "load": load()}  # fmt: skip
+        print("baseline:", json.dumps(result["baseline"]))
 
     # (c) Ray Data, 2 CPUs
     t0 = time.perf_counter()

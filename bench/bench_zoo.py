@@ -23,7 +23,8 @@ from _machine import machine
 
 from raywse.core.artifacts import ZooFiles
 from raywse.core.ray_session import ensure_ray
-from raywse.zoo.batched import Arch, init_params, minibatch_indices, train_batched, train_reference
+from raywse.zoo.arch import Arch, init_params
+from raywse.zoo.batched import minibatch_indices, train_batched, train_reference
 from raywse.zoo.build import build_zoo
 from raywse.zoo.datasets import load_task
 from raywse.zoo.plan import ZooConfig, plan_zoo

@@ -62,7 +62,10 @@ def _compatible(row: dict, data: TaskData) -> bool:
         shape = data.input_shape_for(row["family"])
     except ValueError:
         return False
-    return tuple(ArchSpec.from_json(row["layer_spec"]).input_shape) == tuple(shape)
+    spec = ArchSpec.from_json(row["layer_spec"])
+    if any(layer.kind in ("add", "batchnorm") for layer in spec.layers):  # spec_module builds plain chains only
+        return False
+    return tuple(spec.input_shape) == tuple(shape)
 
 
 def _finetune_run(

@@ -146,7 +146,8 @@ def _hard_splits(scores: dict, ks: list[int]) -> list[str]:
         "",
         "## Hard splits",
         "",
-        "- **cross-family**: held-out MLP queries against a CNN-only database and the reverse; relevant = same task.",
+        "- **cross-family**: held-out queries of each family (MLP, CNN, ResNet) against a database of the other "
+        "families only; relevant = same task.",
         "- **label-map**: held-out queries of tasks that share inputs and output count with other tasks (e.g. the "
         "binary digits tasks, digits all10/shift1); the database holds only the query's group; relevant = same task.",
         "- **lineage**: fine-tuned children as queries against all other models; relevant = parent and siblings.",

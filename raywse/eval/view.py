@@ -14,7 +14,7 @@ from raywse.core.spec import ArchSpec
 from raywse.data.splits import assign_splits
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.models.baselines import architecture_key
-from raywse.zoo.batched import Arch
+from raywse.zoo.arch import Arch
 from raywse.zoo.datasets import list_tasks
 
 

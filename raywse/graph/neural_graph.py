@@ -242,12 +242,15 @@ def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
 
 
 def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int, int]:
-    """``(num_nodes, num_edges)`` of a chain without residual connections, from the architecture alone: input width
-    + neurons, and out × in per layer."""
+    """``(num_nodes, num_edges)`` from the architecture alone: input width + neurons, out × in per layer, and per
+    residual connection the width it adds into (identity) or its projection's out × in."""
     nodes = prev = int(spec.input_shape[0])
     edges = 0
     for layer in spec.layers:
         if layer.kind in NODE_LAYER_KINDS:
             out = int(tensors[f"{layer.name}.weight"].shape[0])
             nodes, edges, prev = nodes + out, edges + out * prev, out
+        elif layer.kind == "add":
+            w = tensors[f"{layer.name}.weight"] if layer.name else None
+            edges += int(w.shape[0] * w.shape[1]) if w is not None else prev
     return nodes, edges

@@ -64,7 +64,11 @@ def input_group(graph: Data) -> str:
 
 
 def family(graph: Data) -> str:
-    """``cnn`` when any neuron is a conv channel, else ``mlp``."""
+    """Read from the graph alone: ``resnet`` when an edge skips a layer (a residual connection), else ``cnn`` when
+    any neuron is a conv channel, else ``mlp``."""
+    src, dst = graph.edge_index
+    if bool((graph.node_layer[dst] - graph.node_layer[src] > 1).any()):
+        return "resnet"
     return "cnn" if bool((graph.node_type == NodeType.CONV).any()) else "mlp"
 
 

@@ -12,95 +12,15 @@ it is the semantics :func:`train_batched` must reproduce, and the baseline the b
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
 from raywse.core.spec import ArchSpec, Layer, activate, forward, module_tensors, spec_module
+from raywse.zoo.arch import normalised_biases
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-
-
-@dataclass(frozen=True)
-class Arch:
-    """A zoo architecture: an MLP (``widths`` = hidden widths) or a CNN (``channels``/``strides`` of 3×3 convs,
-    global average pooling, then ``widths`` hidden linear layers and the linear head)."""
-
-    family: str
-    widths: tuple[int, ...] = ()
-    activation: str = "relu"
-    channels: tuple[int, ...] = ()
-    strides: tuple[int, ...] = ()
-
-    def spec(self, input_shape: tuple[int, ...]) -> ArchSpec:
-        """The :class:`ArchSpec` of this architecture; parametric layer ``i`` owns ``layers.{i}.weight/bias``."""
-        layers: list[Layer] = []
-        for stride in self.strides:
-            layers.append(Layer("conv2d", f"layers.{len(layers)}", self.activation, stride=stride, padding=1))
-        if self.family == "cnn":
-            layers.append(Layer("global_avg_pool"))
-        for _ in self.widths:
-            layers.append(Layer("linear", f"layers.{len(layers)}", self.activation))
-        layers.append(Layer("linear", f"layers.{len(layers)}", "none"))
-        return ArchSpec(tuple(input_shape), tuple(layers))
-
-    def param_shapes(self, input_shape: tuple[int, ...], num_classes: int) -> list[tuple[str, tuple[int, ...]]]:
-        """``(tensor name, shape)`` of every parameter, in the spec's tensor order."""
-        spec = self.spec(input_shape)
-        fan_in = input_shape[0]
-        conv_out = iter(self.channels)
-        lin_out = iter((*self.widths, num_classes))
-        shapes = []
-        for layer in spec.layers:
-            if layer.kind == "conv2d":
-                out = next(conv_out)
-                shapes += [(f"{layer.name}.weight", (out, fan_in, 3, 3)), (f"{layer.name}.bias", (out,))]
-                fan_in = out
-            elif layer.kind == "linear":
-                out = next(lin_out)
-                shapes += [(f"{layer.name}.weight", (out, fan_in)), (f"{layer.name}.bias", (out,))]
-                fan_in = out
-        return shapes
-
-    def describe(self) -> str:
-        """Short human text, e.g. ``MLP 64-32 tanh`` or ``CNN conv 8-16/s2 + GAP + linear relu``."""
-        if self.family == "mlp":
-            return f"MLP hidden {'-'.join(map(str, self.widths))} {self.activation}"
-        convs = "-".join(f"{c}/s{s}" if s > 1 else str(c) for c, s in zip(self.channels, self.strides, strict=True))
-        head = f" + hidden {'-'.join(map(str, self.widths))}" if self.widths else ""
-        return f"CNN conv3x3 {convs} {self.activation} + global avg pool{head} + linear head"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def macs_per_sample(self, input_shape: tuple[int, ...], num_classes: int) -> int:
-        """Multiply-accumulates of one forward pass on one sample."""
-        total, hw = 0, tuple(input_shape[1:])
-        for name, shape in self.param_shapes(input_shape, num_classes):
-            if not name.endswith(".weight"):
-                continue
-            if len(shape) == 4:
-                idx = int(name.split(".")[1])
-                stride = self.strides[idx]
-                hw = tuple((d - 1) // stride + 1 for d in hw)
-                total += shape[0] * shape[1] * 9 * math.prod(hw)
-            else:
-                total += shape[0] * shape[1]
-        return total
-
-
-def init_params(arch: Arch, input_shape: tuple[int, ...], num_classes: int, seed: int) -> dict[str, torch.Tensor]:
-    """PyTorch-default init (uniform ±1/sqrt(fan_in) for weights and biases) from a seeded generator."""
-    gen = torch.Generator().manual_seed(seed)
-    out: dict[str, torch.Tensor] = {}
-    shapes = arch.param_shapes(input_shape, num_classes)
-    for (wname, wshape), (bname, bshape) in zip(shapes[::2], shapes[1::2], strict=True):
-        bound = 1.0 / math.sqrt(math.prod(wshape[1:]))
-        out[wname] = (torch.rand(wshape, generator=gen) * 2 - 1) * bound
-        out[bname] = (torch.rand(bshape, generator=gen) * 2 - 1) * bound
-    return out
 
 
 def minibatch_indices(n: int, steps: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -153,14 +73,23 @@ class _FirstConv(torch.autograd.Function):
         return None, gw, grad.sum(1), None
 
 
-def _fast_forward(spec: ArchSpec, params: dict[str, torch.Tensor], first: torch.Tensor, m: int, b: int) -> torch.Tensor:
+def _fast_forward(
+    spec: ArchSpec, params: dict[str, torch.Tensor], first: torch.Tensor, m: int, b: int, bn: str = "batch"
+) -> torch.Tensor:
     """Forward ``M`` stacked models. ``first`` is the network input: for a CNN the first layer's patch columns,
     ``[M, B*L, K]`` per model or ``[B*L, K]`` shared by all models; for an MLP ``[M, B, d]`` or ``[B, d]``. The first
-    conv is a ``bmm`` (or one matmul for shared inputs), later convs one grouped conv over ``[B, M*C, H, W]``.
-    Returns logits ``[M, B, C]``."""
+    conv is a ``bmm`` (or one matmul for shared inputs), later convs one grouped conv over ``[B, M*C, H, W]``, a
+    residual projection a grouped 1×1 conv. Batch norm normalises with the batch's statistics (``bn="batch"``,
+    training), or the stored running ones (``bn="running"``); ``bn="measure"`` normalises with the batch's and
+    writes them into ``params`` as the running statistics. Returns logits ``[M, B, C]``."""
     h = first
     hw = tuple(spec.input_shape[1:])
+    finished: dict[str, torch.Tensor] = {}  # what each linear/conv layer hands on (residual adds read it)
+    current = ""
     for i, layer in enumerate(spec.layers):
+        if layer.kind in ("conv2d", "linear"):
+            finished[current] = h
+            current = layer.name
         if layer.kind == "conv2d":
             w, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
             if layer.padding != 1 or w.shape[-2:] != (3, 3):
@@ -189,10 +118,29 @@ def _fast_forward(spec: ArchSpec, params: dict[str, torch.Tensor], first: torch.
                 h = torch.addmm(bias.view(1, -1), h, w.reshape(-1, w.shape[-1]).T).view(b, m, -1).transpose(0, 1)
             else:
                 h = torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
+        elif layer.kind == "batchnorm":
+            h = _batch_norm(layer, params, h, bn)
+        elif layer.kind == "add":
+            skip = finished[layer.source]
+            if layer.name:
+                w, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
+                skip = F.conv2d(skip, w.reshape(-1, *w.shape[2:]), bias.reshape(-1), stride=layer.stride, groups=m)
+            h = h + skip
         else:
             raise ValueError(f"batched training does not support layer kind {layer.kind}")
         h = activate(h, layer.activation)
     return h
+
+
+def _batch_norm(layer: Layer, params: dict[str, torch.Tensor], h: torch.Tensor, bn: str) -> torch.Tensor:
+    """Batch norm of ``[B, M*C, H, W]`` conv features, per model and channel (see :func:`_fast_forward`)."""
+    p = {k: params.get(f"{layer.name}.{k}") for k in ("weight", "bias", "running_mean", "running_var")}
+    if bn == "measure":
+        p["running_mean"].copy_(h.mean(dim=(0, 2, 3)).view_as(p["running_mean"]))
+        p["running_var"].copy_(h.var(dim=(0, 2, 3), unbiased=False).view_as(p["running_var"]))
+    training = bn == "batch"
+    mean, var = (None, None) if training else (p["running_mean"].reshape(-1), p["running_var"].reshape(-1))
+    return F.batch_norm(h, mean, var, p["weight"].reshape(-1), p["bias"].reshape(-1), training, 0.0, layer.eps)
 
 
 def train_batched(
@@ -215,9 +163,13 @@ def train_batched(
     All parameters of a model live in one flat row of ``flat [M, P]`` (the per-layer tensors are views), so the
     Adam update is one fused kernel over ``[M, P]`` (``torch._fused_adam_`` with lr 1 computes the update
     direction; the per-model learning rate scales it). A CNN's first layer reads 3×3 patches computed once per
-    dataset (:func:`first_layer_patches`).
+    dataset (:func:`first_layer_patches`). Batch norm trains on minibatch statistics; at each snapshot its running
+    statistics are measured on the model's last 512 training samples (:func:`_measure_batch_norm`); the biases it
+    follows stay at zero (:func:`~raywse.zoo.arch.normalised_biases`; ``init`` must hold zeros there).
     """
-    names = spec.tensor_names()
+    stats = [k for k in spec.tensor_names() if k.endswith(("running_mean", "running_var"))]
+    names = [k for k in spec.tensor_names() if k not in stats]
+    frozen = [names.index(k) for k in normalised_biases(spec)]
     steps, m, b = indices.shape
     snapshot_steps = snapshot_steps or (steps,)
     if list(snapshot_steps) != sorted(set(snapshot_steps)) or snapshot_steps[-1] != steps or snapshot_steps[0] < 1:
@@ -244,6 +196,8 @@ def train_batched(
         loss = F.cross_entropy(logits.reshape(m * b, -1), labels.reshape(-1), reduction="sum") / b
         grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
+            for i in frozen:  # zero gradients, zero weights: Adam leaves them at 0
+                grads[i].zero_()
             grad = torch.cat([g.reshape(m, -1) for g in grads], 1)
             if use_wd:
                 grad.addcmul_(flat, wd_col)
@@ -256,8 +210,24 @@ def train_batched(
             )  # fmt: skip
             flat.addcmul_(update, lr_col)
         if t + 1 in snapshot_steps:
-            snapshots.append({k: p.detach().clone() for k, p in zip(names, params, strict=True)})
+            snapshot = {k: p.detach().clone() for k, p in zip(names, params, strict=True)}
+            if stats:
+                snapshot |= {k: init[k].clone() for k in stats}
+                _measure_batch_norm(spec, snapshot, source, indices[: t + 1])
+            snapshots.append(snapshot)
     return snapshots
+
+
+@torch.no_grad()
+def _measure_batch_norm(
+    spec: ArchSpec, params: dict[str, torch.Tensor], source: torch.Tensor, indices: torch.Tensor, samples: int = 512
+) -> None:
+    """Set every batch norm's running statistics of the stacked models to those of their features on the last
+    ``samples`` training samples each model drew (its own task's inputs), layer by layer."""
+    steps, m, b = indices.shape
+    rows = indices[-math.ceil(samples / b) :].permute(1, 0, 2).reshape(m, -1)[:, :samples]
+    first = source[rows].view(m, -1, source.shape[-1])
+    _fast_forward(spec, params, first, m, rows.shape[1], bn="measure")
 
 
 @torch.no_grad()
@@ -270,7 +240,7 @@ def batched_accuracy(spec: ArchSpec, params: dict[str, torch.Tensor], x: torch.T
     chunk = 256
     for start in range(0, len(x), chunk):
         xb = source[start : start + chunk]
-        logits = _fast_forward(spec, params, xb.reshape(-1, xb.shape[-1]), m, len(xb))
+        logits = _fast_forward(spec, params, xb.reshape(-1, xb.shape[-1]), m, len(xb), bn="running")
         correct += (logits.argmax(-1) == y[start : start + chunk]).sum(-1)
     return (correct.double() / len(x)).tolist()
 

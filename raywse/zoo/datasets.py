@@ -21,6 +21,7 @@ import torch
 
 from raywse.core.io import atomic_path
 from raywse.graph.probes import NORM_SEPARATOR, NUM_PROBES, ProbeChooser, ProbeFile, ProbeSet, gaussian_probes
+from raywse.zoo.arch import IMAGE_FAMILIES
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,9 @@ class TaskData:
         return float(torch.bincount(self.y_test).max()) / len(self.y_test)
 
     def input_shape_for(self, family: str) -> tuple[int, ...]:
-        """Input shape (no batch dim) a model of ``family`` consumes: ``(d,)`` for MLPs, the image shape for CNNs."""
-        if family == "cnn":
+        """Input shape (no batch dim) a model of ``family`` consumes: ``(d,)`` for MLPs, the image shape for CNNs
+        and ResNets."""
+        if family in IMAGE_FAMILIES:
             if self.image_shape is None:
                 raise ValueError(f"task {self.name} has no image inputs for a cnn")
             return self.image_shape
@@ -155,7 +157,7 @@ _DIGIT_MAPS: dict[str, tuple[tuple[int, ...] | None, list[int]]] = {
     "odd5": ((1, 3, 5, 7, 9), [c // 2 for c in range(10)]),
     "even5": ((0, 2, 4, 6, 8), [c // 2 for c in range(10)]),
 }
-_IMG = ("mlp", "cnn")
+_IMG = ("mlp", "cnn", "resnet")
 _MLP = ("mlp",)
 
 

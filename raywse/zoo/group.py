@@ -13,13 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from raywse.core.spec import ArchSpec
-from raywse.zoo.batched import (
-    batched_accuracy,
-    init_params,
-    minibatch_indices,
-    model_accuracy,
-    train_batched,
-)
+from raywse.zoo.arch import init_params
+from raywse.zoo.batched import batched_accuracy, minibatch_indices, model_accuracy, train_batched
 from raywse.zoo.datasets import TaskData, get_task, load_task
 from raywse.zoo.plan import GroupPlan
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raywse.zoo.batched import Arch
+from raywse.zoo.arch import IMAGE_FAMILIES, Arch
 from raywse.zoo.datasets import INPUT_NORMS, TaskSpec, list_tasks
 
 
@@ -29,9 +29,9 @@ class ZooConfig:
     group_size: int = field(default=8, metadata={"help": "most runs per batched training program (one Ray task)"})
     runs_per_task: int = field(default=2, metadata={"help": "runs of each task of the interface in one group"})
     min_groups: int = field(default=8, metadata={"help": "fewest groups (so distinct architectures) per interface"})
-    arch_pool: tuple[int, ...] = (24, 16)  # architectures drawn once per family (mlp, cnn), shared by all tasks
+    arch_pool: tuple[int, ...] = (24, 16, 12)  # architectures drawn once per family (FAMILIES), shared by all tasks
     steps_choices: tuple[int, ...] = (240, 480)  # MLP runs
-    cnn_steps_choices: tuple[int, ...] = (500, 800)  # CNN runs (slower to learn)
+    cnn_steps_choices: tuple[int, ...] = (500, 800)  # CNN and ResNet runs (slower to learn)
     snapshots: tuple[float, ...] = (0.5, 0.75, 1.0)  # fractions of a run's steps at which it is saved
     finetune_steps: tuple[int, ...] = (300, 600)
     lr_range: tuple[float, ...] = (2e-3, 3e-2)  # Adam lr (low, high), sampled log-uniformly
@@ -48,8 +48,8 @@ class ZooConfig:
             raise ValueError(f"lr_range must be (low, high) with 0 < low <= high, got {self.lr_range}")
         if not self.snapshots or not all(0 < f <= 1 for f in self.snapshots) or max(self.snapshots) != 1:
             raise ValueError(f"snapshots must be fractions in (0, 1] ending at 1, got {self.snapshots}")
-        if len(self.arch_pool) != 2 or min(self.arch_pool) < 1:
-            raise ValueError(f"arch_pool must be (mlp pool size, cnn pool size) >= 1, got {self.arch_pool}")
+        if len(self.arch_pool) != len(FAMILIES) or min(self.arch_pool) < 1:
+            raise ValueError(f"arch_pool must be one pool size >= 1 per family {FAMILIES}, got {self.arch_pool}")
         bad = set(self.input_norms) - set(INPUT_NORMS)
         if bad or not self.input_norms:
             raise ValueError(f"input_norms must be a non-empty subset of {INPUT_NORMS}, got {self.input_norms}")
@@ -58,7 +58,7 @@ class ZooConfig:
     def tiny(cls, **overrides) -> ZooConfig:
         """17 tasks (every interface but one), each with each of its families once, two snapshots per run, plus
         fine-tuned children: ~70 models in under a minute (the test suite's zoo)."""
-        return cls(num_runs=0, group_size=8, runs_per_task=1, min_groups=1, arch_pool=(6, 4), steps_choices=(200,),
+        return cls(num_runs=0, group_size=8, runs_per_task=1, min_groups=1, arch_pool=(6, 4, 3), steps_choices=(200,),
                    cnn_steps_choices=(400,), snapshots=(0.5, 1.0), finetune_steps=(120,), lr_range=(3e-3, 2e-2),
                    finetune_group_fraction=0.5, tasks=TINY_TASKS, **overrides)  # fmt: skip
 
@@ -81,6 +81,8 @@ class ZooConfig:
 
 
 PRESETS = ("tiny", "small", "bench")
+#: The zoo's architecture families, in ``ZooConfig.arch_pool`` order.
+FAMILIES = ("mlp", "cnn", "resnet")
 #: The tiny preset's tasks: label-map groups, class subsets, an input transform, every dataset.
 TINY_TASKS = (
     "digits/all10", "digits/shift1", "digits/flip", "digits/parity", "digits/ge5", "digits/first5", "digits/last5",
@@ -139,11 +141,16 @@ class GroupPlan:
 
 def sample_arch(rng: np.random.Generator, family: str) -> Arch:
     """One architecture of ``family`` (MLP: 1-3 hidden layers; CNN: 2-3 3x3 convs, the first of stride 2, global
-    pooling, 0-1 hidden layers)."""
+    pooling, 0-1 hidden layers; ResNet: a stride-2 stem and 1-2 basic blocks)."""
     activation = str(rng.choice(["relu", "leaky_relu", "tanh", "gelu"]))
     if family == "mlp":
         depth = int(rng.integers(1, 4))
         return Arch("mlp", tuple(int(rng.choice([16, 32, 64])) for _ in range(depth)), activation)
+    if family == "resnet":
+        blocks = int(rng.integers(1, 3))
+        channels = tuple(int(rng.choice([8, 16])) for _ in range(blocks + 1))
+        strides = (2, *(int(rng.choice([1, 2])) for _ in range(blocks)))
+        return Arch("resnet", (), activation, channels, strides)
     depth = int(rng.integers(2, 4))
     channels = tuple(int(rng.choice([4, 8, 16])) for _ in range(depth))
     strides = (2, *(int(rng.choice([1, 2])) for _ in range(depth - 1)))
@@ -154,7 +161,7 @@ def sample_arch(rng: np.random.Generator, family: str) -> Arch:
 def arch_pools(config: ZooConfig, rng: np.random.Generator) -> dict[str, list[Arch]]:
     """Distinct architectures per family, drawn once; every group draws its architecture from these."""
     pools: dict[str, list[Arch]] = {}
-    for family, size in zip(("mlp", "cnn"), config.arch_pool, strict=True):
+    for family, size in zip(FAMILIES, config.arch_pool, strict=True):
         pool: list[Arch] = []
         while len(pool) < size:
             arch = sample_arch(rng, family)
@@ -207,7 +214,7 @@ def plan_zoo(config: ZooConfig) -> list[GroupPlan]:
         archs = [pool[i] for _ in range(math.ceil(count / len(pool))) for i in rng.permutation(len(pool))][:count]
         size = min(config.group_size, config.runs_per_task * len(tasks))
         for arch in archs:
-            steps = int(rng.choice(config.cnn_steps_choices if family == "cnn" else config.steps_choices))
+            steps = int(rng.choice(config.cnn_steps_choices if family in IMAGE_FAMILIES else config.steps_choices))
             group = GroupPlan(interface, arch, str(rng.choice(config.input_norms)), steps,
                               int(rng.choice(config.batch_choices)), _snapshot_steps(config, steps))  # fmt: skip
             order = [tasks[i].name for i in rng.permutation(len(tasks))]

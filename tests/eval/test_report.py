@@ -4,6 +4,7 @@ embeddings, and the architecture key read from the manifest is the one the graph
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -128,4 +129,7 @@ def test_metrics_cover_every_split_and_arm(report_dir):
     assert "head_kendall_tau" in metrics["embedders"][RAYWSE]["held_out"]
     ft = metrics["finetune"]["digits/ge5"]
     assert {"retrieved:raywse", "retrieved:input_saliency", "random", "scratch"} <= set(ft["summary"])
-    assert "raywse does" in (report_dir / ReportFiles.REPORT).read_text()  # the plain raywse-vs-saliency statements
+    # the plain raywse-vs-saliency statements, one per check, whichever way each goes
+    statements = re.findall(r"raywse [\d.]+ beats input_saliency|raywse does NOT beat input_saliency|not measurable",
+                            (report_dir / ReportFiles.REPORT).read_text())  # fmt: skip
+    assert len(statements) >= 8

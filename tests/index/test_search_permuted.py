@@ -31,7 +31,7 @@ def indexed(tiny_zoo, tiny_graphs, tmp_path_factory):
     return root / "encoder", root / "index"
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn"])
+@pytest.mark.parametrize("family", ["mlp", "cnn", "resnet"])
 def test_permuted_copy_finds_original(family, tiny_zoo, indexed, tmp_path):
     encoder_dir, index_dir = indexed
     rows = pq.read_table(tiny_zoo / "manifest.parquet").to_pylist()

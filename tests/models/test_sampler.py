@@ -15,7 +15,10 @@ from raywse.models.contrastive import ContrastiveConfig, LabelledGraphs, TaskSam
 def fake_graph(source: str, outputs: int, conv: bool) -> Data:
     kinds = torch.tensor([int(NodeKind.INPUT)] + [int(NodeKind.OUTPUT)] * outputs)
     types = torch.full((outputs + 1,), int(NodeType.CONV if conv else NodeType.LINEAR))
-    return Data(node_kind=kinds, node_type=types, probe_source=source, num_nodes=outputs + 1)
+    layers = torch.tensor([0] + [1] * outputs)
+    edges = torch.stack([torch.zeros(outputs, dtype=torch.long), torch.arange(1, outputs + 1)])  # input -> outputs
+    return Data(node_kind=kinds, node_type=types, node_layer=layers, edge_index=edges, probe_source=source,
+                num_nodes=outputs + 1)  # fmt: skip
 
 
 def test_a_step_draws_hard_negatives_from_one_group_and_both_families():

@@ -14,6 +14,7 @@ from raywse.graph.symmetry import flip_hidden, flippable_layers, permute_hidden,
 from raywse.models.baselines import NonEquivariantEncoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 from raywse.zoo.datasets import zoo_probes
+from raywse.zoo.plan import FAMILIES
 
 # the default encoder, narrowed for speed (canonicalize_scale=True, the default, is kept)
 SMALL = EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16)
@@ -34,7 +35,8 @@ def make(cls) -> NeuralGraphEncoder:
 
 
 def hidden_activation(spec: ArchSpec) -> str:
-    return next(ly.activation for ly in spec.layers if ly.kind in ("linear", "conv2d"))
+    """The model's activation (a ResNet's sits on its batch norms and adds)."""
+    return next((ly.activation for ly in spec.layers if ly.activation != "none"), "none")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def zoo_checkpoints(tiny_zoo) -> dict[tuple[str, str], tuple[dict, ArchSpec, dic
         key = (row["family"], hidden_activation(spec))
         if key not in out:
             out[key] = (row, spec, {k: v.float() for k, v in load_checkpoint(tiny_zoo / row["path"])[0].items()})
-    assert {family for family, _ in out} == {"mlp", "cnn"}
+    assert {family for family, _ in out} == set(FAMILIES)
     assert any(flippable_layers(spec) for _, spec, _ in out.values())  # a tanh model is covered
     return out
 

@@ -14,7 +14,8 @@ from raywse.core.artifacts import ZooFiles
 from raywse.core.io import load_checkpoint
 from raywse.core.records import ModelRecord, table_to_records
 from raywse.core.spec import ArchSpec, forward
-from raywse.zoo.batched import Arch, init_params, minibatch_indices, train_batched
+from raywse.zoo.arch import Arch, init_params
+from raywse.zoo.batched import minibatch_indices, train_batched
 from raywse.zoo.build import LEARNED_MARGIN, build_zoo
 from raywse.zoo.datasets import get_task, list_tasks, load_task
 from raywse.zoo.plan import ZooConfig
@@ -177,3 +178,34 @@ def test_tasks_share_inputs_and_normalisations_differ():
         assert torch.equal(unit.y_test, standard.y_test)
     with pytest.raises(ValueError, match="input_norm"):
         load_task("iris", "zscore")
+
+
+def test_batched_resnets_train_as_if_alone_and_measure_their_batch_norm():
+    """Batch norm statistics and residual projections stay per model: three ResNets trained as one program end
+    exactly where each ends trained alone, and the measured running statistics make the checkpoint's own forward
+    (eval-mode batch norm) agree with the batched evaluation."""
+    from raywse.zoo.batched import batched_accuracy, model_accuracy
+
+    arch = Arch("resnet", (), "relu", (8, 8, 16), (2, 1, 2))  # an identity block, then a projection block
+    data = load_task("digits/all10")
+    spec = arch.spec(data.input_shape_for("resnet"))
+    assert [ly.name for ly in spec.layers if ly.kind == "add"] == ["", "layers.11"]
+    seeds, steps, batch = [3, 4, 5], 12, 16
+    inits = [init_params(arch, spec.input_shape, 10, s) for s in seeds]
+    spec.validate(inits[0])
+    stacked = {k: torch.stack([i[k] for i in inits]) for k in spec.tensor_names()}
+    idx = torch.stack([minibatch_indices(len(data.x_train), steps, batch, s) for s in seeds], 1)
+    lrs, wds = torch.tensor([1e-2, 3e-3, 1e-3]), torch.tensor([0.0, 1e-3, 1e-4])
+    (out,) = train_batched(spec, stacked, data.x_train, data.y_train, idx, lrs, wds)
+    for m in range(len(seeds)):
+        alone = {k: v[m : m + 1] for k, v in stacked.items()}
+        (one,) = train_batched(spec, alone, data.x_train, data.y_train, idx[:, m : m + 1], lrs[m : m + 1],
+                               wds[m : m + 1])  # fmt: skip
+        for k in spec.tensor_names():
+            torch.testing.assert_close(out[k][m], one[k][0], atol=1e-5, rtol=1e-4)
+        assert not torch.equal(out["layers.1.running_var"][m], inits[m]["layers.1.running_var"])
+    x, y = data.x_test, data.y_test
+    batched = batched_accuracy(spec, out, x, y)
+    for m in range(len(seeds)):
+        own = model_accuracy(spec, {k: v[m] for k, v in out.items()}, x, y)
+        assert abs(own - batched[m]) <= 1 / len(y)
