@@ -8,7 +8,8 @@ Measured, every checkpoint of the zoo each time (page cache warmed by one untime
 
 (a) read ceiling: ``Path.read_bytes`` alone and ``raywse.core.io.load_checkpoint`` (read + safetensors parse), one
     process;
-(b) serial: ``graphify_checkpoint`` on every file in one process, then Arrow conversion (``graphs_to_table``) and
+(b) serial: ``graphify_checkpoint`` on every file in one process (probed as graphify probes: a zoo model on its
+    dataset's probe set), then Arrow conversion (``graphs_to_table``) and
     Parquet writes in shards of the default batch size;
 (c) Ray Data: ``graphify(zoo, fresh_dir, GraphifyConfig(batch_size=b))`` end to end on a local Ray with 2 CPUs.
     Ray start-up (``ensure_ray(num_cpus=2)``) and a first full ``graphify`` at the default batch size (cold worker
@@ -30,6 +31,8 @@ one pass's JSON and exits.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -49,6 +52,7 @@ from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, input
 from raywse.graph.arrow import graphs_to_table
 from raywse.graph.checkpoint import graphify_checkpoint
 from raywse.zoo.build import build_zoo
+from raywse.zoo.datasets import probes_for_metadata
 from raywse.zoo.plan import ZooConfig
 
 
@@ -60,6 +64,15 @@ def best_of(repeats: int, fn) -> tuple[float, object]:
         value = fn()
         best = min(best, time.perf_counter() - t0)
     return best, value
+
+
+def serial_graphify(inputs: list) -> list:
+    """Every checkpoint's graph, one after the other, probed as graphify probes it (a zoo model on its dataset)."""
+    return [
+        graphify_checkpoint(i.path, i.model_id, i.layer_spec,
+                            functools.partial(probes_for_metadata, dataset=i.dataset, input_norm=i.input_norm))
+        for i in inputs
+    ]  # fmt: skip
 
 
 def serial_arrow(graphs: list, out: Path, shard_size: int) -> tuple[float, float]:
@@ -95,7 +108,7 @@ def main() -> None:
     if args.serial_only:
         torch.set_num_threads(1)
         inputs = inputs_from_source(Path(args.zoo))
-        t, _ = best_of(args.repeats, lambda: [graphify_checkpoint(i.path, i.model_id, i.layer_spec) for i in inputs])
+        t, _ = best_of(args.repeats, lambda: serial_graphify(inputs))
         print(json.dumps({"graphify_s": round(t, 3), "graphify_ckpt_per_s": round(len(inputs) / t, 1)}))
         return
     out = Path(args.out)
@@ -135,9 +148,7 @@ def main() -> None:
     print("read:", json.dumps(result["read"]))
 
     # (b) serial graphify + Arrow conversion + Parquet writes
-    t_graph, graphs = best_of(
-        args.repeats, lambda: [graphify_checkpoint(i.path, i.model_id, i.layer_spec) for i in inputs]
-    )
+    t_graph, graphs = best_of(args.repeats, lambda: serial_graphify(inputs))
     convert, write = min(
         (serial_arrow(graphs, out / "serial_shards", GraphifyConfig().batch_size) for _ in range(args.repeats)),
         key=sum,
@@ -217,7 +228,7 @@ def main() -> None:
         if res.written != n:
             print(f"WARNING: {n - res.written} checkpoints not written ({len(res.errors)} errors)")
     # (d) reference: the same UDF as plain Ray tasks (one task per batch_size chunk), i.e. Ray without Ray Data
-    df = pd.DataFrame([{"path": i.path, "model_id": i.model_id, "layer_spec": i.layer_spec} for i in inputs])
+    df = pd.DataFrame([dataclasses.asdict(i) for i in inputs])  # every field graphify_batch reads
     task_runs = []
     for bs in batch_sizes:
         run_dir = out / f"tasks_bs{bs}"
@@ -225,8 +236,10 @@ def main() -> None:
         for _ in range(args.ray_repeats):
             shutil.rmtree(run_dir, ignore_errors=True)
             t0 = time.perf_counter()
-            ray.get([batch_task.remote(df.iloc[s : s + bs], str(run_dir)) for s in range(0, n, bs)])
+            status = pd.concat(ray.get([batch_task.remote(df.iloc[s : s + bs], str(run_dir)) for s in range(0, n, bs)]))
             best = min(best, time.perf_counter() - t0)
+            if (status["status"] != "ok").any():  # a broken pass would time nothing
+                raise RuntimeError(f"plain tasks failed: {status[status['status'] != 'ok'].iloc[0].to_dict()}")
         task_runs.append({"batch_size": bs, "s": round(best, 3), "ckpt_per_s": round(n / best, 1),
                           "speedup_vs_serial_total": round(serial_total / best, 2), "load_after": load()})  # fmt: skip
         print("ray tasks:", json.dumps(task_runs[-1]))
