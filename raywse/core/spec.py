@@ -65,6 +65,10 @@ class Layer:
             raise SpecError(f"{self.kind} layer needs a tensor name prefix")
         if (self.kind == "add") != bool(self.source):
             raise SpecError("an add layer (and only an add layer) names its source layer")
+        if self.stride < 1 or self.kernel_size < 1 or self.padding < 0:
+            raise SpecError(f"{self.kind} layer {self.name!r}: stride and kernel_size must be >= 1, padding >= 0")
+        if self.kind == "prelu" and self.activation != "none":
+            raise SpecError(f"prelu layer {self.name!r} is an activation itself: it takes no activation after it")
 
     @property
     def parametric(self) -> bool:
@@ -153,6 +157,8 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
 
     def affine(name: str, x: tuple[int, ...], stride: int = 1, padding: int = 0) -> tuple[int, ...]:
         w = shapes[f"{name}.weight"]
+        if len(w) != (4 if layer.kind == "conv2d" or (layer.kind == "add" and len(x) == 3) else 2):
+            raise fail(f"a {len(w)}-D weight {list(w)} for a {layer.kind} layer on {list(x)} inputs")
         if shapes[f"{name}.bias"] != w[:1]:
             raise fail(f"bias {list(shapes[f'{name}.bias'])} for weight {list(w)}")
         if len(w) == 2:

@@ -37,7 +37,7 @@ def skip_kernels(nl: NodeLayer, source: NodeLayer, add: Layer, tensors: Mapping[
     if source.out_nodes != nl.out_nodes:
         raise SpecError(f"identity residual from {source.layer.name} ({source.out_nodes}) into {nl.layer.name} "
                         f"({nl.out_nodes}): widths differ")  # fmt: skip
-    return torch.eye(nl.out_nodes).reshape(nl.out_nodes, nl.out_nodes, 1, 1)
+    return torch.eye(nl.out_nodes).reshape(nl.out_nodes, nl.out_nodes, 1, 1)  # only its diagonal becomes edges
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,11 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
                 raise SpecError(f"{layer.kind} layer {layer.name!r} between flatten and linear is not supported")
             (pending[-1]["f"] if pending else leading).append(layer)
             if layer.kind == "add":  # layer_shapes checked that the source is an earlier node layer
+                before = (pending[-1]["layer"], *pending[-1]["f"][:-1])
+                nonlinear = [ly for ly in before if ly.activation != "none" or ly.kind in ("prelu", "max_pool2d")]
+                if nonlinear:  # skip edges add into a neuron's pre-activation, like its own weights
+                    raise SpecError(f"a residual add after the nonlinearity of {nonlinear[-1].kind} "
+                                    f"{nonlinear[-1].name!r} is not supported (only before it)")  # fmt: skip
                 source = next(i for i, p in enumerate(pending) if p["layer"].name == layer.source)
                 pending[-1]["skips"].append((source, layer))
         x = shape

@@ -34,6 +34,7 @@ from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 
 _PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _ATTENTION = re.compile(r"attn|attention|in_proj", re.IGNORECASE)
+_NORM = re.compile(r"norm|^ln|rms", re.IGNORECASE)  # names of normalisation layers, never PReLUs
 
 
 def infer_spec(tensors: Mapping[str, torch.Tensor]) -> ArchSpec:
@@ -94,7 +95,11 @@ def _place_prelus(order: list[str], kinds: dict[str, str]) -> list[str]:
             if not before:
                 raise SpecError(f"PReLU {prelu} comes before any linear/conv layer")
             at = placed.index(before[-1])
-        while at + 1 < len(placed) and kinds[placed[at + 1]] == "batchnorm":
+        while (  # past the host's own batch norms: those named before the PReLU (conv1, bn1, prelu1 / 0, 1, 2)
+            at + 1 < len(placed)
+            and kinds[placed[at + 1]] == "batchnorm"
+            and natural_key(placed[at + 1]) < natural_key(prelu)
+        ):
             at += 1
         placed.insert(at + 1, prelu)
     return placed
@@ -139,6 +144,8 @@ def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch
     elif w is None:
         raise SpecError(f"module {module} has no weight ({', '.join(sorted(params))})")
     elif w.dim() == 1 and set(params) == {"weight"}:
+        if _NORM.search(module.rpartition(".")[2]):
+            raise SpecError(f"unsupported layer {module}: a 1-D scale without bias or statistics (an RMSNorm?)")
         out[f"{module}.weight"] = w
         return "prelu"
     elif w.dim() == 1:

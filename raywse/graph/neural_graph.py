@@ -3,8 +3,8 @@
 Edges of each layer are emitted target-major (for target ``j``, sources ``i`` ascending), i.e. in the row-major
 order of the weight. Kernels are edge features of at most :data:`MAX_KERNEL` (3×3): a larger kernel first loses its
 all-zero border rows/columns (padding that changes nothing), then what is still larger is resampled by area
-(:func:`fit_kernels`: each output cell averages the input cells it covers, weighted by overlap, so the kernel's sum —
-its response to a constant input — is kept). Kernels smaller than the graph's largest ``(kh, kw)`` are zero-padded
+(:func:`fit_kernels`: each output cell sums the input cells it covers, weighted by their overlap, so the kernel's sum
+— its response to a constant input — is kept). Kernels smaller than the graph's largest ``(kh, kw)`` are zero-padded
 centred; an odd amount of padding puts the extra row/column at the bottom/right.
 """
 

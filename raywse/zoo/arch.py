@@ -8,10 +8,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from raywse.core.spec import ArchSpec, Layer, layer_shapes
+from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer, layer_shapes
 
 #: Families whose models read images (``[C, H, W]`` inputs).
 IMAGE_FAMILIES = ("cnn", "resnet")
+#: The zoo's architecture families, in ``ZooConfig.arch_pool`` order.
+FAMILIES = ("mlp", *IMAGE_FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,24 @@ class Arch:
     def _resnet_spec(self, input_shape: tuple[int, ...]) -> ArchSpec:
         layers: list[Layer] = []
 
-        def add(kind: str, activation: str = "none", **fields) -> str:
+        def append(kind: str, activation: str = "none", **fields) -> str:
             name = f"layers.{len(layers)}"
             layers.append(Layer(kind, fields.pop("name", name), activation, **fields))
             return name
 
-        previous = add("conv2d", stride=self.strides[0], padding=1)
-        add("batchnorm", self.activation)
+        previous = append("conv2d", stride=self.strides[0], padding=1)
+        append("batchnorm", self.activation)
         width = self.channels[0]
         for out, stride in zip(self.channels[1:], self.strides[1:], strict=True):
-            add("conv2d", stride=stride, padding=1)
-            add("batchnorm", self.activation)
-            last = add("conv2d", padding=1)
-            add("batchnorm")
+            append("conv2d", stride=stride, padding=1)
+            append("batchnorm", self.activation)
+            last = append("conv2d", padding=1)
+            append("batchnorm")
             projection = f"layers.{len(layers)}" if (out != width or stride != 1) else ""
-            add("add", self.activation, name=projection, stride=stride, source=previous)
+            append("add", self.activation, name=projection, stride=stride, source=previous)
             previous, width = last, out
         layers.append(Layer("global_avg_pool"))
-        add("linear")
+        append("linear")
         return ArchSpec(tuple(input_shape), tuple(layers))
 
     def _node_widths(self, num_classes: int) -> tuple[int, ...]:
@@ -80,7 +82,7 @@ class Arch:
         widths: dict[str, int] = {}  # output width of each linear/conv layer (what a residual reads)
         shapes: list[tuple[str, tuple[int, ...]]] = []
         for layer in spec.layers:
-            if layer.kind in ("conv2d", "linear"):
+            if layer.kind in NODE_LAYER_KINDS:
                 out = next(outs)
                 kernel = (3, 3) if layer.kind == "conv2d" else ()
                 shapes += [(f"{layer.name}.weight", (out, fan_in, *kernel)), (f"{layer.name}.bias", (out,))]
@@ -112,7 +114,7 @@ class Arch:
         outputs = layer_shapes(spec, shapes)
         total = 0
         for layer, out in zip(spec.layers, outputs, strict=True):
-            if layer.kind in ("conv2d", "linear") or (layer.kind == "add" and layer.name):
+            if layer.kind in NODE_LAYER_KINDS or (layer.kind == "add" and layer.name):
                 total += math.prod(shapes[f"{layer.name}.weight"]) * math.prod(out[1:])
         return total
 
@@ -121,7 +123,7 @@ def normalised_biases(spec: ArchSpec) -> list[str]:
     """Biases of the linear/conv layers a batch norm directly follows: the norm subtracts them again, so they stay 0
     (as ``bias=False`` layers do in PyTorch)."""
     pairs = itertools.pairwise(spec.layers)
-    return [f"{a.name}.bias" for a, b in pairs if a.kind in ("conv2d", "linear") and b.kind == "batchnorm"]
+    return [f"{a.name}.bias" for a, b in pairs if a.kind in NODE_LAYER_KINDS and b.kind == "batchnorm"]
 
 
 def init_params(arch: Arch, input_shape: tuple[int, ...], num_classes: int, seed: int) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from raywse.core.spec import ArchSpec, Layer, activate, forward, module_tensors, spec_module
+from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer, activate, forward, module_tensors, spec_module
 from raywse.zoo.arch import normalised_biases
 
 ADAM_BETAS = (0.9, 0.999)
@@ -87,8 +87,9 @@ def _fast_forward(
     finished: dict[str, torch.Tensor] = {}  # what each linear/conv layer hands on (residual adds read it)
     current = ""
     for i, layer in enumerate(spec.layers):
-        if layer.kind in ("conv2d", "linear"):
-            finished[current] = h
+        if layer.kind in NODE_LAYER_KINDS:
+            if current:
+                finished[current] = h
             current = layer.name
         if layer.kind == "conv2d":
             w, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
@@ -225,7 +226,7 @@ def _measure_batch_norm(
     """Set every batch norm's running statistics of the stacked models to those of their features on the last
     ``samples`` training samples each model drew (its own task's inputs), layer by layer."""
     steps, m, b = indices.shape
-    rows = indices[-math.ceil(samples / b) :].permute(1, 0, 2).reshape(m, -1)[:, :samples]
+    rows = indices[-math.ceil(samples / b) :].permute(1, 0, 2).reshape(m, -1)[:, -samples:]
     first = source[rows].view(m, -1, source.shape[-1])
     _fast_forward(spec, params, first, m, rows.shape[1], bn="measure")
 

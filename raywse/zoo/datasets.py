@@ -69,7 +69,7 @@ class TaskData:
         and ResNets."""
         if family in IMAGE_FAMILIES:
             if self.image_shape is None:
-                raise ValueError(f"task {self.name} has no image inputs for a cnn")
+                raise ValueError(f"task {self.name} has no image inputs for a {family}")
             return self.image_shape
         return (int(self.x_train.shape[1]),)
 
@@ -157,7 +157,7 @@ _DIGIT_MAPS: dict[str, tuple[tuple[int, ...] | None, list[int]]] = {
     "odd5": ((1, 3, 5, 7, 9), [c // 2 for c in range(10)]),
     "even5": ((0, 2, 4, 6, 8), [c // 2 for c in range(10)]),
 }
-_IMG = ("mlp", "cnn", "resnet")
+_IMG = ("mlp", *IMAGE_FAMILIES)
 _MLP = ("mlp",)
 
 
@@ -280,8 +280,10 @@ def probe_inputs(dataset: str, input_norm: str = "unit", n: int = NUM_PROBES, se
     neither imports scikit-learn nor loads the dataset; an unreadable or unwritable cache only costs that time."""
     cache = _probe_cache_file(dataset, input_norm, n, seed)
     try:
-        return torch.from_numpy(np.load(cache, allow_pickle=False))
-    except (OSError, ValueError):
+        cached = np.load(cache, allow_pickle=False)
+        if cached.dtype == np.float32 and cached.ndim == 2:
+            return torch.from_numpy(cached)
+    except (OSError, ValueError, EOFError):
         pass
     split = _load_dataset(dataset)
     rows = np.random.default_rng(seed).choice(len(split.x_train), size=min(n, len(split.x_train)), replace=False)

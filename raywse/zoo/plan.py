@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raywse.zoo.arch import IMAGE_FAMILIES, Arch
+from raywse.zoo.arch import FAMILIES, IMAGE_FAMILIES, Arch
 from raywse.zoo.datasets import INPUT_NORMS, TaskSpec, list_tasks
 
 
@@ -31,7 +31,7 @@ class ZooConfig:
     min_groups: int = field(default=8, metadata={"help": "fewest groups (so distinct architectures) per interface"})
     arch_pool: tuple[int, ...] = (24, 16, 12)  # architectures drawn once per family (FAMILIES), shared by all tasks
     steps_choices: tuple[int, ...] = (240, 480)  # MLP runs
-    cnn_steps_choices: tuple[int, ...] = (500, 800)  # CNN and ResNet runs (slower to learn)
+    cnn_steps_choices: tuple[int, ...] = (500, 800)  # runs of the image families, CNN and ResNet (slower to learn)
     snapshots: tuple[float, ...] = (0.5, 0.75, 1.0)  # fractions of a run's steps at which it is saved
     finetune_steps: tuple[int, ...] = (300, 600)
     lr_range: tuple[float, ...] = (2e-3, 3e-2)  # Adam lr (low, high), sampled log-uniformly
@@ -81,8 +81,6 @@ class ZooConfig:
 
 
 PRESETS = ("tiny", "small", "bench")
-#: The zoo's architecture families, in ``ZooConfig.arch_pool`` order.
-FAMILIES = ("mlp", "cnn", "resnet")
 #: The tiny preset's tasks: label-map groups, class subsets, an input transform, every dataset.
 TINY_TASKS = (
     "digits/all10", "digits/shift1", "digits/flip", "digits/parity", "digits/ge5", "digits/first5", "digits/last5",

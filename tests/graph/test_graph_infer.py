@@ -133,6 +133,21 @@ def test_prelus_follow_the_layer_of_their_number_and_output_heads_are_one_layer(
     assert (g.node_kind == 2).sum() == 5 and g.act_slope[1:5].tolist() == pytest.approx([0.3, -0.2, 0.0, 1.5])
 
 
+def test_a_batch_norm_after_a_prelu_stays_after_it():
+    """conv → PReLU → BN in a Sequential: the PReLU is not moved past the norm named after it; graphify then refuses
+    the norm it cannot fold (it does not follow the conv directly) in one line."""
+    torch.manual_seed(0)
+    net = Wrapped(nn.Conv2d(1, 4, 3, padding=1), nn.PReLU(4), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 3, padding=1))
+    net.layers[2].running_mean.normal_()
+    spec, tensors = infer_spec_and_tensors(net.eval().state_dict())
+    assert [ly.kind for ly in spec.layers] == ["conv2d", "prelu", "batchnorm", "conv2d"]
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert (forward(_known(spec, "none"), tensors, x) - net(x)).abs().max() < 1e-5
+    with pytest.raises(SpecError, match="does not directly follow a linear/conv layer"):
+        to_neural_graph(tensors, spec)
+
+
 def test_prelu_in_a_sequential_and_chained_siblings_are_not_heads():
     torch.manual_seed(0)
     net = Wrapped(nn.Linear(6, 6), nn.PReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
@@ -162,6 +177,7 @@ def _attention_like() -> dict[str, torch.Tensor]:
         (lambda: Wrapped(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)).state_dict(), "a LayerNorm"),
         (lambda: {"a.weight": torch.ones(3), "b.weight": torch.ones(2, 3)}, "PReLU a comes before any"),
         (lambda: Wrapped(nn.Linear(3, 4), nn.PReLU(3), nn.Linear(4, 2)).state_dict(), "a PReLU of 3 slopes after 4"),
+        (lambda: {"fc.weight": torch.ones(3, 2), "final_norm.weight": torch.ones(3)}, "an RMSNorm"),
         (lambda: Wrapped(nn.Conv1d(1, 2, 3)).state_dict(), "unsupported 3-D tensor layers.0.weight"),
         (lambda: Wrapped(nn.Conv3d(1, 2, 3)).state_dict(), "unsupported 5-D tensor"),
         (lambda: {"emb.weight": torch.randn(100, 8), "head.weight": torch.randn(3, 8)}, "chain breaks at head"),

@@ -204,7 +204,8 @@ def test_large_kernels_are_resampled_by_area_to_3x3_keeping_their_sums():
     # a constant kernel stays constant (each of the 3×3 cells covers 49 / 9 of its cells)
     flat = fit_kernels(torch.ones(1, 7, 7))
     torch.testing.assert_close(flat, torch.full((1, 3, 3), 49 / 9))
-    # a kernel whose energy is in its top-left corner keeps it there
-    corner = torch.zeros(1, 6, 6)
+    # resampled, not trimmed (no zero border): the top-left corner's weight stays in the top-left cell
+    corner = torch.full((1, 6, 6), 0.01)
     corner[0, 0, 0] = 1.0
-    assert fit_kernels(corner)[0].argmax() == 0
+    fitted = fit_kernels(corner)[0]
+    assert fitted.argmax() == 0 and float(fitted[0, 0]) == pytest.approx(1.0 + 3 * 0.01)

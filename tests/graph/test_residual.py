@@ -86,6 +86,20 @@ def test_bad_residuals_are_refused_in_one_line():
                 weights | {"b.weight": torch.ones(3, 3), "b.bias": torch.zeros(3)}, torch.ones(1, 4))  # fmt: skip
 
 
+def test_a_residual_after_a_nonlinearity_and_bad_layers_are_refused():
+    weights = {"a.weight": torch.ones(3, 4), "a.bias": torch.zeros(3), "b.weight": torch.ones(3, 3),
+               "b.bias": torch.zeros(3)}  # fmt: skip
+    after = ArchSpec((4,), (Layer("linear", "a", "relu"), Layer("linear", "b", "relu"), Layer("add", source="a")))
+    torch.testing.assert_close(forward(after, weights, torch.ones(1, 4)), torch.full((1, 3), 16.0))  # it runs...
+    with pytest.raises(SpecError, match="residual add after the nonlinearity of linear 'b'"):
+        to_neural_graph(weights, after)  # ...but its skip edges would add into b's pre-activation
+    conv = ArchSpec((4,), (Layer("conv2d", "a"), Layer("linear", "b")))
+    with pytest.raises(SpecError, match="a 2-D weight"):
+        conv.validate(weights)
+    with pytest.raises(SpecError, match="stride and kernel_size must be >= 1"):
+        Layer("conv2d", "a", stride=0)
+
+
 def test_the_block_encoder_reads_residual_edges_as_the_edge_list_reference_does():
     _, spec, tensors = resnet(bottleneck=True)
     graph = to_neural_graph(tensors, spec, "resnet")

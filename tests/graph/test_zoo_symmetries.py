@@ -14,8 +14,8 @@ from raywse.core.artifacts import ZooFiles
 from raywse.core.io import load_checkpoint
 from raywse.core.spec import POSITIVELY_HOMOGENEOUS, ArchSpec, forward
 from raywse.graph.symmetry import permute_hidden, rescalable_layers, rescale_hidden
+from raywse.zoo.arch import FAMILIES
 from raywse.zoo.datasets import load_task
-from raywse.zoo.plan import FAMILIES
 
 TOL = 1e-5
 

@@ -13,8 +13,8 @@ from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.symmetry import flip_hidden, flippable_layers, permute_hidden, rescalable_layers, rescale_hidden
 from raywse.models.baselines import NonEquivariantEncoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+from raywse.zoo.arch import FAMILIES
 from raywse.zoo.datasets import zoo_probes
-from raywse.zoo.plan import FAMILIES
 
 # the default encoder, narrowed for speed (canonicalize_scale=True, the default, is kept)
 SMALL = EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16)

@@ -31,10 +31,11 @@ def test_probe_sets_are_cached_on_disk_and_read_back_identically(cache_dir):
 def test_a_corrupt_cache_file_is_recomputed_and_replaced(cache_dir):
     fresh = datasets.probe_inputs("wine", "unit")
     (path,) = cache_dir.glob("wine-unit-*.npy")
-    path.write_bytes(b"not an array")
-    datasets.probe_inputs.cache_clear()
-    assert torch.equal(datasets.probe_inputs("wine", "unit"), fresh)
-    assert np.array_equal(np.load(path), fresh.numpy())
+    for bad in (b"not an array", b""):  # garbage, and an empty file
+        path.write_bytes(bad)
+        datasets.probe_inputs.cache_clear()
+        assert torch.equal(datasets.probe_inputs("wine", "unit"), fresh)
+        assert np.array_equal(np.load(path), fresh.numpy())
 
 
 def test_an_unwritable_cache_still_gives_the_probes(tmp_path, monkeypatch):
