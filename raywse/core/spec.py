@@ -110,8 +110,9 @@ class ArchSpec:
                 names += [f"{layer.name}.weight", f"{layer.name}.bias"]
         return names
 
-    def validate(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        """Raise :class:`SpecError` unless ``tensors`` have exactly the names, shapes and finite values the spec needs.
+    def validate(self, tensors: Mapping[str, torch.Tensor]) -> list[tuple[int, ...]]:
+        """Raise :class:`SpecError` unless ``tensors`` have exactly the names, shapes and finite values the spec needs;
+        returns each layer's output shape.
 
         Shapes are checked layer by layer (:func:`layer_shapes`), so a conv/linear mismatch is caught here with the
         layer's name rather than deep inside a matmul.
@@ -129,7 +130,7 @@ class ArchSpec:
                 raise SpecError(f"tensor {name} has dtype {t.dtype}, expected a floating-point dtype")
             if not torch.isfinite(t).all():
                 raise SpecError(f"tensor {name} contains NaN or Inf values")
-        layer_shapes(self, {name: tuple(tensors[name].shape) for name in expected})
+        return layer_shapes(self, {name: tuple(tensors[name].shape) for name in expected})
 
     def output_size(self, tensors: Mapping[str, torch.Tensor]) -> int:
         """Number of output neurons (rows of the last linear layer)."""

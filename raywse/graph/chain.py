@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer, SpecError, layer_shapes
+from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Chain:
 
 def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
     """Validate ``tensors`` against ``spec`` and split the spec into node layers; :class:`SpecError` if unsupported."""
-    spec.validate(tensors)
+    outputs = spec.validate(tensors)
     if len(spec.input_shape) not in (1, 3):
         raise SpecError(f"input shape {list(spec.input_shape)} is neither [features] nor [C, H, W]")
     x = tuple(spec.input_shape)  # the shape (no batch dim) each layer reads
@@ -59,7 +59,6 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
     leading: list[Layer] = []
     pending: list[dict] = []  # node layers still collecting followers
     block = (1, 1)  # spatial block carried by each channel after a flatten of a C×H×W map
-    outputs = layer_shapes(spec, {name: tuple(t.shape) for name, t in tensors.items()})
     for layer, shape in zip(spec.layers, outputs, strict=True):
         if layer.kind in NODE_LAYER_KINDS:
             w = tensors[f"{layer.name}.weight"]
