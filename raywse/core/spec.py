@@ -11,9 +11,10 @@ Tensor naming follows ``torch.nn.Sequential``: layer ``name`` owns ``{name}.weig
 
 from __future__ import annotations
 
+import collections
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -141,15 +142,22 @@ class ArchSpec:
 def layer_shapes(spec: ArchSpec, shapes: Mapping[str, tuple[int, ...]]) -> list[tuple[int, ...]]:
     """Each layer's output shape (no batch dimension) for tensors of ``shapes``, computed from the shapes alone;
     :class:`SpecError` naming the layer where they do not chain."""
-    x, out, finished, current = tuple(spec.input_shape), [], {}, ""
+    return list(through_layers(spec, tuple(spec.input_shape), lambda ly, x, done: _shape_after(ly, shapes, x, done)))
+
+
+def through_layers(spec: ArchSpec, x, step) -> Iterator:
+    """Yield ``x`` after each layer of ``spec``, where ``step(layer, x, finished)`` applies one layer and
+    ``finished`` maps every finished linear/conv layer to what it handed on (its output after its followers: what a
+    residual ``add`` reads)."""
+    finished: dict = {}
+    current = ""
     for layer in spec.layers:
         if layer.kind in NODE_LAYER_KINDS:
             if current:
                 finished[current] = x
             current = layer.name
-        x = _shape_after(layer, shapes, x, finished)
-        out.append(x)
-    return out
+        x = step(layer, x, finished)
+        yield x
 
 
 def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[int, ...], finished: dict) -> tuple:
@@ -263,15 +271,8 @@ def apply_layer(
 
 def forward(spec: ArchSpec, tensors: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Evaluate the network described by ``spec`` and ``tensors`` on a batch ``x`` of shape ``(n, *input_shape)``."""
-    finished: dict[str, torch.Tensor] = {}  # each linear/conv layer's output after its followers, for residual adds
-    current = ""
-    for layer in spec.layers:
-        if layer.kind in NODE_LAYER_KINDS:
-            if current:
-                finished[current] = x
-            current = layer.name
-        x = apply_layer(layer, tensors, x, finished)
-    return x
+    last = collections.deque(through_layers(spec, x, lambda ly, h, done: apply_layer(ly, tensors, h, done)), maxlen=1)
+    return last[0] if last else x
 
 
 class _GlobalAvgPool(nn.Module):
