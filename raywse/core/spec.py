@@ -174,7 +174,7 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
             if len(x) != 1 or x[0] != w[1]:
                 raise fail(f"weight {list(w)} cannot read an input of shape {list(x)}")
             return (w[0],)
-        if len(w) != 4 or len(x) != 3 or x[0] != w[1]:
+        if len(x) != 3 or x[0] != w[1]:
             raise fail(f"weight {list(w)} cannot read an input of shape {list(x)}")
         h, v = ((x[i + 1] + 2 * padding - w[i + 2]) // stride + 1 for i in (0, 1))
         if h < 1 or v < 1:

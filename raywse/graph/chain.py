@@ -28,18 +28,6 @@ class NodeLayer:
     skips: tuple[tuple[int, Layer], ...] = ()  # (index of the source node layer, its add follower) per residual
 
 
-def skip_kernels(nl: NodeLayer, source: NodeLayer, add: Layer, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """``[out, in, kh, kw]`` weights of a residual connection from ``source``'s neurons into ``nl``'s: its projection,
-    or the identity (a 1×1 kernel of 1 from neuron ``i`` to neuron ``i``; :class:`SpecError` if the widths differ)."""
-    if add.name:
-        w = tensors[f"{add.name}.weight"]
-        return w.reshape(w.shape[0], w.shape[1], *w.shape[2:], *[1] * (4 - w.dim()))
-    if source.out_nodes != nl.out_nodes:
-        raise SpecError(f"identity residual from {source.layer.name} ({source.out_nodes}) into {nl.layer.name} "
-                        f"({nl.out_nodes}): widths differ")  # fmt: skip
-    return torch.eye(nl.out_nodes).reshape(nl.out_nodes, nl.out_nodes, 1, 1)  # only its diagonal becomes edges
-
-
 @dataclass(frozen=True)
 class Chain:
     """``input_nodes`` input neurons, ``leading`` layers applied to the input, then the node layers."""

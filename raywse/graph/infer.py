@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import torch
 
-from raywse.core.spec import ArchSpec, Layer, SpecError
+from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
 from raywse.graph.infer_resnet import is_torchvision_resnet, resnet_spec_and_tensors
 from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 
@@ -66,8 +66,9 @@ def infer_spec_and_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[ArchSpe
             raise SpecError(f"unsupported {tensor.dim()}-D tensor {name} {list(tensor.shape)}")
         modules.setdefault(prefix, {})[param] = tensor
     out: dict[str, torch.Tensor] = {}
-    kinds = {m: _classify(m, modules[m], out) for m in sorted(modules, key=natural_key)}
-    order = _place_prelus(sorted(modules, key=natural_key), kinds)
+    names = sorted(modules, key=natural_key)
+    kinds = {m: _classify(m, modules[m], out) for m in names}
+    order = _place_prelus(names, kinds)
     _refuse_parallel(order, kinds, out)
     order = _merge_output_heads(order, kinds, out)
     return _build_chain(order, kinds, out), out
@@ -87,7 +88,7 @@ def _place_prelus(order: list[str], kinds: dict[str, str]) -> list[str]:
     placed = [m for m in order if kinds[m] != "prelu"]
     for prelu in prelus:
         parent, number = _number(prelu)
-        hosts = [m for m in placed if kinds[m] in ("linear", "conv2d") and number and _number(m) == (parent, number)]
+        hosts = [m for m in placed if kinds[m] in NODE_LAYER_KINDS and number and _number(m) == (parent, number)]
         if len(hosts) == 1:
             at = placed.index(hosts[0])
         else:
@@ -112,7 +113,7 @@ def _merge_output_heads(order: list[str], kinds: dict[str, str], out: dict[str, 
     stem = lambda m: re.sub(r"\d+$", "", m)  # noqa: E731
     for m in reversed(order):
         w = out[f"{m}.weight"]
-        if kinds[m] not in ("linear", "conv2d") or not _number(m)[1]:
+        if kinds[m] not in NODE_LAYER_KINDS or not _number(m)[1]:
             break
         if heads:
             after = out[f"{heads[0]}.weight"]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch_geometric.data import Data
 
 from raywse.core.spec import ACTIVATIONS, NEGATIVE_SLOPES, NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
-from raywse.graph.chain import Chain, NodeLayer, skip_kernels, walk
+from raywse.graph.chain import Chain, NodeLayer, walk
 from raywse.graph.probes import ProbeChooser, gaussian_probes, responses_or_none
 from raywse.graph.schema import NodeKind, NodeType
 
@@ -118,20 +118,21 @@ def _weight_blocks(
     chain: Chain, tensors: Mapping[str, torch.Tensor], starts: list[int]
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(sources [E], targets [E], kernels [E, h, w])`` of every weight tensor, kernels fitted
-    (:func:`fit_kernels`): each layer's weights (target-major), then its residual connections (the identity as the
-    ``n`` edges ``i → i``)."""
+    (:func:`fit_kernels`): each layer's weights (target-major), then its residual connections — a projection's
+    weights, or the identity as the ``n`` edges ``i → i`` of weight 1 (``validate`` checked the widths match)."""
     blocks = []
     in_start = 0
     for nl, start in zip(chain.node_layers, starts, strict=True):
         w = tensors[f"{nl.layer.name}.weight"].detach().float().reshape(nl.out_nodes, nl.in_nodes, *nl.in_block)
         blocks.append(_dense_block(fit_kernels(w), in_start, start))
         for source, add in nl.skips:
-            kernels = skip_kernels(nl, chain.node_layers[source], add, tensors).detach().float()
-            if add.name:
-                blocks.append(_dense_block(fit_kernels(kernels), starts[source], start))
+            if add.name:  # a 1×1 conv (or linear) projection
+                p = tensors[f"{add.name}.weight"].detach().float()
+                blocks.append(_dense_block(fit_kernels(p.reshape(*p.shape[:2], *p.shape[2:] or (1, 1))),
+                                           starts[source], start))  # fmt: skip
             else:
                 diagonal = torch.arange(nl.out_nodes)
-                blocks.append((starts[source] + diagonal, start + diagonal, kernels[diagonal, diagonal]))
+                blocks.append((starts[source] + diagonal, start + diagonal, torch.ones(nl.out_nodes, 1, 1)))
         in_start = start
     return blocks
 
