@@ -1,32 +1,37 @@
 """Architecture specs: the machine-readable description of what a checkpoint computes.
 
 An :class:`ArchSpec` is a sequential chain of :class:`Layer` s plus the input shape. Together with a checkpoint's
-tensors it fully determines the network's function (:func:`forward`). The zoo writes specs into its manifest and into
-each safetensors file's metadata; graphify reads them back, or infers one for foreign files
-(:mod:`raywse.graph.infer`).
+tensors it fully determines the network's function (:func:`raywse.core.forward.forward`). The zoo writes specs into
+its manifest and into each safetensors file's metadata; graphify reads them back, takes one from the user (a spec
+file), or infers one for foreign files (:mod:`raywse.graph.infer`).
 
-Tensor naming follows ``torch.nn.Sequential``: layer ``name`` owns ``{name}.weight`` / ``{name}.bias`` (and
-``running_mean`` / ``running_var`` for batch norm; a ``prelu`` layer owns ``{name}.weight`` only, its slopes).
+Tensor naming follows ``torch.nn``: layer ``name`` owns ``{name}.weight`` / ``{name}.bias`` (and ``running_mean`` /
+``running_var`` for batch norm; a ``prelu`` layer owns ``{name}.weight`` only, its slopes; an ``lstm`` layer
+``weight_ih`` / ``weight_hh`` / ``bias_ih`` / ``bias_hh``, as ``nn.LSTMCell``). Inputs are ``[features]``,
+``[C, L]`` (sequences, 1-D convs) or ``[C, H, W]`` (images).
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-PARAMETRIC_KINDS = ("linear", "conv2d", "batchnorm", "prelu")
-PARAMETER_FREE_KINDS = ("flatten", "global_avg_pool", "max_pool2d", "avg_pool2d")
+#: Layers whose outputs are neurons (graph nodes). ``magnitude`` is parameter-free: ``sqrt(a² + b²)`` of the channel
+#: pairs ``(c, c + C/2)`` (an STFT's real and imaginary parts); ``lstm`` runs an LSTM cell over the sequence.
+NODE_LAYER_KINDS = ("linear", "conv2d", "conv1d", "lstm", "magnitude")
+#: Node layers computing ``weight · x + bias``: their weights' spatial dimensions by kind.
+AFFINE_KINDS = {"linear": 0, "conv1d": 1, "conv2d": 2}
+PARAMETRIC_KINDS = (*AFFINE_KINDS, "lstm", "batchnorm", "prelu")
+PARAMETER_FREE_KINDS = ("flatten", "global_avg_pool", "max_pool2d", "avg_pool2d", "magnitude")
 #: ``add``: a residual connection (parameter-free, or with a projection when it has a ``name``).
 LAYER_KINDS = (*PARAMETRIC_KINDS, *PARAMETER_FREE_KINDS, "add")
-#: Layer kinds whose outputs are neurons (graph nodes).
-NODE_LAYER_KINDS = ("linear", "conv2d")
+#: The tensors of an ``lstm`` layer (``nn.LSTMCell``'s; gate rows in PyTorch's order: input, forget, cell, output).
+LSTM_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+LSTM_GATES = 4
 
 #: Activation names and their ids (ids are node features in neural graphs; keep the order stable).
 #: ``prelu`` names a ``prelu`` layer (learned slopes, one per channel or one shared), not a layer's ``activation``.
@@ -101,8 +106,10 @@ class ArchSpec:
         """Names of every tensor the spec expects, in layer order."""
         names: list[str] = []
         for layer in self.layers:
-            if layer.kind in ("linear", "conv2d"):
+            if layer.kind in AFFINE_KINDS:
                 names += [f"{layer.name}.weight", f"{layer.name}.bias"]
+            elif layer.kind == "lstm":
+                names += [f"{layer.name}.{p}" for p in LSTM_PARAMS]
             elif layer.kind == "batchnorm":
                 names += [f"{layer.name}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
             elif layer.kind == "prelu":
@@ -133,11 +140,6 @@ class ArchSpec:
                 raise SpecError(f"tensor {name} contains NaN or Inf values")
         return layer_shapes(self, {name: tuple(tensors[name].shape) for name in expected})
 
-    def output_size(self, tensors: Mapping[str, torch.Tensor]) -> int:
-        """Number of output neurons (rows of the last linear layer)."""
-        last = [ly for ly in self.layers if ly.kind in ("linear", "conv2d")][-1]
-        return int(tensors[f"{last.name}.weight"].shape[0])
-
 
 def layer_shapes(spec: ArchSpec, shapes: Mapping[str, tuple[int, ...]]) -> list[tuple[int, ...]]:
     """Each layer's output shape (no batch dimension) for tensors of ``shapes``, computed from the shapes alone;
@@ -164,26 +166,32 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
     def fail(why: str) -> SpecError:
         return SpecError(f"tensor shapes do not chain at {layer.kind} {layer.name!r}: {why}")
 
-    def affine(name: str, x: tuple[int, ...], stride: int = 1, padding: int = 0) -> tuple[int, ...]:
+    def affine(name: str, x: tuple[int, ...], spatial: int, stride: int = 1, padding: int = 0) -> tuple[int, ...]:
         w = shapes[f"{name}.weight"]
-        if len(w) != (4 if layer.kind == "conv2d" or (layer.kind == "add" and len(x) == 3) else 2):
+        if len(w) != 2 + spatial:
             raise fail(f"a {len(w)}-D weight {list(w)} for a {layer.kind} layer on {list(x)} inputs")
         if shapes[f"{name}.bias"] != w[:1]:
             raise fail(f"bias {list(shapes[f'{name}.bias'])} for weight {list(w)}")
-        if len(w) == 2:
-            if len(x) != 1 or x[0] != w[1]:
-                raise fail(f"weight {list(w)} cannot read an input of shape {list(x)}")
-            return (w[0],)
-        if len(x) != 3 or x[0] != w[1]:
+        if len(x) != 1 + spatial or x[0] != w[1]:
             raise fail(f"weight {list(w)} cannot read an input of shape {list(x)}")
-        h, v = ((x[i + 1] + 2 * padding - w[i + 2]) // stride + 1 for i in (0, 1))
-        if h < 1 or v < 1:
-            raise fail(f"a {w[2]}x{w[3]} kernel does not fit a {x[1]}x{x[2]} map")
-        return (w[0], h, v)
+        out = tuple((x[i + 1] + 2 * padding - w[i + 2]) // stride + 1 for i in range(spatial))
+        if min(out, default=1) < 1:
+            raise fail(f"a {'x'.join(map(str, w[2:]))} kernel does not fit a {'x'.join(map(str, x[1:]))} map")
+        return (w[0], *out)
 
     kind = layer.kind
-    if kind in NODE_LAYER_KINDS:
-        return affine(layer.name, x, layer.stride, layer.padding)
+    if kind in AFFINE_KINDS:
+        return affine(layer.name, x, AFFINE_KINDS[kind], layer.stride, layer.padding)
+    if kind == "lstm":
+        w_ih, w_hh = (shapes[f"{layer.name}.{p}"] for p in LSTM_PARAMS[:2])
+        hidden = w_hh[1] if len(w_hh) == 2 else 0
+        gates = (LSTM_GATES * hidden,)
+        biases = tuple(shapes[f"{layer.name}.{p}"] for p in LSTM_PARAMS[2:])
+        if len(w_ih) != 2 or w_hh != (*gates, hidden) or w_ih[0] != gates[0] or any(b != gates for b in biases):
+            raise fail(f"weight_ih {list(w_ih)} / weight_hh {list(w_hh)} are not an LSTM cell's (4H x in, 4H x H)")
+        if len(x) not in (1, 2) or x[0] != w_ih[1]:
+            raise fail(f"weight_ih {list(w_ih)} cannot read an input of shape {list(x)} ([features] or [C, L])")
+        return (hidden, *x[1:])
     if kind in ("batchnorm", "prelu"):
         params = ("weight", "bias", "running_mean", "running_var") if kind == "batchnorm" else ("weight",)
         allowed = {(x[0],)} | ({(1,)} if kind == "prelu" else set())
@@ -192,20 +200,38 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
         return x
     if kind == "flatten":
         return (math.prod(x),)
-    if len(x) != 3 and kind in ("global_avg_pool", "max_pool2d", "avg_pool2d"):
-        raise fail(f"needs a [C, H, W] input, got {list(x)}")
+    if kind == "magnitude":
+        if x[0] % 2:
+            raise fail(f"pairs channels (c, c + C/2), but C = {x[0]} is odd")
+        return (x[0] // 2, *x[1:])
     if kind == "global_avg_pool":
+        if len(x) == 1:
+            raise fail(f"needs a [C, L] or [C, H, W] input, got {list(x)}")
         return x[:1]
     if kind in ("max_pool2d", "avg_pool2d"):
+        if len(x) != 3:
+            raise fail(f"needs a [C, H, W] input, got {list(x)}")
         if min(x[1:]) < layer.kernel_size:
             raise fail(f"a {layer.kernel_size}x{layer.kernel_size} window does not fit a {x[1]}x{x[2]} map")
         return (x[0], x[1] // layer.kernel_size, x[2] // layer.kernel_size)
     if layer.source not in finished:
         raise SpecError(f"add reads {layer.source!r}, which is not an earlier linear/conv layer")
-    skip = affine(layer.name, finished[layer.source], layer.stride) if layer.name else finished[layer.source]
+    source = finished[layer.source]
+    skip = affine(layer.name, source, len(source) - 1, layer.stride) if layer.name else source
     if skip != x:
         raise fail(f"adds {list(skip)} from {layer.source} to {list(x)}")
     return x
+
+
+def with_zero_biases(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` plus a zero bias for every linear/conv layer of ``spec`` that has a weight but no bias (a layer
+    built with ``bias=False``): a spec file need not say which layers have one."""
+    out = dict(tensors)
+    for layer in spec.layers:
+        weight = out.get(f"{layer.name}.weight")
+        if layer.kind in AFFINE_KINDS and weight is not None and f"{layer.name}.bias" not in out:
+            out[f"{layer.name}.bias"] = torch.zeros(weight.shape[0], dtype=weight.dtype)
+    return out
 
 
 def _layer_dict(layer: Layer) -> dict:
@@ -216,116 +242,3 @@ def _layer_dict(layer: Layer) -> dict:
         if key != "kind" and value != getattr(defaults, key):
             out[key] = value
     return out
-
-
-def activate(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Apply a named activation."""
-    if name == "none":
-        return x
-    if name == "relu":
-        return F.relu(x)
-    if name == "leaky_relu":
-        return F.leaky_relu(x, 0.01)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    if name == "gelu":
-        return F.gelu(x)
-    raise SpecError(f"cannot evaluate activation {name!r}")
-
-
-def apply_layer(
-    layer: Layer, tensors: Mapping[str, torch.Tensor], x: torch.Tensor, finished: Mapping[str, torch.Tensor]
-) -> torch.Tensor:
-    """Apply one layer (and its activation) to ``x``; an ``add`` reads ``finished[layer.source]``, the output of an
-    earlier linear/conv layer after its followers (projected when the add has a ``name``)."""
-    if layer.kind == "linear":
-        x = F.linear(x, tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"])
-    elif layer.kind == "conv2d":
-        w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
-        x = F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding)
-    elif layer.kind == "batchnorm":
-        p = {k: tensors[f"{layer.name}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")}
-        x = F.batch_norm(x, p["running_mean"], p["running_var"], p["weight"], p["bias"], False, 0.0, layer.eps)
-    elif layer.kind == "prelu":
-        x = F.prelu(x, tensors[f"{layer.name}.weight"])
-    elif layer.kind == "add":
-        if layer.source not in finished:
-            raise SpecError(f"add reads {layer.source!r}, which is not an earlier linear/conv layer")
-        skip = finished[layer.source]
-        if layer.name:
-            w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
-            skip = F.conv2d(skip, w, b, stride=layer.stride) if w.dim() == 4 else F.linear(skip, w, b)
-        x = x + skip
-    elif layer.kind == "flatten":
-        x = x.flatten(1)
-    elif layer.kind == "global_avg_pool":
-        x = x.mean(dim=(2, 3))
-    elif layer.kind == "max_pool2d":
-        x = F.max_pool2d(x, layer.kernel_size)
-    elif layer.kind == "avg_pool2d":
-        x = F.avg_pool2d(x, layer.kernel_size)
-    return activate(x, layer.activation)
-
-
-def forward(spec: ArchSpec, tensors: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Evaluate the network described by ``spec`` and ``tensors`` on a batch ``x`` of shape ``(n, *input_shape)``."""
-    last = collections.deque(through_layers(spec, x, lambda ly, h, done: apply_layer(ly, tensors, h, done)), maxlen=1)
-    return last[0] if last else x
-
-
-class _GlobalAvgPool(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
-
-
-_ACT_MODULES = {
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-}
-
-
-def spec_module(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> nn.Sequential:
-    """A plain ``nn.Sequential`` computing the same function as ``spec`` with a copy of ``tensors``.
-
-    Batch norm is refused (fold it first with :func:`raywse.graph.neural_graph.fold_batchnorm`).
-    """
-    mods: list[nn.Module] = []
-    for layer in spec.layers:
-        if layer.kind == "linear":
-            w = tensors[f"{layer.name}.weight"]
-            mod: nn.Module = nn.Linear(w.shape[1], w.shape[0])
-        elif layer.kind == "conv2d":
-            w = tensors[f"{layer.name}.weight"]
-            mod = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride=layer.stride, padding=layer.padding)
-        elif layer.kind == "global_avg_pool":
-            mod = _GlobalAvgPool()
-        elif layer.kind == "flatten":
-            mod = nn.Flatten()
-        elif layer.kind == "max_pool2d":
-            mod = nn.MaxPool2d(layer.kernel_size)
-        elif layer.kind == "avg_pool2d":
-            mod = nn.AvgPool2d(layer.kernel_size)
-        elif layer.kind == "prelu":
-            mod = nn.PReLU(len(tensors[f"{layer.name}.weight"]))
-        else:
-            raise SpecError(f"spec_module does not build {layer.kind} layers (fold batch norm first; no residuals)")
-        if layer.parametric:
-            with torch.no_grad():
-                mod.weight.copy_(tensors[f"{layer.name}.weight"])
-                if layer.kind != "prelu":
-                    mod.bias.copy_(tensors[f"{layer.name}.bias"])
-        mods.append(mod)
-        if layer.activation != "none":
-            mods.append(_ACT_MODULES[layer.activation]())
-    return nn.Sequential(*mods)
-
-
-def module_tensors(spec: ArchSpec, module: nn.Sequential) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`spec_module`: the module's parameters under the spec's tensor names."""
-    params = [p.detach().clone() for p in module.parameters()]
-    return dict(zip(spec.tensor_names(), params, strict=True))

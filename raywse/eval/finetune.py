@@ -10,8 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raywse.core.forward import spec_module
 from raywse.core.io import load_checkpoint
-from raywse.core.spec import ArchSpec, spec_module
+from raywse.core.spec import ArchSpec
 from raywse.eval.config import EvalConfig
 from raywse.eval.suite import rank
 from raywse.eval.view import ZooView

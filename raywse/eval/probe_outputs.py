@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from raywse.core.forward import forward
 from raywse.core.io import load_checkpoint
-from raywse.core.spec import ArchSpec, forward
+from raywse.core.spec import ArchSpec
 from raywse.zoo.datasets import list_datasets, probe_inputs
 
 

@@ -1,9 +1,10 @@
-"""Walk an :class:`~raywse.core.spec.ArchSpec` as a chain of node-producing layers (linear / conv2d).
+"""Walk an :class:`~raywse.core.spec.ArchSpec` as a chain of node-producing layers (linear, convs, LSTM, magnitude).
 
-Shared by graph conversion and the weight-space symmetries: every linear/conv layer becomes a :class:`NodeLayer` that
-knows how many neurons feed it, the spatial block each incoming edge carries (conv kernel or the ``H×W`` block of a
-linear layer after ``flatten``), the parameter-free / batch-norm layers that follow it up to the next node layer, and
-the residual connections (``add`` followers) that feed its neurons from an earlier node layer.
+Shared by graph conversion and the weight-space symmetries: every node layer becomes a :class:`NodeLayer` that knows
+how many neurons feed it, the spatial block each incoming edge carries (conv kernel — ``1×k`` for a 1-D conv — or the
+block of a linear layer after ``flatten``), the parameter-free / batch-norm layers that follow it up to the next node
+layer, and the residual connections (``add`` followers) that feed its neurons from an earlier node layer. An LSTM
+layer is five node sets of its hidden size: its four gates, then the hidden state it hands on.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
+from raywse.core.spec import AFFINE_KINDS, LSTM_GATES, NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,22 @@ class NodeLayer:
     in_block: tuple[int, int]  # (H, W) of the incoming weights per edge: conv kernel, flatten block, else (1, 1)
     followers: tuple[Layer, ...]  # layers after this one, up to the next linear/conv
     skips: tuple[tuple[int, Layer], ...] = ()  # (index of the source node layer, its add follower) per residual
+
+    @property
+    def node_sets(self) -> int:
+        """Node sets of ``out_nodes`` neurons the layer makes (an LSTM: four gates and its hidden state)."""
+        return LSTM_GATES + 1 if self.layer.kind == "lstm" else 1
+
+    @property
+    def num_nodes(self) -> int:
+        return self.node_sets * self.out_nodes
+
+    @property
+    def input_weight(self) -> str:
+        """Name of the tensor whose columns read the previous layer ('' for a parameter-free layer)."""
+        if self.layer.kind == "magnitude":
+            return ""
+        return f"{self.layer.name}.weight_ih" if self.layer.kind == "lstm" else f"{self.layer.name}.weight"
 
 
 @dataclass(frozen=True)
@@ -40,32 +57,39 @@ class Chain:
 def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
     """Validate ``tensors`` against ``spec`` and split the spec into node layers; :class:`SpecError` if unsupported."""
     outputs = spec.validate(tensors)
-    if len(spec.input_shape) not in (1, 3):
-        raise SpecError(f"input shape {list(spec.input_shape)} is neither [features] nor [C, H, W]")
+    if len(spec.input_shape) not in (1, 2, 3):
+        raise SpecError(f"input shape {list(spec.input_shape)} is none of [features], [C, L], [C, H, W]")
     x = tuple(spec.input_shape)  # the shape (no batch dim) each layer reads
     input_nodes = x[0]
     leading: list[Layer] = []
     pending: list[dict] = []  # node layers still collecting followers
-    block = (1, 1)  # spatial block carried by each channel after a flatten of a C×H×W map
+    block = (1, 1)  # spatial block carried by each channel after a flatten of a C×L or C×H×W map
     for layer, shape in zip(spec.layers, outputs, strict=True):
         if layer.kind in NODE_LAYER_KINDS:
-            w = tensors[f"{layer.name}.weight"]
-            if layer.kind == "conv2d":
-                in_block = (int(w.shape[2]), int(w.shape[3]))
-                in_nodes = int(w.shape[1])
+            if block != (1, 1) and layer.kind != "linear":
+                raise SpecError(f"{layer.kind} layer {layer.name!r} after a flatten is not supported")
+            if layer.kind in AFFINE_KINDS:
+                w = tensors[f"{layer.name}.weight"]
+                if layer.kind == "linear":
+                    in_block, in_nodes = block, int(w.shape[1]) // (block[0] * block[1])
+                else:  # a conv's kernel: 1×k for a 1-D conv
+                    in_block, in_nodes = tuple(int(d) for d in (1, 1, *w.shape[2:])[-2:]), int(w.shape[1])
             else:
-                in_block = block
-                in_nodes = int(w.shape[1]) // (block[0] * block[1])
-            pending.append({"layer": layer, "in_nodes": in_nodes, "out": int(w.shape[0]), "block": in_block, "f": [],
+                in_block, in_nodes = (1, 1), x[0]
+            pending.append({"layer": layer, "in_nodes": in_nodes, "out": shape[0], "block": in_block, "f": [],
                             "skips": []})  # fmt: skip
             block = (1, 1)
         else:
-            if layer.kind == "flatten" and len(x) == 3:
-                block = (x[1], x[2])
+            if layer.kind == "flatten" and len(x) > 1:
+                block = (1, *x[1:])[-2:]
             elif block != (1, 1):
                 raise SpecError(f"{layer.kind} layer {layer.name!r} between flatten and linear is not supported")
             (pending[-1]["f"] if pending else leading).append(layer)
             if layer.kind == "add":  # layer_shapes checked that the source is an earlier node layer
+                target = pending[-1]["layer"]
+                if target.kind not in AFFINE_KINDS:
+                    raise SpecError(f"a residual add into {target.kind} layer {target.name!r} is not supported "
+                                    "(only into linear/conv layers)")  # fmt: skip
                 before = (pending[-1]["layer"], *pending[-1]["f"][:-1])
                 nonlinear = [ly for ly in before if ly.activation != "none" or ly.kind in ("prelu", "max_pool2d")]
                 if nonlinear:  # skip edges add into a neuron's pre-activation, like its own weights
@@ -75,7 +99,7 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
                 pending[-1]["skips"].append((source, layer))
         x = shape
     if not pending:
-        raise SpecError("spec has no linear or conv2d layer")
+        raise SpecError("spec has no node layer (linear, conv, lstm)")
     nodes = tuple(
         NodeLayer(p["layer"], p["in_nodes"], p["out"], p["block"], tuple(p["f"]), tuple(p["skips"])) for p in pending
     )

@@ -11,13 +11,22 @@ centred; an odd amount of padding puts the extra row/column at the bottom/right.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data
 
-from raywse.core.spec import ACTIVATIONS, NEGATIVE_SLOPES, NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
+from raywse.core.spec import (
+    ACTIVATIONS,
+    AFFINE_KINDS,
+    LSTM_GATES,
+    NEGATIVE_SLOPES,
+    ArchSpec,
+    Layer,
+    SpecError,
+)
 from raywse.graph.chain import Chain, NodeLayer, walk
 from raywse.graph.probes import ProbeChooser, gaussian_probes, responses_or_none
 from raywse.graph.schema import NodeKind, NodeType
@@ -48,7 +57,7 @@ def fold_batchnorm(tensors: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple
             layers.append(layer)
             continue
         prev = layers[-1] if layers else None
-        if prev is None or prev.kind not in NODE_LAYER_KINDS:
+        if prev is None or prev.kind not in AFFINE_KINDS:
             raise SpecError(f"batchnorm {layer.name} does not directly follow a linear/conv layer; cannot fold it")
         if prev.activation != "none":
             raise SpecError(f"batchnorm {layer.name} follows the {prev.activation} of {prev.name}; cannot fold it")
@@ -114,27 +123,76 @@ def negative_slopes(node_layer: NodeLayer, tensors: Mapping[str, torch.Tensor]) 
     return torch.full((node_layer.out_nodes,), NEGATIVE_SLOPES.get(act, 0.0))
 
 
+def handed_on_starts(chain: Chain, starts: list[int]) -> list[int]:
+    """Index of the first node each node layer hands on (an LSTM's hidden state comes after its four gates)."""
+    return [start + (nl.node_sets - 1) * nl.out_nodes for nl, start in zip(chain.node_layers, starts, strict=True)]
+
+
+def _diagonal(src_start: int, dst_start: int, n: int) -> tuple[torch.Tensor, ...]:
+    """The ``n`` edges ``src_start + i → dst_start + i`` of weight 1."""
+    diagonal = torch.arange(n)
+    return src_start + diagonal, dst_start + diagonal, torch.ones(n, 1, 1)
+
+
 def _weight_blocks(
     chain: Chain, tensors: Mapping[str, torch.Tensor], starts: list[int]
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(sources [E], targets [E], kernels [E, h, w])`` of every weight tensor, kernels fitted
     (:func:`fit_kernels`): each layer's weights (target-major), then its residual connections — a projection's
-    weights, or the identity as the ``n`` edges ``i → i`` of weight 1 (``validate`` checked the widths match)."""
+    weights, or the identity as the ``n`` edges ``i → i`` of weight 1 (``validate`` checked the widths match). An LSTM
+    has input and recurrent edges into each gate and gate → hidden-state edges of weight 1; a magnitude layer edges
+    of weight 1 from both channels of each pair."""
     blocks = []
+    handed = handed_on_starts(chain, starts)
     in_start = 0
-    for nl, start in zip(chain.node_layers, starts, strict=True):
-        w = tensors[f"{nl.layer.name}.weight"].detach().float().reshape(nl.out_nodes, nl.in_nodes, *nl.in_block)
-        blocks.append(_dense_block(fit_kernels(w), in_start, start))
+    for index, (nl, start) in enumerate(zip(chain.node_layers, starts, strict=True)):
+        n = nl.out_nodes
+        if nl.layer.kind == "lstm":
+            w_ih, w_hh = (tensors[f"{nl.layer.name}.{p}"].detach().float() for p in ("weight_ih", "weight_hh"))
+            for gate in range(LSTM_GATES):
+                rows = slice(gate * n, (gate + 1) * n)
+                blocks.append(_dense_block(w_ih[rows, :, None, None], in_start, start + gate * n))
+                blocks.append(_dense_block(w_hh[rows, :, None, None], handed[index], start + gate * n))
+            blocks += [_diagonal(start + gate * n, handed[index], n) for gate in range(LSTM_GATES)]
+        elif nl.layer.kind == "magnitude":
+            blocks += [_diagonal(in_start, start, n), _diagonal(in_start + n, start, n)]
+        else:
+            w = tensors[f"{nl.layer.name}.weight"].detach().float().reshape(n, nl.in_nodes, *nl.in_block)
+            blocks.append(_dense_block(fit_kernels(w), in_start, start))
         for source, add in nl.skips:
             if add.name:  # a 1×1 conv (or linear) projection
                 p = tensors[f"{add.name}.weight"].detach().float()
-                blocks.append(_dense_block(fit_kernels(p.reshape(*p.shape[:2], *p.shape[2:] or (1, 1))),
-                                           starts[source], start))  # fmt: skip
+                p = p.reshape(*p.shape[:2], *(1, 1, *p.shape[2:])[-2:])
+                blocks.append(_dense_block(fit_kernels(p), handed[source], start))
             else:
-                diagonal = torch.arange(nl.out_nodes)
-                blocks.append((starts[source] + diagonal, start + diagonal, torch.ones(nl.out_nodes, 1, 1)))
-        in_start = start
+                blocks.append(_diagonal(handed[source], start, n))
+        in_start = handed[index]
     return blocks
+
+
+_GATES = (
+    ("sigmoid", NodeType.LSTM_INPUT_GATE),
+    ("sigmoid", NodeType.LSTM_FORGET_GATE),
+    ("tanh", NodeType.LSTM_CELL_GATE),
+    ("sigmoid", NodeType.LSTM_OUTPUT_GATE),
+)
+
+
+def _node_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor]) -> list[tuple]:
+    """``(bias [n], activation, slopes [n], node type)`` of each node set of a node layer, in node order."""
+    n, act = nl.out_nodes, effective_activation(nl)
+    if nl.layer.kind == "lstm":
+        biases = sum(tensors[f"{nl.layer.name}.{p}"].detach().float() for p in ("bias_ih", "bias_hh"))
+        gates = [
+            (b, name, torch.zeros(n), ntype) for b, (name, ntype) in zip(biases.chunk(LSTM_GATES), _GATES, strict=True)
+        ]
+        return [*gates, (torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.LSTM_HIDDEN)]
+    if nl.layer.kind == "magnitude":
+        return [(torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.MAGNITUDE)]
+    bias = tensors[f"{nl.layer.name}.bias"].detach().float().reshape(-1)
+    for _, add in nl.skips:  # a projection's bias adds to the neuron's
+        bias = bias + (tensors[f"{add.name}.bias"].detach().float() if add.name else 0)
+    return [(bias, act, negative_slopes(nl, tensors), NodeType.LINEAR if nl.layer.kind == "linear" else NodeType.CONV)]
 
 
 def _dense_block(kernels: torch.Tensor, src_start: int, dst_start: int) -> tuple[torch.Tensor, ...]:
@@ -160,7 +218,7 @@ def to_neural_graph(
     n_in = chain.input_nodes
     starts = [n_in]  # index of each node layer's first node
     for nl in chain.node_layers[:-1]:
-        starts.append(starts[-1] + nl.out_nodes)
+        starts.append(starts[-1] + nl.num_nodes)
     blocks = _weight_blocks(chain, folded, starts)
     kh = max(k.shape[1] for _, _, k in blocks)
     kw = max(k.shape[2] for _, _, k in blocks)
@@ -172,20 +230,17 @@ def to_neural_graph(
     node_act = [torch.zeros(n_in, dtype=torch.long)]
     act_slope = [torch.ones(n_in)]
     node_type = [torch.full((n_in,), int(NodeType.INPUT))]
-    last = len(chain.node_layers)
-    for index, nl in enumerate(chain.node_layers, start=1):
+    sets = [(nl, node_set) for nl in chain.node_layers for node_set in _node_sets(nl, folded)]
+    for index, (nl, (bias, act, slope, ntype)) in enumerate(sets, start=1):
         n_out = nl.out_nodes
-        kind = NodeKind.OUTPUT if index == last else NodeKind.HIDDEN
-        bias = folded[f"{nl.layer.name}.bias"].detach().float().reshape(-1)
-        for _, add in nl.skips:  # a projection's bias adds to the neuron's
-            bias = bias + (folded[f"{add.name}.bias"].detach().float() if add.name else 0)
+        kind = NodeKind.OUTPUT if index == len(sets) else NodeKind.HIDDEN
         x.append(bias)
         node_layer.append(torch.full((n_out,), index))
         node_kind.append(torch.full((n_out,), int(kind)))
         node_pos.append(torch.arange(n_out) if kind == NodeKind.OUTPUT else torch.full((n_out,), -1))
-        node_act.append(torch.full((n_out,), ACTIVATIONS.index(effective_activation(nl))))
-        act_slope.append(negative_slopes(nl, folded))
-        node_type.append(torch.full((n_out,), int(NodeType.CONV if nl.layer.kind == "conv2d" else NodeType.LINEAR)))
+        node_act.append(torch.full((n_out,), ACTIVATIONS.index(act)))
+        act_slope.append(slope)
+        node_type.append(torch.full((n_out,), int(ntype)))
     attrs = [center_pad_kernels(k, (kh, kw)).reshape(len(k), kh * kw) for _, _, k in blocks]
     return Data(
         x=torch.cat(x).float().unsqueeze(1),
@@ -243,15 +298,19 @@ def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
 
 
 def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int, int]:
-    """``(num_nodes, num_edges)`` from the architecture alone: input width + neurons, out × in per layer, and per
-    residual connection the width it adds into (identity) or its projection's out × in."""
-    nodes = prev = int(spec.input_shape[0])
-    edges = 0
-    for layer in spec.layers:
-        if layer.kind in NODE_LAYER_KINDS:
-            out = int(tensors[f"{layer.name}.weight"].shape[0])
-            nodes, edges, prev = nodes + out, edges + out * prev, out
-        elif layer.kind == "add":
-            w = tensors[f"{layer.name}.weight"] if layer.name else None
-            edges += int(w.shape[0] * w.shape[1]) if w is not None else prev
+    """``(num_nodes, num_edges)`` from the architecture alone: input width + neurons (an LSTM: 5 per unit), and per
+    layer: out × in weights (an LSTM: 4H × in + 4H × H, plus 4H gate → state edges; a magnitude layer 2 per
+    neuron), plus per residual connection the width it adds into (identity) or its projection's out × in."""
+    chain = walk(spec, tensors)
+    nodes, edges, prev = chain.input_nodes, 0, chain.input_nodes
+    for nl in chain.node_layers:
+        out = nl.out_nodes
+        nodes += nl.num_nodes
+        if nl.layer.kind == "lstm":
+            edges += LSTM_GATES * out * (prev + out + 1)
+        else:
+            edges += 2 * out if nl.layer.kind == "magnitude" else out * nl.in_nodes
+        for _, add in nl.skips:
+            edges += math.prod(tensors[f"{add.name}.weight"].shape[:2]) if add.name else out
+        prev = out
     return nodes, edges

@@ -2,8 +2,9 @@
 
 At graph-construction time the network runs on ``P`` probe inputs of its input space and each node keeps its
 ``P`` responses (``probe_act`` in :mod:`raywse.graph.schema`): an input node the probe's value there (the channel
-mean for image inputs), a hidden neuron its output after the activation and the layers that follow it (spatially
-averaged for conv channels), an output neuron its logit. Hidden responses permute with their neurons, so a
+mean for image and sequence inputs), a hidden neuron its output after the activation and the layers that follow it
+(averaged over space or steps for conv channels), an LSTM gate its value after its nonlinearity, an output neuron its
+logit. Hidden responses permute with their neurons, so a
 permutation-invariant encoder stays exactly invariant.
 
 Where probes come from is the caller's choice and is recorded per graph (``probe_source``): the *train* split of the
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from raywse.core.spec import ArchSpec, SpecError, apply_layer
+from raywse.core.forward import activate, apply_layer, lstm_states
+from raywse.core.spec import LSTM_PARAMS, ArchSpec, SpecError
 from raywse.graph.chain import Chain
 
 #: Probe inputs per network (the width of ``probe_act``).
@@ -99,8 +101,8 @@ class ProbeFile:
 
 
 def _node_values(x: Tensor) -> Tensor:
-    """``[P, nodes]`` values of one node layer's output: channels are spatially averaged."""
-    return x.mean(dim=(2, 3)) if x.dim() == 4 else x
+    """``[P, nodes]`` values of one node layer's output: channels are averaged over space (or sequence steps)."""
+    return x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
 
 
 def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor], inputs: Tensor) -> Tensor:
@@ -119,7 +121,12 @@ def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor],
         x = apply_layer(layer, tensors, x, finished)
     columns = [value if value is not None else _node_values(x)]
     for nl in chain.node_layers:
-        x = apply_layer(nl.layer, tensors, x, finished)
+        if nl.layer.kind == "lstm":  # its gates are nodes too
+            h, gates = lstm_states(x, *(tensors[f"{nl.layer.name}.{p}"] for p in LSTM_PARAMS))
+            columns.append(_node_values(gates))
+            x = activate(h, nl.layer.activation)
+        else:
+            x = apply_layer(nl.layer, tensors, x, finished)
         value = None
         for follower in nl.followers:
             if follower.kind == "flatten" and value is None:
@@ -141,5 +148,5 @@ def responses_or_none(
     try:
         return probe_responses(chain, spec, tensors, probes.inputs), probes.source
     except SpecError:
-        nodes = chain.input_nodes + sum(nl.out_nodes for nl in chain.node_layers)
+        nodes = chain.input_nodes + sum(nl.num_nodes for nl in chain.node_layers)
         return torch.zeros(nodes, len(probes.inputs)), NO_PROBES

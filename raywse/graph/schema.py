@@ -2,20 +2,25 @@
 
 A neural graph is a ``torch_geometric.data.Data`` with one node per neuron (input features or channels, then every
 linear / conv output neuron, layer by layer) and one edge per weight (per input-output pair for convs: the kernel is
-the edge's feature vector). Fields, all indexed by node unless said otherwise:
+the edge's feature vector). An LSTM layer is five node sets (``node_layer`` values) of its hidden size — input,
+forget, cell and output gates, then the hidden state — with input edges and recurrent edges (from its hidden state)
+into each gate, and an edge of weight 1 from each gate to its unit's hidden state; a ``magnitude`` layer's neuron has
+edges of weight 1 from the two channels it pairs; a residual connection's identity is ``n`` edges of weight 1.
+Fields, all indexed by node unless said otherwise:
 
 ========================  =================  =============================================================
 field                     shape / dtype      meaning
 ========================  =================  =============================================================
-``x``                     ``[N, 1]`` float   bias of the neuron (0 for input nodes)
-``node_layer``            ``[N]`` long       0 for inputs, ``l`` for the ``l``-th linear / conv layer
+``x``                     ``[N, 1]`` float   bias of the neuron (0 for input nodes; an LSTM gate: both its biases)
+``node_layer``            ``[N]`` long       0 for inputs, ``l`` for the ``l``-th node set (linear / conv layer)
 ``node_kind``             ``[N]`` long       :class:`NodeKind`
 ``node_pos``              ``[N]`` long       position of an input / output neuron; -1 for hidden neurons
 ``node_act``              ``[N]`` long       index into :data:`raywse.core.spec.ACTIVATIONS` applied after it
 ``node_type``             ``[N]`` long       :class:`NodeType`
 ``act_slope``             ``[N]`` float      slope below zero of the activation after it (PReLU: learned; 1 for
                                              none, 0 for relu, 0.01 for leaky_relu, 0 if not piecewise linear)
-``edge_index``            ``[2, E]`` long    source (previous layer, or an earlier one for a residual) → target;
+``edge_index``            ``[2, E]`` long    source (previous layer; an earlier one for a residual; an LSTM's hidden
+                                             state for its recurrent edges) → target;
                                              per weight tensor, target-major, row-major order
 ``edge_attr``             ``[E, kh*kw]``     the weight (kernel) of the edge, fitted to at most 3×3, centre-padded to
                                              ``kernel_shape`` (:func:`raywse.graph.neural_graph.fit_kernels`)
@@ -45,11 +50,24 @@ class NodeKind(IntEnum):
 
 
 class NodeType(IntEnum):
-    """What produced a neuron: an input, a linear layer or a conv layer."""
+    """What produced a neuron: an input, a linear or conv (1-D or 2-D) layer, one of an LSTM's gates (their
+    nonlinearity is ``node_act``) or its hidden state ``h = o * tanh(f * c + i * g)``, or a :data:`MAGNITUDE`
+    ``sqrt(a² + b²)`` of a channel pair."""
 
     INPUT = 0
     LINEAR = 1
     CONV = 2
+    LSTM_INPUT_GATE = 3
+    LSTM_FORGET_GATE = 4
+    LSTM_CELL_GATE = 5
+    LSTM_OUTPUT_GATE = 6
+    LSTM_HIDDEN = 7
+    MAGNITUDE = 8
+
+
+#: Neurons computing ``activation(weights · inputs + bias)``: the only ones weight-space rescaling and sign flips
+#: apply to.
+AFFINE_NODE_TYPES = (NodeType.LINEAR, NodeType.CONV)
 
 
 #: Per-node integer fields besides ``x`` (stored as Arrow int64 lists, permuted together with the nodes).

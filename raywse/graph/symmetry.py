@@ -22,9 +22,18 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
-from raywse.core.spec import ODD, POSITIVELY_HOMOGENEOUS, ArchSpec, Layer, SpecError
+from raywse.core.spec import (
+    AFFINE_KINDS,
+    LSTM_GATES,
+    LSTM_PARAMS,
+    ODD,
+    POSITIVELY_HOMOGENEOUS,
+    ArchSpec,
+    Layer,
+    SpecError,
+)
 from raywse.graph.chain import Chain, NodeLayer, split_layers, walk
-from raywse.graph.schema import HOMOGENEOUS_ACT_IDS, NODE_FIELDS, ODD_ACT_IDS, NodeKind
+from raywse.graph.schema import AFFINE_NODE_TYPES, HOMOGENEOUS_ACT_IDS, NODE_FIELDS, ODD_ACT_IDS, NodeKind
 
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
@@ -36,32 +45,43 @@ def _scaled_step(layer: Layer, followers: tuple[Layer, ...]) -> tuple[Layer, tup
     return steps[last], steps[last:]
 
 
+def _per_neuron_layers(spec: ArchSpec) -> list[tuple[Layer, tuple[Layer, ...]]]:
+    """``(layer, followers)`` of the hidden linear/conv layers whose neurons can be scaled one by one: not joined by a
+    residual connection (those are kept as they are) and not paired by a magnitude layer after them."""
+    groups, residual = split_layers(spec), residual_layers(spec)
+    return [
+        (layer, followers)
+        for (layer, followers), (nxt, _) in pairwise(groups)
+        if layer.kind in AFFINE_KINDS and nxt.kind != "magnitude" and layer.name not in residual
+    ]
+
+
 def rescalable_layers(spec: ArchSpec) -> list[str]:
-    """Names of hidden linear/conv layers whose neurons :func:`rescale_hidden` rescales (none joined by a residual
-    connection: those are kept as they are)."""
-    names, residual = [], residual_layers(spec)
-    for layer, followers in split_layers(spec)[:-1]:
-        _, tail = _scaled_step(layer, followers)
-        if layer.name not in residual and all(ly.activation in POSITIVELY_HOMOGENEOUS for ly in tail):
-            names.append(layer.name)
-    return names
+    """Names of hidden linear/conv layers whose neurons :func:`rescale_hidden` rescales (homogeneous tail)."""
+    return [
+        layer.name
+        for layer, followers in _per_neuron_layers(spec)
+        if all(ly.activation in POSITIVELY_HOMOGENEOUS for ly in _scaled_step(layer, followers)[1])
+    ]
 
 
 def flippable_layers(spec: ArchSpec) -> list[str]:
     """Names of hidden linear/conv layers whose neurons :func:`flip_hidden` may flip (odd tail, no max pooling)."""
-    names, residual = [], residual_layers(spec)
-    for layer, followers in split_layers(spec)[:-1]:
-        _, tail = _scaled_step(layer, followers)
-        if layer.name not in residual and all(
-            ly.activation in ODD and ly.kind not in ("max_pool2d", "prelu") for ly in tail
-        ):
-            names.append(layer.name)
-    return names
+    return [
+        layer.name
+        for layer, followers in _per_neuron_layers(spec)
+        if all(
+            ly.activation in ODD and ly.kind not in ("max_pool2d", "prelu") for ly in _scaled_step(layer, followers)[1]
+        )
+    ]
 
 
 def _next_inputs(out: dict[str, torch.Tensor], nxt: NodeLayer, fn) -> None:
-    """Apply ``fn`` to the ``[out, in_nodes, block]`` view of the next layer's weight (its per-input-neuron blocks)."""
-    name = f"{nxt.layer.name}.weight"
+    """Apply ``fn`` to the ``[out, in_nodes, block]`` view of the next layer's input weight (its per-input-neuron
+    blocks; nothing for a parameter-free layer)."""
+    name = nxt.input_weight
+    if not name:
+        return
     w = out[name]
     out[name] = fn(w.reshape(w.shape[0], nxt.in_nodes, -1)).reshape(w.shape)
 
@@ -87,34 +107,56 @@ def _identity_ties(chain: Chain) -> list[int]:
 def permute_hidden(
     tensors: Mapping[str, torch.Tensor], spec: ArchSpec, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """Randomly permute the neurons / filters of every hidden layer (function preserved exactly); layers joined by an
-    identity residual get one permutation, and those tied to the output layer keep their order."""
+    """Randomly permute the neurons / filters / LSTM units of every hidden layer (function preserved exactly); layers
+    joined by an identity residual get one permutation, those tied to the output layer keep their order, and the
+    layer before a magnitude layer is permuted in the pairs it feeds."""
     chain = walk(spec, tensors)
     layers = chain.node_layers
     ties = _identity_ties(chain)
-    perms: dict[int, Tensor] = {}
+    drawn: dict[int, Tensor] = {}
     for i, nl in enumerate(layers[:-1]):
-        if ties[i] != ties[-1] and ties[i] not in perms:
-            perms[ties[i]] = torch.randperm(nl.out_nodes, generator=generator)
+        if ties[i] != ties[-1] and ties[i] not in drawn:
+            drawn[ties[i]] = torch.randperm(nl.out_nodes, generator=generator)
+    perms = {i: drawn.get(ties[i]) for i in range(len(layers))}
+    for i, nl in enumerate(layers):
+        if nl.layer.kind != "magnitude":
+            continue
+        if i > 0 and perms[i] is not None and ties.count(ties[i - 1]) == 1:
+            perms[i - 1] = torch.cat([perms[i], perms[i] + nl.out_nodes])
+        else:  # its pairs keep their order, and so does it
+            perms.update({j: None for j in range(len(layers)) if j == i or (i > 0 and ties[j] == ties[i - 1])})
     out = {k: v.clone() for k, v in tensors.items()}
     for i, nl in enumerate(layers[:-1]):
-        perm = perms.get(ties[i])
+        perm = perms[i]
         if perm is None:
             continue
-        names = [f"{nl.layer.name}.weight", f"{nl.layer.name}.bias"]
-        names += [f"{ly.name}.{p}" for ly in nl.followers if ly.kind == "batchnorm" for p in _BN_PARAMS]
-        names += [
-            f"{ly.name}.weight" for ly in nl.followers if ly.kind == "prelu" and out[f"{ly.name}.weight"].numel() > 1
-        ]
-        names += [f"{add.name}.{p}" for _, add in nl.skips if add.name for p in ("weight", "bias")]  # projections in
-        for name in names:
-            out[name] = out[name][perm]
+        _permute_rows(out, nl, perm)
         _next_inputs(out, layers[i + 1], lambda w, perm=perm: w[:, perm])
         for target in layers[i + 1 :]:  # projections reading this layer
             for source, add in target.skips:
                 if source == i and add.name:
                     out[f"{add.name}.weight"] = out[f"{add.name}.weight"][:, perm]
     return out
+
+
+def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor) -> None:
+    """Reorder the neurons of one node layer in its own tensors (an LSTM: every gate's rows and the recurrent
+    weights' columns)."""
+    if nl.layer.kind == "lstm":
+        for param in LSTM_PARAMS:
+            name = f"{nl.layer.name}.{param}"
+            t = out[name]
+            out[name] = t.reshape(LSTM_GATES, nl.out_nodes, *t.shape[1:])[:, perm].reshape(t.shape)
+        out[f"{nl.layer.name}.weight_hh"] = out[f"{nl.layer.name}.weight_hh"][:, perm]
+        return
+    if nl.layer.kind == "magnitude":
+        return
+    names = [f"{nl.layer.name}.weight", f"{nl.layer.name}.bias"]
+    names += [f"{ly.name}.{p}" for ly in nl.followers if ly.kind == "batchnorm" for p in _BN_PARAMS]
+    names += [f"{ly.name}.weight" for ly in nl.followers if ly.kind == "prelu" and out[f"{ly.name}.weight"].numel() > 1]
+    names += [f"{add.name}.{p}" for _, add in nl.skips if add.name for p in ("weight", "bias")]  # projections in
+    for name in names:
+        out[name] = out[name][perm]
 
 
 def residual_layers(spec: ArchSpec) -> set[str]:
@@ -173,15 +215,20 @@ def flip_hidden(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, generator: 
     return _scale_neurons(tensors, spec, set(flippable_layers(spec)), lambda n: random_signs(n, generator))
 
 
-def scalable_nodes(node_kind: Tensor, node_act: Tensor) -> Tensor:
-    """Mask of the hidden neurons whose activation commutes with positive scaling (the rescalable ones)."""
+def _hidden_affine(node_kind: Tensor, node_type: Tensor) -> Tensor:
+    return (node_kind == NodeKind.HIDDEN) & torch.isin(node_type, node_type.new_tensor(AFFINE_NODE_TYPES))
+
+
+def scalable_nodes(node_kind: Tensor, node_act: Tensor, node_type: Tensor) -> Tensor:
+    """Mask of the hidden linear/conv neurons whose activation commutes with positive scaling (the rescalable ones,
+    bar those a magnitude layer pairs: canonicalising their scale changes the graph, not what it can tell apart)."""
     homogeneous = torch.isin(node_act, node_act.new_tensor(HOMOGENEOUS_ACT_IDS))
-    return (node_kind == NodeKind.HIDDEN) & homogeneous
+    return _hidden_affine(node_kind, node_type) & homogeneous
 
 
-def odd_nodes(node_kind: Tensor, node_act: Tensor) -> Tensor:
-    """Mask of the hidden neurons followed by an odd activation (those whose sign may be flippable)."""
-    return (node_kind == NodeKind.HIDDEN) & torch.isin(node_act, node_act.new_tensor(ODD_ACT_IDS))
+def odd_nodes(node_kind: Tensor, node_act: Tensor, node_type: Tensor) -> Tensor:
+    """Mask of the hidden linear/conv neurons followed by an odd activation (those whose sign may be flippable)."""
+    return _hidden_affine(node_kind, node_type) & torch.isin(node_act, node_act.new_tensor(ODD_ACT_IDS))
 
 
 def graph_of_nodes(data: Data) -> Tensor:
@@ -224,7 +271,7 @@ def permute_graph_nodes(data: Data, generator: torch.Generator, shuffle_edges: b
 def rescale_graph_hidden(data: Data, generator: torch.Generator, low: float = 0.5, high: float = 2.0) -> Data:
     """Graph form of :func:`rescale_hidden`: every :func:`scalable_nodes` neuron gets a log-uniform ``s`` in
     ``[low, high]`` (incoming weights and bias × s, outgoing weights ÷ s); other neurons keep ``s = 1``."""
-    scalable = scalable_nodes(data.node_kind, data.node_act)
+    scalable = scalable_nodes(data.node_kind, data.node_act, data.node_type)
     s = torch.where(
         scalable, log_uniform(data.num_nodes, generator, low, high, torch.float32), torch.ones(data.num_nodes)
     )
@@ -233,7 +280,7 @@ def rescale_graph_hidden(data: Data, generator: torch.Generator, low: float = 0.
 
 def flip_graph_hidden(data: Data, generator: torch.Generator) -> Data:
     """Graph form of :func:`flip_hidden` for every :func:`odd_nodes` neuron (valid where no max pooling follows)."""
-    odd = odd_nodes(data.node_kind, data.node_act)
+    odd = odd_nodes(data.node_kind, data.node_act, data.node_type)
     s = torch.where(odd, random_signs(data.num_nodes, generator, torch.float32), torch.ones(data.num_nodes))
     return _scale_graph_nodes(data, s)
 

@@ -154,9 +154,9 @@ class NeuralGraphEncoder(nn.Module):
         if probes.shape[1] != cfg.num_probes:
             raise SpecError(f"graphs carry {probes.shape[1]} probe responses, the encoder takes {cfg.num_probes}")
         if cfg.canonicalize_scale:
-            odd = odd_nodes(batch.node_kind, batch.node_act)
+            odd = odd_nodes(batch.node_kind, batch.node_act, batch.node_type)
             edge_attr, bias, probes = canonicalize_sign(edge_index, edge_attr, bias, probes, odd)
-            scalable = scalable_nodes(batch.node_kind, batch.node_act)
+            scalable = scalable_nodes(batch.node_kind, batch.node_act, batch.node_type)
             edge_attr, bias, factor = canonicalize_scale(edge_index, edge_attr, bias, batch.node_layer, scalable)
             probes = probes / factor.unsqueeze(-1)
 

@@ -16,7 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer, activate, forward, module_tensors, spec_module
+from raywse.core.forward import activate, forward, module_tensors, spec_module
+from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer
 from raywse.zoo.arch import normalised_biases
 
 ADAM_BETAS = (0.9, 0.999)

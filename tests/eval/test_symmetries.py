@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from raywse.core.artifacts import read_zoo_manifest
+from raywse.core.forward import forward
 from raywse.core.io import load_checkpoint
-from raywse.core.spec import ArchSpec, forward
+from raywse.core.spec import ArchSpec
 from raywse.eval.symmetries import randomise_symmetries, randomised_graphs, symmetry_seed
 from raywse.models.baselines import architecture_key
 from raywse.zoo.datasets import load_task

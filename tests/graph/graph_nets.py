@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from raywse.core.spec import ArchSpec, Layer, forward
+from raywse.core.forward import forward
+from raywse.core.spec import ArchSpec, Layer
 
 
 @functools.cache

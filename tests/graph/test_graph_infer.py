@@ -9,7 +9,8 @@ import torch
 from graph_nets import digits
 from torch import nn
 
-from raywse.core.spec import ArchSpec, Layer, SpecError, forward
+from raywse.core.forward import forward
+from raywse.core.spec import ArchSpec, Layer, SpecError
 from raywse.graph.infer import infer_spec, infer_spec_and_tensors
 from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 from raywse.graph.neural_graph import graph_size, to_neural_graph

@@ -7,7 +7,8 @@ import torch
 from graph_nets import digits, forward_spec, trained
 from torch import nn
 
-from raywse.core.spec import ACTIVATIONS, ArchSpec, Layer, SpecError, forward
+from raywse.core.forward import forward
+from raywse.core.spec import ACTIVATIONS, ArchSpec, Layer, SpecError
 from raywse.graph.neural_graph import fit_kernels, fold_batchnorm, graph_size, pad_edge_features, to_neural_graph
 
 

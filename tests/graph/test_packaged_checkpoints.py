@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from raywse.core.spec import forward
+from raywse.core.forward import forward
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
 from raywse.graph.infer import infer_spec_and_tensors
 from raywse.graph.neural_graph import to_neural_graph

@@ -7,7 +7,8 @@ import pytest
 import torch
 from resnets import TinyResNet, randomised
 
-from raywse.core.spec import ArchSpec, Layer, SpecError, forward
+from raywse.core.forward import forward
+from raywse.core.spec import ArchSpec, Layer, SpecError
 from raywse.graph.infer import infer_spec_and_tensors
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.schema import NodeKind

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from raywse.core.artifacts import ZooFiles
+from raywse.core.forward import forward
 from raywse.core.io import load_checkpoint
-from raywse.core.spec import POSITIVELY_HOMOGENEOUS, ArchSpec, forward
+from raywse.core.spec import POSITIVELY_HOMOGENEOUS, ArchSpec
 from raywse.graph.symmetry import permute_hidden, rescalable_layers, rescale_hidden
 from raywse.zoo.arch import FAMILIES
 from raywse.zoo.datasets import load_task

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits
 
-from raywse.core.spec import ArchSpec, Layer, forward
+from raywse.core.forward import forward
+from raywse.core.spec import ArchSpec, Layer
 
 MLP_SPEC = ArchSpec(
     (64,),

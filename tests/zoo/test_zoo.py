@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from raywse.core.artifacts import ZooFiles
+from raywse.core.forward import forward
 from raywse.core.io import load_checkpoint
 from raywse.core.records import ModelRecord, table_to_records
-from raywse.core.spec import ArchSpec, forward
+from raywse.core.spec import ArchSpec
 from raywse.zoo.arch import Arch, init_params, normalised_biases
 from raywse.zoo.batched import minibatch_indices, train_batched
 from raywse.zoo.build import LEARNED_MARGIN, build_zoo
