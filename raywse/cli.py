@@ -77,7 +77,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
     gc.freeze()  # the imported modules: not scanned at exit
 
     neighbours = search_checkpoint(
-        args.checkpoint, args.index, args.encoder, args.zoo, k=args.k, probe_data=args.probe_data
+        args.checkpoint, args.index, args.encoder, args.zoo, k=args.k, probe_data=args.probe_data, spec=args.spec
     )
     print(f"{'rank':>4}  {'model_id':<40} {'task':<18} {'family':<6} {'test_acc':>8} {'score':>7}")
     for n in neighbours:
@@ -194,6 +194,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="neighbours to show (default: 10)")
     p.add_argument("--probe-data", default="", help=".npy/.npz probe inputs of the checkpoint's input space "
                    "(default: Gaussian probes)")  # fmt: skip
+    p.add_argument("--spec", default="", help="JSON spec file (input_shape, layers) for a checkpoint that carries "
+                   "none, where its tensor names cannot tell the architecture (default: inferred)")  # fmt: skip
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("serve", help="online search service (Ray Serve): POST /search with a checkpoint's bytes")

@@ -20,8 +20,11 @@ PACKAGED = {
     "mtcnn_onet": ("facenet_pytorch", "data/onet.pt"),
     "digit_recognizer": ("digit_recognizer", "models/handwriting_model.pth"),
 }
-#: A packaged checkpoint raywse refuses today (conv1d STFT front end and an LSTM cell), with the reason it gives.
+#: silero-vad (an STFT conv, its magnitude, 1-D convs, an LSTM cell): names cannot order it, so a spec file describes
+#: it (``docs/specs/silero_vad_16k.json``); the package's TorchScript model (other weights, same layers) checks it.
 SILERO_VAD = ("silero_vad", "data/silero_vad_16k.safetensors")
+SILERO_JIT = ("silero_vad", "data/silero_vad.jit")
+SILERO_SPEC = Path(__file__).parents[1] / "docs" / "specs" / "silero_vad_16k.json"
 
 
 def package_file(package: str, relative: str) -> Path:

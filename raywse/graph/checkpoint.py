@@ -1,21 +1,39 @@
 """One checkpoint file → its neural graph: read (safetensors only), find or infer the spec, validate, convert.
 
+The spec comes from the caller (a zoo manifest), else the file's ``layer_spec`` metadata, else the user's spec file
+(:func:`read_spec_file`, for foreign checkpoints whose tensor names cannot tell their architecture), else inference
+(:mod:`raywse.graph.infer`). A linear/conv layer a spec names without a bias tensor reads a zero bias.
+
 Every failure is a :class:`GraphifyError` naming the stage it failed at and a one-line reason, so the batch
 pipeline (:mod:`raywse.data.graphify`) can keep it as a row and search can report it to the user.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from torch import Tensor
 from torch_geometric.data import Data
 
+from raywse.core.config import ConfigError
 from raywse.core.io import CheckpointError, load_checkpoint
-from raywse.core.spec import ArchSpec, SpecError
+from raywse.core.spec import ArchSpec, SpecError, with_zero_biases
 from raywse.graph.infer import infer_spec_and_tensors
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.probes import ProbeChooser, gaussian_probes
+
+
+def read_spec_file(path: str | os.PathLike) -> str:
+    """The JSON text of a user's spec file (an :class:`~raywse.core.spec.ArchSpec`: ``input_shape`` and ``layers``),
+    checked to parse; :class:`~raywse.core.config.ConfigError` naming the file and the reason otherwise."""
+    try:
+        text = Path(path).read_text()
+        ArchSpec.from_json(text)
+    except (OSError, UnicodeDecodeError, SpecError) as exc:
+        raise ConfigError(f"spec file {path}: {exc}") from exc
+    return text
 
 
 def graphify_checkpoint(
@@ -23,15 +41,17 @@ def graphify_checkpoint(
     model_id: str,
     layer_spec: str = "",
     probes_for: Callable[[Mapping[str, str]], ProbeChooser] | None = None,
+    fallback_spec: str = "",
 ) -> Data:
     """Read one checkpoint and build its neural graph, probed with ``probes_for(file metadata)`` (Gaussian probes by
-    default). Raises :class:`GraphifyError` with stage and reason."""
+    default); ``fallback_spec`` (JSON) is the spec of a file without one. Raises :class:`GraphifyError` with stage
+    and reason."""
     try:
         tensors, metadata = load_checkpoint(path)
     except CheckpointError as exc:
         raise GraphifyError("read", str(exc)) from exc
     probes = probes_for(metadata) if probes_for is not None else gaussian_probes
-    return graphify_tensors(tensors, metadata, model_id, layer_spec, probes)
+    return graphify_tensors(tensors, metadata, model_id, layer_spec, probes, fallback_spec)
 
 
 def graphify_tensors(
@@ -40,13 +60,15 @@ def graphify_tensors(
     model_id: str,
     layer_spec: str = "",
     probes: ProbeChooser = gaussian_probes,
+    fallback_spec: str = "",
 ) -> Data:
     """The neural graph of checkpoint tensors already read (e.g. an upload), the spec from ``layer_spec``, the
-    file's metadata or inference. Raises :class:`GraphifyError` with stage and reason."""
-    spec_json = layer_spec or metadata.get("layer_spec", "")
+    file's metadata, ``fallback_spec`` or inference. Raises :class:`GraphifyError` with stage and reason."""
+    spec_json = layer_spec or metadata.get("layer_spec", "") or fallback_spec
     try:
         if spec_json:
             spec = ArchSpec.from_json(spec_json)
+            tensors = with_zero_biases(spec, tensors)
         else:
             spec, tensors = infer_spec_and_tensors(tensors)
     except SpecError as exc:

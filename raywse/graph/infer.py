@@ -4,14 +4,17 @@ Checkpoints named like torchvision's ResNet go to :mod:`raywse.graph.infer_resne
 one is read as a chain:
 
 Tensors are grouped by module prefix (``layers.3.weight`` → module ``layers.3``) and modules are ordered by natural
-sort of their names (``layers.10`` after ``layers.2``). 2-D weights are linear layers, 4-D weights square-kernel
-convs, 1-D weights with running statistics batch norms, and a lone 1-D weight (no bias) a PReLU: it follows the
+sort of their names (``layers.10`` after ``layers.2``). 2-D weights are linear layers, 3-D weights 1-D convs, 4-D
+weights square-kernel convs, ``weight_ih`` / ``weight_hh`` (/ ``bias_ih`` / ``bias_hh``) an LSTM cell (``nn.LSTM``'s
+``weight_ih_l1`` is read as module ``{name}.l1``; GRUs and bidirectional LSTMs are refused), 1-D weights with running
+statistics batch norms, and a lone 1-D weight (no bias) a PReLU: it follows the
 layer of its own number in the same parent (``prelu3`` after ``conv3``, as in MTCNN), else the layer before it in
 name order. Output heads — the last layers, siblings named alike up to a final number (``conv4_1``, ``conv4_2``) that
 read the same features and do not chain — are one output layer, their outputs concatenated in name order.
 Parameter-free layers (activations, pooling) leave no tensors, so they are guessed: hidden activations are
 ``"unknown"`` (the last layer's is ``"none"``), a linear layer whose ``in_features`` equals the previous conv's
-channels reads a ``global_avg_pool``, and one reading ``C·s²`` reads a ``flatten`` of an ``s×s`` map (flattened
+channels reads a ``global_avg_pool``, and one reading ``C·s²`` reads a ``flatten`` of an ``s×s`` map (``C·L`` of an
+``L``-long one after 1-D convs; flattened
 channel-major, as ``torch.flatten`` does; a network that flattens channel-last, such as MTCNN's R-/O-Net, gets edges
 that group its dense layer's weights by the wrong channel). Convs are assumed to have stride 1 and padding
 ``k // 2`` and no pooling happens between them, so the inferred input size (``s`` minus one per even-sized kernel, or
@@ -28,11 +31,12 @@ from collections.abc import Mapping
 
 import torch
 
-from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
+from raywse.core.spec import LSTM_GATES, LSTM_PARAMS, NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
 from raywse.graph.infer_resnet import is_torchvision_resnet, resnet_spec_and_tensors
 from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 
-_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked", *LSTM_PARAMS)
+_TORCH_LSTM = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")  # nn.LSTM's names
 _ATTENTION = re.compile(r"attn|attention|in_proj", re.IGNORECASE)
 _NORM = re.compile(r"norm|^ln|rms", re.IGNORECASE)  # names of normalisation layers, never PReLUs
 
@@ -58,11 +62,17 @@ def infer_spec_and_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[ArchSpe
     modules: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in sorted(tensors.items(), key=lambda item: natural_key(item[0])):  # first error: stable
         prefix, _, param = name.rpartition(".")
+        torch_lstm = _TORCH_LSTM.match(param)
+        if torch_lstm:
+            if torch_lstm.group(3):
+                raise SpecError(f"unsupported tensor {name}: bidirectional LSTMs are not supported")
+            layer = f"l{torch_lstm.group(2)}"
+            prefix, param = f"{prefix}.{layer}" if prefix else layer, torch_lstm.group(1)
         if not prefix:
             raise SpecError(f"tensor {name!r} has no module prefix (expected names like layers.0.weight)")
         if param not in _PARAMS:
             raise SpecError(f"unsupported tensor {name}: {param!r} is not a weight, bias or batch-norm statistic")
-        if tensor.dim() not in (1, 2, 4) and param != "num_batches_tracked":
+        if tensor.dim() not in (1, 2, 3, 4) and param != "num_batches_tracked":
             raise SpecError(f"unsupported {tensor.dim()}-D tensor {name} {list(tensor.shape)}")
         modules.setdefault(prefix, {})[param] = tensor
     out: dict[str, torch.Tensor] = {}
@@ -112,9 +122,9 @@ def _merge_output_heads(order: list[str], kinds: dict[str, str], out: dict[str, 
     heads: list[str] = []
     stem = lambda m: re.sub(r"\d+$", "", m)  # noqa: E731
     for m in reversed(order):
-        w = out[f"{m}.weight"]
-        if kinds[m] not in NODE_LAYER_KINDS or not _number(m)[1]:
+        if kinds[m] not in ("linear", "conv1d", "conv2d") or not _number(m)[1]:
             break
+        w = out[f"{m}.weight"]
         if heads:
             after = out[f"{heads[0]}.weight"]
             same_input = kinds[m] == kinds[heads[0]] and w.shape[1:] == after.shape[1:]
@@ -138,6 +148,8 @@ def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch
             raise SpecError(f"tensor {module}.{key} has dtype {tensor.dtype}, expected floating point")
     w = params.get("weight")
     stats = "running_mean" in params and "running_var" in params
+    if "weight_ih" in params or "weight_hh" in params:
+        return _classify_lstm(module, params, out)
     if stats:
         kind, n = "batchnorm", len(params["running_mean"])
         like = params["running_mean"]
@@ -151,8 +163,8 @@ def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch
         return "prelu"
     elif w.dim() == 1:
         raise SpecError(f"unsupported layer {module}: 1-D weight and bias without running statistics (a LayerNorm?)")
-    elif w.dim() in (2, 4):
-        kind, n = ("linear" if w.dim() == 2 else "conv2d"), int(w.shape[0])
+    elif w.dim() in (2, 3, 4):
+        kind, n = {2: "linear", 3: "conv1d", 4: "conv2d"}[w.dim()], int(w.shape[0])
         if kind == "conv2d" and w.shape[2] != w.shape[3]:
             raise SpecError(f"unsupported layer {module}: non-square {w.shape[2]}x{w.shape[3]} conv kernel")
         full = {"bias": torch.zeros(n, dtype=w.dtype), **params}
@@ -168,6 +180,27 @@ def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch
     return kind
 
 
+def _classify_lstm(module: str, params: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> str:
+    """An LSTM cell's tensors (missing biases become zeros) into ``out``; GRUs and odd shapes are refused."""
+    if set(params) - set(LSTM_PARAMS) or not {"weight_ih", "weight_hh"} <= set(params):
+        raise SpecError(f"module {module} mixes recurrent and other tensors: {', '.join(sorted(params))}")
+    w_ih, w_hh = params["weight_ih"], params["weight_hh"]
+    rows = int(w_hh.shape[0]) if w_hh.dim() == 2 else 0
+    if w_hh.dim() == 2 and rows == 3 * w_hh.shape[1]:
+        raise SpecError(f"unsupported layer {module}: a GRU (3 gates); GRU layers are not supported")
+    if w_ih.dim() != 2 or w_hh.dim() != 2 or rows != LSTM_GATES * w_hh.shape[1] or w_ih.shape[0] != rows:
+        raise SpecError(f"unsupported layer {module}: weight_ih {list(w_ih.shape)} / weight_hh {list(w_hh.shape)} "
+                        "are not an LSTM cell's (4H x in, 4H x H)")  # fmt: skip
+    for param in LSTM_PARAMS:
+        out[f"{module}.{param}"] = params.get(param, torch.zeros(rows, dtype=w_ih.dtype))
+    return "lstm"
+
+
+def _input_weight(m: str, kinds: dict[str, str], out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The tensor of module ``m`` whose rows are its outputs and columns its inputs (an LSTM's: ``weight_ih``)."""
+    return out[f"{m}.weight_ih" if kinds[m] == "lstm" else f"{m}.weight"]
+
+
 def _refuse_parallel(order: list[str], kinds: dict[str, str], out: dict[str, torch.Tensor]) -> None:
     """Refuse sibling layers of one kind and weight shape whose names do not order them (e.g. q/k/v projections)."""
     seen: dict[tuple, str] = {}
@@ -175,10 +208,9 @@ def _refuse_parallel(order: list[str], kinds: dict[str, str], out: dict[str, tor
         if kinds[m] in ("batchnorm", "prelu"):
             continue
         parent, _, leaf = m.rpartition(".")
-        key = (parent, kinds[m], tuple(out[f"{m}.weight"].shape))
-        other = seen.setdefault(key, m)
+        shape = list(_input_weight(m, kinds, out).shape)
+        other = seen.setdefault((parent, kinds[m], tuple(shape)), m)
         if other != m and re.sub(r"\d+", "#", other.rpartition(".")[2]) != re.sub(r"\d+", "#", leaf):
-            shape = list(out[f"{m}.weight"].shape)
             raise SpecError(
                 f"not a sequential chain: {other} and {m} are parallel {kinds[m]} layers of shape {shape} "
                 "that their names do not order (branches such as attention q/k/v projections?)"
@@ -188,13 +220,13 @@ def _refuse_parallel(order: list[str], kinds: dict[str, str], out: dict[str, tor
 def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.Tensor]) -> ArchSpec:
     """Check the shape chain module by module and insert the pooling/flatten a conv → linear step needs."""
     layers: list[Layer] = []
-    carriers: list[int] = []  # index of the layer whose activation follows each linear/conv (itself or its BN)
+    carriers: list[int] = []  # index of the layer whose activation follows each node layer (itself or its BN)
     activated: set[int] = set()  # carriers followed by a PReLU: their activation is known
-    width, is_map, growth = None, False, 0  # current feature count, whether it is a C×s×s map, even-kernel growth
+    width, dims, growth = None, 0, 0  # current feature count, its map's dimensions (0: a vector), even-kernel growth
     input_shape: tuple[int, ...] | None = None
     spatial = None
     for m in order:
-        kind, w = kinds[m], out[f"{m}.weight"]
+        kind, w = kinds[m], _input_weight(m, kinds, out)
         if kind == "prelu":
             if width is None or len(w) not in (1, width):
                 raise SpecError(f"chain breaks at {m}: a PReLU of {len(w)} slopes after {width} features")
@@ -210,39 +242,46 @@ def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.T
             carriers[-1] = len(layers) - 1
             continue
         fan_in = int(w.shape[1])
-        if kind == "conv2d":
-            if width is not None and not is_map:
-                raise SpecError(f"chain breaks at {m}: conv2d after a linear layer")
+        if width is None:
+            input_shape = (fan_in,)
+        if kind in ("conv1d", "conv2d", "lstm"):
+            wanted = {"conv1d": (1,), "conv2d": (2,), "lstm": (0, 1)}[kind]
+            if width is not None and dims not in wanted:
+                raise SpecError(f"chain breaks at {m}: {kind} after a {('linear layer', '1-D conv', '2-D conv')[dims]}")
             if width is not None and fan_in != width:
                 raise SpecError(f"chain breaks at {m}: {fan_in} input channels, previous layer has {width}")
-            k = int(w.shape[2])
-            if width is None:
-                input_shape = (fan_in,)
-            growth += 1 - k % 2
-            layers.append(Layer("conv2d", m, padding=k // 2))
-            is_map = True
+            if kind == "lstm":
+                layers.append(Layer("lstm", m))
+                dims = dims if width is not None else 1  # a first LSTM reads a sequence
+            else:
+                k = int(w.shape[2])
+                growth += 1 - k % 2
+                layers.append(Layer(kind, m, padding=k // 2))
+                dims = wanted[0]
         else:
+            side = fan_in // width if width and dims and fan_in % width == 0 else 0
+            side = math.isqrt(side) if dims == 2 and math.isqrt(side) ** 2 == side else side if dims == 1 else 0
             if width is None:
-                input_shape = (fan_in,)
-            elif is_map and fan_in == width:
+                pass
+            elif dims and fan_in == width:
                 layers.append(Layer("global_avg_pool"))
-            elif is_map and fan_in % width == 0 and math.isqrt(fan_in // width) ** 2 == fan_in // width:
-                side = math.isqrt(fan_in // width)
+            elif side:
                 if side - growth < 1:
-                    raise SpecError(f"chain breaks at {m}: a {side}x{side} map cannot follow its convs")
+                    raise SpecError(f"chain breaks at {m}: a {side}-wide map cannot follow its convs")
                 spatial = side - growth
                 layers.append(Layer("flatten"))
             elif fan_in != width:
-                what = f"{width} channels (nor C·s² for a flatten)" if is_map else f"{width} outputs"
+                what = f"{width} channels (nor C·s² for a flatten)" if dims else f"{width} outputs"
                 raise SpecError(f"chain breaks at {m}: {fan_in} inputs, previous layer has {what}")
             layers.append(Layer("linear", m))
-            is_map = False
-        width = int(w.shape[0])
+            dims = 0
+        width = int(out[f"{m}.weight_hh"].shape[1]) if kind == "lstm" else int(w.shape[0])
         carriers.append(len(layers) - 1)
     if input_shape is None:
-        raise SpecError("no linear or conv layer found")
-    if layers[0].kind == "conv2d":
-        input_shape = (input_shape[0], spatial or NOMINAL_SPATIAL, spatial or NOMINAL_SPATIAL)
+        raise SpecError("no linear, conv or LSTM layer found")
+    first = layers[0].kind
+    if first in ("conv1d", "conv2d", "lstm"):
+        input_shape = (input_shape[0], *[spatial or NOMINAL_SPATIAL] * (2 if first == "conv2d" else 1))
     for i in carriers[:-1]:
         if i not in activated:
             layers[i] = dataclasses.replace(layers[i], activation="unknown")

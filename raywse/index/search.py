@@ -17,7 +17,7 @@ from raywse.core.artifacts import read_zoo_manifest
 from raywse.core.embeddings import embeddings_table
 from raywse.core.io import CheckpointError
 from raywse.core.spec import SpecError
-from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
+from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, read_spec_file
 from raywse.graph.probes import ProbeFile
 from raywse.index.faiss_index import (
     EmbeddingIndex,
@@ -145,18 +145,21 @@ def search_checkpoint(
     zoo_manifest: str | os.PathLike | None = None,
     k: int = 10,
     probe_data: str = "",
+    spec: str = "",
 ) -> list[Neighbor]:
     """The ``k`` indexed models nearest to the checkpoint at ``path``.
 
     ``zoo_manifest`` (a zoo dir or its ``manifest.parquet``) adds task, family and accuracy; ``probe_data`` is a
-    probe file of the checkpoint's input space (:func:`~raywse.zoo.datasets.probes_for_metadata` picks the probes).
+    probe file of the checkpoint's input space (:func:`~raywse.zoo.datasets.probes_for_metadata` picks the probes);
+    ``spec`` a JSON spec file for a checkpoint that carries none (else its spec is inferred).
     A checkpoint that cannot be read, graphified or encoded raises :class:`CheckpointError` with a one-line reason; an
     index built by another encoder raises :class:`~raywse.index.faiss_index.IndexVersionError`.
     """
     path = Path(path)
     try:
         probes_for = functools.partial(probes_for_metadata, probe_file=ProbeFile(probe_data) if probe_data else None)
-        graph = graphify_checkpoint(str(path), path.stem, probes_for=probes_for)
+        fallback = read_spec_file(spec) if spec else ""
+        graph = graphify_checkpoint(str(path), path.stem, probes_for=probes_for, fallback_spec=fallback)
     except GraphifyError as exc:
         raise CheckpointError(f"cannot graphify {path} ({exc.stage}): {exc.reason}") from exc
     return Searcher(index_dir, encoder_dir, zoo_manifest).search_graph(graph, k)

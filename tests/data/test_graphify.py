@@ -147,3 +147,28 @@ def test_probes_per_checkpoint_zoo_dataset_metadata_file_or_gaussian(tiny_zoo, t
         made = {g.model_id: g for g in table_to_graphs(pq.read_table(next((out / expected).rglob("*.parquet"))))}
         assert made["named"].probe_source == by_id[row["model_id"]].probe_source
         assert made["plain"].probe_source == expected
+
+
+def test_a_spec_file_describes_foreign_checkpoints_that_names_cannot(tmp_path):
+    """silero-vad (names do not order its layers) is an error row without ``--spec`` and a graph with it; the spec is
+    that of every file without one; a spec file that does not parse fails before any work, naming the file."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from packaged import SILERO_SPEC, SILERO_VAD, package_file
+
+    source = tmp_path / "foreign"
+    source.mkdir()
+    shutil.copy(package_file(*SILERO_VAD), source / "vad.safetensors")
+    save_file({"layers.0.weight": torch.randn(3, 4), "layers.0.bias": torch.zeros(3)}, source / "mlp.safetensors")
+    quiet = GraphifyConfig(progress=False)
+    plain = graphify(source, tmp_path / "plain", quiet)
+    assert plain.written == 1 and [(e.model_id, e.stage) for e in plain.errors] == [("vad", "spec")]
+    described = graphify(source, tmp_path / "described", GraphifyConfig(progress=False, spec=str(SILERO_SPEC)))
+    # the spec is every spec-less file's: the MLP does not fit it, and says so
+    assert described.written == 1 and [(e.model_id, e.stage) for e in described.errors] == [("mlp", "validate")]
+    assert described.errors[0].reason.startswith("missing tensors: conv1.bias")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="spec file .*broken.json: malformed layer spec"):
+        graphify(source, tmp_path / "broken", GraphifyConfig(progress=False, spec=str(tmp_path / "broken.json")))
+    assert not (tmp_path / "broken").exists()

@@ -170,6 +170,39 @@ def _attention_like() -> dict[str, torch.Tensor]:
     return sd
 
 
+class SequenceNet(nn.Module):
+    """A 1-D conv, a two-layer ``nn.LSTM`` over its frames, a linear layer on the mean state (named in chain order:
+    inference orders modules by name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 5, 3, padding=1)
+        self.lstm = nn.LSTM(5, 4, num_layers=2, batch_first=True)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states, _ = self.lstm(torch.relu(self.conv(x)).transpose(1, 2))
+        return self.out(states.mean(dim=1))
+
+
+def test_infers_1d_convs_and_torch_lstm_layers_with_their_function():
+    torch.manual_seed(0)
+    net = SequenceNet().eval()
+    spec, tensors = infer_spec_and_tensors(net.state_dict())
+    assert [(ly.kind, ly.name) for ly in spec.layers] == [
+        ("conv1d", "conv"), ("lstm", "lstm.l0"), ("lstm", "lstm.l1"), ("global_avg_pool", ""), ("linear", "out")
+    ]  # fmt: skip
+    assert spec.input_shape == (2, NOMINAL_SPATIAL)
+    known = [dataclasses.replace(ly, activation="relu" if ly.kind == "conv1d" else "none") for ly in spec.layers]
+    x = torch.randn(6, 2, NOMINAL_SPATIAL)
+    with torch.no_grad():
+        torch.testing.assert_close(forward(ArchSpec(spec.input_shape, tuple(known)), tensors, x), net(x))
+    g = to_neural_graph(tensors, spec)
+    lstm_edges = 16 * (5 + 4 + 1) + 16 * (4 + 4 + 1)  # per layer: 4H x (inputs + recurrent + gate -> state)
+    expected = (2 + 5 + 5 * 4 + 5 * 4 + 3, 5 * 2 + lstm_edges + 3 * 4)
+    assert (g.num_nodes, g.num_edges) == graph_size(spec, tensors) == expected
+
+
 @pytest.mark.parametrize(
     ("state_dict", "reason"),
     [
@@ -179,7 +212,12 @@ def _attention_like() -> dict[str, torch.Tensor]:
         (lambda: {"a.weight": torch.ones(3), "b.weight": torch.ones(2, 3)}, "PReLU a comes before any"),
         (lambda: Wrapped(nn.Linear(3, 4), nn.PReLU(3), nn.Linear(4, 2)).state_dict(), "a PReLU of 3 slopes after 4"),
         (lambda: {"fc.weight": torch.ones(3, 2), "final_norm.weight": torch.ones(3)}, "an RMSNorm"),
-        (lambda: Wrapped(nn.Conv1d(1, 2, 3)).state_dict(), "unsupported 3-D tensor layers.0.weight"),
+        (lambda: Wrapped(nn.Conv2d(1, 2, 3), nn.Conv1d(2, 2, 3)).state_dict(), "layers.1: conv1d after a 2-D conv"),
+        (
+            lambda: {"rnn.weight_ih_l0": torch.ones(9, 2), "rnn.weight_hh_l0": torch.ones(9, 3)},
+            "rnn.l0: a GRU \\(3 gates\\)",
+        ),
+        (lambda: nn.LSTM(2, 3, bidirectional=True).state_dict(), "bias_hh_l0_reverse: bidirectional LSTMs"),
         (lambda: Wrapped(nn.Conv3d(1, 2, 3)).state_dict(), "unsupported 5-D tensor"),
         (lambda: {"emb.weight": torch.randn(100, 8), "head.weight": torch.randn(3, 8)}, "chain breaks at head"),
         (lambda: Wrapped(nn.Linear(3, 4), nn.Linear(5, 2)).state_dict(), "chain breaks at layers.1: 5 inputs"),

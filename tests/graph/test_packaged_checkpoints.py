@@ -1,6 +1,7 @@
 """Real pretrained checkpoints from installed packages (MTCNN's P-/R-/O-Net with PReLUs and output heads, an MNIST
-CNN): graphified with node and edge counts that match their modules, PReLU symmetries exact; silero-vad (a conv1d
-STFT front end, conv1d layers and an LSTM cell) refused by tensor name and reason."""
+CNN, silero-vad's STFT conv, 1-D convs and LSTM cell): graphified with node and edge counts that match their modules,
+symmetries exact; silero-vad is refused without its spec file (names cannot order it) and graphified with it, and the
+spec file computes the package's own TorchScript model exactly."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from raywse.core.forward import forward
-from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
+from raywse.core.spec import ArchSpec, with_zero_biases
+from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, read_spec_file
 from raywse.graph.infer import infer_spec_and_tensors
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.schema import NodeKind
@@ -19,7 +22,15 @@ from raywse.graph.symmetry import permute_hidden, rescalable_layers, rescale_hid
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from packaged import PACKAGED, SILERO_VAD, package_file, packaged_tensors, write_packaged  # noqa: E402
+from packaged import (  # noqa: E402
+    PACKAGED,
+    SILERO_JIT,
+    SILERO_SPEC,
+    SILERO_VAD,
+    package_file,
+    packaged_tensors,
+    write_packaged,
+)
 
 # (input channels, [(layer, outputs, input neurons)]) read off each module's definition: MTCNN's nets in
 # facenet_pytorch/models/mtcnn.py (heads concatenated), digit-recognizer's CNN (3 convs, flatten of 128×3×3, 2 linear)
@@ -81,9 +92,52 @@ def test_prelu_nets_keep_their_function_and_embedding_under_permutation_and_resc
     assert float((za - zb).norm() / za.norm()) < 1e-4
 
 
-def test_silero_vad_is_refused_by_its_layer_and_reason():
+def test_silero_vad_is_refused_without_its_spec_file_and_graphified_with_it():
     path = package_file(*SILERO_VAD)
     with pytest.raises(GraphifyError) as info:
         graphify_checkpoint(str(path), "silero_vad")
-    assert info.value.reason == "unsupported 3-D tensor conv1.weight [128, 129, 3]"  # its conv1d layers come first
+    # by name, final_conv comes before lstm_cell (and stft_conv last): no chain
+    assert info.value.reason == "chain breaks at lstm_cell: 128 input channels, previous layer has 1"
     assert "\n" not in str(info.value)
+    g = graphify_checkpoint(str(path), "silero_vad", fallback_spec=read_spec_file(SILERO_SPEC))
+    # from silero_vad/tinygrad_model.py: stft 1 -> 258 (k 256), |.| 258 -> 129, conv1-4 129 -> 128 -> 64 -> 64 -> 128
+    # (k 3), LSTMCell(128, 128), final_conv 128 -> 1 (k 1)
+    convs = [(258, 1), (128, 129), (64, 128), (64, 64), (128, 64), (1, 128)]
+    hidden = 128
+    assert g.num_nodes == 1 + 258 + 129 + 128 + 64 + 64 + 128 + 5 * hidden + 1
+    assert g.num_edges == sum(o * i for o, i in convs) + 258 + 4 * hidden * (128 + hidden + 1)
+    tensors = load_file(path)  # and from the tensors: one edge per (out, in) pair of a conv (the kernel
+    # its features), per LSTM weight entry, per magnitude input and gate -> state link; one node per bias entry
+    # (stft_conv has none: 258), magnitude and hidden-state neuron, and per gate (its two biases summed)
+    per_pair = sum(t.shape[0] * t.shape[1] for t in tensors.values() if t.dim() == 3)
+    lstm = tensors["lstm_cell.weight_ih"].numel() + tensors["lstm_cell.weight_hh"].numel()
+    assert g.num_edges == per_pair + lstm + 258 + 4 * hidden
+    conv_biases = sum(t.numel() for k, t in tensors.items() if k.endswith(".bias"))
+    assert g.num_nodes == 1 + 258 + conv_biases + 129 + tensors["lstm_cell.bias_ih"].numel() + hidden
+    assert g.kernel_shape == (1, 3) and bool(torch.isfinite(g.edge_attr).all()) and g.probe_source != "none"
+
+
+def test_the_silero_spec_file_computes_the_packaged_torchscript_model_exactly():
+    """The package's TorchScript model (``silero_vad.jit``: its own weights, the same layers) on a 512-sample chunk
+    after a fresh reset = the spec on the chunk with its 64 context samples (zeros) and 64 reflected ones."""
+    model = torch.jit.load(str(package_file(*SILERO_JIT)), map_location="cpu").eval()
+    scripted = [t for k, t in model.state_dict().items() if k.startswith("_model.")]  # the 16 kHz net, in layer order
+    spec = ArchSpec.from_json(read_spec_file(SILERO_SPEC))
+    names = list(load_file(package_file(*SILERO_VAD)))
+    tensors = with_zero_biases(spec, dict(zip(names, scripted, strict=True)))
+    gen = torch.Generator().manual_seed(0)
+    chunk = 0.1 * torch.randn(4, 512, generator=gen)
+    with torch.no_grad():
+        model.reset_states()
+        expected = model(chunk, 16000)
+        framed = torch.nn.functional.pad(torch.cat([torch.zeros(4, 64), chunk], 1), (0, 64), mode="reflect")
+        torch.testing.assert_close(forward(spec, tensors, framed.unsqueeze(1)), expected, rtol=1e-5, atol=1e-6)
+    twin = rescale_hidden(permute_hidden(tensors, spec, gen), spec, gen)  # LSTM units, STFT pairs, conv channels
+    with torch.no_grad():
+        torch.testing.assert_close(forward(spec, twin, framed.unsqueeze(1)), expected, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(0)
+    encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16)).eval()
+    with torch.no_grad():
+        za = encoder(encoder.prepare(to_neural_graph(tensors, spec, "a")))
+        zb = encoder(encoder.prepare(to_neural_graph(twin, spec, "b")))
+    assert float((za - zb).norm() / za.norm()) < 1e-4

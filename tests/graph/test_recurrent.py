@@ -139,7 +139,8 @@ def test_malformed_recurrent_and_magnitude_layers_are_refused_in_one_line():
     with pytest.raises(SpecError, match="lstm 'lstm_cell'.*not an LSTM cell's"):
         SPEC.validate(bad)
     into_lstm = ArchSpec((8,), (Layer("linear", "a"), Layer("lstm", "l"), Layer("add", source="a")))
-    weights = {"a.weight": torch.ones(6, 8), "a.bias": torch.zeros(6), "l.weight_ih": torch.ones(24, 6),
-               "l.weight_hh": torch.ones(24, 6), "l.bias_ih": torch.zeros(24), "l.bias_hh": torch.zeros(24)}  # fmt: skip
+    weights = {"a.weight": torch.ones(6, 8), "a.bias": torch.zeros(6)}
+    weights |= {f"l.{p}": torch.ones(24, 6) for p in ("weight_ih", "weight_hh")}
+    weights |= {f"l.{p}": torch.zeros(24) for p in ("bias_ih", "bias_hh")}
     with pytest.raises(SpecError, match="residual add into lstm layer 'l' is not supported"):
         to_neural_graph(weights, into_lstm)

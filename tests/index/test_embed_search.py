@@ -18,7 +18,7 @@ from raywse.core.artifacts import GraphFiles
 from raywse.core.embeddings import table_vectors
 from raywse.core.io import CheckpointError
 from raywse.data.graphify import load_graphs, shard_paths
-from raywse.graph.checkpoint import graphify_checkpoint
+from raywse.graph.checkpoint import graphify_checkpoint, read_spec_file
 from raywse.index.embed import EmbedActor, build_index
 from raywse.index.faiss_index import EmbeddingIndex, IndexVersionError, index_embeddings
 from raywse.index.search import Searcher, search_checkpoint
@@ -27,7 +27,7 @@ from raywse.models.encode import encode
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from packaged import PACKAGED, write_packaged  # noqa: E402
+from packaged import PACKAGED, SILERO_SPEC, SILERO_VAD, package_file, write_packaged  # noqa: E402
 
 
 def make_encoder(out: Path, seed: int) -> str:
@@ -139,17 +139,20 @@ def test_search_checkpoint_finds_itself_with_metadata(tiny_zoo, tiny_graphs, enc
 
 
 def test_packaged_checkpoints_of_other_architectures_find_neighbours(tiny_graphs, encoders, tmp_path, monkeypatch):
-    """MTCNN's three nets (PReLU, output heads, 2x2 kernels) and an MNIST CNN, as a user would query them."""
+    """MTCNN's three nets (PReLU, output heads, 2x2 kernels), an MNIST CNN and silero-vad (with its spec file), as a
+    user would query them."""
     monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
     build_index(tiny_graphs, encoders["a"], tmp_path / "index")
     table = index_embeddings(tmp_path / "index")
     ids, vectors = table.column("model_id").to_pylist(), table_vectors(table)
     encoder, _ = load_encoder(encoders["a"])
-    for name in sorted(PACKAGED):
-        path = write_packaged(name, tmp_path)
-        found = search_checkpoint(path, tmp_path / "index", encoders["a"], k=3)
+    queries = {name: (write_packaged(name, tmp_path), "") for name in sorted(PACKAGED)}
+    queries["silero_vad"] = (package_file(*SILERO_VAD), str(SILERO_SPEC))
+    for name, (path, spec) in queries.items():
+        found = search_checkpoint(path, tmp_path / "index", encoders["a"], k=3, spec=spec)
         # the same answer as brute-force cosine over every indexed embedding
-        query = encode(encoder, [graphify_checkpoint(str(path), name)]).embeddings[0]
+        fallback = read_spec_file(spec) if spec else ""
+        query = encode(encoder, [graphify_checkpoint(str(path), name, fallback_spec=fallback)]).embeddings[0]
         scores = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
         best = np.argsort(-scores)[:3]
         assert [n.model_id for n in found] == [ids[i] for i in best], name
@@ -165,9 +168,9 @@ def test_the_search_command_prints_the_neighbours_and_a_one_line_error(tiny_zoo,
     build_index(tiny_graphs, encoders["a"], tmp_path / "index")
     record = pq.read_table(tiny_zoo / "manifest.parquet").to_pylist()[0]
 
-    def search(path) -> subprocess.CompletedProcess:
+    def search(path, *options) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "raywse.cli", "search", str(path), "--index", str(tmp_path / "index"),
-               "--encoder", str(encoders["a"]), "--zoo", str(tiny_zoo), "-k", "3"]  # fmt: skip
+               "--encoder", str(encoders["a"]), "--zoo", str(tiny_zoo), "-k", "3", *map(str, options)]  # fmt: skip
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
     found = search(tiny_zoo / record["path"])
@@ -176,6 +179,15 @@ def test_the_search_command_prints_the_neighbours_and_a_one_line_error(tiny_zoo,
     assert len(rows) == 4 and rows[1].split()[:2] == ["1", record["model_id"]], found.stdout
     bad = search(tmp_path / "missing.safetensors")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "file not found" in bad.stderr
+    silero = package_file(*SILERO_VAD)
+    refused = search(silero)
+    assert refused.returncode == 2 and "chain breaks at lstm_cell" in refused.stderr, refused.stderr
+    found = search(silero, "--spec", SILERO_SPEC)
+    assert found.returncode == 0 and len(found.stdout.splitlines()) == 4, found.stderr
+    (tmp_path / "bad.json").write_text('{"input_shape": [1, 640], "layers": [{"kind": "gru", "name": "x"}]}')
+    bad_spec = search(silero, "--spec", tmp_path / "bad.json")
+    assert bad_spec.returncode == 2 and bad_spec.stderr.count("\n") == 1, bad_spec.stderr
+    assert "bad.json: unsupported layer kind 'gru'" in bad_spec.stderr
 
 
 def test_search_bad_input_raises_one_line_error(tiny_graphs, encoders, tmp_path):
