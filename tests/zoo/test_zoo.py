@@ -37,8 +37,7 @@ def test_manifest_matches_files(tiny_zoo):
         assert meta["model_id"] == r.model_id and meta["task"] == r.task and meta["raywse_format"] == "1"
         assert meta["layer_spec"] == r.layer_spec and meta["input_norm"] == r.input_norm
         spec = ArchSpec.from_json(r.layer_spec)
-        spec.validate(tensors)
-        assert spec.output_size(tensors) == r.num_classes
+        assert spec.validate(tensors)[-1] == (r.num_classes,)
         assert r.dataset in r.description and f"step {r.step} of {r.steps}" in r.description
         hparams = json.loads(r.hparams)
         assert hparams["steps"] == r.steps and hparams["input_norm"] == r.input_norm
