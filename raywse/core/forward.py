@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raywse.core.spec import LSTM_PARAMS, ArchSpec, Layer, SpecError, through_layers
+from raywse.core.spec import (
+    ATTENTION_PROJECTIONS,
+    EMBEDDING_TABLES,
+    LSTM_PARAMS,
+    ArchSpec,
+    Layer,
+    SpecError,
+    through_layers,
+)
 
 _CONV = {1: F.conv1d, 2: F.conv2d}
 
@@ -37,7 +45,19 @@ def apply_layer(
     """Apply one layer (and its activation) to ``x``; an ``add`` reads ``finished[layer.source]``, the output of an
     earlier linear/conv layer after its followers (projected when the add has a ``name``)."""
     if layer.kind == "linear":
-        x = F.linear(x, tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"])
+        w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
+        x = F.linear(x, w, b) if x.dim() == 2 else F.linear(x.transpose(1, 2), w, b).transpose(1, 2)
+    elif layer.kind == "embedding":
+        words, positions, types = (tensors[f"{layer.name}.{t}.weight"] for t in EMBEDDING_TABLES)
+        x = (words[x.long()] + positions[: x.shape[1]] + types[0]).transpose(1, 2)
+    elif layer.kind == "attention":
+        x = self_attention(x, *(tensors[f"{layer.name}.{p}.{w}"] for p in ATTENTION_PROJECTIONS
+                                for w in ("weight", "bias")), heads=layer.heads)  # fmt: skip
+    elif layer.kind == "layernorm":
+        w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
+        x = F.layer_norm(x.transpose(1, -1), w.shape, w, b, layer.eps).transpose(1, -1)
+    elif layer.kind == "first_step":
+        x = x[:, :, 0]
     elif layer.kind in ("conv1d", "conv2d"):
         w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
         x = _CONV[w.dim() - 2](x, w, b, stride=layer.stride, padding=layer.padding)
@@ -93,6 +113,27 @@ def lstm_states(
         gates.append(torch.cat([i, f, g, o], dim=1))
     h_seq, gate_seq = torch.stack(states, dim=-1), torch.stack(gates, dim=-1)
     return (h_seq[..., 0], gate_seq[..., 0]) if x.dim() == 2 else (h_seq, gate_seq)
+
+
+def attention_projections(
+    x: torch.Tensor, qw: torch.Tensor, qb: torch.Tensor, kw: torch.Tensor, kb: torch.Tensor, vw: torch.Tensor,
+    vb: torch.Tensor, heads: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Multi-head scaled dot-product self-attention over the positions of ``x [B, C, L]`` (no mask).
+
+    Returns ``(queries [B, Cq, L], keys [B, Cq, L], attended values [B, Cv, L])``; head ``h`` owns rows
+    ``h·Cq/heads …`` of the queries and keys and ``h·Cv/heads …`` of the values, as in ``nn.MultiheadAttention``.
+    """
+    tokens = x.transpose(1, 2)
+    q, k, v = (F.linear(tokens, w, b) for w, b in ((qw, qb), (kw, kb), (vw, vb)))  # [B, L, C*]
+    split = lambda t: t.unflatten(-1, (heads, -1)).transpose(1, 2)  # noqa: E731  [B, heads, L, d]
+    attended = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    return q.transpose(1, 2), k.transpose(1, 2), attended.transpose(1, 2).flatten(2).transpose(1, 2)
+
+
+def self_attention(x: torch.Tensor, *params: torch.Tensor, heads: int) -> torch.Tensor:
+    """The attended values of :func:`attention_projections`: ``[B, Cv, L]``."""
+    return attention_projections(x, *params, heads=heads)[2]
 
 
 def forward(spec: ArchSpec, tensors: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

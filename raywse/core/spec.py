@@ -7,8 +7,11 @@ file), or infers one for foreign files (:mod:`raywse.graph.infer`).
 
 Tensor naming follows ``torch.nn``: layer ``name`` owns ``{name}.weight`` / ``{name}.bias`` (and ``running_mean`` /
 ``running_var`` for batch norm; a ``prelu`` layer owns ``{name}.weight`` only, its slopes; an ``lstm`` layer
-``weight_ih`` / ``weight_hh`` / ``bias_ih`` / ``bias_hh``, as ``nn.LSTMCell``). Inputs are ``[features]``,
-``[C, L]`` (sequences, 1-D convs) or ``[C, H, W]`` (images).
+``weight_ih`` / ``weight_hh`` / ``bias_ih`` / ``bias_hh``, as ``nn.LSTMCell``; the transformer layers are named as
+Hugging Face's BERT names them: an ``embedding`` owns ``{name}.word_embeddings.weight`` and the position and token-type
+tables, an ``attention`` ``{name}.query`` / ``key`` / ``value`` ``.weight`` / ``.bias``). Inputs are ``[features]``,
+``[C, L]`` (sequences, 1-D convs), ``[C, H, W]`` (images) or ``[L]`` token ids (a first ``embedding`` layer); a
+``linear`` layer on ``[C, L]`` acts on every position.
 """
 
 from __future__ import annotations
@@ -21,17 +24,24 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 #: Layers whose outputs are neurons (graph nodes). ``magnitude`` is parameter-free: ``sqrt(a² + b²)`` of the channel
-#: pairs ``(c, c + C/2)`` (an STFT's real and imaginary parts); ``lstm`` runs an LSTM cell over the sequence.
-NODE_LAYER_KINDS = ("linear", "conv2d", "conv1d", "lstm", "magnitude")
+#: pairs ``(c, c + C/2)`` (an STFT's real and imaginary parts); ``lstm`` runs an LSTM cell over the sequence;
+#: ``embedding`` looks token ids up (plus their positions' and token type 0's rows); ``attention`` is multi-head
+#: scaled dot-product self-attention over the positions (its output: the attended values); ``layernorm`` normalises
+#: each position's features, then scales and shifts them.
+NODE_LAYER_KINDS = ("linear", "conv2d", "conv1d", "lstm", "magnitude", "embedding", "attention", "layernorm")
 #: Node layers computing ``weight · x + bias``: their weights' spatial dimensions by kind.
 AFFINE_KINDS = {"linear": 0, "conv1d": 1, "conv2d": 2}
-PARAMETRIC_KINDS = (*AFFINE_KINDS, "lstm", "batchnorm", "prelu")
-PARAMETER_FREE_KINDS = ("flatten", "global_avg_pool", "max_pool2d", "avg_pool2d", "magnitude")
+PARAMETRIC_KINDS = (*AFFINE_KINDS, "lstm", "embedding", "attention", "layernorm", "batchnorm", "prelu")
+#: ``first_step``: position 0 of a sequence (BERT's pooler reads its [CLS] token).
+PARAMETER_FREE_KINDS = ("flatten", "global_avg_pool", "max_pool2d", "avg_pool2d", "magnitude", "first_step")
 #: ``add``: a residual connection (parameter-free, or with a projection when it has a ``name``).
 LAYER_KINDS = (*PARAMETRIC_KINDS, *PARAMETER_FREE_KINDS, "add")
 #: The tensors of an ``lstm`` layer (``nn.LSTMCell``'s; gate rows in PyTorch's order: input, forget, cell, output).
 LSTM_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 LSTM_GATES = 4
+#: The tables of an ``embedding`` layer (rows: tokens, positions, token types) and the projections of an attention.
+EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+ATTENTION_PROJECTIONS = ("query", "key", "value")
 
 #: Activation names and their ids (ids are node features in neural graphs; keep the order stable).
 #: ``prelu`` names a ``prelu`` layer (learned slopes, one per channel or one shared), not a layer's ``activation``.
@@ -58,7 +68,8 @@ class Layer:
     stride: int = 1
     padding: int = 0
     kernel_size: int = 2  # pooling windows only
-    eps: float = 1e-5  # batch norm only
+    eps: float = 1e-5  # batch / layer norm only
+    heads: int = 0  # attention only
     source: str = ""  # add only: the linear/conv layer whose output (after its followers) is added
 
     def __post_init__(self) -> None:
@@ -73,6 +84,8 @@ class Layer:
             raise SpecError("an add layer (and only an add layer) names its source layer")
         if self.stride < 1 or self.kernel_size < 1 or self.padding < 0:
             raise SpecError(f"{self.kind} layer {self.name!r}: stride and kernel_size must be >= 1, padding >= 0")
+        if (self.kind == "attention") != (self.heads > 0):
+            raise SpecError(f"{self.kind} layer {self.name!r}: an attention layer (and only one) has heads >= 1")
         if self.kind == "prelu" and self.activation != "none":
             raise SpecError(f"prelu layer {self.name!r} is an activation itself: it takes no activation after it")
 
@@ -110,6 +123,12 @@ class ArchSpec:
                 names += [f"{layer.name}.weight", f"{layer.name}.bias"]
             elif layer.kind == "lstm":
                 names += [f"{layer.name}.{p}" for p in LSTM_PARAMS]
+            elif layer.kind == "embedding":
+                names += [f"{layer.name}.{table}.weight" for table in EMBEDDING_TABLES]
+            elif layer.kind == "attention":
+                names += [f"{layer.name}.{p}.{w}" for p in ATTENTION_PROJECTIONS for w in ("weight", "bias")]
+            elif layer.kind == "layernorm":
+                names += [f"{layer.name}.weight", f"{layer.name}.bias"]
             elif layer.kind == "batchnorm":
                 names += [f"{layer.name}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
             elif layer.kind == "prelu":
@@ -172,6 +191,8 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
             raise fail(f"a {len(w)}-D weight {list(w)} for a {layer.kind} layer on {list(x)} inputs")
         if shapes[f"{name}.bias"] != w[:1]:
             raise fail(f"bias {list(shapes[f'{name}.bias'])} for weight {list(w)}")
+        if spatial == 0 and len(x) == 2 and x[0] == w[1] and layer.kind == "linear":  # on every position
+            return (w[0], x[1])
         if len(x) != 1 + spatial or x[0] != w[1]:
             raise fail(f"weight {list(w)} cannot read an input of shape {list(x)}")
         out = tuple((x[i + 1] + 2 * padding - w[i + 2]) // stride + 1 for i in range(spatial))
@@ -192,6 +213,29 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
         if len(x) not in (1, 2) or x[0] != w_ih[1]:
             raise fail(f"weight_ih {list(w_ih)} cannot read an input of shape {list(x)} ([features] or [C, L])")
         return (hidden, *x[1:])
+    if kind == "embedding":
+        tables = [shapes[f"{layer.name}.{table}.weight"] for table in EMBEDDING_TABLES]
+        if any(len(t) != 2 or t[1] != tables[0][1] for t in tables):
+            raise fail(f"tables {[list(t) for t in tables]} are not [rows, C] tables of one width")
+        if len(x) != 1 or x[0] > tables[1][0]:
+            raise fail(f"reads [L] token ids with L <= {tables[1][0]} positions, got an input of shape {list(x)}")
+        return (tables[0][1], x[0])
+    if kind == "attention":
+        (q, qb), (k, kb), (v, vb) = ((shapes[f"{layer.name}.{p}.{w}"] for w in ("weight", "bias")) for p in
+                                     ATTENTION_PROJECTIONS)  # fmt: skip
+        if len(x) != 2 or any(len(w) != 2 or w[1] != x[0] for w in (q, k, v)) or q != k:
+            raise fail(f"query {list(q)} / key {list(k)} / value {list(v)} cannot read [C, L] = {list(x)}")
+        if any(b != w[:1] for w, b in ((q, qb), (k, kb), (v, vb))) or q[0] % layer.heads or v[0] % layer.heads:
+            raise fail(f"biases or widths ({q[0]}, {v[0]}) do not split into {layer.heads} heads")
+        return (v[0], x[1])
+    if kind == "layernorm":
+        if any(shapes[f"{layer.name}.{p}"] != x[:1] for p in ("weight", "bias")):
+            raise fail(f"parameters of shape {list(shapes[f'{layer.name}.weight'])} for {x[0]} features")
+        return x
+    if kind == "first_step":
+        if len(x) != 2:
+            raise fail(f"needs a [C, L] input, got {list(x)}")
+        return x[:1]
     if kind in ("batchnorm", "prelu"):
         params = ("weight", "bias", "running_mean", "running_var") if kind == "batchnorm" else ("weight",)
         allowed = {(x[0],)} | ({(1,)} if kind == "prelu" else set())

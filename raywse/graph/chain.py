@@ -4,7 +4,9 @@ Shared by graph conversion and the weight-space symmetries: every node layer bec
 how many neurons feed it, the spatial block each incoming edge carries (conv kernel — ``1×k`` for a 1-D conv — or the
 block of a linear layer after ``flatten``), the parameter-free / batch-norm layers that follow it up to the next node
 layer, and the residual connections (``add`` followers) that feed its neurons from an earlier node layer. An LSTM
-layer is five node sets of its hidden size: its four gates, then the hidden state it hands on.
+layer is five node sets of its hidden size: its four gates, then the hidden state it hands on; an attention layer
+three: its queries, keys, then the attended values it hands on. A first ``embedding`` layer's inputs are the rows of
+its tables: tokens, positions, token types.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from dataclasses import dataclass
 
 import torch
 
-from raywse.core.spec import AFFINE_KINDS, LSTM_GATES, NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
+from raywse.core.spec import (
+    AFFINE_KINDS,
+    ATTENTION_PROJECTIONS,
+    EMBEDDING_TABLES,
+    LSTM_GATES,
+    NODE_LAYER_KINDS,
+    ArchSpec,
+    Layer,
+    SpecError,
+)
 
 
 @dataclass(frozen=True)
@@ -28,21 +39,34 @@ class NodeLayer:
     followers: tuple[Layer, ...]  # layers after this one, up to the next linear/conv
     skips: tuple[tuple[int, Layer], ...] = ()  # (index of the source node layer, its add follower) per residual
 
+    qk_nodes: int = 0  # an attention layer's query (and key) width
+
     @property
     def node_sets(self) -> int:
-        """Node sets of ``out_nodes`` neurons the layer makes (an LSTM: four gates and its hidden state)."""
-        return LSTM_GATES + 1 if self.layer.kind == "lstm" else 1
+        """Node sets the layer makes (an LSTM: four gates and its hidden state; an attention: queries, keys, values)."""
+        return {"lstm": LSTM_GATES + 1, "attention": 3}.get(self.layer.kind, 1)
 
     @property
     def num_nodes(self) -> int:
+        if self.layer.kind == "attention":
+            return 2 * self.qk_nodes + self.out_nodes
         return self.node_sets * self.out_nodes
 
     @property
-    def input_weight(self) -> str:
-        """Name of the tensor whose columns read the previous layer ('' for a parameter-free layer)."""
-        if self.layer.kind == "magnitude":
-            return ""
-        return f"{self.layer.name}.weight_ih" if self.layer.kind == "lstm" else f"{self.layer.name}.weight"
+    def handed_offset(self) -> int:
+        """Index of the first handed-on node within the layer's nodes."""
+        return self.num_nodes - self.out_nodes
+
+    @property
+    def input_weights(self) -> tuple[str, ...]:
+        """Names of the tensors whose columns read the previous layer's neurons one by one (none for parameter-free
+        layers, a layer norm, or an embedding: its inputs are table rows)."""
+        name, kind = self.layer.name, self.layer.kind
+        if kind == "lstm":
+            return (f"{name}.weight_ih",)
+        if kind == "attention":
+            return tuple(f"{name}.{p}.weight" for p in ATTENTION_PROJECTIONS)
+        return (f"{name}.weight",) if kind in AFFINE_KINDS else ()
 
 
 @dataclass(frozen=True)
@@ -57,10 +81,15 @@ class Chain:
 def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
     """Validate ``tensors`` against ``spec`` and split the spec into node layers; :class:`SpecError` if unsupported."""
     outputs = spec.validate(tensors)
-    if len(spec.input_shape) not in (1, 2, 3):
+    if len(spec.input_shape) not in (1, 2, 3):  # [L] token ids are one-dimensional too
         raise SpecError(f"input shape {list(spec.input_shape)} is none of [features], [C, L], [C, H, W]")
     x = tuple(spec.input_shape)  # the shape (no batch dim) each layer reads
     input_nodes = x[0]
+    embeddings = [i for i, ly in enumerate(spec.layers) if ly.kind == "embedding"]
+    if embeddings and embeddings != [0]:
+        raise SpecError("an embedding layer reads token ids: only the first layer can be one")
+    if embeddings:  # the inputs are the rows of its tables
+        input_nodes = sum(int(tensors[f"{spec.layers[0].name}.{t}.weight"].shape[0]) for t in EMBEDDING_TABLES)
     leading: list[Layer] = []
     pending: list[dict] = []  # node layers still collecting followers
     block = (1, 1)  # spatial block carried by each channel after a flatten of a C×L or C×H×W map
@@ -75,9 +104,10 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
                 else:  # a conv's kernel: 1×k for a 1-D conv
                     in_block, in_nodes = tuple(int(d) for d in (1, 1, *w.shape[2:])[-2:]), int(w.shape[1])
             else:
-                in_block, in_nodes = (1, 1), x[0]
+                in_block, in_nodes = (1, 1), (input_nodes if layer.kind == "embedding" else x[0])
+            qk = int(tensors[f"{layer.name}.query.weight"].shape[0]) if layer.kind == "attention" else 0
             pending.append({"layer": layer, "in_nodes": in_nodes, "out": shape[0], "block": in_block, "f": [],
-                            "skips": []})  # fmt: skip
+                            "skips": [], "qk": qk})  # fmt: skip
             block = (1, 1)
         else:
             if layer.kind == "flatten" and len(x) > 1:
@@ -101,7 +131,8 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
     if not pending:
         raise SpecError("spec has no node layer (linear, conv, lstm)")
     nodes = tuple(
-        NodeLayer(p["layer"], p["in_nodes"], p["out"], p["block"], tuple(p["f"]), tuple(p["skips"])) for p in pending
+        NodeLayer(p["layer"], p["in_nodes"], p["out"], p["block"], tuple(p["f"]), tuple(p["skips"]), p["qk"])
+        for p in pending
     )
     return Chain(input_nodes, tuple(leading), nodes)
 

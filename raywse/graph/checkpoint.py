@@ -2,7 +2,8 @@
 
 The spec comes from the caller (a zoo manifest), else the file's ``layer_spec`` metadata, else the user's spec file
 (:func:`read_spec_file`, for foreign checkpoints whose tensor names cannot tell their architecture), else inference
-(:mod:`raywse.graph.infer`). A linear/conv layer a spec names without a bias tensor reads a zero bias.
+(:mod:`raywse.graph.infer`, helped by a Hugging Face ``config.json`` next to the file: :func:`model_config`). A
+linear/conv layer a spec names without a bias tensor reads a zero bias.
 
 Every failure is a :class:`GraphifyError` naming the stage it failed at and a one-line reason, so the batch
 pipeline (:mod:`raywse.data.graphify`) can keep it as a row and search can report it to the user.
@@ -10,6 +11,7 @@ pipeline (:mod:`raywse.data.graphify`) can keep it as a row and search can repor
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,7 +53,22 @@ def graphify_checkpoint(
     except CheckpointError as exc:
         raise GraphifyError("read", str(exc)) from exc
     probes = probes_for(metadata) if probes_for is not None else gaussian_probes
-    return graphify_tensors(tensors, metadata, model_id, layer_spec, probes, fallback_spec)
+    hints = model_config(Path(path).parent)
+    return graphify_tensors(tensors, metadata, model_id, layer_spec, probes, fallback_spec, hints)
+
+
+#: What spec inference reads from a Hugging Face ``config.json`` next to a checkpoint.
+CONFIG_HINTS = ("num_attention_heads", "layer_norm_eps", "hidden_act")
+
+
+def model_config(directory: Path) -> dict[str, object]:
+    """The :data:`CONFIG_HINTS` of the ``config.json`` in ``directory`` (empty when there is none or it does not
+    parse: inference then refuses what it needed them for, with its reason)."""
+    try:
+        raw = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: raw[k] for k in CONFIG_HINTS if isinstance(raw, dict) and k in raw}
 
 
 def graphify_tensors(
@@ -61,16 +78,18 @@ def graphify_tensors(
     layer_spec: str = "",
     probes: ProbeChooser = gaussian_probes,
     fallback_spec: str = "",
+    hints: Mapping[str, object] | None = None,
 ) -> Data:
     """The neural graph of checkpoint tensors already read (e.g. an upload), the spec from ``layer_spec``, the
-    file's metadata, ``fallback_spec`` or inference. Raises :class:`GraphifyError` with stage and reason."""
+    file's metadata, ``fallback_spec`` or inference (given ``hints``: :func:`model_config`). Raises
+    :class:`GraphifyError` with stage and reason."""
     spec_json = layer_spec or metadata.get("layer_spec", "") or fallback_spec
     try:
         if spec_json:
             spec = ArchSpec.from_json(spec_json)
             tensors = with_zero_biases(spec, tensors)
         else:
-            spec, tensors = infer_spec_and_tensors(tensors)
+            spec, tensors = infer_spec_and_tensors(tensors, hints)
     except SpecError as exc:
         raise GraphifyError("spec", str(exc)) from exc
     try:

@@ -1,7 +1,7 @@
 """Infer a sequential :class:`~raywse.core.spec.ArchSpec` for a foreign checkpoint that carries none, or refuse.
 
-Checkpoints named like torchvision's ResNet go to :mod:`raywse.graph.infer_resnet` (residual blocks); every other
-one is read as a chain:
+Checkpoints named like torchvision's ResNet go to :mod:`raywse.graph.infer_resnet` (residual blocks), those named like
+Hugging Face's BERT to :mod:`raywse.graph.infer_bert`; every other one is read as a chain:
 
 Tensors are grouped by module prefix (``layers.3.weight`` → module ``layers.3``) and modules are ordered by natural
 sort of their names (``layers.10`` after ``layers.2``). 2-D weights are linear layers, 3-D weights 1-D convs, 4-D
@@ -32,6 +32,7 @@ from collections.abc import Mapping
 import torch
 
 from raywse.core.spec import LSTM_GATES, LSTM_PARAMS, NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
+from raywse.graph.infer_bert import bert_spec_and_tensors, is_bert
 from raywse.graph.infer_resnet import is_torchvision_resnet, resnet_spec_and_tensors
 from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 
@@ -41,13 +42,16 @@ _ATTENTION = re.compile(r"attn|attention|in_proj", re.IGNORECASE)
 _NORM = re.compile(r"norm|^ln|rms", re.IGNORECASE)  # names of normalisation layers, never PReLUs
 
 
-def infer_spec(tensors: Mapping[str, torch.Tensor]) -> ArchSpec:
+def infer_spec(tensors: Mapping[str, torch.Tensor], hints: Mapping[str, object] | None = None) -> ArchSpec:
     """The inferred spec of a checkpoint without one; :class:`SpecError` with a one-line reason if it is not a chain."""
-    return infer_spec_and_tensors(tensors)[0]
+    return infer_spec_and_tensors(tensors, hints)[0]
 
 
-def infer_spec_and_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
-    """Infer the spec and return tensors matching it exactly.
+def infer_spec_and_tensors(
+    tensors: Mapping[str, torch.Tensor], hints: Mapping[str, object] | None = None
+) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
+    """Infer the spec and return tensors matching it exactly; ``hints`` are what the model's ``config.json`` says
+    (a BERT's number of attention heads: :mod:`raywse.graph.infer_bert`).
 
     Missing linear/conv biases become zeros, a batch norm without affine parameters gets weight 1 and bias 0, and
     ``num_batches_tracked`` counters (bookkeeping, not weights) are dropped; every other tensor must be explained.
@@ -56,6 +60,8 @@ def infer_spec_and_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[ArchSpe
         raise SpecError("empty checkpoint: no tensors")
     if is_torchvision_resnet(tensors):
         return resnet_spec_and_tensors(tensors)
+    if is_bert(tensors):
+        return bert_spec_and_tensors(tensors, hints or {})
     attention = sorted(n for n in tensors if _ATTENTION.search(n))
     if attention:
         raise SpecError(f"not a sequential chain: attention tensors ({attention[0]}, ...)")

@@ -21,6 +21,8 @@ from torch_geometric.data import Data
 from raywse.core.spec import (
     ACTIVATIONS,
     AFFINE_KINDS,
+    ATTENTION_PROJECTIONS,
+    EMBEDDING_TABLES,
     LSTM_GATES,
     NEGATIVE_SLOPES,
     ArchSpec,
@@ -28,7 +30,7 @@ from raywse.core.spec import (
     SpecError,
 )
 from raywse.graph.chain import Chain, NodeLayer, walk
-from raywse.graph.probes import ProbeChooser, gaussian_probes, responses_or_none
+from raywse.graph.probes import ProbeChooser, gaussian_probes, responses_or_none, token_probes
 from raywse.graph.schema import NodeKind, NodeType
 
 
@@ -125,13 +127,24 @@ def negative_slopes(node_layer: NodeLayer, tensors: Mapping[str, torch.Tensor]) 
 
 def handed_on_starts(chain: Chain, starts: list[int]) -> list[int]:
     """Index of the first node each node layer hands on (an LSTM's hidden state comes after its four gates)."""
-    return [start + (nl.node_sets - 1) * nl.out_nodes for nl, start in zip(chain.node_layers, starts, strict=True)]
+    return [start + nl.handed_offset for nl, start in zip(chain.node_layers, starts, strict=True)]
 
 
-def _diagonal(src_start: int, dst_start: int, n: int) -> tuple[torch.Tensor, ...]:
-    """The ``n`` edges ``src_start + i → dst_start + i`` of weight 1."""
+def _diagonal(src_start: int, dst_start: int, n: int, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """The ``n`` edges ``src_start + i → dst_start + i``, of weight 1 or ``weights [n]``."""
     diagonal = torch.arange(n)
-    return src_start + diagonal, dst_start + diagonal, torch.ones(n, 1, 1)
+    weights = torch.ones(n) if weights is None else weights.detach().float()
+    return src_start + diagonal, dst_start + diagonal, weights.reshape(n, 1, 1)
+
+
+def _same_head(src_start: int, dst_start: int, src_width: int, dst_width: int, heads: int) -> tuple[torch.Tensor, ...]:
+    """Edges of weight 1 from each of ``src_width`` query (or key) neurons to each of ``dst_width`` value neurons of
+    its head (target-major): an attended value depends on every query and key of its head."""
+    ds, dd = src_width // heads, dst_width // heads
+    head = torch.arange(heads).view(-1, 1, 1)
+    sources = (src_start + head * ds + torch.arange(ds).view(1, 1, -1)).expand(heads, dd, ds)
+    targets = (dst_start + head * dd + torch.arange(dd).view(1, -1, 1)).expand(heads, dd, ds)
+    return sources.reshape(-1), targets.reshape(-1), torch.ones(sources.numel(), 1, 1)
 
 
 def _weight_blocks(
@@ -156,6 +169,20 @@ def _weight_blocks(
             blocks += [_diagonal(start + gate * n, handed[index], n) for gate in range(LSTM_GATES)]
         elif nl.layer.kind == "magnitude":
             blocks += [_diagonal(in_start, start, n), _diagonal(in_start + n, start, n)]
+        elif nl.layer.kind == "embedding":  # the inputs are the tables' rows, one table after another
+            row = 0
+            for table in EMBEDDING_TABLES:
+                t = tensors[f"{nl.layer.name}.{table}.weight"].detach().float()
+                blocks.append(_dense_block(t.T[:, :, None, None], row, start))
+                row += len(t)
+        elif nl.layer.kind == "attention":
+            name, qk, heads = nl.layer.name, nl.qk_nodes, nl.layer.heads
+            for offset, p in zip((0, qk, 2 * qk), ATTENTION_PROJECTIONS, strict=True):
+                w = tensors[f"{name}.{p}.weight"].detach().float()
+                blocks.append(_dense_block(w[:, :, None, None], in_start, start + offset))
+            blocks += [_same_head(start + offset, start + 2 * qk, qk, n, heads) for offset in (0, qk)]
+        elif nl.layer.kind == "layernorm":  # normalised inputs, scaled by its weight: a diagonal of weights
+            blocks.append(_diagonal(in_start, start, n, tensors[f"{nl.layer.name}.weight"]))
         else:
             w = tensors[f"{nl.layer.name}.weight"].detach().float().reshape(n, nl.in_nodes, *nl.in_block)
             blocks.append(_dense_block(fit_kernels(w), in_start, start))
@@ -189,6 +216,18 @@ def _node_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor]) -> list[tuple
         return [*gates, (torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.LSTM_HIDDEN)]
     if nl.layer.kind == "magnitude":
         return [(torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.MAGNITUDE)]
+    if nl.layer.kind == "embedding":
+        return [(torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.EMBEDDING)]
+    if nl.layer.kind == "attention":
+        q, k, v = (tensors[f"{nl.layer.name}.{p}.bias"].detach().float() for p in ATTENTION_PROJECTIONS)
+        return [
+            (q, "none", torch.ones(nl.qk_nodes), NodeType.ATTENTION_QUERY),
+            (k, "none", torch.ones(nl.qk_nodes), NodeType.ATTENTION_KEY),
+            (v, act, negative_slopes(nl, tensors), NodeType.ATTENTION_VALUE),
+        ]
+    if nl.layer.kind == "layernorm":
+        bias = tensors[f"{nl.layer.name}.bias"].detach().float()
+        return [(bias, act, negative_slopes(nl, tensors), NodeType.LAYERNORM)]
     bias = tensors[f"{nl.layer.name}.bias"].detach().float().reshape(-1)
     for _, add in nl.skips:  # a projection's bias adds to the neuron's
         bias = bias + (tensors[f"{add.name}.bias"].detach().float() if add.name else 0)
@@ -211,7 +250,12 @@ def to_neural_graph(
     """
     folded, folded_spec = fold_batchnorm(tensors, spec)
     chain = walk(folded_spec, folded)
-    probe_act, probe_source = responses_or_none(chain, folded_spec, folded, probes(tuple(spec.input_shape)))
+    first = chain.node_layers[0].layer
+    if first.kind == "embedding":  # token ids: random token sequences, whatever the chooser
+        probe_set = token_probes(len(folded[f"{first.name}.word_embeddings.weight"]), spec.input_shape[0])
+    else:
+        probe_set = probes(tuple(spec.input_shape))
+    probe_act, probe_source = responses_or_none(chain, folded_spec, folded, probe_set)
     for layer in chain.leading:
         if layer.activation != "none":
             raise SpecError(f"activation {layer.activation} applied to the input ({layer.kind}) is not supported")
@@ -230,9 +274,9 @@ def to_neural_graph(
     node_act = [torch.zeros(n_in, dtype=torch.long)]
     act_slope = [torch.ones(n_in)]
     node_type = [torch.full((n_in,), int(NodeType.INPUT))]
-    sets = [(nl, node_set) for nl in chain.node_layers for node_set in _node_sets(nl, folded)]
-    for index, (nl, (bias, act, slope, ntype)) in enumerate(sets, start=1):
-        n_out = nl.out_nodes
+    sets = [node_set for nl in chain.node_layers for node_set in _node_sets(nl, folded)]
+    for index, (bias, act, slope, ntype) in enumerate(sets, start=1):
+        n_out = len(bias)
         kind = NodeKind.OUTPUT if index == len(sets) else NodeKind.HIDDEN
         x.append(bias)
         node_layer.append(torch.full((n_out,), index))
@@ -298,18 +342,22 @@ def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
 
 
 def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int, int]:
-    """``(num_nodes, num_edges)`` from the architecture alone: input width + neurons (an LSTM: 5 per unit), and per
-    layer: out × in weights (an LSTM: 4H × in + 4H × H, plus 4H gate → state edges; a magnitude layer 2 per
-    neuron), plus per residual connection the width it adds into (identity) or its projection's out × in."""
+    """``(num_nodes, num_edges)`` from the architecture alone: inputs + neurons (an LSTM: 5 per unit; an attention:
+    queries, keys, values), and per layer: out × in weights (an LSTM: 4H × in + 4H × H, plus 4H gate → state edges;
+    an attention: (2 Cq + Cv) × in, plus Cq × Cv / heads from queries and from keys; a magnitude layer 2 per neuron, a
+    layer norm 1), plus per residual connection the width it adds into (identity) or its projection's out × in."""
     chain = walk(spec, tensors)
     nodes, edges, prev = chain.input_nodes, 0, chain.input_nodes
     for nl in chain.node_layers:
         out = nl.out_nodes
         nodes += nl.num_nodes
-        if nl.layer.kind == "lstm":
+        kind = nl.layer.kind
+        if kind == "lstm":
             edges += LSTM_GATES * out * (prev + out + 1)
+        elif kind == "attention":  # q, k, v from the inputs; q and k to the values of their head
+            edges += (2 * nl.qk_nodes + out) * prev + 2 * nl.qk_nodes * out // nl.layer.heads
         else:
-            edges += 2 * out if nl.layer.kind == "magnitude" else out * nl.in_nodes
+            edges += {"magnitude": 2 * out, "layernorm": out}.get(kind, out * nl.in_nodes)
         for _, add in nl.skips:
             edges += math.prod(tensors[f"{add.name}.weight"].shape[:2]) if add.name else out
         prev = out

@@ -9,8 +9,10 @@ permutation-invariant encoder stays exactly invariant.
 
 Where probes come from is the caller's choice and is recorded per graph (``probe_source``): the *train* split of the
 model's dataset for zoo models (:func:`raywse.zoo.datasets.probe_inputs`), a user's probe file for foreign
-checkpoints, or seeded Gaussian probes at the input shape. A network whose activations are unknown (an inferred spec)
-cannot be run: its responses are zeros and its source is :data:`NO_PROBES`.
+checkpoints, or seeded Gaussian probes at the input shape; a network that reads token ids always gets seeded random
+token sequences (:func:`token_probes`), its input nodes (table rows) the share of positions that pick them. A
+network whose activations are unknown (an inferred spec) cannot be run: its responses are zeros and its source is
+:data:`NO_PROBES`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from raywse.core.forward import activate, apply_layer, lstm_states
-from raywse.core.spec import LSTM_PARAMS, ArchSpec, SpecError
+from raywse.core.forward import activate, apply_layer, attention_projections, lstm_states
+from raywse.core.spec import ATTENTION_PROJECTIONS, EMBEDDING_TABLES, LSTM_PARAMS, ArchSpec, SpecError
 from raywse.graph.chain import Chain
 
 #: Probe inputs per network (the width of ``probe_act``).
@@ -100,6 +102,24 @@ class ProbeFile:
         return ProbeSet(inputs, f"file:{self.path.name}" + (f":{name}" if name else ""))
 
 
+def token_probes(vocab: int, length: int, n: int = NUM_PROBES, seed: int = 0) -> ProbeSet:
+    """``n`` seeded sequences of ``length`` token ids drawn uniformly from ``[0, vocab)`` (as floats: probe inputs are
+    float tensors; ids below 2^24 are exact): the probes of a network that reads token ids."""
+    gen = torch.Generator().manual_seed(seed)
+    return ProbeSet(torch.randint(0, vocab, (n, length), generator=gen).float(), f"tokens:{vocab}x{length}")
+
+
+def _table_rows(ids: Tensor, rows: tuple[int, int, int]) -> Tensor:
+    """``[P, sum(rows)]`` share of each probe's positions that picks each table row: tokens, positions, type 0."""
+    tokens, positions, types = rows
+    counts = torch.zeros(len(ids), tokens).scatter_add_(1, ids.long(), torch.ones_like(ids))
+    at = torch.zeros(len(ids), positions)
+    at[:, : ids.shape[1]] = 1.0
+    kinds = torch.zeros(len(ids), types)
+    kinds[:, 0] = ids.shape[1]
+    return torch.cat([counts, at, kinds], dim=1) / ids.shape[1]
+
+
 def _node_values(x: Tensor) -> Tensor:
     """``[P, nodes]`` values of one node layer's output: channels are averaged over space (or sequence steps)."""
     return x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
@@ -119,12 +139,23 @@ def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor],
         if layer.kind == "flatten" and value is None:  # input nodes are channels: read them before the flatten
             value = _node_values(x)
         x = apply_layer(layer, tensors, x, finished)
-    columns = [value if value is not None else _node_values(x)]
+    first = chain.node_layers[0].layer
+    if first.kind == "embedding":
+        rows = tuple(len(tensors[f"{first.name}.{t}.weight"]) for t in EMBEDDING_TABLES)
+        columns = [_table_rows(x, rows)]
+    else:
+        columns = [value if value is not None else _node_values(x)]
     for nl in chain.node_layers:
+        name = nl.layer.name
         if nl.layer.kind == "lstm":  # its gates are nodes too
-            h, gates = lstm_states(x, *(tensors[f"{nl.layer.name}.{p}"] for p in LSTM_PARAMS))
+            h, gates = lstm_states(x, *(tensors[f"{name}.{p}"] for p in LSTM_PARAMS))
             columns.append(_node_values(gates))
             x = activate(h, nl.layer.activation)
+        elif nl.layer.kind == "attention":  # and so are its queries and keys
+            params = [tensors[f"{name}.{p}.{w}"] for p in ATTENTION_PROJECTIONS for w in ("weight", "bias")]
+            q, k, attended = attention_projections(x, *params, heads=nl.layer.heads)
+            columns += [_node_values(q), _node_values(k)]
+            x = activate(attended, nl.layer.activation)
         else:
             x = apply_layer(nl.layer, tensors, x, finished)
         value = None

@@ -5,7 +5,10 @@ linear / conv output neuron, layer by layer) and one edge per weight (per input-
 the edge's feature vector). An LSTM layer is five node sets (``node_layer`` values) of its hidden size — input,
 forget, cell and output gates, then the hidden state — with input edges and recurrent edges (from its hidden state)
 into each gate, and an edge of weight 1 from each gate to its unit's hidden state; a ``magnitude`` layer's neuron has
-edges of weight 1 from the two channels it pairs; a residual connection's identity is ``n`` edges of weight 1.
+edges of weight 1 from the two channels it pairs; a residual connection's identity is ``n`` edges of weight 1. An
+attention layer is three node sets — queries, keys, attended values — with edges of weight 1 from each query and key
+to each value of its head; a layer norm's feature has one edge, from its input, carrying its scale; an embedding's
+inputs are its tables' rows (tokens, positions, token types).
 Fields, all indexed by node unless said otherwise:
 
 ========================  =================  =============================================================
@@ -51,8 +54,10 @@ class NodeKind(IntEnum):
 
 class NodeType(IntEnum):
     """What produced a neuron: an input, a linear or conv (1-D or 2-D) layer, one of an LSTM's gates (their
-    nonlinearity is ``node_act``) or its hidden state ``h = o * tanh(f * c + i * g)``, or a :data:`MAGNITUDE`
-    ``sqrt(a² + b²)`` of a channel pair."""
+    nonlinearity is ``node_act``) or its hidden state ``h = o * tanh(f * c + i * g)``, a :data:`MAGNITUDE`
+    ``sqrt(a² + b²)`` of a channel pair, an embedding (sum of the rows its inputs pick), an attention's query, key or
+    attended value (``softmax(q·k / sqrt(d)) v`` over the positions, per head), or a layer norm's feature (its input
+    normalised over its layer's inputs, times its edge's weight, plus its bias)."""
 
     INPUT = 0
     LINEAR = 1
@@ -63,6 +68,11 @@ class NodeType(IntEnum):
     LSTM_OUTPUT_GATE = 6
     LSTM_HIDDEN = 7
     MAGNITUDE = 8
+    EMBEDDING = 9
+    ATTENTION_QUERY = 10
+    ATTENTION_KEY = 11
+    ATTENTION_VALUE = 12
+    LAYERNORM = 13
 
 
 #: Neurons computing ``activation(weights · inputs + bias)``: the only ones weight-space rescaling and sign flips

@@ -24,6 +24,7 @@ from torch_geometric.utils import scatter
 
 from raywse.core.spec import (
     AFFINE_KINDS,
+    EMBEDDING_TABLES,
     LSTM_GATES,
     LSTM_PARAMS,
     ODD,
@@ -52,7 +53,7 @@ def _per_neuron_layers(spec: ArchSpec) -> list[tuple[Layer, tuple[Layer, ...]]]:
     return [
         (layer, followers)
         for (layer, followers), (nxt, _) in pairwise(groups)
-        if layer.kind in AFFINE_KINDS and nxt.kind != "magnitude" and layer.name not in residual
+        if layer.kind in AFFINE_KINDS and nxt.kind not in ("magnitude", "layernorm") and layer.name not in residual
     ]
 
 
@@ -77,18 +78,16 @@ def flippable_layers(spec: ArchSpec) -> list[str]:
 
 
 def _next_inputs(out: dict[str, torch.Tensor], nxt: NodeLayer, fn) -> None:
-    """Apply ``fn`` to the ``[out, in_nodes, block]`` view of the next layer's input weight (its per-input-neuron
-    blocks; nothing for a parameter-free layer)."""
-    name = nxt.input_weight
-    if not name:
-        return
-    w = out[name]
-    out[name] = fn(w.reshape(w.shape[0], nxt.in_nodes, -1)).reshape(w.shape)
+    """Apply ``fn`` to the ``[out, in_nodes, block]`` view of each of the next layer's input weights (their
+    per-input-neuron blocks; nothing for a parameter-free layer or a layer norm, which is tied to its input)."""
+    for name in nxt.input_weights:
+        w = out[name]
+        out[name] = fn(w.reshape(w.shape[0], nxt.in_nodes, -1)).reshape(w.shape)
 
 
 def _identity_ties(chain: Chain) -> list[int]:
-    """Each node layer's tie group (the smallest index in it): layers joined by an identity residual share their
-    neuron order, so they can only be permuted together."""
+    """Each node layer's tie group (the smallest index in it): layers joined by an identity residual, and a layer norm
+    and its input, share their neuron order, so they can only be permuted together."""
     root = list(range(len(chain.node_layers)))
 
     def find(i: int) -> int:
@@ -97,10 +96,10 @@ def _identity_ties(chain: Chain) -> list[int]:
         return i
 
     for target, nl in enumerate(chain.node_layers):
-        for source, add in nl.skips:
-            if not add.name:
-                a, b = sorted((find(source), find(target)))
-                root[b] = a
+        tied = [source for source, add in nl.skips if not add.name]
+        for source in tied + ([target - 1] if nl.layer.kind == "layernorm" and target else []):
+            a, b = sorted((find(source), find(target)))
+            root[b] = a
     return [find(i) for i in range(len(root))]
 
 
@@ -108,8 +107,9 @@ def permute_hidden(
     tensors: Mapping[str, torch.Tensor], spec: ArchSpec, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
     """Randomly permute the neurons / filters / LSTM units of every hidden layer (function preserved exactly); layers
-    joined by an identity residual get one permutation, those tied to the output layer keep their order, and the
-    layer before a magnitude layer is permuted in the pairs it feeds."""
+    joined by an identity residual (or a layer norm) get one permutation, those tied to the output layer keep their
+    order, the layer before a magnitude layer is permuted in the pairs it feeds, and an attention layer permutes its
+    heads, then the query/key dimensions (together) and the value dimensions within each head."""
     chain = walk(spec, tensors)
     layers = chain.node_layers
     ties = _identity_ties(chain)
@@ -118,6 +118,12 @@ def permute_hidden(
         if ties[i] != ties[-1] and ties[i] not in drawn:
             drawn[ties[i]] = torch.randperm(nl.out_nodes, generator=generator)
     perms = {i: drawn.get(ties[i]) for i in range(len(layers))}
+    qk_perms: dict[int, Tensor] = {}
+    for i, nl in enumerate(layers[:-1]):
+        if nl.layer.kind == "attention" and perms[i] is not None and ties.count(ties[i]) == 1:
+            qk_perms[i], perms[i] = _head_perms(nl.layer.heads, nl.qk_nodes, nl.out_nodes, generator)
+        elif nl.layer.kind == "attention":  # its values are tied to other layers: not permuted
+            perms.update({j: None for j in range(len(layers)) if ties[j] == ties[i]})
     for i, nl in enumerate(layers):
         if nl.layer.kind != "magnitude":
             continue
@@ -130,7 +136,7 @@ def permute_hidden(
         perm = perms[i]
         if perm is None:
             continue
-        _permute_rows(out, nl, perm)
+        _permute_rows(out, nl, perm, qk_perms.get(i))
         _next_inputs(out, layers[i + 1], lambda w, perm=perm: w[:, perm])
         for target in layers[i + 1 :]:  # projections reading this layer
             for source, add in target.skips:
@@ -139,24 +145,46 @@ def permute_hidden(
     return out
 
 
-def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor) -> None:
+def _head_perms(heads: int, qk: int, v: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``(query/key permutation [qk], value permutation [v])`` of an attention layer: one shuffle of its heads, then
+    a shuffle of the dimensions within each head (one for queries and keys: their dot products pair them)."""
+    order = torch.randperm(heads, generator=generator).tolist()
+
+    def within(width: int) -> Tensor:
+        d = width // heads
+        return torch.cat([h * d + torch.randperm(d, generator=generator) for h in order])
+
+    return within(qk), within(v)
+
+
+def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor, qk_perm: Tensor | None = None) -> None:
     """Reorder the neurons of one node layer in its own tensors (an LSTM: every gate's rows and the recurrent
-    weights' columns)."""
+    weights' columns; an attention: query and key rows by ``qk_perm``, value rows by ``perm``; an embedding: its
+    tables' columns)."""
+    name = nl.layer.name
+    if nl.layer.kind == "attention":
+        for p, order in (("query", qk_perm), ("key", qk_perm), ("value", perm)):
+            for w in ("weight", "bias"):
+                out[f"{name}.{p}.{w}"] = out[f"{name}.{p}.{w}"][order]
+        return
+    if nl.layer.kind == "embedding":
+        for table in EMBEDDING_TABLES:
+            out[f"{name}.{table}.weight"] = out[f"{name}.{table}.weight"][:, perm]
+        return
     if nl.layer.kind == "lstm":
         for param in LSTM_PARAMS:
-            name = f"{nl.layer.name}.{param}"
-            t = out[name]
-            out[name] = t.reshape(LSTM_GATES, nl.out_nodes, *t.shape[1:])[:, perm].reshape(t.shape)
-        out[f"{nl.layer.name}.weight_hh"] = out[f"{nl.layer.name}.weight_hh"][:, perm]
+            t = out[f"{name}.{param}"]
+            out[f"{name}.{param}"] = t.reshape(LSTM_GATES, nl.out_nodes, *t.shape[1:])[:, perm].reshape(t.shape)
+        out[f"{name}.weight_hh"] = out[f"{name}.weight_hh"][:, perm]
         return
     if nl.layer.kind == "magnitude":
         return
-    names = [f"{nl.layer.name}.weight", f"{nl.layer.name}.bias"]
+    names = [f"{name}.weight", f"{name}.bias"]
     names += [f"{ly.name}.{p}" for ly in nl.followers if ly.kind == "batchnorm" for p in _BN_PARAMS]
     names += [f"{ly.name}.weight" for ly in nl.followers if ly.kind == "prelu" and out[f"{ly.name}.weight"].numel() > 1]
     names += [f"{add.name}.{p}" for _, add in nl.skips if add.name for p in ("weight", "bias")]  # projections in
-    for name in names:
-        out[name] = out[name][perm]
+    for key in names:
+        out[key] = out[key][perm]
 
 
 def residual_layers(spec: ArchSpec) -> set[str]:
