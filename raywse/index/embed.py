@@ -56,7 +56,8 @@ class EmbedActor:
         ids, graphs, errors = batch.column("model_id").to_pylist(), [], {}
         for graph in table_to_graphs(batch):
             try:
-                graphs.append(self.encoder.prepare(graph))
+                self.encoder.kernel_slots(graph.kernel_shape, graph.model_id)
+                graphs.append(graph)
             except SpecError as exc:  # e.g. kernels larger than the encoder's edge_dim
                 errors[graph.model_id] = str(exc)
         vectors = iter(encode(self.encoder, graphs, batch_size=len(graphs) or 1, device=self.device).embeddings)

@@ -12,6 +12,7 @@ the grid, which sends exactly the nothing the edge-list form sends. Block sides 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -119,18 +120,47 @@ def _slots(order: Tensor, starts: Tensor, sizes: Tensor, side: int) -> Tensor:
     return torch.where(j < sizes.unsqueeze(1), order[index], len(order))
 
 
-def edge_grids(groups: list[BlockGroup], edge_features: Tensor) -> EdgeGrids:
-    """Scatter ``edge_features [E, K]`` into every group's grids (zeros where a block has no edge); computed once per
-    forward pass and shared by every message-passing layer."""
+#: Edges :func:`edge_grids` places at once (bounds its index temporaries on graphs of tens of millions of edges).
+GRID_CHUNK = 1 << 20
+
+
+def edge_grids(groups: list[BlockGroup], edge_states: Callable[[Tensor], Tensor], width: int) -> EdgeGrids:
+    """Scatter the edges' states (``edge_states(edge ids) -> [n, width]``, asked for :data:`GRID_CHUNK` edges at a
+    time) into every group's grids (zeros where a block has no edge); computed once per forward pass and shared by
+    every message-passing layer. Both layouts are written directly, feature by feature: a graph of tens of millions
+    of edges never holds all its edge states at once, only the two grids."""
     forward, backward = [], []
-    k = edge_features.shape[1]
+    k = width
     for group in groups:
         g, n_dst, n_src = group.shape
-        grid = edge_features.new_zeros(g * n_dst * n_src, k)
-        grid = grid.index_copy(0, group.cells, edge_features[group.edges]).view(g, n_dst, n_src, k)
-        forward.append(grid.permute(0, 1, 3, 2).reshape(g, n_dst, k * n_src))
-        backward.append(grid.permute(0, 2, 3, 1).reshape(g, n_src, k * n_dst))
+        fwd, bwd = None, None
+        for start in range(0, len(group.edges), GRID_CHUNK):
+            cells, edges = group.cells[start : start + GRID_CHUNK], group.edges[start : start + GRID_CHUNK]
+            states = edge_states(edges)
+            if fwd is None:
+                fwd, bwd = states.new_zeros(g * n_dst * k * n_src), states.new_zeros(g * n_src * k * n_dst)
+            block, dst, src = cells // (n_dst * n_src), cells // n_src % n_dst, cells % n_src
+            at_fwd, at_bwd = (block * n_dst + dst) * k * n_src + src, (block * n_src + src) * k * n_dst + dst
+            for f in range(k):
+                fwd.index_put_((at_fwd + f * n_src,), states[:, f])
+                bwd.index_put_((at_bwd + f * n_dst,), states[:, f])
+        forward.append(fwd.view(g, n_dst, k * n_src))
+        backward.append(bwd.view(g, n_src, k * n_dst))
     return EdgeGrids(forward, backward)
+
+
+def grid_sums(groups: list[BlockGroup], grids: EdgeGrids, node_graph: Tensor, num_graphs: int) -> Tensor:
+    """``[B, K]`` sum of the edge states of each graph, read off the forward grids (every edge is in one block, each
+    block in one graph: the graph of its first target node)."""
+    sums = []
+    graphs = []
+    for group, grid in zip(groups, grids.forward, strict=True):
+        g, n_dst, n_src = group.shape
+        sums.append(grid.view(g, n_dst, -1, n_src).sum((1, 3)))
+        graphs.append(node_graph[group.dst_nodes[:, 0]])
+    first = grids.forward[0] if grids.forward else node_graph.new_zeros(0, 1, 1).float()
+    out = first.new_zeros(num_graphs, sums[0].shape[1] if sums else 1)
+    return out.index_add(0, torch.cat(graphs), torch.cat(sums)) if sums else out
 
 
 def block_messages(

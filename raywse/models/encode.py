@@ -24,23 +24,26 @@ class Encoded:
 def encode(
     encoder: NeuralGraphEncoder, graphs: list[Data], batch_size: int = 64, device: str | torch.device | None = None
 ) -> Encoded:
-    """Embed ``graphs`` in batches (eval mode, no gradients); ``device`` defaults to the encoder's.
-
-    Raises :class:`~raywse.core.spec.SpecError` for a graph the encoder cannot take (kernels too large).
-    """
+    """Embed ``graphs`` in batches of one kernel shape each (eval mode, no gradients; kernels are never padded);
+    ``device`` defaults to the encoder's. Raises :class:`~raywse.core.spec.SpecError` for a graph the encoder cannot
+    take (kernels too large)."""
     encoder.eval()
     device = device or next(encoder.parameters()).device
-    prepared = [encoder.prepare(g) for g in graphs]
+    shapes = [tuple(int(v) for v in g.kernel_shape) for g in graphs]
+    for graph, shape in zip(graphs, shapes, strict=True):
+        encoder.kernel_slots(shape, graph.model_id)
     head = encoder.accuracy is not None
-    vectors, accuracy = [], []
-    for start in range(0, len(prepared), batch_size):
-        batch = Batch.from_data_list(prepared[start : start + batch_size]).to(device)
-        if head:
-            z, acc = encoder.embed_and_predict(batch)
-            accuracy.append(acc.float().cpu())
-        else:
-            z = encoder(batch)
-        vectors.append(z.float().cpu())
-    if not vectors:
-        return Encoded(np.zeros((0, encoder.output_dim), np.float32), np.zeros(0, np.float32) if head else None)
-    return Encoded(torch.cat(vectors).numpy(), torch.cat(accuracy).numpy() if head else None)
+    vectors = torch.zeros(len(graphs), encoder.output_dim)
+    accuracy = torch.zeros(len(graphs))
+    for shape in sorted(set(shapes)):
+        same = [i for i, s in enumerate(shapes) if s == shape]
+        for start in range(0, len(same), batch_size):
+            rows = same[start : start + batch_size]
+            batch = Batch.from_data_list([graphs[i] for i in rows]).to(device)
+            if head:
+                z, acc = encoder.embed_and_predict(batch)
+                accuracy[rows] = acc.float().cpu()
+            else:
+                z = encoder(batch)
+            vectors[rows] = z.float().cpu()
+    return Encoded(vectors.numpy(), accuracy.numpy() if head else None)

@@ -37,10 +37,13 @@ from raywse.graph.neural_graph import pad_edge_features
 from raywse.graph.probes import NO_PROBES, NUM_PROBES, probe_rows
 from raywse.graph.schema import NodeKind, NodeType
 from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nodes, scalable_nodes
-from raywse.models.blocks import block_layout, edge_grids
+from raywse.models.blocks import block_layout, edge_grids, grid_sums
 from raywse.models.conv import NeuralGraphConv
 from raywse.models.features import fourier_lift, layer_keys, layer_rms, mlp, sparse_lifted_linear
 from raywse.models.pooling import class_order_readout, invariant_readout
+
+#: Edges whose initial states :meth:`NeuralGraphEncoder.edge_features` computes at once.
+EDGE_CHUNK = 1 << 20
 
 
 @dataclass
@@ -106,15 +109,34 @@ class NeuralGraphEncoder(nn.Module):
         self._projections: dict[tuple, Tensor] = {}
 
     def prepare(self, data: Data) -> Data:
-        """Pad one graph's kernels to the encoder's ``edge_dim`` (call before batching mixed graphs); a
-        :class:`~raywse.core.spec.SpecError` for kernels larger than the encoder takes."""
+        """Pad one graph's kernels to the encoder's ``edge_dim`` (call before batching graphs of different kernel
+        shapes); a :class:`~raywse.core.spec.SpecError` for kernels larger than the encoder takes."""
         side = math.isqrt(self.config.edge_dim)
         return pad_edge_features(data, (side, side))
 
     def _as_batch(self, batch: Data) -> Batch:
+        """``batch`` collated; its kernels are read where they sit in the centre-padded grid (:meth:`kernel_slots`),
+        never padded here: a graph of tens of millions of 1×1 edges would carry nine times the memory."""
         if not isinstance(batch, Batch):
             batch = Batch.from_data_list([batch])
-        return self.prepare(batch)
+        self._batch_slots(batch)  # kernels the encoder cannot take, or mixed shapes: a SpecError now
+        return batch
+
+    def kernel_slots(self, kernel_shape: tuple[int, int], model_id: str = "?") -> Tensor:
+        """Position of each column of a graph's ``edge_attr`` (``kernel_shape`` kernels) in the encoder's
+        ``side × side`` kernel grid, centre-padded; a :class:`~raywse.core.spec.SpecError` for larger kernels."""
+        kh, kw = (int(v) for v in kernel_shape)
+        side = math.isqrt(self.config.edge_dim)
+        if kh > side or kw > side:
+            raise SpecError(f"graph {model_id} has {kh}x{kw} kernels: the encoder takes at most {side}x{side}")
+        top, left = (side - kh) // 2, (side - kw) // 2
+        return torch.arange(side * side).view(side, side)[top : top + kh, left : left + kw].reshape(-1)
+
+    def _batch_slots(self, batch: Batch) -> Tensor:
+        shapes = {tuple(int(v) for v in s) for s in batch.kernel_shape}
+        if len(shapes) != 1:
+            raise SpecError("mixed kernel shapes in one batch: prepare each graph before batching")
+        return self.kernel_slots(shapes.pop()).to(batch.edge_attr.device)
 
     def node_features(
         self, batch: Batch, bias: Tensor, log_scale: Tensor, num_layers: Tensor, probes: Tensor, probed: Tensor
@@ -143,6 +165,24 @@ class NeuralGraphEncoder(nn.Module):
         )
         return self.node_norm(h)
 
+    def edge_features(self, edge_attr: Tensor, slots: Tensor) -> Tensor:
+        """Initial edge states ``[E, edge_hidden]`` of normalised kernels ``edge_attr [E, k]`` (columns at ``slots``
+        of the kernel grid), computed :data:`EDGE_CHUNK` edges at a time: a graph of tens of millions of edges never
+        holds more than one chunk's intermediates (without gradients, the result is written in place)."""
+
+        def one(chunk: Tensor) -> Tensor:
+            return self.edge_norm(self.edge_in[1:](sparse_lifted_linear(chunk, self.freqs, self.edge_in[0], slots)))
+
+        if len(edge_attr) <= EDGE_CHUNK:
+            return one(edge_attr)
+        starts = range(0, len(edge_attr), EDGE_CHUNK)
+        if torch.is_grad_enabled():
+            return torch.cat([one(edge_attr[i : i + EDGE_CHUNK]) for i in starts])
+        out = edge_attr.new_empty(len(edge_attr), self.config.edge_hidden)
+        for i in starts:
+            out[i : i + EDGE_CHUNK] = one(edge_attr[i : i + EDGE_CHUNK])
+        return out
+
     def representation(self, batch: Data) -> tuple[Tensor, Tensor]:
         """Pre-normalisation graph representation ``[B, 2 * hidden]`` and the class-order softmax responses
         ``[B, num_probes * readout_classes]`` (zeros for graphs without probes)."""
@@ -166,6 +206,7 @@ class NeuralGraphEncoder(nn.Module):
         edge_key = node_key[edge_index[1]]
         rms = layer_rms(edge_attr, edge_key, num_keys)
         edge_attr = edge_attr / rms[edge_key].unsqueeze(-1)
+        del edge_key
         bias = bias / rms[node_key]
         num_layers = scatter(batch.node_layer, batch.batch, dim=0, dim_size=num_graphs, reduce="max")
         probed = torch.tensor([src != NO_PROBES for src in _as_list(batch.probe_source)], device=probes.device)
@@ -173,16 +214,21 @@ class NeuralGraphEncoder(nn.Module):
         probes = probes / layer_rms(probes, node_key, num_keys)[node_key].unsqueeze(-1)
 
         h = self.node_features(batch, bias, rms.log()[node_key], num_layers, probes, probed)
-        e = self.edge_norm(self.edge_in[1:](sparse_lifted_linear(edge_attr, self.freqs, self.edge_in[0])))
-        ends = torch.cat([edge_index[0], edge_index[1]])
-        inv_sqrt_deg = torch.bincount(ends, minlength=h.shape[0]).to(h.dtype).clamp(min=1).rsqrt().unsqueeze(-1)
-        blocks = None
-        if cfg.dense_blocks:
+        slots = self._batch_slots(batch)
+        degree = sum(torch.bincount(ends, minlength=h.shape[0]) for ends in edge_index)
+        inv_sqrt_deg = degree.to(h.dtype).clamp(min=1).rsqrt().unsqueeze(-1)
+        edges_per_graph = torch.bincount(batch.batch[edge_index[1]], minlength=num_graphs).clamp(min=1)
+        if cfg.dense_blocks:  # edge states go straight into the grids, a chunk at a time
             groups = block_layout(edge_index, node_key, num_keys)
-            blocks = (groups, edge_grids(groups, e))
+            grids = edge_grids(groups, lambda edges: self.edge_features(edge_attr[edges], slots), cfg.edge_hidden)
+            edge_sums, blocks, e = grid_sums(groups, grids, batch.batch, num_graphs), (groups, grids), None
+        else:
+            e, blocks = self.edge_features(edge_attr, slots), None
+            edge_sums = scatter(e, batch.batch[edge_index[1]], dim=0, dim_size=num_graphs, reduce="sum")
+        edge_mean = edge_sums / edges_per_graph.unsqueeze(-1).to(edge_sums.dtype)
         for conv in self.convs:
             h = conv(h, edge_index, e, inv_sqrt_deg, blocks)
-        pooled = invariant_readout(batch, h, e, node_key, num_keys)
+        pooled = invariant_readout(batch, h, edge_mean, node_key, num_keys)
         states, responses = class_order_readout(batch, h, outputs, probed, cfg.readout_classes)
         rep = self.readout(torch.cat([pooled, states, responses], dim=-1))
         return rep, responses

@@ -15,24 +15,27 @@ def fourier_lift(values: Tensor, freqs: Tensor) -> Tensor:
     return torch.cat([values.unsqueeze(-1), proj.sin(), proj.cos()], dim=-1)
 
 
-def sparse_lifted_linear(values: Tensor, freqs: Tensor, linear: nn.Linear) -> Tensor:
-    """``linear(fourier_lift(values, freqs).flatten(1))`` for ``values [M, P]`` that are mostly zero (centre-padded
-    kernels: a linear layer's edge has one nonzero of nine), computed from the nonzero entries only.
+def sparse_lifted_linear(values: Tensor, freqs: Tensor, linear: nn.Linear, slots: Tensor | None = None) -> Tensor:
+    """``linear(fourier_lift(padded).flatten(1))`` for ``values [M, k]`` that are mostly zero, where ``padded`` puts
+    column ``c`` of ``values`` at position ``slots[c]`` of the ``P`` positions ``linear`` reads (zeros elsewhere;
+    default: ``k = P``, in order) — centre-padded kernels: a linear layer's edge has one nonzero of nine — computed
+    from the nonzero entries only, without building ``padded``.
 
     ``fourier_lift(0)`` is a constant, so each position ``p`` contributes ``W_p lift(0)`` plus, where its value is
     nonzero, ``W_p (lift(v) - lift(0))``: the same function (up to float summation order) without lifting zeros.
     """
-    num_positions = values.shape[1]
     lifted = 2 * freqs.numel() + 1
+    num_positions = linear.in_features // lifted
+    slots = torch.arange(values.shape[1], device=values.device) if slots is None else slots
     weight = linear.weight.view(linear.out_features, num_positions, lifted)
     zero = fourier_lift(values.new_zeros(1), freqs)[0]
     out = (linear.bias + (weight * zero).sum((1, 2))).expand(values.shape[0], -1)
-    rows, positions = torch.nonzero(values, as_tuple=True)
-    delta = fourier_lift(values[rows, positions], freqs) - zero
-    for p in range(num_positions):
-        at = torch.nonzero(positions == p).flatten()
+    rows, columns = torch.nonzero(values, as_tuple=True)
+    delta = fourier_lift(values[rows, columns], freqs) - zero
+    for c in range(values.shape[1]):
+        at = torch.nonzero(columns == c).flatten()
         if len(at):
-            out = out.index_add(0, rows[at], delta[at] @ weight[:, p].t())
+            out = out.index_add(0, rows[at], delta[at] @ weight[:, int(slots[c])].t())
     return out
 
 

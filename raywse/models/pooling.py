@@ -10,18 +10,18 @@ from torch_geometric.utils import scatter
 from raywse.graph.schema import NodeKind
 
 
-def invariant_readout(batch: Batch, h: Tensor, e: Tensor, node_key: Tensor, num_keys: int) -> Tensor:
+def invariant_readout(batch: Batch, h: Tensor, edge_mean: Tensor, node_key: Tensor, num_keys: int) -> Tensor:
     """Input-node mean, mean and max over per-layer hidden means, output-node mean, and mean edge state.
 
     Args:
-        batch: the batched neural graphs (``node_kind``, ``batch``, ``edge_index``).
+        batch: the batched neural graphs (``node_kind``, ``batch``).
         h: node states.
-        e: edge states.
+        edge_mean: each graph's mean edge state.
         node_key: dense (graph, layer) group of each node, graph-major (``raywse.models.features.layer_keys``).
         num_keys: number of (graph, layer) groups.
 
     Shapes:
-        ``h [N, H]``, ``e [E, He]``, ``node_key [N]`` → ``[B, 4 H + He]``.
+        ``h [N, H]``, ``edge_mean [B, He]``, ``node_key [N]`` → ``[B, 4 H + He]``.
     """
     num_graphs = int(batch.num_graphs)
     kind, g = batch.node_kind, batch.batch
@@ -33,7 +33,6 @@ def invariant_readout(batch: Batch, h: Tensor, e: Tensor, node_key: Tensor, num_
     key_graph = torch.arange(num_keys, device=h.device) // (num_keys // num_graphs)  # keys are graph-major
     hid_mean = scatter(layer_mean[present], key_graph[present], dim=0, dim_size=num_graphs, reduce="mean")
     hid_max = scatter(layer_mean[present], key_graph[present], dim=0, dim_size=num_graphs, reduce="max")
-    edge_mean = scatter(e, g[batch.edge_index[1]], dim=0, dim_size=num_graphs, reduce="mean")
     return torch.cat([pooled_in, hid_mean, hid_max, pooled_out, edge_mean], dim=-1)
 
 

@@ -1,10 +1,12 @@
 """Real pretrained checkpoints from installed packages (MTCNN's P-/R-/O-Net with PReLUs and output heads, an MNIST
 CNN, silero-vad's STFT conv, 1-D convs and LSTM cell): graphified with node and edge counts that match their modules,
 symmetries exact; silero-vad is refused without its spec file (names cannot order it) and graphified with it, and the
-spec file computes the package's own TorchScript model exactly."""
+spec file computes the package's own TorchScript model exactly; all-MiniLM-L6-v2 (BERT) is inferred with the heads of
+its config.json, one node per feature and one edge per weight (time and memory: bench/bench_large_graph.py)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from packaged import (  # noqa: E402
+    MINILM,
     PACKAGED,
     SILERO_JIT,
     SILERO_SPEC,
@@ -141,3 +144,21 @@ def test_the_silero_spec_file_computes_the_packaged_torchscript_model_exactly():
         za = encoder(encoder.prepare(to_neural_graph(tensors, spec, "a")))
         zb = encoder(encoder.prepare(to_neural_graph(twin, spec, "b")))
     assert float((za - zb).norm() / za.norm()) < 1e-4
+
+
+def test_minilm_graphifies_with_a_node_per_feature_and_an_edge_per_weight():
+    path = package_file(*MINILM)
+    config = json.loads((path.parent / "config.json").read_text())
+    g = graphify_checkpoint(str(path), "minilm")
+    width, ffn, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    heads, rows = config["num_attention_heads"], config["vocab_size"] + config["max_position_embeddings"] + 2
+    # inputs: table rows; per layer: q, k, v, O, LN, W1, W2, LN; the embeddings, their LN, the pooler
+    assert g.num_nodes == rows + 2 * width + layers * (6 * width + ffn + width) + width
+    per_layer = 4 * width * width + 2 * width * width // heads + 2 * width * ffn + 2 * width + 2 * width
+    assert g.num_edges == rows * width + width + layers * per_layer + width * width
+    tensors = load_file(path)
+    weights = sum(t.numel() for k, t in tensors.items() if t.dim() == 2 and t.is_floating_point())
+    fixed = layers * (2 * width * width // heads + 2 * width)  # same-head and identity edges: structure, not weights
+    scales = (1 + 2 * layers) * width  # one layer-norm scale per edge
+    assert g.num_edges == weights + fixed + scales
+    assert g.kernel_shape == (1, 1) and g.probe_source == f"tokens:{config['vocab_size']}x16"

@@ -27,7 +27,7 @@ from raywse.models.encode import encode
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from packaged import PACKAGED, SILERO_SPEC, SILERO_VAD, package_file, write_packaged  # noqa: E402
+from packaged import MINILM, PACKAGED, SILERO_SPEC, SILERO_VAD, package_file, write_packaged  # noqa: E402
 
 
 def make_encoder(out: Path, seed: int) -> str:
@@ -139,8 +139,8 @@ def test_search_checkpoint_finds_itself_with_metadata(tiny_zoo, tiny_graphs, enc
 
 
 def test_packaged_checkpoints_of_other_architectures_find_neighbours(tiny_graphs, encoders, tmp_path, monkeypatch):
-    """MTCNN's three nets (PReLU, output heads, 2x2 kernels), an MNIST CNN and silero-vad (with its spec file), as a
-    user would query them."""
+    """MTCNN's three nets (PReLU, output heads, 2x2 kernels), an MNIST CNN, silero-vad (with its spec file) and
+    all-MiniLM-L6-v2 (BERT: its heads from the config.json beside it), as a user would query them."""
     monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
     build_index(tiny_graphs, encoders["a"], tmp_path / "index")
     table = index_embeddings(tmp_path / "index")
@@ -148,6 +148,7 @@ def test_packaged_checkpoints_of_other_architectures_find_neighbours(tiny_graphs
     encoder, _ = load_encoder(encoders["a"])
     queries = {name: (write_packaged(name, tmp_path), "") for name in sorted(PACKAGED)}
     queries["silero_vad"] = (package_file(*SILERO_VAD), str(SILERO_SPEC))
+    queries["minilm"] = (package_file(*MINILM), "")
     for name, (path, spec) in queries.items():
         found = search_checkpoint(path, tmp_path / "index", encoders["a"], k=3, spec=spec)
         # the same answer as brute-force cosine over every indexed embedding
