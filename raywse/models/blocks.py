@@ -120,19 +120,28 @@ def _slots(order: Tensor, starts: Tensor, sizes: Tensor, side: int) -> Tensor:
     return torch.where(j < sizes.unsqueeze(1), order[index], len(order))
 
 
-#: Edges :func:`edge_grids` places at once (bounds its index temporaries on graphs of tens of millions of edges).
+#: Cells of a block group above which :func:`edge_grids` streams, and the edges it then places at once.
 GRID_CHUNK = 1 << 20
 
 
 def edge_grids(groups: list[BlockGroup], edge_states: Callable[[Tensor], Tensor], width: int) -> EdgeGrids:
-    """Scatter the edges' states (``edge_states(edge ids) -> [n, width]``, asked for :data:`GRID_CHUNK` edges at a
-    time) into every group's grids (zeros where a block has no edge); computed once per forward pass and shared by
-    every message-passing layer. Both layouts are written directly, feature by feature: a graph of tens of millions
-    of edges never holds all its edge states at once, only the two grids."""
+    """Scatter the edges' states (``edge_states(edge ids) -> [n, width]``) into every group's grids (zeros where a
+    block has no edge); computed once per forward pass and shared by every message-passing layer.
+
+    A group's edges are placed once in a ``[G, n_dst, n_src, K]`` grid that both layouts are copied from; a group
+    larger than :data:`GRID_CHUNK` cells (a graph of tens of millions of edges) instead writes both layouts directly,
+    asking for :data:`GRID_CHUNK` edges' states at a time, so it never holds all its edge states or a third grid.
+    """
     forward, backward = [], []
     k = width
     for group in groups:
         g, n_dst, n_src = group.shape
+        if g * n_dst * n_src <= GRID_CHUNK:
+            states = edge_states(group.edges)
+            grid = states.new_zeros(g * n_dst * n_src, k).index_copy(0, group.cells, states).view(g, n_dst, n_src, k)
+            forward.append(grid.permute(0, 1, 3, 2).reshape(g, n_dst, k * n_src))
+            backward.append(grid.permute(0, 2, 3, 1).reshape(g, n_src, k * n_dst))
+            continue
         fwd, bwd = None, None
         for start in range(0, len(group.edges), GRID_CHUNK):
             cells, edges = group.cells[start : start + GRID_CHUNK], group.edges[start : start + GRID_CHUNK]
@@ -140,10 +149,11 @@ def edge_grids(groups: list[BlockGroup], edge_states: Callable[[Tensor], Tensor]
             if fwd is None:
                 fwd, bwd = states.new_zeros(g * n_dst * k * n_src), states.new_zeros(g * n_src * k * n_dst)
             block, dst, src = cells // (n_dst * n_src), cells // n_src % n_dst, cells % n_src
-            at_fwd, at_bwd = (block * n_dst + dst) * k * n_src + src, (block * n_src + src) * k * n_dst + dst
-            for f in range(k):
-                fwd.index_put_((at_fwd + f * n_src,), states[:, f])
-                bwd.index_put_((at_bwd + f * n_dst,), states[:, f])
+            features = torch.arange(k, device=cells.device)
+            at_fwd = ((block * n_dst + dst) * k * n_src + src).unsqueeze(1) + features * n_src  # [n, K]
+            at_bwd = ((block * n_src + src) * k * n_dst + dst).unsqueeze(1) + features * n_dst
+            fwd.index_put_((at_fwd.reshape(-1),), states.reshape(-1))
+            bwd.index_put_((at_bwd.reshape(-1),), states.reshape(-1))
         forward.append(fwd.view(g, n_dst, k * n_src))
         backward.append(bwd.view(g, n_src, k * n_dst))
     return EdgeGrids(forward, backward)

@@ -218,9 +218,14 @@ class NeuralGraphEncoder(nn.Module):
         degree = sum(torch.bincount(ends, minlength=h.shape[0]) for ends in edge_index)
         inv_sqrt_deg = degree.to(h.dtype).clamp(min=1).rsqrt().unsqueeze(-1)
         edges_per_graph = torch.bincount(batch.batch[edge_index[1]], minlength=num_graphs).clamp(min=1)
-        if cfg.dense_blocks:  # edge states go straight into the grids, a chunk at a time
+        if cfg.dense_blocks:  # edge states go into the grids; a large graph's a chunk at a time, never held whole
             groups = block_layout(edge_index, node_key, num_keys)
-            grids = edge_grids(groups, lambda edges: self.edge_features(edge_attr[edges], slots), cfg.edge_hidden)
+            if len(edge_attr) <= EDGE_CHUNK:
+                every = self.edge_features(edge_attr, slots)
+                states = every.__getitem__
+            else:
+                states = lambda edges: self.edge_features(edge_attr[edges], slots)  # noqa: E731
+            grids = edge_grids(groups, states, cfg.edge_hidden)
             edge_sums, blocks, e = grid_sums(groups, grids, batch.batch, num_graphs), (groups, grids), None
         else:
             e, blocks = self.edge_features(edge_attr, slots), None
