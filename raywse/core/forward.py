@@ -58,6 +58,8 @@ def apply_layer(
         x = F.layer_norm(x.transpose(1, -1), w.shape, w, b, layer.eps).transpose(1, -1)
     elif layer.kind == "first_step":
         x = x[:, :, 0]
+    elif layer.kind == "to_sequence":
+        x = x.flatten(2)
     elif layer.kind in ("conv1d", "conv2d"):
         w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
         x = _CONV[w.dim() - 2](x, w, b, stride=layer.stride, padding=layer.padding)
@@ -73,7 +75,7 @@ def apply_layer(
         x = F.prelu(x, tensors[f"{layer.name}.weight"])
     elif layer.kind == "add":
         if layer.source not in finished:
-            raise SpecError(f"add reads {layer.source!r}, which is not an earlier linear/conv layer")
+            raise SpecError(f"add reads {layer.source!r}, which is not an earlier node layer")
         skip = finished[layer.source]
         if layer.name:
             w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]

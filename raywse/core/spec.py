@@ -32,8 +32,11 @@ NODE_LAYER_KINDS = ("linear", "conv2d", "conv1d", "lstm", "magnitude", "embeddin
 #: Node layers computing ``weight · x + bias``: their weights' spatial dimensions by kind.
 AFFINE_KINDS = {"linear": 0, "conv1d": 1, "conv2d": 2}
 PARAMETRIC_KINDS = (*AFFINE_KINDS, "lstm", "embedding", "attention", "layernorm", "batchnorm", "prelu")
-#: ``first_step``: position 0 of a sequence (BERT's pooler reads its [CLS] token).
-PARAMETER_FREE_KINDS = ("flatten", "global_avg_pool", "max_pool2d", "avg_pool2d", "magnitude", "first_step")
+#: ``first_step``: position 0 of a sequence (BERT's pooler reads its [CLS] token); ``to_sequence``: a ``[C, H, W]``
+#: map read as ``H·W`` positions of ``C`` features (row-major), as a vision transformer reads patches.
+PARAMETER_FREE_KINDS = (
+    "flatten", "global_avg_pool", "max_pool2d", "avg_pool2d", "magnitude", "first_step", "to_sequence",
+)  # fmt: skip
 #: ``add``: a residual connection (parameter-free, or with a projection when it has a ``name``).
 LAYER_KINDS = (*PARAMETRIC_KINDS, *PARAMETER_FREE_KINDS, "add")
 #: The tensors of an ``lstm`` layer (``nn.LSTMCell``'s; gate rows in PyTorch's order: input, forget, cell, output).
@@ -70,7 +73,7 @@ class Layer:
     kernel_size: int = 2  # pooling windows only
     eps: float = 1e-5  # batch / layer norm only
     heads: int = 0  # attention only
-    source: str = ""  # add only: the linear/conv layer whose output (after its followers) is added
+    source: str = ""  # add only: the node layer whose output (after its followers) is added
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
@@ -82,6 +85,9 @@ class Layer:
             raise SpecError(f"{self.kind} layer needs a tensor name prefix")
         if (self.kind == "add") != bool(self.source):
             raise SpecError("an add layer (and only an add layer) names its source layer")
+        counts = (self.stride, self.padding, self.kernel_size, self.heads)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+            raise SpecError(f"{self.kind} layer {self.name!r}: stride, padding, kernel_size and heads are integers")
         if self.stride < 1 or self.kernel_size < 1 or self.padding < 0:
             raise SpecError(f"{self.kind} layer {self.name!r}: stride and kernel_size must be >= 1, padding >= 0")
         if (self.kind == "attention") != (self.heads > 0):
@@ -215,8 +221,8 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
         return (hidden, *x[1:])
     if kind == "embedding":
         tables = [shapes[f"{layer.name}.{table}.weight"] for table in EMBEDDING_TABLES]
-        if any(len(t) != 2 or t[1] != tables[0][1] for t in tables):
-            raise fail(f"tables {[list(t) for t in tables]} are not [rows, C] tables of one width")
+        if any(len(t) != 2 or t[1] != tables[0][1] or t[0] < 1 for t in tables):
+            raise fail(f"tables {[list(t) for t in tables]} are not [rows >= 1, C] tables of one width")
         if len(x) != 1 or x[0] > tables[1][0]:
             raise fail(f"reads [L] token ids with L <= {tables[1][0]} positions, got an input of shape {list(x)}")
         return (tables[0][1], x[0])
@@ -236,6 +242,10 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
         if len(x) != 2:
             raise fail(f"needs a [C, L] input, got {list(x)}")
         return x[:1]
+    if kind == "to_sequence":
+        if len(x) != 3:
+            raise fail(f"needs a [C, H, W] input, got {list(x)}")
+        return (x[0], x[1] * x[2])
     if kind in ("batchnorm", "prelu"):
         params = ("weight", "bias", "running_mean", "running_var") if kind == "batchnorm" else ("weight",)
         allowed = {(x[0],)} | ({(1,)} if kind == "prelu" else set())
@@ -259,7 +269,7 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
             raise fail(f"a {layer.kernel_size}x{layer.kernel_size} window does not fit a {x[1]}x{x[2]} map")
         return (x[0], x[1] // layer.kernel_size, x[2] // layer.kernel_size)
     if layer.source not in finished:
-        raise SpecError(f"add reads {layer.source!r}, which is not an earlier linear/conv layer")
+        raise SpecError(f"add reads {layer.source!r}, which is not an earlier node layer")
     source = finished[layer.source]
     skip = affine(layer.name, source, len(source) - 1, layer.stride) if layer.name else source
     if skip != x:

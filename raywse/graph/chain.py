@@ -30,7 +30,7 @@ from raywse.core.spec import (
 
 @dataclass(frozen=True)
 class NodeLayer:
-    """A linear/conv layer seen as a layer of graph nodes."""
+    """A node layer (linear, conv, LSTM, attention, layer norm, embedding, magnitude) seen as graph nodes."""
 
     layer: Layer
     in_nodes: int  # neurons / channels of the previous node layer (or of the input)
@@ -126,6 +126,9 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
                     raise SpecError(f"a residual add after the nonlinearity of {nonlinear[-1].kind} "
                                     f"{nonlinear[-1].name!r} is not supported (only before it)")  # fmt: skip
                 source = next(i for i, p in enumerate(pending) if p["layer"].name == layer.source)
+                if source == len(pending) - 2:  # its edges would be the very pairs of the layer's own weights
+                    raise SpecError(f"a residual add into {target.name!r} from {layer.source!r}, the layer it reads "
+                                    "anyway, is not supported (fold the identity into its weights)")  # fmt: skip
                 pending[-1]["skips"].append((source, layer))
         x = shape
     if not pending:

@@ -47,8 +47,10 @@ def bert_spec_and_tensors(
                         "config.json (num_attention_heads) next to it, or describe it with a spec file")  # fmt: skip
     act = str(hints.get("hidden_act", "gelu"))
     act = act if act in ACTIVATIONS else "unknown"
-    eps = float(hints.get("layer_norm_eps", 1e-12))  # type: ignore[arg-type]
-    layers = [Layer("embedding", "embeddings"), Layer("layernorm", "embeddings.LayerNorm", eps=eps)]
+    eps = hints.get("layer_norm_eps", 1e-12)
+    if not isinstance(eps, int | float) or isinstance(eps, bool) or not eps > 0:
+        raise SpecError(f"config.json: layer_norm_eps {eps!r} is not a positive number")
+    layers = [Layer("embedding", "embeddings"), Layer("layernorm", "embeddings.LayerNorm", eps=float(eps))]
     stream = "embeddings.LayerNorm"  # what the next residual connection reads
     for i in sorted({int(m.group(1)) for n in out if (m := _LAYER.match(n))}):
         p = f"encoder.layer.{i}"
@@ -56,11 +58,11 @@ def bert_spec_and_tensors(
             Layer("attention", f"{p}.attention.self", heads=heads),
             Layer("linear", f"{p}.attention.output.dense"),
             Layer("add", source=stream),
-            Layer("layernorm", f"{p}.attention.output.LayerNorm", eps=eps),
+            Layer("layernorm", f"{p}.attention.output.LayerNorm", eps=float(eps)),
             Layer("linear", f"{p}.intermediate.dense", act),
             Layer("linear", f"{p}.output.dense"),
             Layer("add", source=f"{p}.attention.output.LayerNorm"),
-            Layer("layernorm", f"{p}.output.LayerNorm", eps=eps),
+            Layer("layernorm", f"{p}.output.LayerNorm", eps=float(eps)),
         ]
         stream = f"{p}.output.LayerNorm"
     pooled = "pooler.dense.weight" in out

@@ -34,7 +34,7 @@ from raywse.core.spec import (
     SpecError,
 )
 from raywse.graph.chain import Chain, NodeLayer, split_layers, walk
-from raywse.graph.schema import AFFINE_NODE_TYPES, HOMOGENEOUS_ACT_IDS, NODE_FIELDS, ODD_ACT_IDS, NodeKind
+from raywse.graph.schema import AFFINE_NODE_TYPES, HOMOGENEOUS_ACT_IDS, NODE_FIELDS, ODD_ACT_IDS, NodeKind, NodeType
 
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
@@ -124,13 +124,23 @@ def permute_hidden(
             qk_perms[i], perms[i] = _head_perms(nl.layer.heads, nl.qk_nodes, nl.out_nodes, generator)
         elif nl.layer.kind == "attention":  # its values are tied to other layers: not permuted
             perms.update({j: None for j in range(len(layers)) if ties[j] == ties[i]})
-    for i, nl in enumerate(layers):
+
+    def keep_order(i: int) -> None:  # layer i and every layer tied to it
+        perms.update({j: None for j in range(len(layers)) if ties[j] == ties[i]})
+
+    if layers[0].layer.kind == "layernorm":  # normalises the inputs, which never move
+        keep_order(0)
+    for i in reversed(range(len(layers))):  # a magnitude's order is that of the pairs it reads
+        nl = layers[i]
         if nl.layer.kind != "magnitude":
             continue
-        if i > 0 and perms[i] is not None and ties.count(ties[i - 1]) == 1:
+        pairs_free = i > 0 and layers[i - 1].layer.kind in (*AFFINE_KINDS, "lstm") and ties.count(ties[i - 1]) == 1
+        if perms[i] is not None and pairs_free:
             perms[i - 1] = torch.cat([perms[i], perms[i] + nl.out_nodes])
-        else:  # its pairs keep their order, and so does it
-            perms.update({j: None for j in range(len(layers)) if j == i or (i > 0 and ties[j] == ties[i - 1])})
+        else:
+            keep_order(i)
+            if i > 0:
+                keep_order(i - 1)
     out = {k: v.clone() for k, v in tensors.items()}
     for i, nl in enumerate(layers[:-1]):
         perm = perms[i]
@@ -160,31 +170,31 @@ def _head_perms(heads: int, qk: int, v: int, generator: torch.Generator) -> tupl
 def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor, qk_perm: Tensor | None = None) -> None:
     """Reorder the neurons of one node layer in its own tensors (an LSTM: every gate's rows and the recurrent
     weights' columns; an attention: query and key rows by ``qk_perm``, value rows by ``perm``; an embedding: its
-    tables' columns)."""
+    tables' columns), and in the batch norms and PReLUs that follow it."""
     name = nl.layer.name
+    followers = [f"{ly.name}.{p}" for ly in nl.followers if ly.kind == "batchnorm" for p in _BN_PARAMS]
+    followers += [
+        f"{ly.name}.weight" for ly in nl.followers if ly.kind == "prelu" and out[f"{ly.name}.weight"].numel() > 1
+    ]
+    for key in followers:
+        out[key] = out[key][perm]
     if nl.layer.kind == "attention":
         for p, order in (("query", qk_perm), ("key", qk_perm), ("value", perm)):
             for w in ("weight", "bias"):
                 out[f"{name}.{p}.{w}"] = out[f"{name}.{p}.{w}"][order]
-        return
-    if nl.layer.kind == "embedding":
+    elif nl.layer.kind == "embedding":
         for table in EMBEDDING_TABLES:
             out[f"{name}.{table}.weight"] = out[f"{name}.{table}.weight"][:, perm]
-        return
-    if nl.layer.kind == "lstm":
+    elif nl.layer.kind == "lstm":
         for param in LSTM_PARAMS:
             t = out[f"{name}.{param}"]
             out[f"{name}.{param}"] = t.reshape(LSTM_GATES, nl.out_nodes, *t.shape[1:])[:, perm].reshape(t.shape)
         out[f"{name}.weight_hh"] = out[f"{name}.weight_hh"][:, perm]
-        return
-    if nl.layer.kind == "magnitude":
-        return
-    names = [f"{name}.weight", f"{name}.bias"]
-    names += [f"{ly.name}.{p}" for ly in nl.followers if ly.kind == "batchnorm" for p in _BN_PARAMS]
-    names += [f"{ly.name}.weight" for ly in nl.followers if ly.kind == "prelu" and out[f"{ly.name}.weight"].numel() > 1]
-    names += [f"{add.name}.{p}" for _, add in nl.skips if add.name for p in ("weight", "bias")]  # projections in
-    for key in names:
-        out[key] = out[key][perm]
+    elif nl.layer.kind != "magnitude":
+        names = [f"{name}.weight", f"{name}.bias"]
+        names += [f"{add.name}.{p}" for _, add in nl.skips if add.name for p in ("weight", "bias")]  # projections in
+        for key in names:
+            out[key] = out[key][perm]
 
 
 def residual_layers(spec: ArchSpec) -> set[str]:
@@ -243,20 +253,27 @@ def flip_hidden(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, generator: 
     return _scale_neurons(tensors, spec, set(flippable_layers(spec)), lambda n: random_signs(n, generator))
 
 
-def _hidden_affine(node_kind: Tensor, node_type: Tensor) -> Tensor:
-    return (node_kind == NodeKind.HIDDEN) & torch.isin(node_type, node_type.new_tensor(AFFINE_NODE_TYPES))
+def _per_neuron(data: Data) -> Tensor:
+    """Hidden linear/conv neurons that are neurons on their own: none of their edges leads into a magnitude or layer
+    norm node, which reads them together with their neighbours (rescaling or flipping one alone changes the
+    function)."""
+    joint = torch.isin(data.node_type, data.node_type.new_tensor((NodeType.MAGNITUDE, NodeType.LAYERNORM)))
+    src, dst = data.edge_index
+    feeds_joint = torch.zeros_like(joint).index_fill_(0, src[joint[dst]], True)
+    affine = torch.isin(data.node_type, data.node_type.new_tensor(AFFINE_NODE_TYPES))
+    return (data.node_kind == NodeKind.HIDDEN) & affine & ~feeds_joint
 
 
-def scalable_nodes(node_kind: Tensor, node_act: Tensor, node_type: Tensor) -> Tensor:
-    """Mask of the hidden linear/conv neurons whose activation commutes with positive scaling (the rescalable ones,
-    bar those a magnitude layer pairs: canonicalising their scale changes the graph, not what it can tell apart)."""
-    homogeneous = torch.isin(node_act, node_act.new_tensor(HOMOGENEOUS_ACT_IDS))
-    return _hidden_affine(node_kind, node_type) & homogeneous
+def scalable_nodes(data: Data) -> Tensor:
+    """Mask of the neurons of a neural graph (or ``Batch``) that can be rescaled: hidden linear/conv neurons on their
+    own whose activation commutes with positive scaling."""
+    return _per_neuron(data) & torch.isin(data.node_act, data.node_act.new_tensor(HOMOGENEOUS_ACT_IDS))
 
 
-def odd_nodes(node_kind: Tensor, node_act: Tensor, node_type: Tensor) -> Tensor:
-    """Mask of the hidden linear/conv neurons followed by an odd activation (those whose sign may be flippable)."""
-    return _hidden_affine(node_kind, node_type) & torch.isin(node_act, node_act.new_tensor(ODD_ACT_IDS))
+def odd_nodes(data: Data) -> Tensor:
+    """Mask of the hidden linear/conv neurons on their own followed by an odd activation (those whose sign may be
+    flippable)."""
+    return _per_neuron(data) & torch.isin(data.node_act, data.node_act.new_tensor(ODD_ACT_IDS))
 
 
 def graph_of_nodes(data: Data) -> Tensor:
@@ -299,7 +316,7 @@ def permute_graph_nodes(data: Data, generator: torch.Generator, shuffle_edges: b
 def rescale_graph_hidden(data: Data, generator: torch.Generator, low: float = 0.5, high: float = 2.0) -> Data:
     """Graph form of :func:`rescale_hidden`: every :func:`scalable_nodes` neuron gets a log-uniform ``s`` in
     ``[low, high]`` (incoming weights and bias × s, outgoing weights ÷ s); other neurons keep ``s = 1``."""
-    scalable = scalable_nodes(data.node_kind, data.node_act, data.node_type)
+    scalable = scalable_nodes(data)
     s = torch.where(
         scalable, log_uniform(data.num_nodes, generator, low, high, torch.float32), torch.ones(data.num_nodes)
     )
@@ -308,7 +325,7 @@ def rescale_graph_hidden(data: Data, generator: torch.Generator, low: float = 0.
 
 def flip_graph_hidden(data: Data, generator: torch.Generator) -> Data:
     """Graph form of :func:`flip_hidden` for every :func:`odd_nodes` neuron (valid where no max pooling follows)."""
-    odd = odd_nodes(data.node_kind, data.node_act, data.node_type)
+    odd = odd_nodes(data)
     s = torch.where(odd, random_signs(data.num_nodes, generator, torch.float32), torch.ones(data.num_nodes))
     return _scale_graph_nodes(data, s)
 

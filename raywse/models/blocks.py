@@ -159,18 +159,16 @@ def edge_grids(groups: list[BlockGroup], edge_states: Callable[[Tensor], Tensor]
     return EdgeGrids(forward, backward)
 
 
-def grid_sums(groups: list[BlockGroup], grids: EdgeGrids, node_graph: Tensor, num_graphs: int) -> Tensor:
-    """``[B, K]`` sum of the edge states of each graph, read off the forward grids (every edge is in one block, each
-    block in one graph: the graph of its first target node)."""
-    sums = []
-    graphs = []
+def grid_sums(groups: list[BlockGroup], grids: EdgeGrids, node_graph: Tensor, num_graphs: int, width: int) -> Tensor:
+    """``[B, width]`` sum of the edge states of each graph, read off the forward grids (every edge is in one block,
+    each block in one graph: the graph of its first target node); zeros for a graph without edges."""
+    out = node_graph.new_zeros(num_graphs, width, dtype=torch.float32)
     for group, grid in zip(groups, grids.forward, strict=True):
         g, n_dst, n_src = group.shape
-        sums.append(grid.view(g, n_dst, -1, n_src).sum((1, 3)))
-        graphs.append(node_graph[group.dst_nodes[:, 0]])
-    first = grids.forward[0] if grids.forward else node_graph.new_zeros(0, 1, 1).float()
-    out = first.new_zeros(num_graphs, sums[0].shape[1] if sums else 1)
-    return out.index_add(0, torch.cat(graphs), torch.cat(sums)) if sums else out
+        out = out.to(grid.dtype).index_add(
+            0, node_graph[group.dst_nodes[:, 0]], grid.view(g, n_dst, -1, n_src).sum((1, 3))
+        )
+    return out
 
 
 def block_messages(

@@ -64,8 +64,10 @@ def input_group(graph: Data) -> str:
 
 
 def family(graph: Data) -> str:
-    """Read from the graph alone: ``resnet`` when an edge skips a layer (a residual connection), else ``cnn`` when
-    any neuron is a conv channel, else ``mlp``."""
+    """Read from the graph alone: ``transformer`` when it has attention queries, ``resnet`` when an edge skips a
+    layer (a residual connection), else ``cnn`` when any neuron is a conv channel, else ``mlp``."""
+    if bool((graph.node_type == NodeType.ATTENTION_QUERY).any()):
+        return "transformer"
     src, dst = graph.edge_index
     if bool((graph.node_layer[dst] - graph.node_layer[src] > 1).any()):
         return "resnet"

@@ -194,9 +194,9 @@ class NeuralGraphEncoder(nn.Module):
         if probes.shape[1] != cfg.num_probes:
             raise SpecError(f"graphs carry {probes.shape[1]} probe responses, the encoder takes {cfg.num_probes}")
         if cfg.canonicalize_scale:
-            odd = odd_nodes(batch.node_kind, batch.node_act, batch.node_type)
+            odd = odd_nodes(batch)
             edge_attr, bias, probes = canonicalize_sign(edge_index, edge_attr, bias, probes, odd)
-            scalable = scalable_nodes(batch.node_kind, batch.node_act, batch.node_type)
+            scalable = scalable_nodes(batch)
             edge_attr, bias, factor = canonicalize_scale(edge_index, edge_attr, bias, batch.node_layer, scalable)
             probes = probes / factor.unsqueeze(-1)
 
@@ -226,7 +226,11 @@ class NeuralGraphEncoder(nn.Module):
             else:
                 states = lambda edges: self.edge_features(edge_attr[edges], slots)  # noqa: E731
             grids = edge_grids(groups, states, cfg.edge_hidden)
-            edge_sums, blocks, e = grid_sums(groups, grids, batch.batch, num_graphs), (groups, grids), None
+            edge_sums, blocks, e = (
+                grid_sums(groups, grids, batch.batch, num_graphs, cfg.edge_hidden),
+                (groups, grids),
+                None,
+            )
         else:
             e, blocks = self.edge_features(edge_attr, slots), None
             edge_sums = scatter(e, batch.batch[edge_index[1]], dim=0, dim_size=num_graphs, reduce="sum")

@@ -1,4 +1,5 @@
-"""Zoo architectures: the families a zoo trains (MLP, CNN, ResNet), their specs, parameter shapes and seeded init."""
+"""Zoo architectures: the families a zoo trains (MLP, CNN, ResNet, transformer), their specs, parameter shapes and
+seeded init."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer, layer_shapes
+from raywse.core.spec import ATTENTION_PROJECTIONS, ArchSpec, Layer, layer_shapes
 
 #: Families whose models read images (``[C, H, W]`` inputs).
-IMAGE_FAMILIES = ("cnn", "resnet")
+IMAGE_FAMILIES = ("cnn", "resnet", "transformer")
 #: The zoo's architecture families, in ``ZooConfig.arch_pool`` order.
 FAMILIES = ("mlp", *IMAGE_FAMILIES)
 
@@ -22,19 +23,25 @@ class Arch:
     average pooling, then ``widths`` hidden linear layers and the linear head); or a ResNet (a 3×3 stem conv of
     ``channels[0]``/``strides[0]``, then one basic block per further ``channels``/``strides`` entry — two 3×3 convs
     with batch norm and an identity shortcut, or a 1×1 projection where width or stride changes — global average
-    pooling and the linear head)."""
+    pooling and the linear head); or a transformer (a 3×3 stem conv of ``channels[0]``/``strides[0]`` whose map is
+    read as a sequence of positions, then one post-norm block per ``widths`` entry — ``heads``-head self-attention,
+    its output projection, a residual add and a layer norm, then a feed-forward layer of that width and one back,
+    a residual add and a layer norm — and the linear head on the flattened positions)."""
 
     family: str
     widths: tuple[int, ...] = ()
     activation: str = "relu"
     channels: tuple[int, ...] = ()
     strides: tuple[int, ...] = ()
+    heads: int = 0
 
     def spec(self, input_shape: tuple[int, ...]) -> ArchSpec:
         """The :class:`ArchSpec` of this architecture; layer ``i`` owns ``layers.{i}.*`` (an add layer: its
         projection)."""
         if self.family == "resnet":
             return self._resnet_spec(input_shape)
+        if self.family == "transformer":
+            return self._transformer_spec(input_shape)
         layers: list[Layer] = []
         for stride in self.strides:
             layers.append(Layer("conv2d", f"layers.{len(layers)}", self.activation, stride=stride, padding=1))
@@ -68,10 +75,36 @@ class Arch:
         append("linear")
         return ArchSpec(tuple(input_shape), tuple(layers))
 
+    def _transformer_spec(self, input_shape: tuple[int, ...]) -> ArchSpec:
+        layers: list[Layer] = []
+
+        def append(kind: str, activation: str = "none", **fields) -> str:
+            name = f"layers.{len(layers)}"
+            layers.append(Layer(kind, name, activation, **fields))
+            return name
+
+        stream = append("conv2d", self.activation, stride=self.strides[0], padding=1)
+        layers.append(Layer("to_sequence"))
+        for _ in self.widths:
+            append("attention", heads=self.heads)
+            append("linear")
+            layers.append(Layer("add", source=stream))
+            normed = append("layernorm")
+            append("linear", self.activation)
+            append("linear")
+            layers.append(Layer("add", source=normed))
+            stream = append("layernorm")
+        layers.append(Layer("flatten"))  # the head reads every position: attention alone does not know where
+        append("linear")
+        return ArchSpec(tuple(input_shape), tuple(layers))
+
     def _node_widths(self, num_classes: int) -> tuple[int, ...]:
         """Output width of every linear/conv layer, in spec order."""
         if self.family == "resnet":
             return (self.channels[0], *(c for c in self.channels[1:] for _ in range(2)), num_classes)
+        if self.family == "transformer":
+            width = self.channels[0]
+            return (width, *(w for ffn in self.widths for w in (width, ffn, width)), num_classes)
         return (*self.channels, *self.widths, num_classes)
 
     def param_shapes(self, input_shape: tuple[int, ...], num_classes: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -81,12 +114,24 @@ class Arch:
         outs = iter(self._node_widths(num_classes))
         widths: dict[str, int] = {}  # output width of each linear/conv layer (what a residual reads)
         shapes: list[tuple[str, tuple[int, ...]]] = []
+        spatial = tuple(input_shape[1:])  # the map's size, for a flatten
         for layer in spec.layers:
-            if layer.kind in NODE_LAYER_KINDS:
+            if layer.kind in ("linear", "conv2d"):
                 out = next(outs)
                 kernel = (3, 3) if layer.kind == "conv2d" else ()
                 shapes += [(f"{layer.name}.weight", (out, fan_in, *kernel)), (f"{layer.name}.bias", (out,))]
                 fan_in = widths[layer.name] = out
+                if layer.kind == "conv2d":  # 3x3, padding 1
+                    spatial = tuple((d - 1) // layer.stride + 1 for d in spatial)
+            elif layer.kind == "flatten":
+                fan_in *= math.prod(spatial)
+            elif layer.kind == "attention":  # queries, keys and values as wide as what it reads
+                shapes += [(f"{layer.name}.{p}.{w}", (fan_in, fan_in)[: 2 if w == "weight" else 1])
+                           for p in ATTENTION_PROJECTIONS for w in ("weight", "bias")]  # fmt: skip
+                widths[layer.name] = fan_in
+            elif layer.kind == "layernorm":
+                shapes += [(f"{layer.name}.{p}", (fan_in,)) for p in ("weight", "bias")]
+                widths[layer.name] = fan_in
             elif layer.kind == "batchnorm":
                 shapes += [(f"{layer.name}.{p}", (fan_in,)) for p in ("weight", "bias", "running_mean", "running_var")]
             elif layer.kind == "add" and layer.name:
@@ -101,6 +146,10 @@ class Arch:
         convs = "-".join(f"{c}/s{s}" if s > 1 else str(c) for c, s in zip(self.channels, self.strides, strict=True))
         if self.family == "resnet":
             return f"ResNet stem-blocks {convs} {self.activation}, batch norm + global avg pool + linear head"
+        if self.family == "transformer":
+            ffn = "-".join(map(str, self.widths))
+            return (f"Transformer conv3x3 stem {convs}, {len(self.widths)} post-norm blocks ({self.heads} heads, "
+                    f"feed-forward {ffn} {self.activation}) + linear head on every position")  # fmt: skip
         head = f" + hidden {'-'.join(map(str, self.widths))}" if self.widths else ""
         return f"CNN conv3x3 {convs} {self.activation} + global avg pool{head} + linear head"
 
@@ -114,8 +163,11 @@ class Arch:
         outputs = layer_shapes(spec, shapes)
         total = 0
         for layer, out in zip(spec.layers, outputs, strict=True):
-            if layer.kind in NODE_LAYER_KINDS or (layer.kind == "add" and layer.name):
+            if layer.kind in ("linear", "conv2d") or (layer.kind == "add" and layer.name):
                 total += math.prod(shapes[f"{layer.name}.weight"]) * math.prod(out[1:])
+            elif layer.kind == "attention":  # three projections per position, then scores and the weighted sum
+                width, positions = out
+                total += 3 * width * width * positions + 2 * positions * positions * width
         return total
 
 
@@ -123,7 +175,7 @@ def normalised_biases(spec: ArchSpec) -> list[str]:
     """Biases of the linear/conv layers a batch norm directly follows: the norm subtracts them again, so they stay 0
     (as ``bias=False`` layers do in PyTorch)."""
     pairs = itertools.pairwise(spec.layers)
-    return [f"{a.name}.bias" for a, b in pairs if a.kind in NODE_LAYER_KINDS and b.kind == "batchnorm"]
+    return [f"{a.name}.bias" for a, b in pairs if a.kind in ("linear", "conv2d") and b.kind == "batchnorm"]
 
 
 def init_params(arch: Arch, input_shape: tuple[int, ...], num_classes: int, seed: int) -> dict[str, torch.Tensor]:

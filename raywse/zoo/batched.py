@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from raywse.core.forward import activate, forward, module_tensors, spec_module
-from raywse.core.spec import NODE_LAYER_KINDS, ArchSpec, Layer
+from raywse.core.spec import ATTENTION_PROJECTIONS, NODE_LAYER_KINDS, ArchSpec, Layer
 from raywse.zoo.arch import normalised_biases
 
 ADAM_BETAS = (0.9, 0.999)
@@ -80,13 +80,16 @@ def _fast_forward(
     """Forward ``M`` stacked models. ``first`` is the network input: for a CNN the first layer's patch columns,
     ``[M, B*L, K]`` per model or ``[B*L, K]`` shared by all models; for an MLP ``[M, B, d]`` or ``[B, d]``. The first
     conv is a ``bmm`` (or one matmul for shared inputs), later convs one grouped conv over ``[B, M*C, H, W]``, a
-    residual projection a grouped 1×1 conv. Batch norm normalises with the batch's statistics (``bn="batch"``,
-    training), or the stored running ones (``bn="running"``); ``bn="measure"`` normalises with the batch's and
-    writes them into ``params`` as the running statistics. Returns logits ``[M, B, C]``."""
+    residual projection a grouped 1×1 conv; after a ``to_sequence`` the features are tokens ``[M, B, L, C]``
+    (attention, per-position linear layers and layer norms batched over the models). Batch norm normalises with the
+    batch's statistics (``bn="batch"``, training), or the stored running ones (``bn="running"``); ``bn="measure"``
+    normalises with the batch's and writes them into ``params`` as the running statistics. Returns logits
+    ``[M, B, C]``."""
     h = first
     hw = tuple(spec.input_shape[1:])
-    finished: dict[str, torch.Tensor] = {}  # what each linear/conv layer hands on (residual adds read it)
+    finished: dict[str, torch.Tensor] = {}  # what each node layer hands on (residual adds read it)
     current = ""
+    tokens = False  # after a to_sequence: h is [M, B, L, C]
     for i, layer in enumerate(spec.layers):
         if layer.kind in NODE_LAYER_KINDS:
             if current:
@@ -113,13 +116,26 @@ def _fast_forward(
                 h = activate(h, layer.activation)
             continue
         if layer.kind == "global_avg_pool":
-            h = h.mean(dim=(2, 3)).view(b, m, -1).transpose(0, 1)
+            h = h.mean(dim=2) if tokens else h.mean(dim=(2, 3)).view(b, m, -1).transpose(0, 1)
+            tokens = False
         elif layer.kind == "linear":
             w, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
             if h.dim() == 2:
                 h = torch.addmm(bias.view(1, -1), h, w.reshape(-1, w.shape[-1]).T).view(b, m, -1).transpose(0, 1)
+            elif tokens:  # [M, B, L, C]: every position
+                h = torch.baddbmm(bias.unsqueeze(1), h.flatten(1, 2), w.transpose(1, 2)).view(*h.shape[:3], -1)
             else:
                 h = torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
+        elif layer.kind == "flatten" and tokens:  # [M, B, L, C] -> [M, B, C*L], channel-major as torch.flatten
+            h, tokens = h.transpose(2, 3).flatten(2), False
+        elif layer.kind == "to_sequence":  # [B, M*C, H, W] -> [M, B, H*W, C]
+            h, tokens = h.flatten(2).view(b, m, -1, h.shape[2] * h.shape[3]).permute(1, 0, 3, 2), True
+        elif layer.kind == "attention":
+            h = _attention(layer, params, h)
+        elif layer.kind == "layernorm":
+            w, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
+            mean, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
+            h = (h - mean) * torch.rsqrt(var + layer.eps) * w.view(m, 1, 1, -1) + bias.view(m, 1, 1, -1)
         elif layer.kind == "batchnorm":
             h = _batch_norm(layer, params, h, bn)
         elif layer.kind == "add":
@@ -132,6 +148,18 @@ def _fast_forward(
             raise ValueError(f"batched training does not support layer kind {layer.kind}")
         h = activate(h, layer.activation)
     return h
+
+
+def _attention(layer: Layer, params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    """Multi-head self-attention of ``M`` stacked models over tokens ``[M, B, L, C]`` (each model its own weights)."""
+    m, b, length, _ = h.shape
+    q, k, v = (
+        torch.baddbmm(params[f"{layer.name}.{p}.bias"].unsqueeze(1), h.flatten(1, 2),
+                      params[f"{layer.name}.{p}.weight"].transpose(1, 2)).view(m, b, length, layer.heads, -1)
+        .transpose(2, 3)
+        for p in ATTENTION_PROJECTIONS
+    )  # fmt: skip
+    return F.scaled_dot_product_attention(q, k, v).transpose(2, 3).reshape(m, b, length, -1)
 
 
 def _batch_norm(layer: Layer, params: dict[str, torch.Tensor], h: torch.Tensor, bn: str) -> torch.Tensor:

@@ -29,9 +29,9 @@ class ZooConfig:
     group_size: int = field(default=8, metadata={"help": "most runs per batched training program (one Ray task)"})
     runs_per_task: int = field(default=2, metadata={"help": "runs of each task of the interface in one group"})
     min_groups: int = field(default=8, metadata={"help": "fewest groups (so distinct architectures) per interface"})
-    arch_pool: tuple[int, ...] = (24, 16, 12)  # architectures drawn once per family (FAMILIES), shared by all tasks
+    arch_pool: tuple[int, ...] = (24, 16, 12, 12)  # architectures drawn once per family (FAMILIES), shared by tasks
     steps_choices: tuple[int, ...] = (240, 480)  # MLP runs
-    cnn_steps_choices: tuple[int, ...] = (500, 800)  # runs of the image families, CNN and ResNet (slower to learn)
+    cnn_steps_choices: tuple[int, ...] = (500, 800)  # runs of the image families (CNN, ResNet, transformer)
     snapshots: tuple[float, ...] = (0.5, 0.75, 1.0)  # fractions of a run's steps at which it is saved
     finetune_steps: tuple[int, ...] = (300, 600)
     lr_range: tuple[float, ...] = (2e-3, 3e-2)  # Adam lr (low, high), sampled log-uniformly
@@ -58,8 +58,9 @@ class ZooConfig:
     def tiny(cls, **overrides) -> ZooConfig:
         """17 tasks (every interface but one), each with each of its families once, two snapshots per run, plus
         fine-tuned children: ~70 models in under a minute (the test suite's zoo)."""
-        return cls(num_runs=0, group_size=8, runs_per_task=1, min_groups=1, arch_pool=(6, 4, 3), steps_choices=(200,),
-                   cnn_steps_choices=(400,), snapshots=(0.5, 1.0), finetune_steps=(120,), lr_range=(3e-3, 2e-2),
+        return cls(num_runs=0, group_size=8, runs_per_task=1, min_groups=1, arch_pool=(6, 4, 3, 3),
+                   steps_choices=(200,), cnn_steps_choices=(400,), snapshots=(0.5, 1.0), finetune_steps=(120,),
+                   lr_range=(3e-3, 2e-2),
                    finetune_group_fraction=0.5, tasks=TINY_TASKS, **overrides)  # fmt: skip
 
     @classmethod
@@ -139,8 +140,14 @@ class GroupPlan:
 
 def sample_arch(rng: np.random.Generator, family: str) -> Arch:
     """One architecture of ``family`` (MLP: 1-3 hidden layers; CNN: 2-3 3x3 convs, the first of stride 2, global
-    pooling, 0-1 hidden layers; ResNet: a stride-2 stem and 1-2 basic blocks)."""
+    pooling, 0-1 hidden layers; ResNet: a stride-2 stem and 1-2 basic blocks; transformer: a stride-2 stem of width 8
+    or 16 and 1-2 blocks of 1, 2 or 4 heads)."""
     activation = str(rng.choice(["relu", "leaky_relu", "tanh", "gelu"]))
+    if family == "transformer":
+        width = int(rng.choice([8, 16]))
+        heads = int(rng.choice([1, 2, 4]))
+        ffn = tuple(int(rng.choice([16, 32])) for _ in range(int(rng.integers(1, 3))))
+        return Arch("transformer", ffn, activation, (width,), (2,), heads)
     if family == "mlp":
         depth = int(rng.integers(1, 4))
         return Arch("mlp", tuple(int(rng.choice([16, 32, 64])) for _ in range(depth)), activation)

@@ -144,3 +144,75 @@ def test_malformed_recurrent_and_magnitude_layers_are_refused_in_one_line():
     weights |= {f"l.{p}": torch.zeros(24) for p in ("bias_ih", "bias_hh")}
     with pytest.raises(SpecError, match="residual add into lstm layer 'l' is not supported"):
         to_neural_graph(weights, into_lstm)
+
+
+def _random(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(*s, generator=gen) * 0.5 for k, s in shapes.items()}
+
+
+def _attention(name: str, width: int) -> dict[str, tuple[int, ...]]:
+    return {f"{name}.{p}.{w}": (width, width)[: 2 if w == "weight" else 1] for p in ("query", "key", "value")
+            for w in ("weight", "bias")}  # fmt: skip
+
+
+LAYOUTS = {
+    "layer norm first": (
+        ArchSpec((6,), (Layer("layernorm", "n"), Layer("linear", "a", "relu"), Layer("linear", "b"))),
+        {"n.weight": (6,), "n.bias": (6,), "a.weight": (5, 6), "a.bias": (5,), "b.weight": (3, 5), "b.bias": (3,)},
+    ),
+    "magnitude after attention": (
+        ArchSpec(
+            (8, 5),
+            (Layer("attention", "att", heads=2), Layer("magnitude"), Layer("global_avg_pool"), Layer("linear", "out")),
+        ),  # fmt: skip
+        {**_attention("att", 8), "out.weight": (3, 4), "out.bias": (3,)},
+    ),
+    "two magnitudes": (
+        ArchSpec(
+            (2, 7),
+            (
+                Layer("conv1d", "c", padding=1),
+                Layer("magnitude"),
+                Layer("magnitude"),
+                Layer("global_avg_pool"),
+                Layer("linear", "out"),
+            ),
+        ),  # fmt: skip
+        {"c.weight": (8, 2, 3), "c.bias": (8,), "out.weight": (3, 2), "out.bias": (3,)},
+    ),
+    "PReLU after an LSTM": (
+        ArchSpec((4, 6), (Layer("lstm", "l"), Layer("prelu", "p"), Layer("global_avg_pool"), Layer("linear", "out"))),
+        {
+            "l.weight_ih": (20, 4),
+            "l.weight_hh": (20, 5),
+            "l.bias_ih": (20,),
+            "l.bias_hh": (20,),
+            "p.weight": (5,),
+            "out.weight": (3, 5),
+            "out.bias": (3,),
+        },  # fmt: skip
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_permutations_keep_the_function_of_unusual_layouts(layout):
+    spec, shapes = LAYOUTS[layout]
+    tensors = _random(shapes)
+    x = torch.randn(4, *spec.input_shape, generator=torch.Generator().manual_seed(1))
+    for seed in range(3):
+        twin = permute_hidden(tensors, spec, torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(forward(spec, twin, x), forward(spec, tensors, x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_residual_from_the_layer_it_reads_anyway_is_refused():
+    spec = ArchSpec((4,), (Layer("linear", "a"), Layer("linear", "b"), Layer("add", source="a")))
+    tensors = {
+        "a.weight": torch.ones(4, 4),
+        "a.bias": torch.zeros(4),
+        "b.weight": torch.ones(4, 4),
+        "b.bias": torch.zeros(4),
+    }
+    with pytest.raises(SpecError, match="residual add into 'b' from 'a', the layer it reads anyway"):
+        to_neural_graph(tensors, spec)

@@ -50,11 +50,11 @@ def test_compose_applies_in_order_and_zero_strength_is_identity():
 
 def canonical(g):
     """Sign- then scale-canonical weights, biases and probe responses (as the encoder computes them)."""
-    odd = odd_nodes(g.node_kind, g.node_act, g.node_type)
+    odd = odd_nodes(g)
     edge_attr, bias, probes = canonicalize_sign(
         g.edge_index, g.edge_attr.double(), g.x.view(-1).double(), g.probe_act.double(), odd
     )
-    scalable = scalable_nodes(g.node_kind, g.node_act, g.node_type)
+    scalable = scalable_nodes(g)
     edge_attr, bias, factor = canonicalize_scale(g.edge_index, edge_attr, bias, g.node_layer, scalable)
     return edge_attr, bias, probes / factor.unsqueeze(-1)
 
