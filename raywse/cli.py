@@ -79,9 +79,9 @@ def _cmd_search(args: argparse.Namespace) -> None:
     neighbours = search_checkpoint(
         args.checkpoint, args.index, args.encoder, args.zoo, k=args.k, probe_data=args.probe_data, spec=args.spec
     )
-    print(f"{'rank':>4}  {'model_id':<40} {'task':<18} {'family':<6} {'test_acc':>8} {'score':>7}")
+    print(f"{'rank':>4}  {'model_id':<40} {'task':<18} {'family':<11} {'test_acc':>8} {'score':>7}")
     for n in neighbours:
-        print(f"{n.rank:>4}  {n.model_id:<40} {n.task:<18} {n.family:<6} {n.test_acc:>8.3f} {n.score:>7.4f}")
+        print(f"{n.rank:>4}  {n.model_id:<40} {n.task:<18} {n.family:<11} {n.test_acc:>8.3f} {n.score:>7.4f}")
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:

@@ -146,7 +146,7 @@ def _hard_splits(scores: dict, ks: list[int]) -> list[str]:
         "",
         "## Hard splits",
         "",
-        "- **cross-family**: held-out queries of each family (MLP, CNN, ResNet) against a database of the other "
+        "- **cross-family**: held-out queries of each family (every family of the zoo) against a database of the other "
         "families only; relevant = same task.",
         "- **label-map**: held-out queries of tasks that share inputs and output count with other tasks (e.g. the "
         "binary digits tasks, digits all10/shift1); the database holds only the query's group; relevant = same task.",
@@ -212,7 +212,7 @@ def _retrieval_section(scores: dict, ks: list[int]) -> list[str]:
         "## Task retrieval per held-out split",
         "",
         "Database = all other models (`cross_arch`: except those of the query's architecture; `same_family`: the "
-        "query's family only; `cross_family_*`: the other family only); relevant = same task.",
+        "query's family only; `cross_family_*`: the other families only); relevant = same task.",
     ]
     directions = [s for s in scores[RAYWSE] if s.startswith("cross_family_")]
     for split in (*HELD_OUT, "held_out", "cross_arch", "same_family", *directions):

@@ -56,7 +56,7 @@ GOALS = {
 DEFINITIONS = {
     "task_p10_cross_arch": "held-out queries (learned, not fine-tuned children); database = every model outside "
     "the query's architecture and lineage; relevant = learned, same task; precision@10",
-    "cross_family_p10": "held-out queries against the other family only; relevant = same task; precision@10",
+    "cross_family_p10": "held-out queries against the other families only; relevant = same task; precision@10",
     "label_map_p1": "held-out queries of tasks sharing inputs and output count, database = that group; precision@1",
     "lineage_map": "fine-tuned children as queries; relevant = the parent's run and sibling runs; mAP",
     "acc_tau_pooled": "Kendall τ of predicted against actual test accuracy over all held-out models (ridge or "
