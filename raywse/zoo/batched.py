@@ -151,15 +151,18 @@ def _fast_forward(
 
 
 def _attention(layer: Layer, params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
-    """Multi-head self-attention of ``M`` stacked models over tokens ``[M, B, L, C]`` (each model its own weights)."""
+    """Multi-head self-attention of ``M`` stacked models over tokens ``[M, B, L, C]`` (each model its own weights),
+    as three batched products over ``[M·B·heads, L, d]`` (written out: the CPU fallback of
+    ``scaled_dot_product_attention`` spends most of a step on NaN guards around its softmax)."""
     m, b, length, _ = h.shape
     q, k, v = (
         torch.baddbmm(params[f"{layer.name}.{p}.bias"].unsqueeze(1), h.flatten(1, 2),
-                      params[f"{layer.name}.{p}.weight"].transpose(1, 2)).view(m, b, length, layer.heads, -1)
-        .transpose(2, 3)
+                      params[f"{layer.name}.{p}.weight"].transpose(1, 2))
+        .view(m, b, length, layer.heads, -1).transpose(2, 3).reshape(m * b * layer.heads, length, -1)
         for p in ATTENTION_PROJECTIONS
     )  # fmt: skip
-    return F.scaled_dot_product_attention(q, k, v).transpose(2, 3).reshape(m, b, length, -1)
+    weights = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * q.shape[-1] ** -0.5, dim=-1)
+    return torch.bmm(weights, v).view(m, b, layer.heads, length, -1).transpose(2, 3).reshape(m, b, length, -1)
 
 
 def _batch_norm(layer: Layer, params: dict[str, torch.Tensor], h: torch.Tensor, bn: str) -> torch.Tensor:
