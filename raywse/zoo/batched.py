@@ -280,7 +280,7 @@ def batched_accuracy(spec: ArchSpec, params: dict[str, torch.Tensor], x: torch.T
 
 @torch.no_grad()
 def model_accuracy(spec: ArchSpec, tensors: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> float:
-    """Accuracy of one model through the reference :func:`raywse.core.spec.forward` (what a checkpoint computes)."""
+    """Accuracy of one model through the reference :func:`raywse.core.forward.forward` (what a checkpoint computes)."""
     pred = forward(spec, tensors, x.reshape(-1, *spec.input_shape)).argmax(-1)
     return int((pred == y).sum()) / len(y)
 
