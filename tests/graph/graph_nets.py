@@ -13,6 +13,8 @@ from sklearn.datasets import load_digits
 
 from raywse.core.forward import forward
 from raywse.core.spec import ArchSpec, Layer
+from raywse.graph.neural_graph import to_neural_graph
+from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 
 @functools.cache
@@ -115,3 +117,15 @@ def trained(arch: str, act: str, steps: int = 50) -> tuple[ArchSpec, dict[str, t
 def forward_spec(spec: ArchSpec, tensors: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     with one_thread():
         return forward(spec, tensors, inputs_for(spec, x))
+
+
+def embedding_changes(
+    spec: ArchSpec, tensors: dict[str, torch.Tensor], *others: dict[str, torch.Tensor]
+) -> list[float]:
+    """Relative change of a small seeded (untrained) encoder's embedding from the graph of ``tensors`` to the graph of
+    each of ``others``: ~0 for a symmetry of the network, clearly more for a different network."""
+    torch.manual_seed(0)
+    encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16)).eval()
+    with torch.no_grad():
+        z = [encoder(encoder.prepare(to_neural_graph(t, spec, str(i)))) for i, t in enumerate((tensors, *others))]
+    return [float((z[0] - other).norm() / z[0].norm()) for other in z[1:]]

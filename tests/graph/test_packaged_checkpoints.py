@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from graph_nets import embedding_changes
 from safetensors.torch import load_file
 
 from raywse.core.forward import forward
@@ -138,12 +139,7 @@ def test_the_silero_spec_file_computes_the_packaged_torchscript_model_exactly():
     twin = rescale_hidden(permute_hidden(tensors, spec, gen), spec, gen)  # LSTM units, STFT pairs, conv channels
     with torch.no_grad():
         torch.testing.assert_close(forward(spec, twin, framed.unsqueeze(1)), expected, rtol=1e-4, atol=1e-5)
-    torch.manual_seed(0)
-    encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16)).eval()
-    with torch.no_grad():
-        za = encoder(encoder.prepare(to_neural_graph(tensors, spec, "a")))
-        zb = encoder(encoder.prepare(to_neural_graph(twin, spec, "b")))
-    assert float((za - zb).norm() / za.norm()) < 1e-4
+    assert embedding_changes(spec, tensors, twin)[0] < 1e-4
 
 
 def test_minilm_graphifies_with_a_node_per_feature_and_an_edge_per_weight():

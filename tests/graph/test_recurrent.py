@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from graph_nets import embedding_changes
 from torch import nn
 
 from raywse.core.forward import forward, lstm_states
@@ -118,16 +119,9 @@ def test_lstm_and_stft_pair_permutations_and_rescaling_keep_function_and_embeddi
     x = torch.randn(6, 1, 64, generator=gen)
     with torch.no_grad():
         torch.testing.assert_close(forward(SPEC, twin, x), net(x), rtol=1e-4, atol=1e-5)
-    torch.manual_seed(0)
-    encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16)).eval()
-    with torch.no_grad():
-        za = encoder(encoder.prepare(to_neural_graph(tensors, SPEC, "a")))
-        zb = encoder(encoder.prepare(to_neural_graph(twin, SPEC, "b")))
-    assert float((za - zb).norm() / za.norm()) < 1e-4
     changed = dict(tensors, **{"lstm_cell.weight_hh": tensors["lstm_cell.weight_hh"] * 1.5})
-    with torch.no_grad():
-        zc = encoder(encoder.prepare(to_neural_graph(changed, SPEC, "c")))
-    assert float((za - zc).norm() / za.norm()) > 1e-3  # the recurrent weights are seen
+    permuted, recurrent = embedding_changes(SPEC, tensors, twin, changed)
+    assert permuted < 1e-4 and recurrent > 1e-3  # the recurrent weights are seen
 
 
 def test_malformed_recurrent_and_magnitude_layers_are_refused_in_one_line():

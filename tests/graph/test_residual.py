@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from graph_nets import embedding_changes
 from resnets import TinyResNet, randomised
 
 from raywse.core.forward import forward
@@ -61,12 +62,7 @@ def test_permutations_are_tied_across_identity_residuals_and_keep_function_and_e
     assert set(rescalable_layers(spec)) == {"layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1"}
     scaled = rescale_hidden(twin, spec, gen)
     torch.testing.assert_close(forward(spec, scaled, x), forward(spec, tensors, x), rtol=1e-4, atol=1e-5)
-    torch.manual_seed(0)
-    encoder = NeuralGraphEncoder(EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16)).eval()
-    with torch.no_grad():
-        za = encoder(encoder.prepare(to_neural_graph(tensors, spec, "a")))
-        zb = encoder(encoder.prepare(to_neural_graph(scaled, spec, "b")))
-    assert float((za - zb).norm() / za.norm()) < 1e-4
+    assert embedding_changes(spec, tensors, scaled)[0] < 1e-4
 
 
 def test_bad_residuals_are_refused_in_one_line():
