@@ -51,8 +51,7 @@ def apply_layer(
         words, positions, types = (tensors[f"{layer.name}.{t}.weight"] for t in EMBEDDING_TABLES)
         x = (words[x.long()] + positions[: x.shape[1]] + types[0]).transpose(1, 2)
     elif layer.kind == "attention":
-        x = self_attention(x, *(tensors[f"{layer.name}.{p}.{w}"] for p in ATTENTION_PROJECTIONS
-                                for w in ("weight", "bias")), heads=layer.heads)  # fmt: skip
+        x = attention_projections(layer, tensors, x)[2]
     elif layer.kind == "layernorm":
         w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
         x = F.layer_norm(x.transpose(1, -1), w.shape, w, b, layer.eps).transpose(1, -1)
@@ -118,24 +117,21 @@ def lstm_states(
 
 
 def attention_projections(
-    x: torch.Tensor, qw: torch.Tensor, qb: torch.Tensor, kw: torch.Tensor, kb: torch.Tensor, vw: torch.Tensor,
-    vb: torch.Tensor, heads: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Multi-head scaled dot-product self-attention over the positions of ``x [B, C, L]`` (no mask).
+    layer: Layer, tensors: Mapping[str, torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Multi-head scaled dot-product self-attention of the ``attention`` layer ``layer`` over the positions of
+    ``x [B, C, L]`` (no mask).
 
     Returns ``(queries [B, Cq, L], keys [B, Cq, L], attended values [B, Cv, L])``; head ``h`` owns rows
     ``h·Cq/heads …`` of the queries and keys and ``h·Cv/heads …`` of the values, as in ``nn.MultiheadAttention``.
     """
     tokens = x.transpose(1, 2)
-    q, k, v = (F.linear(tokens, w, b) for w, b in ((qw, qb), (kw, kb), (vw, vb)))  # [B, L, C*]
-    split = lambda t: t.unflatten(-1, (heads, -1)).transpose(1, 2)  # noqa: E731  [B, heads, L, d]
+    projected = [F.linear(tokens, tensors[f"{layer.name}.{p}.weight"], tensors[f"{layer.name}.{p}.bias"])
+                 for p in ATTENTION_PROJECTIONS]  # fmt: skip
+    q, k, v = projected  # [B, L, C*]
+    split = lambda t: t.unflatten(-1, (layer.heads, -1)).transpose(1, 2)  # noqa: E731  [B, heads, L, d]
     attended = F.scaled_dot_product_attention(split(q), split(k), split(v))
     return q.transpose(1, 2), k.transpose(1, 2), attended.transpose(1, 2).flatten(2).transpose(1, 2)
-
-
-def self_attention(x: torch.Tensor, *params: torch.Tensor, heads: int) -> torch.Tensor:
-    """The attended values of :func:`attention_projections`: ``[B, Cv, L]``."""
-    return attention_projections(x, *params, heads=heads)[2]
 
 
 def forward(spec: ArchSpec, tensors: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

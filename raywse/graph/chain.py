@@ -42,15 +42,10 @@ class NodeLayer:
     qk_nodes: int = 0  # an attention layer's query (and key) width
 
     @property
-    def node_sets(self) -> int:
-        """Node sets the layer makes (an LSTM: four gates and its hidden state; an attention: queries, keys, values)."""
-        return {"lstm": LSTM_GATES + 1, "attention": 3}.get(self.layer.kind, 1)
-
-    @property
     def num_nodes(self) -> int:
-        if self.layer.kind == "attention":
-            return 2 * self.qk_nodes + self.out_nodes
-        return self.node_sets * self.out_nodes
+        """Nodes the layer makes: an LSTM's four gates and its hidden state, an attention's queries, keys and values."""
+        extra = {"lstm": LSTM_GATES * self.out_nodes, "attention": 2 * self.qk_nodes}
+        return self.out_nodes + extra.get(self.layer.kind, 0)
 
     @property
     def handed_offset(self) -> int:
@@ -120,7 +115,7 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
                 if target.kind not in AFFINE_KINDS:
                     raise SpecError(f"a residual add into {target.kind} layer {target.name!r} is not supported "
                                     "(only into linear/conv layers)")  # fmt: skip
-                before = (pending[-1]["layer"], *pending[-1]["f"][:-1])
+                before = (target, *pending[-1]["f"][:-1])
                 nonlinear = [ly for ly in before if ly.activation != "none" or ly.kind in ("prelu", "max_pool2d")]
                 if nonlinear:  # skip edges add into a neuron's pre-activation, like its own weights
                     raise SpecError(f"a residual add after the nonlinearity of {nonlinear[-1].kind} "

@@ -223,6 +223,16 @@ def _refuse_parallel(order: list[str], kinds: dict[str, str], out: dict[str, tor
             )
 
 
+def _flattened_side(fan_in: int, width: int, dims: int) -> int:
+    """The side ``s`` of the ``s``-long (``dims`` 1) or ``s×s`` (``dims`` 2) map of ``width`` channels whose flatten
+    has ``fan_in`` entries; 0 when there is none (or no map: ``dims`` 0)."""
+    cells, rest = divmod(fan_in, width)
+    if rest or not dims:
+        return 0
+    side = math.isqrt(cells) if dims == 2 else cells
+    return side if side**dims == cells else 0
+
+
 def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.Tensor]) -> ArchSpec:
     """Check the shape chain module by module and insert the pooling/flatten a conv → linear step needs."""
     layers: list[Layer] = []
@@ -265,20 +275,17 @@ def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.T
                 layers.append(Layer(kind, m, padding=k // 2))
                 dims = wanted[0]
         else:
-            side = fan_in // width if width and dims and fan_in % width == 0 else 0
-            side = math.isqrt(side) if dims == 2 and math.isqrt(side) ** 2 == side else side if dims == 1 else 0
-            if width is None:
-                pass
-            elif dims and fan_in == width:
-                layers.append(Layer("global_avg_pool"))
-            elif side:
+            if width is not None and fan_in != width:  # a map read whole: a flatten of an s-long or s×s map
+                side = _flattened_side(fan_in, width, dims)
+                if not side:
+                    what = f"{width} channels (nor C·s² for a flatten)" if dims else f"{width} outputs"
+                    raise SpecError(f"chain breaks at {m}: {fan_in} inputs, previous layer has {what}")
                 if side - growth < 1:
                     raise SpecError(f"chain breaks at {m}: a {side}-wide map cannot follow its convs")
                 spatial = side - growth
                 layers.append(Layer("flatten"))
-            elif fan_in != width:
-                what = f"{width} channels (nor C·s² for a flatten)" if dims else f"{width} outputs"
-                raise SpecError(f"chain breaks at {m}: {fan_in} inputs, previous layer has {what}")
+            elif width is not None and dims:  # as many inputs as channels: pooled over the map
+                layers.append(Layer("global_avg_pool"))
             layers.append(Layer("linear", m))
             dims = 0
         width = int(out[f"{m}.weight_hh"].shape[1]) if kind == "lstm" else int(w.shape[0])

@@ -347,18 +347,16 @@ def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int
     an attention: (2 Cq + Cv) × in, plus Cq × Cv / heads from queries and from keys; a magnitude layer 2 per neuron, a
     layer norm 1), plus per residual connection the width it adds into (identity) or its projection's out × in."""
     chain = walk(spec, tensors)
-    nodes, edges, prev = chain.input_nodes, 0, chain.input_nodes
+    nodes, edges = chain.input_nodes, 0
     for nl in chain.node_layers:
-        out = nl.out_nodes
+        out, fan_in, kind = nl.out_nodes, nl.in_nodes, nl.layer.kind
         nodes += nl.num_nodes
-        kind = nl.layer.kind
         if kind == "lstm":
-            edges += LSTM_GATES * out * (prev + out + 1)
+            edges += LSTM_GATES * out * (fan_in + out + 1)
         elif kind == "attention":  # q, k, v from the inputs; q and k to the values of their head
-            edges += (2 * nl.qk_nodes + out) * prev + 2 * nl.qk_nodes * out // nl.layer.heads
+            edges += (2 * nl.qk_nodes + out) * fan_in + 2 * nl.qk_nodes * out // nl.layer.heads
         else:
-            edges += {"magnitude": 2 * out, "layernorm": out}.get(kind, out * nl.in_nodes)
+            edges += {"magnitude": 2 * out, "layernorm": out}.get(kind, out * fan_in)
         for _, add in nl.skips:
             edges += math.prod(tensors[f"{add.name}.weight"].shape[:2]) if add.name else out
-        prev = out
     return nodes, edges

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from raywse.core.forward import activate, apply_layer, attention_projections, lstm_states
-from raywse.core.spec import ATTENTION_PROJECTIONS, EMBEDDING_TABLES, LSTM_PARAMS, ArchSpec, SpecError
+from raywse.core.spec import EMBEDDING_TABLES, LSTM_PARAMS, ArchSpec, SpecError
 from raywse.graph.chain import Chain
 
 #: Probe inputs per network (the width of ``probe_act``).
@@ -152,8 +152,7 @@ def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor],
             columns.append(_node_values(gates))
             x = activate(h, nl.layer.activation)
         elif nl.layer.kind == "attention":  # and so are its queries and keys
-            params = [tensors[f"{name}.{p}.{w}"] for p in ATTENTION_PROJECTIONS for w in ("weight", "bias")]
-            q, k, attended = attention_projections(x, *params, heads=nl.layer.heads)
+            q, k, attended = attention_projections(nl.layer, tensors, x)
             columns += [_node_values(q), _node_values(k)]
             x = activate(attended, nl.layer.activation)
         else:

@@ -118,15 +118,16 @@ def permute_hidden(
         if ties[i] != ties[-1] and ties[i] not in drawn:
             drawn[ties[i]] = torch.randperm(nl.out_nodes, generator=generator)
     perms = {i: drawn.get(ties[i]) for i in range(len(layers))}
+
+    def keep_order(i: int) -> None:  # layer i and every layer tied to it
+        perms.update({j: None for j in range(len(layers)) if ties[j] == ties[i]})
+
     qk_perms: dict[int, Tensor] = {}
     for i, nl in enumerate(layers[:-1]):
         if nl.layer.kind == "attention" and perms[i] is not None and ties.count(ties[i]) == 1:
             qk_perms[i], perms[i] = _head_perms(nl.layer.heads, nl.qk_nodes, nl.out_nodes, generator)
         elif nl.layer.kind == "attention":  # its values are tied to other layers: not permuted
-            perms.update({j: None for j in range(len(layers)) if ties[j] == ties[i]})
-
-    def keep_order(i: int) -> None:  # layer i and every layer tied to it
-        perms.update({j: None for j in range(len(layers)) if ties[j] == ties[i]})
+            keep_order(i)
 
     if layers[0].layer.kind == "layernorm":  # normalises the inputs, which never move
         keep_order(0)

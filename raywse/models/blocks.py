@@ -162,12 +162,11 @@ def edge_grids(groups: list[BlockGroup], edge_states: Callable[[Tensor], Tensor]
 def grid_sums(groups: list[BlockGroup], grids: EdgeGrids, node_graph: Tensor, num_graphs: int, width: int) -> Tensor:
     """``[B, width]`` sum of the edge states of each graph, read off the forward grids (every edge is in one block,
     each block in one graph: the graph of its first target node); zeros for a graph without edges."""
-    out = node_graph.new_zeros(num_graphs, width, dtype=torch.float32)
+    dtype = grids.forward[0].dtype if grids.forward else torch.float32
+    out = torch.zeros(num_graphs, width, dtype=dtype, device=node_graph.device)
     for group, grid in zip(groups, grids.forward, strict=True):
         g, n_dst, n_src = group.shape
-        out = out.to(grid.dtype).index_add(
-            0, node_graph[group.dst_nodes[:, 0]], grid.view(g, n_dst, -1, n_src).sum((1, 3))
-        )
+        out.index_add_(0, node_graph[group.dst_nodes[:, 0]], grid.view(g, n_dst, -1, n_src).sum((1, 3)))
     return out
 
 

@@ -42,7 +42,8 @@ from raywse.models.conv import NeuralGraphConv
 from raywse.models.features import fourier_lift, layer_keys, layer_rms, mlp, sparse_lifted_linear
 from raywse.models.pooling import class_order_readout, invariant_readout
 
-#: Edges whose initial states :meth:`NeuralGraphEncoder.edge_features` computes at once.
+#: Edges above which a batch's edge states are computed a block-group chunk at a time, straight into the grids
+#: (:func:`~raywse.models.blocks.edge_grids`), never all at once.
 EDGE_CHUNK = 1 << 20
 
 
@@ -117,10 +118,7 @@ class NeuralGraphEncoder(nn.Module):
     def _as_batch(self, batch: Data) -> Batch:
         """``batch`` collated; its kernels are read where they sit in the centre-padded grid (:meth:`kernel_slots`),
         never padded here: a graph of tens of millions of 1×1 edges would carry nine times the memory."""
-        if not isinstance(batch, Batch):
-            batch = Batch.from_data_list([batch])
-        self._batch_slots(batch)  # kernels the encoder cannot take, or mixed shapes: a SpecError now
-        return batch
+        return batch if isinstance(batch, Batch) else Batch.from_data_list([batch])
 
     def kernel_slots(self, kernel_shape: tuple[int, int], model_id: str = "?") -> Tensor:
         """Position of each column of a graph's ``edge_attr`` (``kernel_shape`` kernels) in the encoder's
@@ -167,21 +165,8 @@ class NeuralGraphEncoder(nn.Module):
 
     def edge_features(self, edge_attr: Tensor, slots: Tensor) -> Tensor:
         """Initial edge states ``[E, edge_hidden]`` of normalised kernels ``edge_attr [E, k]`` (columns at ``slots``
-        of the kernel grid), computed :data:`EDGE_CHUNK` edges at a time: a graph of tens of millions of edges never
-        holds more than one chunk's intermediates (without gradients, the result is written in place)."""
-
-        def one(chunk: Tensor) -> Tensor:
-            return self.edge_norm(self.edge_in[1:](sparse_lifted_linear(chunk, self.freqs, self.edge_in[0], slots)))
-
-        if len(edge_attr) <= EDGE_CHUNK:
-            return one(edge_attr)
-        starts = range(0, len(edge_attr), EDGE_CHUNK)
-        if torch.is_grad_enabled():
-            return torch.cat([one(edge_attr[i : i + EDGE_CHUNK]) for i in starts])
-        out = edge_attr.new_empty(len(edge_attr), self.config.edge_hidden)
-        for i in starts:
-            out[i : i + EDGE_CHUNK] = one(edge_attr[i : i + EDGE_CHUNK])
-        return out
+        of the kernel grid)."""
+        return self.edge_norm(self.edge_in[1:](sparse_lifted_linear(edge_attr, self.freqs, self.edge_in[0], slots)))
 
     def representation(self, batch: Data) -> tuple[Tensor, Tensor]:
         """Pre-normalisation graph representation ``[B, 2 * hidden]`` and the class-order softmax responses
