@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Print the raywse extra that brings the FAISS build for this machine's GPU (scripts/setup.sh installs it):
-#   gpu     faiss-gpu-cu12-cuvs: native code for compute capability 7.5-9.0 (Turing .. Hopper, H100 included)
-#   gpu-sm70  faiss-gpu-cu12: compute capability 7.0-8.9 (for Volta, which the cuVS build lacks)
-#   cpu     faiss-cpu: no NVIDIA GPU, one too old for either GPU build, or one newer than both list (10.x+)
-# Exactly one FAISS distribution may be installed: all three provide the module `faiss`.
+#   gpu          faiss-gpu-cu12-cuvs: native code for compute capability 7.5-9.0 (Turing .. Hopper, H100 included);
+#                PyPI has it for CPython 3.12 on glibc >= 2.39 only
+#   gpu-classic  faiss-gpu-cu12: compute capability 7.0-8.9 (Volta .. Ada), CPython 3.10-3.13, glibc >= 2.17
+#   cpu          faiss-cpu: no NVIDIA GPU, one too old or too new for both GPU builds, or a Hopper GPU where the
+#                cuVS build cannot be installed (another Python or an older glibc)
+# Exactly one FAISS distribution may be installed: all three provide the module `faiss`. `python` is the
+# environment being set up (scripts/setup.sh runs this inside its .venv).
 set -euo pipefail
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | sort -V | head -1 || true)
 if [ -z "$cap" ]; then echo cpu; exit 0; fi
@@ -13,14 +16,25 @@ if ! [[ "$cap" =~ ^([0-9]+)\.([0-9]+)$ ]]; then
 fi
 major=${BASH_REMATCH[1]}
 minor=${BASH_REMATCH[2]}
-if [ "$major" -ge 10 ]; then
+read -r py glibc < <(python -c 'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1] or 0)' \
+  2>/dev/null || echo "? 0")
+at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
+cuvs_wheel=no
+if [ "$py" = "3.12" ] && at_least "$glibc" 2.39; then cuvs_wheel=yes; fi
+cc=$((major * 10 + minor))
+if [ "$cc" -ge 100 ]; then
   # no FAISS GPU wheel on PyPI lists native code past sm_90 (Blackwell is 10.x/12.x): do not guess
   echo "faiss_build: compute capability $cap is newer than any PyPI FAISS GPU build lists; using the CPU build" >&2
   echo cpu
-elif [ "$major" -gt 7 ] || { [ "$major" -eq 7 ] && [ "$minor" -ge 5 ]; }; then
+elif [ "$cc" -ge 75 ] && [ $cuvs_wheel = yes ]; then
   echo gpu
-elif [ "$major" -eq 7 ]; then
-  echo gpu-sm70
+elif [ "$cc" -ge 70 ] && [ "$cc" -lt 90 ]; then
+  echo gpu-classic
+elif [ "$cc" -ge 90 ]; then
+  echo "faiss_build: the FAISS build with code for compute capability $cap (faiss-gpu-cu12-cuvs) needs CPython 3.12" \
+    "and glibc >= 2.39, this environment has Python $py and glibc $glibc; using the CPU build" \
+    "(for GPU FAISS, rerun with PYTHON=python3.12 on such a system)" >&2
+  echo cpu
 else
   echo cpu
 fi

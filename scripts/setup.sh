@@ -2,7 +2,7 @@
 # Create .venv and install raywse with everything it needs (idempotent; safe to rerun).
 # On a machine without an NVIDIA GPU, torch is pinned to 2.13.0 so pip takes the CPU wheel instead of the
 # default CUDA build (gigabytes). With an NVIDIA GPU, the default CUDA torch and the GPU build of FAISS that has code
-# for that GPU (scripts/faiss_build.sh picks it; Hopper gets faiss-gpu-cu12-cuvs) are installed instead.
+# for that GPU and this Python (scripts/faiss_build.sh picks it and says why) are installed instead.
 # pip's own output goes to .venv/setup.log; a failing step prints the end of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ faiss_extra=$(bash scripts/faiss_build.sh)
 # one FAISS distribution per environment: drop the others if an earlier run installed a different build
 for dist in faiss-cpu faiss-gpu-cu12 faiss-gpu-cu12-cuvs; do
   case "$faiss_extra:$dist" in
-    cpu:faiss-cpu | gpu:faiss-gpu-cu12-cuvs | gpu-sm70:faiss-gpu-cu12) ;;
+    cpu:faiss-cpu | gpu:faiss-gpu-cu12-cuvs | gpu-classic:faiss-gpu-cu12) ;;
     *) if python -m pip show -q "$dist" >/dev/null 2>&1; then pip_quiet uninstall -q -y "$dist"; fi ;;
   esac
 done

@@ -40,6 +40,9 @@ from raywse.index.faiss_index import (
 from raywse.models.checkpoint import load_encoder
 from raywse.models.encode import encode
 
+#: Blocks per embedding actor (more than one, so a fast actor takes over the rest of a slow one's work).
+BLOCKS_PER_ACTOR = 4
+
 #: What the actors return: the embeddings plus ``error`` (null when the row embedded; ``vector`` null when not).
 RESULT_SCHEMA = EMBEDDINGS_SCHEMA.append(pa.field("error", pa.string()))
 
@@ -94,7 +97,9 @@ def embed_graphs(
     """Embed the graphs (all, or ``model_ids``) with an actor pool; returns a table with :data:`RESULT_SCHEMA`.
 
     ``use_gpu=None`` uses one GPU per actor when the cluster has GPUs. ``num_actors`` defaults to the GPU count,
-    or to the CPU count minus one (leaving a core for reading).
+    or to the CPU count minus one (leaving a core for reading; CPU actors are capped there). Several actors get the
+    graphs split into ``BLOCKS_PER_ACTOR`` blocks each first (a barrier: the reader packs small shards into a few
+    large blocks, and an actor takes a whole block, so without it one actor embedded everything).
     """
     paths = _paths_for(Path(graphs_dir), model_ids)
     if not paths:
@@ -102,13 +107,19 @@ def embed_graphs(
     ensure_ray()
     gpus = int(ray.cluster_resources().get("GPU", 0))
     use_gpu = gpus > 0 if use_gpu is None else use_gpu
-    num_actors = num_actors or (max(1, gpus) if use_gpu else max(1, cluster_cpus() - 1))
+    if use_gpu:
+        num_actors = num_actors or max(1, gpus)
+    else:  # one CPU stays free to read and split the shards: with actors on every CPU the split never runs
+        spare = max(1, cluster_cpus() - 1)
+        num_actors = min(num_actors or spare, spare)
     ds = ray.data.read_parquet(paths)
     if model_ids is not None:
         wanted = pa.array(sorted(set(model_ids)), pa.string())
         ds = ds.map_batches(
             lambda t: t.filter(pc.is_in(t["model_id"], value_set=wanted)), batch_format="pyarrow", batch_size=None
         )
+    if num_actors > 1:
+        ds = ds.repartition(num_actors * BLOCKS_PER_ACTOR)
     ds = ds.map_batches(
         EmbedActor,
         fn_constructor_kwargs={"encoder_dir": str(Path(encoder_dir).resolve()), "use_gpu": use_gpu},

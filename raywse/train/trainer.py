@@ -23,6 +23,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from raywse.core.artifacts import EncoderFiles
+from raywse.core.config import ConfigError
 from raywse.core.io import write_json_atomic
 from raywse.core.ray_session import ensure_ray
 from raywse.data.graphify import shard_paths
@@ -75,7 +76,7 @@ def train_loop_per_worker(config: dict) -> None:
             history = json.loads((Path(ckpt_dir) / EncoderFiles.HISTORY).read_text())
 
     def report(metrics: dict, state: dict) -> None:
-        metrics = metrics | {"finished_at": time.time()}
+        metrics = metrics | {"finished_at": time.time(), "device": device.type}
         history.append(metrics)
         if rank != 0:
             ray.train.report(metrics)
@@ -97,6 +98,7 @@ def train_encoder(
 ) -> TrainResult:
     """Train on the zoo's ``train`` split with Ray Train; export the encoder to ``out_dir/encoder/``."""
     ensure_ray()
+    _check_gpus(config)
     out_dir = Path(out_dir).resolve()
     labels = ZooLabels.from_zoo(zoo_dir)
     train_ids, val_ids = set(labels.ids("train")), set(labels.ids("val"))
@@ -129,6 +131,15 @@ def train_encoder(
         history = json.loads((Path(ckpt_dir) / EncoderFiles.HISTORY).read_text())
     write_json_atomic(history, out_dir / EncoderFiles.TRAIN_METRICS)
     return TrainResult(encoder_dir, history)
+
+
+def _check_gpus(config: TrainConfig) -> None:
+    """A local Ray (no ``RAY_ADDRESS``) has no autoscaler: a GPU run asking for more workers than it has GPUs would
+    wait for them forever, so it is refused in one line instead."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if config.use_gpu and config.num_workers > gpus and not os.environ.get("RAY_ADDRESS"):
+        fix = f"set --train.num-workers {gpus}" if gpus else "leave --train.use-gpu off"
+        raise ConfigError(f"train.use_gpu: {config.num_workers} workers need one GPU each, Ray sees {gpus}; {fix}")
 
 
 def trained_rank_steps(out_dir: str | os.PathLike) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -112,6 +114,26 @@ def test_incremental_build_embeds_only_new_ids(tiny_graphs, encoders, tmp_path, 
     embedded.clear()
     third = build_index(tiny_graphs, encoders["a"], index_dir)
     assert (third["embedded"], third["saved"], embedded) == (0, False, [])
+
+
+def test_several_cpu_actors_embed_every_graph_once_with_the_in_process_vectors(tiny_graphs, encoders, tmp_path):
+    # Its own local Ray with 4 CPUs: three actors, the graphs split among them first (the reader packs the small
+    # shards into one block, which one actor would otherwise embed alone). Same vectors as in-process, each id once.
+    out = tmp_path / "vectors.parquet"
+    code = (
+        "import sys, pyarrow.parquet as pq; from raywse.core.ray_session import ensure_ray; "
+        "from raywse.index.embed import embed_graphs; ensure_ray(num_cpus=4); "
+        "pq.write_table(embed_graphs(sys.argv[1], sys.argv[2], use_gpu=False), sys.argv[3])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    args = [sys.executable, "-c", code, str(tiny_graphs), str(encoders["a"]), str(out)]
+    subprocess.run(args, check=True, env=env, capture_output=True, timeout=300)
+    table, direct = pq.read_table(out), in_process_embed(tiny_graphs, encoders["a"])
+    assert sorted(table.column("model_id").to_pylist()) == sorted(direct.column("model_id").to_pylist())
+    vectors = dict(zip(table.column("model_id").to_pylist(), table.column("vector").to_pylist(), strict=True))
+    expected = zip(direct.column("model_id").to_pylist(), direct.column("vector").to_pylist(), strict=True)
+    for model_id, vector in expected:
+        np.testing.assert_allclose(vectors[model_id], vector, atol=1e-5)
 
 
 def test_other_encoder_is_refused_unless_rebuild(tiny_graphs, encoders, tmp_path, monkeypatch):

@@ -6,7 +6,10 @@ import json
 import time
 from dataclasses import replace
 
+import pytest
+
 from raywse.core.artifacts import EncoderFiles
+from raywse.core.config import ConfigError
 from raywse.models.checkpoint import load_encoder
 from raywse.models.contrastive import ContrastiveConfig
 from raywse.models.encoder import EncoderConfig
@@ -26,6 +29,7 @@ def test_two_worker_ddp_trains_exports_and_resumes(tiny_zoo, tiny_graphs, tmp_pa
     assert [m["epoch"] for m in first.metrics] == [0, 1]
     for m in first.metrics:
         assert m["loss"] > 0 and "val_precision@10" in m and "alignment" in m and "uniformity" in m
+        assert m["device"] == "cpu"  # where each epoch ran is recorded (cuda on a GPU run)
     encoder, version = load_encoder(first.encoder_dir)
     assert json.loads((first.encoder_dir / EncoderFiles.CONFIG).read_text())["version"] == version
     assert encoder.config.depth == 2
@@ -38,3 +42,10 @@ def test_two_worker_ddp_trains_exports_and_resumes(tiny_zoo, tiny_graphs, tmp_pa
     assert second.metrics[:2] == first.metrics
     assert second.metrics[2]["finished_at"] > started
     assert load_encoder(second.encoder_dir)[1] != version
+
+
+def test_a_gpu_run_the_local_ray_cannot_place_is_refused_not_left_waiting(tiny_zoo, tiny_graphs, tmp_path):
+    # This machine has no GPU: Ray Train would wait forever for one; the run stops at once with a one-line fix.
+    with pytest.raises(ConfigError, match=r"2 workers need one GPU each, Ray sees 0; leave --train.use-gpu off"):
+        train_encoder(tiny_zoo, tiny_graphs, tmp_path, replace(SMALL, use_gpu=True))
+    assert not (tmp_path / EncoderFiles.DIR).exists()
