@@ -15,6 +15,8 @@ from raywse.core.spec import ATTENTION_PROJECTIONS, ArchSpec, Layer, layer_shape
 IMAGE_FAMILIES = ("cnn", "resnet", "transformer")
 #: The zoo's architecture families, in ``ZooConfig.arch_pool`` order.
 FAMILIES = ("mlp", *IMAGE_FAMILIES)
+#: Most positions a zoo transformer attends over (its stem downsamples until the map has at most this many).
+MAX_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -23,8 +25,9 @@ class Arch:
     average pooling, then ``widths`` hidden linear layers and the linear head); or a ResNet (a 3×3 stem conv of
     ``channels[0]``/``strides[0]``, then one basic block per further ``channels``/``strides`` entry — two 3×3 convs
     with batch norm and an identity shortcut, or a 1×1 projection where width or stride changes — global average
-    pooling and the linear head); or a transformer (a 3×3 stem conv of ``channels[0]``/``strides[0]`` whose map is
-    read as a sequence of positions, then one post-norm block per ``widths`` entry — ``heads``-head self-attention,
+    pooling and the linear head); or a transformer (a 3×3 stem conv of ``channels[0]``/``strides[0]``, and further
+    stride-2 ones of that width while the map has more than :data:`MAX_TOKENS` positions, whose map is read as a
+    sequence of positions, then one post-norm block per ``widths`` entry — ``heads``-head self-attention,
     its output projection, a residual add and a layer norm, then a feed-forward layer of that width and one back,
     a residual add and a layer norm — and the linear head on the flattened positions)."""
 
@@ -83,7 +86,8 @@ class Arch:
             layers.append(Layer(kind, name, activation, **fields))
             return name
 
-        stream = append("conv2d", self.activation, stride=self.strides[0], padding=1)
+        for stride in self._stem_strides(input_shape):
+            stream = append("conv2d", self.activation, stride=stride, padding=1)
         layers.append(Layer("to_sequence"))
         for _ in self.widths:
             append("attention", heads=self.heads)
@@ -98,20 +102,31 @@ class Arch:
         append("linear")
         return ArchSpec(tuple(input_shape), tuple(layers))
 
-    def _node_widths(self, num_classes: int) -> tuple[int, ...]:
+    def _stem_strides(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """A transformer's stem: its first conv, then stride-2 convs until the map has at most
+        :data:`MAX_TOKENS` positions (attention's cost grows with their square: 8×8 ``digits`` give 16 positions
+        after one conv, 14×14 ``mnist14`` 49 after one and 16 after two)."""
+        strides, spatial = [self.strides[0]], tuple(input_shape[1:])
+        spatial = tuple((d - 1) // strides[0] + 1 for d in spatial)
+        while math.prod(spatial) > MAX_TOKENS:
+            strides.append(2)
+            spatial = tuple((d - 1) // 2 + 1 for d in spatial)
+        return tuple(strides)
+
+    def _node_widths(self, num_classes: int, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Output width of every linear/conv layer, in spec order."""
         if self.family == "resnet":
             return (self.channels[0], *(c for c in self.channels[1:] for _ in range(2)), num_classes)
         if self.family == "transformer":
-            width = self.channels[0]
-            return (width, *(w for ffn in self.widths for w in (width, ffn, width)), num_classes)
+            stem = (self.channels[0],) * len(self._stem_strides(input_shape))
+            return (*stem, *(w for ffn in self.widths for w in (self.channels[0], ffn, self.channels[0])), num_classes)
         return (*self.channels, *self.widths, num_classes)
 
     def param_shapes(self, input_shape: tuple[int, ...], num_classes: int) -> list[tuple[str, tuple[int, ...]]]:
         """``(tensor name, shape)`` of every parameter, in the spec's tensor order."""
         spec = self.spec(input_shape)
         fan_in = input_shape[0]
-        outs = iter(self._node_widths(num_classes))
+        outs = iter(self._node_widths(num_classes, input_shape))
         widths: dict[str, int] = {}  # output width of each linear/conv layer (what a residual reads)
         shapes: list[tuple[str, tuple[int, ...]]] = []
         spatial = tuple(input_shape[1:])  # the map's size, for a flatten
@@ -148,7 +163,8 @@ class Arch:
             return f"ResNet stem-blocks {convs} {self.activation}, batch norm + global avg pool + linear head"
         if self.family == "transformer":
             ffn = "-".join(map(str, self.widths))
-            return (f"Transformer conv3x3 stem {convs}, {len(self.widths)} post-norm blocks ({self.heads} heads, "
+            return (f"Transformer conv3x3 stem {convs} (+ stride-2 convs to <= {MAX_TOKENS} positions), "
+                    f"{len(self.widths)} post-norm blocks ({self.heads} heads, "
                     f"feed-forward {ffn} {self.activation}) + linear head on every position")  # fmt: skip
         head = f" + hidden {'-'.join(map(str, self.widths))}" if self.widths else ""
         return f"CNN conv3x3 {convs} {self.activation} + global avg pool{head} + linear head"

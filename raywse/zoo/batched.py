@@ -134,8 +134,7 @@ def _fast_forward(
             h = _attention(layer, params, h)
         elif layer.kind == "layernorm":
             w, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
-            mean, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
-            h = (h - mean) * torch.rsqrt(var + layer.eps) * w.view(m, 1, 1, -1) + bias.view(m, 1, 1, -1)
+            h = torch.addcmul(bias.view(m, 1, 1, -1), F.layer_norm(h, h.shape[-1:], eps=layer.eps), w.view(m, 1, 1, -1))
         elif layer.kind == "batchnorm":
             h = _batch_norm(layer, params, h, bn)
         elif layer.kind == "add":
@@ -161,7 +160,7 @@ def _attention(layer: Layer, params: dict[str, torch.Tensor], h: torch.Tensor) -
         .view(m, b, length, layer.heads, -1).transpose(2, 3).reshape(m * b * layer.heads, length, -1)
         for p in ATTENTION_PROJECTIONS
     )  # fmt: skip
-    weights = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * q.shape[-1] ** -0.5, dim=-1)
+    weights = torch.softmax(torch.bmm(q * q.shape[-1] ** -0.5, k.transpose(1, 2)), dim=-1)
     return torch.bmm(weights, v).view(m, b, layer.heads, length, -1).transpose(2, 3).reshape(m, b, length, -1)
 
 

@@ -14,8 +14,8 @@ from raywse.core.artifacts import ZooFiles
 from raywse.core.forward import forward
 from raywse.core.io import load_checkpoint
 from raywse.core.records import ModelRecord, table_to_records
-from raywse.core.spec import ArchSpec
-from raywse.zoo.arch import Arch, init_params, normalised_biases
+from raywse.core.spec import ArchSpec, layer_shapes
+from raywse.zoo.arch import MAX_TOKENS, Arch, init_params, normalised_biases
 from raywse.zoo.batched import minibatch_indices, train_batched
 from raywse.zoo.build import LEARNED_MARGIN, build_zoo
 from raywse.zoo.datasets import get_task, list_tasks, load_task
@@ -212,15 +212,18 @@ def test_batched_resnets_train_as_if_alone_and_measure_their_batch_norm():
         assert abs(own - batched[m]) <= 1 / len(y)
 
 
-def test_batched_transformers_train_as_if_alone_and_compute_what_their_checkpoints_compute():
+@pytest.mark.parametrize(("task", "stem_convs"), [("digits/all10", 1), ("mnist14/all10", 2)])
+def test_batched_transformers_train_as_if_alone_and_compute_what_their_checkpoints_compute(task, stem_convs):
     """Attention, layer norms and residual adds stay per model: three transformers trained as one program end where
-    each ends trained alone, learn digits, and the batched evaluation agrees with each checkpoint's own forward."""
+    each ends trained alone, learn, and the batched evaluation agrees with each checkpoint's own forward. The stem
+    downsamples 8×8 digits once and 14×14 ones twice: 16 positions either way."""
     from raywse.zoo.batched import batched_accuracy, model_accuracy
 
     arch = Arch("transformer", (16, 32), "gelu", (8,), (2,), heads=2)  # two blocks
-    data = load_task("digits/all10")
+    data = load_task(task)
     spec = arch.spec(data.input_shape_for("transformer"))
-    assert [ly.kind for ly in spec.layers].count("attention") == 2 and spec.layers[1].kind == "to_sequence"
+    assert [ly.kind for ly in spec.layers].count("attention") == 2 and spec.layers[stem_convs].kind == "to_sequence"
+    assert layer_shapes(spec, dict(arch.param_shapes(spec.input_shape, 10)))[stem_convs] == (8, MAX_TOKENS)
     seeds, steps, batch = [3, 4, 5], 150, 32
     inits = [init_params(arch, spec.input_shape, 10, s) for s in seeds]
     spec.validate(inits[0])
