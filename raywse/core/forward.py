@@ -55,6 +55,9 @@ def apply_layer(
     elif layer.kind == "layernorm":
         w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
         x = F.layer_norm(x.transpose(1, -1), w.shape, w, b, layer.eps).transpose(1, -1)
+    elif layer.kind == "groupnorm":
+        w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
+        x = F.group_norm(x, layer.groups, w, b, layer.eps)
     elif layer.kind == "first_step":
         x = x[:, :, 0]
     elif layer.kind == "to_sequence":

@@ -7,7 +7,8 @@ file), or infers one for foreign files (:mod:`raywse.graph.infer`).
 
 Tensor naming follows ``torch.nn``: layer ``name`` owns ``{name}.weight`` / ``{name}.bias`` (and ``running_mean`` /
 ``running_var`` for batch norm; a ``prelu`` layer owns ``{name}.weight`` only, its slopes; an ``lstm`` layer
-``weight_ih`` / ``weight_hh`` / ``bias_ih`` / ``bias_hh``, as ``nn.LSTMCell``; the transformer layers are named as
+``weight_ih`` / ``weight_hh`` / ``bias_ih`` / ``bias_hh``, as ``nn.LSTMCell``; a layer or group norm ``{name}.weight`` /
+``{name}.bias`` like a linear layer; the transformer layers are named as
 Hugging Face's BERT names them: an ``embedding`` owns ``{name}.word_embeddings.weight`` and the position and token-type
 tables, an ``attention`` ``{name}.query`` / ``key`` / ``value`` ``.weight`` / ``.bias``). Inputs are ``[features]``,
 ``[C, L]`` (sequences, 1-D convs), ``[C, H, W]`` (images) or ``[L]`` token ids (a first ``embedding`` layer); a
@@ -27,11 +28,16 @@ import torch
 #: pairs ``(c, c + C/2)`` (an STFT's real and imaginary parts); ``lstm`` runs an LSTM cell over the sequence;
 #: ``embedding`` looks token ids up (plus their positions' and token type 0's rows); ``attention`` is multi-head
 #: scaled dot-product self-attention over the positions (its output: the attended values); ``layernorm`` normalises
-#: each position's features, then scales and shifts them.
-NODE_LAYER_KINDS = ("linear", "conv2d", "conv1d", "lstm", "magnitude", "embedding", "attention", "layernorm")
+#: each position's features, then scales and shifts them; ``groupnorm`` normalises each of ``groups`` blocks of
+#: consecutive channels over its channels and positions (``nn.GroupNorm``), then scales and shifts every channel.
+NODE_LAYER_KINDS = (
+    "linear", "conv2d", "conv1d", "lstm", "magnitude", "embedding", "attention", "layernorm", "groupnorm",
+)  # fmt: skip
+#: Node layers that normalise what they read (a neuron per input feature, scaled and shifted): tied to their input.
+NORM_KINDS = ("layernorm", "groupnorm")
 #: Node layers computing ``weight · x + bias``: their weights' spatial dimensions by kind.
 AFFINE_KINDS = {"linear": 0, "conv1d": 1, "conv2d": 2}
-PARAMETRIC_KINDS = (*AFFINE_KINDS, "lstm", "embedding", "attention", "layernorm", "batchnorm", "prelu")
+PARAMETRIC_KINDS = (*AFFINE_KINDS, "lstm", "embedding", "attention", *NORM_KINDS, "batchnorm", "prelu")
 #: ``first_step``: position 0 of a sequence (BERT's pooler reads its [CLS] token); ``to_sequence``: a ``[C, H, W]``
 #: map read as ``H·W`` positions of ``C`` features (row-major), as a vision transformer reads patches.
 PARAMETER_FREE_KINDS = (
@@ -71,8 +77,9 @@ class Layer:
     stride: int = 1
     padding: int = 0
     kernel_size: int = 2  # pooling windows only
-    eps: float = 1e-5  # batch / layer norm only
+    eps: float = 1e-5  # batch / layer / group norm only
     heads: int = 0  # attention only
+    groups: int = 0  # group norm only
     source: str = ""  # add only: the node layer whose output (after its followers) is added
 
     def __post_init__(self) -> None:
@@ -85,13 +92,17 @@ class Layer:
             raise SpecError(f"{self.kind} layer needs a tensor name prefix")
         if (self.kind == "add") != bool(self.source):
             raise SpecError("an add layer (and only an add layer) names its source layer")
-        counts = (self.stride, self.padding, self.kernel_size, self.heads)
+        counts = (self.stride, self.padding, self.kernel_size, self.heads, self.groups)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
-            raise SpecError(f"{self.kind} layer {self.name!r}: stride, padding, kernel_size and heads are integers")
+            raise SpecError(
+                f"{self.kind} layer {self.name!r}: stride, padding, kernel_size, heads and groups are integers"
+            )
         if self.stride < 1 or self.kernel_size < 1 or self.padding < 0:
             raise SpecError(f"{self.kind} layer {self.name!r}: stride and kernel_size must be >= 1, padding >= 0")
         if (self.kind == "attention") != (self.heads > 0):
             raise SpecError(f"{self.kind} layer {self.name!r}: an attention layer (and only one) has heads >= 1")
+        if (self.kind == "groupnorm") != (self.groups > 0):
+            raise SpecError(f"{self.kind} layer {self.name!r}: a groupnorm layer (and only one) has groups >= 1")
         if self.kind == "prelu" and self.activation != "none":
             raise SpecError(f"prelu layer {self.name!r} is an activation itself: it takes no activation after it")
 
@@ -133,7 +144,7 @@ class ArchSpec:
                 names += [f"{layer.name}.{table}.weight" for table in EMBEDDING_TABLES]
             elif layer.kind == "attention":
                 names += [f"{layer.name}.{p}.{w}" for p in ATTENTION_PROJECTIONS for w in ("weight", "bias")]
-            elif layer.kind == "layernorm":
+            elif layer.kind in NORM_KINDS:
                 names += [f"{layer.name}.weight", f"{layer.name}.bias"]
             elif layer.kind == "batchnorm":
                 names += [f"{layer.name}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
@@ -234,9 +245,11 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
         if any(b != w[:1] for w, b in ((q, qb), (k, kb), (v, vb))) or q[0] % layer.heads or v[0] % layer.heads:
             raise fail(f"biases or widths ({q[0]}, {v[0]}) do not split into {layer.heads} heads")
         return (v[0], x[1])
-    if kind == "layernorm":
+    if kind in NORM_KINDS:
         if any(shapes[f"{layer.name}.{p}"] != x[:1] for p in ("weight", "bias")):
             raise fail(f"parameters of shape {list(shapes[f'{layer.name}.weight'])} for {x[0]} features")
+        if kind == "groupnorm" and x[0] % layer.groups:
+            raise fail(f"{x[0]} channels do not split into {layer.groups} groups")
         return x
     if kind == "first_step":
         if len(x) != 2:

@@ -22,6 +22,7 @@ from raywse.core.spec import (
     EMBEDDING_TABLES,
     LSTM_GATES,
     NODE_LAYER_KINDS,
+    NORM_KINDS,
     ArchSpec,
     Layer,
     SpecError,
@@ -112,9 +113,9 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
             (pending[-1]["f"] if pending else leading).append(layer)
             if layer.kind == "add":  # layer_shapes checked that the source is an earlier node layer
                 target = pending[-1]["layer"]
-                if target.kind not in AFFINE_KINDS:
+                if target.kind not in (*AFFINE_KINDS, *NORM_KINDS):
                     raise SpecError(f"a residual add into {target.kind} layer {target.name!r} is not supported "
-                                    "(only into linear/conv layers)")  # fmt: skip
+                                    "(only into linear/conv layers and norms)")  # fmt: skip
                 before = (target, *pending[-1]["f"][:-1])
                 nonlinear = [ly for ly in before if ly.activation != "none" or ly.kind in ("prelu", "max_pool2d")]
                 if nonlinear:  # skip edges add into a neuron's pre-activation, like its own weights

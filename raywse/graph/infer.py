@@ -168,7 +168,10 @@ def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch
         out[f"{module}.weight"] = w
         return "prelu"
     elif w.dim() == 1:
-        raise SpecError(f"unsupported layer {module}: 1-D weight and bias without running statistics (a LayerNorm?)")
+        raise SpecError(
+            f"unsupported layer {module}: 1-D weight and bias without running statistics (a LayerNorm or GroupNorm? "
+            "names cannot tell which, or a GroupNorm's groups: describe the network with --spec)"
+        )
     elif w.dim() in (2, 3, 4):
         kind, n = {2: "linear", 3: "conv1d", 4: "conv2d"}[w.dim()], int(w.shape[0])
         if kind == "conv2d" and w.shape[2] != w.shape[3]:

@@ -25,6 +25,7 @@ from raywse.core.spec import (
     EMBEDDING_TABLES,
     LSTM_GATES,
     NEGATIVE_SLOPES,
+    NORM_KINDS,
     ArchSpec,
     Layer,
     SpecError,
@@ -181,7 +182,7 @@ def _weight_blocks(
                 w = tensors[f"{name}.{p}.weight"].detach().float()
                 blocks.append(_dense_block(w[:, :, None, None], in_start, start + offset))
             blocks += [_same_head(start + offset, start + 2 * qk, qk, n, heads) for offset in (0, qk)]
-        elif nl.layer.kind == "layernorm":  # normalised inputs, scaled by its weight: a diagonal of weights
+        elif nl.layer.kind in NORM_KINDS:  # normalised inputs, scaled by its weight: a diagonal of weights
             blocks.append(_diagonal(in_start, start, n, tensors[f"{nl.layer.name}.weight"]))
         else:
             w = tensors[f"{nl.layer.name}.weight"].detach().float().reshape(n, nl.in_nodes, *nl.in_block)
@@ -225,13 +226,11 @@ def _node_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor]) -> list[tuple
             (k, "none", torch.ones(nl.qk_nodes), NodeType.ATTENTION_KEY),
             (v, act, negative_slopes(nl, tensors), NodeType.ATTENTION_VALUE),
         ]
-    if nl.layer.kind == "layernorm":
-        bias = tensors[f"{nl.layer.name}.bias"].detach().float()
-        return [(bias, act, negative_slopes(nl, tensors), NodeType.LAYERNORM)]
     bias = tensors[f"{nl.layer.name}.bias"].detach().float().reshape(-1)
     for _, add in nl.skips:  # a projection's bias adds to the neuron's
         bias = bias + (tensors[f"{add.name}.bias"].detach().float() if add.name else 0)
-    return [(bias, act, negative_slopes(nl, tensors), NodeType.LINEAR if nl.layer.kind == "linear" else NodeType.CONV)]
+    types = {"linear": NodeType.LINEAR, "layernorm": NodeType.LAYERNORM, "groupnorm": NodeType.GROUPNORM}
+    return [(bias, act, negative_slopes(nl, tensors), types.get(nl.layer.kind, NodeType.CONV))]
 
 
 def _dense_block(kernels: torch.Tensor, src_start: int, dst_start: int) -> tuple[torch.Tensor, ...]:
@@ -344,8 +343,9 @@ def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
 def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int, int]:
     """``(num_nodes, num_edges)`` from the architecture alone: inputs + neurons (an LSTM: 5 per unit; an attention:
     queries, keys, values), and per layer: out × in weights (an LSTM: 4H × in + 4H × H, plus 4H gate → state edges;
-    an attention: (2 Cq + Cv) × in, plus Cq × Cv / heads from queries and from keys; a magnitude layer 2 per neuron, a
-    layer norm 1), plus per residual connection the width it adds into (identity) or its projection's out × in."""
+    an attention: (2 Cq + Cv) × in, plus Cq × Cv / heads from queries and from keys; a magnitude layer 2 per neuron,
+    a layer or group norm 1), plus per residual connection the width it adds into (identity) or its projection's
+    out × in."""
     chain = walk(spec, tensors)
     nodes, edges = chain.input_nodes, 0
     for nl in chain.node_layers:
@@ -356,7 +356,7 @@ def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int
         elif kind == "attention":  # q, k, v from the inputs; q and k to the values of their head
             edges += (2 * nl.qk_nodes + out) * fan_in + 2 * nl.qk_nodes * out // nl.layer.heads
         else:
-            edges += {"magnitude": 2 * out, "layernorm": out}.get(kind, out * fan_in)
+            edges += {"magnitude": 2 * out, "layernorm": out, "groupnorm": out}.get(kind, out * fan_in)
         for _, add in nl.skips:
             edges += math.prod(tensors[f"{add.name}.weight"].shape[:2]) if add.name else out
     return nodes, edges

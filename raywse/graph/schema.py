@@ -56,8 +56,9 @@ class NodeType(IntEnum):
     """What produced a neuron: an input, a linear or conv (1-D or 2-D) layer, one of an LSTM's gates (their
     nonlinearity is ``node_act``) or its hidden state ``h = o * tanh(f * c + i * g)``, a :data:`MAGNITUDE`
     ``sqrt(a² + b²)`` of a channel pair, an embedding (sum of the rows its inputs pick), an attention's query, key or
-    attended value (``softmax(q·k / sqrt(d)) v`` over the positions, per head), or a layer norm's feature (its input
-    normalised over its layer's inputs, times its edge's weight, plus its bias)."""
+    attended value (``softmax(q·k / sqrt(d)) v`` over the positions, per head), a layer norm's feature (its input
+    normalised over its layer's inputs, times its edge's weight, plus its bias), or a group norm's channel (likewise,
+    normalised over its group's channels and positions)."""
 
     INPUT = 0
     LINEAR = 1
@@ -73,6 +74,7 @@ class NodeType(IntEnum):
     ATTENTION_KEY = 11
     ATTENTION_VALUE = 12
     LAYERNORM = 13
+    GROUPNORM = 14
 
 
 #: Neurons computing ``activation(weights · inputs + bias)``: the only ones weight-space rescaling and sign flips

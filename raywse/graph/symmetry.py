@@ -27,6 +27,7 @@ from raywse.core.spec import (
     EMBEDDING_TABLES,
     LSTM_GATES,
     LSTM_PARAMS,
+    NORM_KINDS,
     ODD,
     POSITIVELY_HOMOGENEOUS,
     ArchSpec,
@@ -53,7 +54,7 @@ def _per_neuron_layers(spec: ArchSpec) -> list[tuple[Layer, tuple[Layer, ...]]]:
     return [
         (layer, followers)
         for (layer, followers), (nxt, _) in pairwise(groups)
-        if layer.kind in AFFINE_KINDS and nxt.kind not in ("magnitude", "layernorm") and layer.name not in residual
+        if layer.kind in AFFINE_KINDS and nxt.kind not in ("magnitude", *NORM_KINDS) and layer.name not in residual
     ]
 
 
@@ -79,15 +80,15 @@ def flippable_layers(spec: ArchSpec) -> list[str]:
 
 def _next_inputs(out: dict[str, torch.Tensor], nxt: NodeLayer, fn) -> None:
     """Apply ``fn`` to the ``[out, in_nodes, block]`` view of each of the next layer's input weights (their
-    per-input-neuron blocks; nothing for a parameter-free layer or a layer norm, which is tied to its input)."""
+    per-input-neuron blocks; nothing for a parameter-free layer or a layer or group norm, tied to its input)."""
     for name in nxt.input_weights:
         w = out[name]
         out[name] = fn(w.reshape(w.shape[0], nxt.in_nodes, -1)).reshape(w.shape)
 
 
 def _identity_ties(chain: Chain) -> list[int]:
-    """Each node layer's tie group (the smallest index in it): layers joined by an identity residual, and a layer norm
-    and its input, share their neuron order, so they can only be permuted together."""
+    """Each node layer's tie group (the smallest index in it): layers joined by an identity residual, and a layer or
+    group norm and its input, share their neuron order, so they can only be permuted together."""
     root = list(range(len(chain.node_layers)))
 
     def find(i: int) -> int:
@@ -97,7 +98,7 @@ def _identity_ties(chain: Chain) -> list[int]:
 
     for target, nl in enumerate(chain.node_layers):
         tied = [source for source, add in nl.skips if not add.name]
-        for source in tied + ([target - 1] if nl.layer.kind == "layernorm" and target else []):
+        for source in tied + ([target - 1] if nl.layer.kind in NORM_KINDS and target else []):
             a, b = sorted((find(source), find(target)))
             root[b] = a
     return [find(i) for i in range(len(root))]
@@ -107,7 +108,8 @@ def permute_hidden(
     tensors: Mapping[str, torch.Tensor], spec: ArchSpec, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
     """Randomly permute the neurons / filters / LSTM units of every hidden layer (function preserved exactly); layers
-    joined by an identity residual (or a layer norm) get one permutation, those tied to the output layer keep their
+    joined by an identity residual (or a layer or group norm) get one permutation — a group norm's channels within
+    their groups, and its groups as wholes — those tied to the output layer keep their
     order, the layer before a magnitude layer is permuted in the pairs it feeds, and an attention layer permutes its
     heads, then the query/key dimensions (together) and the value dimensions within each head."""
     chain = walk(spec, tensors)
@@ -115,8 +117,10 @@ def permute_hidden(
     ties = _identity_ties(chain)
     drawn: dict[int, Tensor] = {}
     for i, nl in enumerate(layers[:-1]):
-        if ties[i] != ties[-1] and ties[i] not in drawn:
-            drawn[ties[i]] = torch.randperm(nl.out_nodes, generator=generator)
+        if ties[i] == ties[-1] or ties[i] in drawn:
+            continue
+        groups = {other.layer.groups for j, other in enumerate(layers) if ties[j] == ties[i] and other.layer.groups}
+        drawn[ties[i]] = _grouped_perm(sorted(groups), nl.out_nodes, generator)
     perms = {i: drawn.get(ties[i]) for i in range(len(layers))}
 
     def keep_order(i: int) -> None:  # layer i and every layer tied to it
@@ -129,7 +133,7 @@ def permute_hidden(
         elif nl.layer.kind == "attention":  # its values are tied to other layers: not permuted
             keep_order(i)
 
-    if layers[0].layer.kind == "layernorm":  # normalises the inputs, which never move
+    if layers[0].layer.kind in NORM_KINDS:  # normalises the inputs, which never move
         keep_order(0)
     for i in reversed(range(len(layers))):  # a magnitude's order is that of the pairs it reads
         nl = layers[i]
@@ -160,12 +164,36 @@ def _head_perms(heads: int, qk: int, v: int, generator: torch.Generator) -> tupl
     """``(query/key permutation [qk], value permutation [v])`` of an attention layer: one shuffle of its heads, then
     a shuffle of the dimensions within each head (one for queries and keys: their dot products pair them)."""
     order = torch.randperm(heads, generator=generator).tolist()
+    return _block_perm(order, qk, generator), _block_perm(order, v, generator)
 
-    def within(width: int) -> Tensor:
-        d = width // heads
-        return torch.cat([h * d + torch.randperm(d, generator=generator) for h in order])
 
-    return within(qk), within(v)
+def _grouped_perm(counts: list[int], n: int, generator: torch.Generator) -> Tensor:
+    """A random permutation of ``n`` channels that keeps each partition into ``counts[i]`` groups of consecutive
+    channels (the group norms on them): nested counts (each dividing the next) shuffle the groups of each level
+    within the group above and the channels within the finest groups; other counts shuffle only within the cells
+    all the partitions share. No counts: any permutation."""
+    if not counts:
+        return torch.randperm(n, generator=generator)
+    if any(b % a for a, b in pairwise(counts)):
+        size = n // math.lcm(*counts)
+        return torch.cat([c * size + torch.randperm(size, generator=generator) for c in range(n // size)])
+    radices = [counts[0], *(b // a for a, b in pairwise(counts)), n // counts[-1]]
+
+    def block(start: int, size: int, level: int) -> list[int]:
+        if level == len(radices):
+            return [start]
+        sub = size // radices[level]
+        order = torch.randperm(radices[level], generator=generator).tolist()
+        return [i for j in order for i in block(start + j * sub, sub, level + 1)]
+
+    return torch.tensor(block(0, n, 0))
+
+
+def _block_perm(order: list[int], width: int, generator: torch.Generator) -> Tensor:
+    """A permutation of ``width`` indices in ``len(order)`` blocks of consecutive ones: the blocks in ``order``, the
+    indices within each block shuffled."""
+    d = width // len(order)
+    return torch.cat([block * d + torch.randperm(d, generator=generator) for block in order])
 
 
 def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor, qk_perm: Tensor | None = None) -> None:
@@ -255,10 +283,11 @@ def flip_hidden(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, generator: 
 
 
 def _per_neuron(data: Data) -> Tensor:
-    """Hidden linear/conv neurons that are neurons on their own: none of their edges leads into a magnitude or layer
-    norm node, which reads them together with their neighbours (rescaling or flipping one alone changes the
-    function)."""
-    joint = torch.isin(data.node_type, data.node_type.new_tensor((NodeType.MAGNITUDE, NodeType.LAYERNORM)))
+    """Hidden linear/conv neurons that are neurons on their own: none of their edges leads into a magnitude, layer
+    norm or group norm node, which reads them together with their neighbours (rescaling or flipping one alone
+    changes the function)."""
+    joint = data.node_type.new_tensor((NodeType.MAGNITUDE, NodeType.LAYERNORM, NodeType.GROUPNORM))
+    joint = torch.isin(data.node_type, joint)
     src, dst = data.edge_index
     feeds_joint = torch.zeros_like(joint).index_fill_(0, src[joint[dst]], True)
     affine = torch.isin(data.node_type, data.node_type.new_tensor(AFFINE_NODE_TYPES))
