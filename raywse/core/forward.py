@@ -12,7 +12,7 @@ from torch import nn
 from raywse.core.spec import (
     ATTENTION_PROJECTIONS,
     EMBEDDING_TABLES,
-    LSTM_PARAMS,
+    RECURRENT_PARAMS,
     ArchSpec,
     Layer,
     SpecError,
@@ -65,8 +65,8 @@ def apply_layer(
     elif layer.kind in ("conv1d", "conv2d"):
         w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
         x = _CONV[w.dim() - 2](x, w, b, stride=layer.stride, padding=layer.padding)
-    elif layer.kind == "lstm":
-        x = lstm_states(x, *(tensors[f"{layer.name}.{p}"] for p in LSTM_PARAMS))[0]
+    elif layer.kind in RECURRENT_STATES:
+        x = RECURRENT_STATES[layer.kind](x, *(tensors[f"{layer.name}.{p}"] for p in RECURRENT_PARAMS))[0]
     elif layer.kind == "magnitude":
         half = x.shape[1] // 2
         x = torch.sqrt(x[:, :half].square() + x[:, half:].square())
@@ -117,6 +117,38 @@ def lstm_states(
         gates.append(torch.cat([i, f, g, o], dim=1))
     h_seq, gate_seq = torch.stack(states, dim=-1), torch.stack(gates, dim=-1)
     return (h_seq[..., 0], gate_seq[..., 0]) if x.dim() == 2 else (h_seq, gate_seq)
+
+
+def gru_states(
+    x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A GRU cell run over a sequence from a zero state, as ``nn.GRUCell`` step by step:
+    ``r = σ(W_ir x + b_ir + W_hr h + b_hr)``, ``z = σ(W_iz x + b_iz + W_hz h + b_hz)``,
+    ``n = tanh(W_in x + b_in + r * m)`` with ``m = W_hn h + b_hn``, ``h' = (1 - z) * n + z * h``.
+
+    Shapes:
+        ``x [B, C, L]`` (or ``[B, C]``: one step) → ``(h [B, H, L], nodes [B, 4H, L])``: the hidden states and the
+        values of ``r``, ``z``, ``m`` and ``n`` (the graph's node sets before the hidden state), without ``L`` for a
+        one-step input.
+    """
+    steps = x.unsqueeze(-1) if x.dim() == 2 else x
+    hidden = weight_hh.shape[1]
+    pre = torch.einsum("bcl,gc->blg", steps, weight_ih) + bias_ih
+    h = steps.new_zeros(len(steps), hidden)
+    states, nodes = [], []
+    for t in range(steps.shape[2]):
+        (ir, iz, i_n), (hr, hz, m) = pre[:, t].chunk(3, dim=1), (h @ weight_hh.T + bias_hh).chunk(3, dim=1)
+        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+        n = torch.tanh(i_n + r * m)
+        h = (1 - z) * n + z * h
+        states.append(h)
+        nodes.append(torch.cat([r, z, m, n], dim=1))
+    h_seq, node_seq = torch.stack(states, dim=-1), torch.stack(nodes, dim=-1)
+    return (h_seq[..., 0], node_seq[..., 0]) if x.dim() == 2 else (h_seq, node_seq)
+
+
+#: The state function of each recurrent kind: ``(x, *RECURRENT_PARAMS tensors) -> (h, the other node sets' values)``.
+RECURRENT_STATES = {"lstm": lstm_states, "gru": gru_states}
 
 
 def attention_projections(

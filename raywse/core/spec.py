@@ -6,12 +6,12 @@ its manifest and into each safetensors file's metadata; graphify reads them back
 file), or infers one for foreign files (:mod:`raywse.graph.infer`).
 
 Tensor naming follows ``torch.nn``: layer ``name`` owns ``{name}.weight`` / ``{name}.bias`` (and ``running_mean`` /
-``running_var`` for batch norm; a ``prelu`` layer owns ``{name}.weight`` only, its slopes; an ``lstm`` layer
-``weight_ih`` / ``weight_hh`` / ``bias_ih`` / ``bias_hh``, as ``nn.LSTMCell``; a layer or group norm ``{name}.weight`` /
-``{name}.bias`` like a linear layer; the transformer layers are named as
-Hugging Face's BERT names them: an ``embedding`` owns ``{name}.word_embeddings.weight`` and the position and token-type
-tables, an ``attention`` ``{name}.query`` / ``key`` / ``value`` ``.weight`` / ``.bias``). Inputs are ``[features]``,
-``[C, L]`` (sequences, 1-D convs), ``[C, H, W]`` (images) or ``[L]`` token ids (a first ``embedding`` layer); a
+``running_var`` for batch norm; a ``prelu`` layer owns ``{name}.weight`` only, its slopes; an ``lstm`` or ``gru``
+layer ``weight_ih`` / ``weight_hh`` / ``bias_ih`` / ``bias_hh``, as ``nn.LSTMCell`` / ``nn.GRUCell``; a layer or
+group norm ``{name}.weight`` / ``{name}.bias``; the transformer layers are named as Hugging Face's BERT names them:
+an ``embedding`` owns ``{name}.word_embeddings.weight`` and the position and token-type tables, an ``attention``
+``{name}.query`` / ``key`` / ``value`` ``.weight`` / ``.bias``). Inputs are ``[features]``, ``[C, L]`` (sequences,
+1-D convs), ``[C, H, W]`` (images) or ``[L]`` token ids (a first ``embedding`` layer); a
 ``linear`` layer on ``[C, L]`` acts on every position.
 """
 
@@ -25,19 +25,23 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 #: Layers whose outputs are neurons (graph nodes). ``magnitude`` is parameter-free: ``sqrt(a² + b²)`` of the channel
-#: pairs ``(c, c + C/2)`` (an STFT's real and imaginary parts); ``lstm`` runs an LSTM cell over the sequence;
+#: pairs ``(c, c + C/2)`` (an STFT's real and imaginary parts); ``lstm`` / ``gru`` run an LSTM / GRU cell over the
+#: sequence;
 #: ``embedding`` looks token ids up (plus their positions' and token type 0's rows); ``attention`` is multi-head
 #: scaled dot-product self-attention over the positions (its output: the attended values); ``layernorm`` normalises
 #: each position's features, then scales and shifts them; ``groupnorm`` normalises each of ``groups`` blocks of
 #: consecutive channels over its channels and positions (``nn.GroupNorm``), then scales and shifts every channel.
 NODE_LAYER_KINDS = (
-    "linear", "conv2d", "conv1d", "lstm", "magnitude", "embedding", "attention", "layernorm", "groupnorm",
+    "linear", "conv2d", "conv1d", "lstm", "gru", "magnitude", "embedding", "attention", "layernorm", "groupnorm",
 )  # fmt: skip
 #: Node layers that normalise what they read (a neuron per input feature, scaled and shifted): tied to their input.
 NORM_KINDS = ("layernorm", "groupnorm")
 #: Node layers computing ``weight · x + bias``: their weights' spatial dimensions by kind.
 AFFINE_KINDS = {"linear": 0, "conv1d": 1, "conv2d": 2}
-PARAMETRIC_KINDS = (*AFFINE_KINDS, "lstm", "embedding", "attention", *NORM_KINDS, "batchnorm", "prelu")
+#: Recurrent cells and their gates: ``nn.LSTMCell``'s rows are input, forget, cell, output; ``nn.GRUCell``'s reset,
+#: update, new (candidate).
+RECURRENT_GATES = {"lstm": 4, "gru": 3}
+PARAMETRIC_KINDS = (*AFFINE_KINDS, *RECURRENT_GATES, "embedding", "attention", *NORM_KINDS, "batchnorm", "prelu")
 #: ``first_step``: position 0 of a sequence (BERT's pooler reads its [CLS] token); ``to_sequence``: a ``[C, H, W]``
 #: map read as ``H·W`` positions of ``C`` features (row-major), as a vision transformer reads patches.
 PARAMETER_FREE_KINDS = (
@@ -45,9 +49,9 @@ PARAMETER_FREE_KINDS = (
 )  # fmt: skip
 #: ``add``: a residual connection (parameter-free, or with a projection when it has a ``name``).
 LAYER_KINDS = (*PARAMETRIC_KINDS, *PARAMETER_FREE_KINDS, "add")
-#: The tensors of an ``lstm`` layer (``nn.LSTMCell``'s; gate rows in PyTorch's order: input, forget, cell, output).
-LSTM_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-LSTM_GATES = 4
+#: The tensors of an ``lstm`` or ``gru`` layer (``nn.LSTMCell``'s and ``nn.GRUCell``'s; gate rows in PyTorch's order).
+RECURRENT_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+LSTM_GATES = RECURRENT_GATES["lstm"]
 #: The tables of an ``embedding`` layer (rows: tokens, positions, token types) and the projections of an attention.
 EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
 ATTENTION_PROJECTIONS = ("query", "key", "value")
@@ -138,8 +142,8 @@ class ArchSpec:
         for layer in self.layers:
             if layer.kind in AFFINE_KINDS:
                 names += [f"{layer.name}.weight", f"{layer.name}.bias"]
-            elif layer.kind == "lstm":
-                names += [f"{layer.name}.{p}" for p in LSTM_PARAMS]
+            elif layer.kind in RECURRENT_GATES:
+                names += [f"{layer.name}.{p}" for p in RECURRENT_PARAMS]
             elif layer.kind == "embedding":
                 names += [f"{layer.name}.{table}.weight" for table in EMBEDDING_TABLES]
             elif layer.kind == "attention":
@@ -220,13 +224,14 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
     kind = layer.kind
     if kind in AFFINE_KINDS:
         return affine(layer.name, x, AFFINE_KINDS[kind], layer.stride, layer.padding)
-    if kind == "lstm":
-        w_ih, w_hh = (shapes[f"{layer.name}.{p}"] for p in LSTM_PARAMS[:2])
-        hidden = w_hh[1] if len(w_hh) == 2 else 0
-        gates = (LSTM_GATES * hidden,)
-        biases = tuple(shapes[f"{layer.name}.{p}"] for p in LSTM_PARAMS[2:])
+    if kind in RECURRENT_GATES:
+        w_ih, w_hh = (shapes[f"{layer.name}.{p}"] for p in RECURRENT_PARAMS[:2])
+        hidden, g = (w_hh[1] if len(w_hh) == 2 else 0), RECURRENT_GATES[kind]
+        gates = (g * hidden,)
+        biases = tuple(shapes[f"{layer.name}.{p}"] for p in RECURRENT_PARAMS[2:])
         if len(w_ih) != 2 or w_hh != (*gates, hidden) or w_ih[0] != gates[0] or any(b != gates for b in biases):
-            raise fail(f"weight_ih {list(w_ih)} / weight_hh {list(w_hh)} are not an LSTM cell's (4H x in, 4H x H)")
+            cell = f"{'an LSTM' if kind == 'lstm' else 'a GRU'} cell's ({g}H x in, {g}H x H)"
+            raise fail(f"weight_ih {list(w_ih)} / weight_hh {list(w_hh)} are not {cell}")
         if len(x) not in (1, 2) or x[0] != w_ih[1]:
             raise fail(f"weight_ih {list(w_ih)} cannot read an input of shape {list(x)} ([features] or [C, L])")
         return (hidden, *x[1:])

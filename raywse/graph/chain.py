@@ -23,6 +23,7 @@ from raywse.core.spec import (
     LSTM_GATES,
     NODE_LAYER_KINDS,
     NORM_KINDS,
+    RECURRENT_GATES,
     ArchSpec,
     Layer,
     SpecError,
@@ -44,8 +45,9 @@ class NodeLayer:
 
     @property
     def num_nodes(self) -> int:
-        """Nodes the layer makes: an LSTM's four gates and its hidden state, an attention's queries, keys and values."""
-        extra = {"lstm": LSTM_GATES * self.out_nodes, "attention": 2 * self.qk_nodes}
+        """Nodes the layer makes: an LSTM's four gates and its hidden state, a GRU's reset and update gates, its
+        recurrent candidate term, its candidate and its hidden state, an attention's queries, keys and values."""
+        extra = {"lstm": LSTM_GATES * self.out_nodes, "gru": 4 * self.out_nodes, "attention": 2 * self.qk_nodes}
         return self.out_nodes + extra.get(self.layer.kind, 0)
 
     @property
@@ -58,7 +60,7 @@ class NodeLayer:
         """Names of the tensors whose columns read the previous layer's neurons one by one (none for parameter-free
         layers, a layer norm, or an embedding: its inputs are table rows)."""
         name, kind = self.layer.name, self.layer.kind
-        if kind == "lstm":
+        if kind in RECURRENT_GATES:
             return (f"{name}.weight_ih",)
         if kind == "attention":
             return tuple(f"{name}.{p}.weight" for p in ATTENTION_PROJECTIONS)

@@ -5,9 +5,10 @@ Hugging Face's BERT to :mod:`raywse.graph.infer_bert`; every other one is read a
 
 Tensors are grouped by module prefix (``layers.3.weight`` → module ``layers.3``) and modules are ordered by natural
 sort of their names (``layers.10`` after ``layers.2``). 2-D weights are linear layers, 3-D weights 1-D convs, 4-D
-weights square-kernel convs, ``weight_ih`` / ``weight_hh`` (/ ``bias_ih`` / ``bias_hh``) an LSTM cell (``nn.LSTM``'s
-``weight_ih_l1`` is read as module ``{name}.l1``; GRUs and bidirectional LSTMs are refused), 1-D weights with running
-statistics batch norms, and a lone 1-D weight (no bias) a PReLU: it follows the
+weights square-kernel convs, ``weight_ih`` / ``weight_hh`` (/ ``bias_ih`` / ``bias_hh``) an LSTM cell, or a GRU cell
+when ``weight_hh`` has 3H rows (``nn.LSTM``'s and ``nn.GRU``'s ``weight_ih_l1`` is read as module ``{name}.l1``;
+bidirectional ones are refused), 1-D weights with running statistics batch norms, and a lone 1-D weight (no bias) a
+PReLU: it follows the
 layer of its own number in the same parent (``prelu3`` after ``conv3``, as in MTCNN), else the layer before it in
 name order. Output heads — the last layers, siblings named alike up to a final number (``conv4_1``, ``conv4_2``) that
 read the same features and do not chain — are one output layer, their outputs concatenated in name order.
@@ -31,12 +32,12 @@ from collections.abc import Mapping
 
 import torch
 
-from raywse.core.spec import LSTM_GATES, LSTM_PARAMS, NODE_LAYER_KINDS, ArchSpec, Layer, SpecError
+from raywse.core.spec import NODE_LAYER_KINDS, RECURRENT_GATES, RECURRENT_PARAMS, ArchSpec, Layer, SpecError
 from raywse.graph.infer_bert import bert_spec_and_tensors, is_bert
 from raywse.graph.infer_resnet import is_torchvision_resnet, resnet_spec_and_tensors
 from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 
-_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked", *LSTM_PARAMS)
+_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked", *RECURRENT_PARAMS)
 _TORCH_LSTM = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")  # nn.LSTM's names
 _ATTENTION = re.compile(r"attn|attention|in_proj", re.IGNORECASE)
 _NORM = re.compile(r"norm|^ln|rms", re.IGNORECASE)  # names of normalisation layers, never PReLUs
@@ -71,7 +72,7 @@ def infer_spec_and_tensors(
         torch_lstm = _TORCH_LSTM.match(param)
         if torch_lstm:
             if torch_lstm.group(3):
-                raise SpecError(f"unsupported tensor {name}: bidirectional LSTMs are not supported")
+                raise SpecError(f"unsupported tensor {name}: bidirectional recurrent layers are not supported")
             layer = f"l{torch_lstm.group(2)}"
             prefix, param = f"{prefix}.{layer}" if prefix else layer, torch_lstm.group(1)
         if not prefix:
@@ -155,7 +156,7 @@ def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch
     w = params.get("weight")
     stats = "running_mean" in params and "running_var" in params
     if "weight_ih" in params or "weight_hh" in params:
-        return _classify_lstm(module, params, out)
+        return _classify_recurrent(module, params, out)
     if stats:
         kind, n = "batchnorm", len(params["running_mean"])
         like = params["running_mean"]
@@ -189,25 +190,25 @@ def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch
     return kind
 
 
-def _classify_lstm(module: str, params: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> str:
-    """An LSTM cell's tensors (missing biases become zeros) into ``out``; GRUs and odd shapes are refused."""
-    if set(params) - set(LSTM_PARAMS) or not {"weight_ih", "weight_hh"} <= set(params):
+def _classify_recurrent(module: str, params: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> str:
+    """An LSTM or GRU cell's tensors (missing biases become zeros) into ``out``: ``weight_hh`` with 4H rows is an
+    LSTM's, with 3H a GRU's; odd shapes are refused."""
+    if set(params) - set(RECURRENT_PARAMS) or not {"weight_ih", "weight_hh"} <= set(params):
         raise SpecError(f"module {module} mixes recurrent and other tensors: {', '.join(sorted(params))}")
     w_ih, w_hh = params["weight_ih"], params["weight_hh"]
     rows = int(w_hh.shape[0]) if w_hh.dim() == 2 else 0
-    if w_hh.dim() == 2 and rows == 3 * w_hh.shape[1]:
-        raise SpecError(f"unsupported layer {module}: a GRU (3 gates); GRU layers are not supported")
-    if w_ih.dim() != 2 or w_hh.dim() != 2 or rows != LSTM_GATES * w_hh.shape[1] or w_ih.shape[0] != rows:
+    kind = next((k for k, g in RECURRENT_GATES.items() if w_hh.dim() == 2 and rows == g * w_hh.shape[1]), None)
+    if kind is None or w_ih.dim() != 2 or w_ih.shape[0] != rows:
         raise SpecError(f"unsupported layer {module}: weight_ih {list(w_ih.shape)} / weight_hh {list(w_hh.shape)} "
-                        "are not an LSTM cell's (4H x in, 4H x H)")  # fmt: skip
-    for param in LSTM_PARAMS:
+                        "are not an LSTM's (4H x in, 4H x H) or a GRU's (3H x in, 3H x H)")  # fmt: skip
+    for param in RECURRENT_PARAMS:
         out[f"{module}.{param}"] = params.get(param, torch.zeros(rows, dtype=w_ih.dtype))
-    return "lstm"
+    return kind
 
 
 def _input_weight(m: str, kinds: dict[str, str], out: dict[str, torch.Tensor]) -> torch.Tensor:
     """The tensor of module ``m`` whose rows are its outputs and columns its inputs (an LSTM's: ``weight_ih``)."""
-    return out[f"{m}.weight_ih" if kinds[m] == "lstm" else f"{m}.weight"]
+    return out[f"{m}.weight_ih" if kinds[m] in RECURRENT_GATES else f"{m}.weight"]
 
 
 def _refuse_parallel(order: list[str], kinds: dict[str, str], out: dict[str, torch.Tensor]) -> None:
@@ -263,15 +264,15 @@ def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.T
         fan_in = int(w.shape[1])
         if width is None:
             input_shape = (fan_in,)
-        if kind in ("conv1d", "conv2d", "lstm"):
-            wanted = {"conv1d": (1,), "conv2d": (2,), "lstm": (0, 1)}[kind]
+        if kind in ("conv1d", "conv2d", *RECURRENT_GATES):
+            wanted = {"conv1d": (1,), "conv2d": (2,)}.get(kind, (0, 1))
             if width is not None and dims not in wanted:
                 raise SpecError(f"chain breaks at {m}: {kind} after a {('linear layer', '1-D conv', '2-D conv')[dims]}")
             if width is not None and fan_in != width:
                 raise SpecError(f"chain breaks at {m}: {fan_in} input channels, previous layer has {width}")
-            if kind == "lstm":
-                layers.append(Layer("lstm", m))
-                dims = dims if width is not None else 1  # a first LSTM reads a sequence
+            if kind in RECURRENT_GATES:
+                layers.append(Layer(kind, m))
+                dims = dims if width is not None else 1  # a first recurrent layer reads a sequence
             else:
                 k = int(w.shape[2])
                 growth += 1 - k % 2
@@ -291,12 +292,12 @@ def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.T
                 layers.append(Layer("global_avg_pool"))
             layers.append(Layer("linear", m))
             dims = 0
-        width = int(out[f"{m}.weight_hh"].shape[1]) if kind == "lstm" else int(w.shape[0])
+        width = int(out[f"{m}.weight_hh"].shape[1]) if kind in RECURRENT_GATES else int(w.shape[0])
         carriers.append(len(layers) - 1)
     if input_shape is None:
         raise SpecError("no linear, conv or LSTM layer found")
     first = layers[0].kind
-    if first in ("conv1d", "conv2d", "lstm"):
+    if first in ("conv1d", "conv2d", *RECURRENT_GATES):
         input_shape = (input_shape[0], *[spatial or NOMINAL_SPATIAL] * (2 if first == "conv2d" else 1))
     for i in carriers[:-1]:
         if i not in activated:

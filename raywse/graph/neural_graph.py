@@ -127,7 +127,8 @@ def negative_slopes(node_layer: NodeLayer, tensors: Mapping[str, torch.Tensor]) 
 
 
 def handed_on_starts(chain: Chain, starts: list[int]) -> list[int]:
-    """Index of the first node each node layer hands on (an LSTM's hidden state comes after its four gates)."""
+    """Index of the first node each node layer hands on (an LSTM's or GRU's hidden state comes after its other node
+    sets)."""
     return [start + nl.handed_offset for nl, start in zip(chain.node_layers, starts, strict=True)]
 
 
@@ -154,8 +155,10 @@ def _weight_blocks(
     """``(sources [E], targets [E], kernels [E, h, w])`` of every weight tensor, kernels fitted
     (:func:`fit_kernels`): each layer's weights (target-major), then its residual connections — a projection's
     weights, or the identity as the ``n`` edges ``i → i`` of weight 1 (``validate`` checked the widths match). An LSTM
-    has input and recurrent edges into each gate and gate → hidden-state edges of weight 1; a magnitude layer edges
-    of weight 1 from both channels of each pair."""
+    has input and recurrent edges into each gate and gate → hidden-state edges of weight 1; a GRU input edges into its
+    reset and update gates and its candidate, recurrent edges into the gates and the recurrent candidate term, and
+    edges of weight 1 from that term and the reset gate to the candidate, and from the candidate and the update gate
+    to the hidden state; a magnitude layer edges of weight 1 from both channels of each pair."""
     blocks = []
     handed = handed_on_starts(chain, starts)
     in_start = 0
@@ -168,6 +171,14 @@ def _weight_blocks(
                 blocks.append(_dense_block(w_ih[rows, :, None, None], in_start, start + gate * n))
                 blocks.append(_dense_block(w_hh[rows, :, None, None], handed[index], start + gate * n))
             blocks += [_diagonal(start + gate * n, handed[index], n) for gate in range(LSTM_GATES)]
+        elif nl.layer.kind == "gru":  # node sets r, z, m, n, then h (see NodeType)
+            w_ih, w_hh = (tensors[f"{nl.layer.name}.{p}"].detach().float() for p in ("weight_ih", "weight_hh"))
+            r, z, m, new, h = (start + i * n for i in range(5))
+            for gate, target in enumerate((r, z, new)):  # input edges into r, z and n
+                blocks.append(_dense_block(w_ih[gate * n : (gate + 1) * n, :, None, None], in_start, target))
+            for gate, target in enumerate((r, z, m)):  # recurrent edges into r, z and m
+                blocks.append(_dense_block(w_hh[gate * n : (gate + 1) * n, :, None, None], h, target))
+            blocks += [_diagonal(m, new, n), _diagonal(r, new, n), _diagonal(new, h, n), _diagonal(z, h, n)]
         elif nl.layer.kind == "magnitude":
             blocks += [_diagonal(in_start, start, n), _diagonal(in_start + n, start, n)]
         elif nl.layer.kind == "embedding":  # the inputs are the tables' rows, one table after another
@@ -215,6 +226,16 @@ def _node_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor]) -> list[tuple
             (b, name, torch.zeros(n), ntype) for b, (name, ntype) in zip(biases.chunk(LSTM_GATES), _GATES, strict=True)
         ]
         return [*gates, (torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.LSTM_HIDDEN)]
+    if nl.layer.kind == "gru":
+        (ir, iz, i_n), (hr, hz, hn) = (tensors[f"{nl.layer.name}.{p}"].detach().float().chunk(3) for p in
+                                       ("bias_ih", "bias_hh"))  # fmt: skip
+        return [
+            (ir + hr, "sigmoid", torch.zeros(n), NodeType.GRU_RESET_GATE),
+            (iz + hz, "sigmoid", torch.zeros(n), NodeType.GRU_UPDATE_GATE),
+            (hn, "none", torch.ones(n), NodeType.GRU_RECURRENT_CANDIDATE),
+            (i_n, "tanh", torch.zeros(n), NodeType.GRU_CANDIDATE),
+            (torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.GRU_HIDDEN),
+        ]
     if nl.layer.kind == "magnitude":
         return [(torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.MAGNITUDE)]
     if nl.layer.kind == "embedding":
@@ -341,8 +362,9 @@ def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
 
 
 def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int, int]:
-    """``(num_nodes, num_edges)`` from the architecture alone: inputs + neurons (an LSTM: 5 per unit; an attention:
-    queries, keys, values), and per layer: out × in weights (an LSTM: 4H × in + 4H × H, plus 4H gate → state edges;
+    """``(num_nodes, num_edges)`` from the architecture alone: inputs + neurons (an LSTM or GRU: 5 per unit; an
+    attention: queries, keys, values), and per layer: out × in weights (an LSTM: 4H × in + 4H × H, plus 4H gate →
+    state edges; a GRU: 3H × in + 3H × H, plus 4H of weight 1;
     an attention: (2 Cq + Cv) × in, plus Cq × Cv / heads from queries and from keys; a magnitude layer 2 per neuron,
     a layer or group norm 1), plus per residual connection the width it adds into (identity) or its projection's
     out × in."""
@@ -353,6 +375,8 @@ def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int
         nodes += nl.num_nodes
         if kind == "lstm":
             edges += LSTM_GATES * out * (fan_in + out + 1)
+        elif kind == "gru":  # 3H × in + 3H × H weights, and 4H edges of weight 1
+            edges += 3 * out * (fan_in + out) + 4 * out
         elif kind == "attention":  # q, k, v from the inputs; q and k to the values of their head
             edges += (2 * nl.qk_nodes + out) * fan_in + 2 * nl.qk_nodes * out // nl.layer.heads
         else:

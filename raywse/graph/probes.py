@@ -3,9 +3,9 @@
 At graph-construction time the network runs on ``P`` probe inputs of its input space and each node keeps its
 ``P`` responses (``probe_act`` in :mod:`raywse.graph.schema`): an input node the probe's value there (the channel
 mean for image and sequence inputs), a hidden neuron its output after the activation and the layers that follow it
-(averaged over space or steps for conv channels), an LSTM gate its value after its nonlinearity, an output neuron its
-logit. Hidden responses permute with their neurons, so a
-permutation-invariant encoder stays exactly invariant.
+(averaged over space or steps for conv channels), an LSTM or GRU gate its value after its nonlinearity, an output
+neuron its logit. Hidden responses permute with their neurons, so a permutation-invariant encoder stays exactly
+invariant.
 
 Where probes come from is the caller's choice and is recorded per graph (``probe_source``): the *train* split of the
 model's dataset for zoo models (:func:`raywse.zoo.datasets.probe_inputs`), a user's probe file for foreign
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from raywse.core.forward import activate, apply_layer, attention_projections, lstm_states
-from raywse.core.spec import EMBEDDING_TABLES, LSTM_PARAMS, ArchSpec, SpecError
+from raywse.core.forward import RECURRENT_STATES, activate, apply_layer, attention_projections
+from raywse.core.spec import EMBEDDING_TABLES, RECURRENT_PARAMS, ArchSpec, SpecError
 from raywse.graph.chain import Chain
 
 #: Probe inputs per network (the width of ``probe_act``).
@@ -147,8 +147,8 @@ def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor],
         columns = [value if value is not None else _node_values(x)]
     for nl in chain.node_layers:
         name = nl.layer.name
-        if nl.layer.kind == "lstm":  # its gates are nodes too
-            h, gates = lstm_states(x, *(tensors[f"{name}.{p}"] for p in LSTM_PARAMS))
+        if nl.layer.kind in RECURRENT_STATES:  # its gates are nodes too
+            h, gates = RECURRENT_STATES[nl.layer.kind](x, *(tensors[f"{name}.{p}"] for p in RECURRENT_PARAMS))
             columns.append(_node_values(gates))
             x = activate(h, nl.layer.activation)
         elif nl.layer.kind == "attention":  # and so are its queries and keys

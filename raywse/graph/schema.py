@@ -54,7 +54,9 @@ class NodeKind(IntEnum):
 
 class NodeType(IntEnum):
     """What produced a neuron: an input, a linear or conv (1-D or 2-D) layer, one of an LSTM's gates (their
-    nonlinearity is ``node_act``) or its hidden state ``h = o * tanh(f * c + i * g)``, a :data:`MAGNITUDE`
+    nonlinearity is ``node_act``) or its hidden state ``h = o * tanh(f * c + i * g)``, one of a GRU's reset and update
+    gates, its recurrent candidate term ``m = W_hn h + b_hn``, its candidate ``n = tanh(W_in x + b_in + r * m)`` or
+    its hidden state ``h' = (1 - z) * n + z * h``, a :data:`MAGNITUDE`
     ``sqrt(a² + b²)`` of a channel pair, an embedding (sum of the rows its inputs pick), an attention's query, key or
     attended value (``softmax(q·k / sqrt(d)) v`` over the positions, per head), a layer norm's feature (its input
     normalised over its layer's inputs, times its edge's weight, plus its bias), or a group norm's channel (likewise,
@@ -75,6 +77,11 @@ class NodeType(IntEnum):
     ATTENTION_VALUE = 12
     LAYERNORM = 13
     GROUPNORM = 14
+    GRU_RESET_GATE = 15
+    GRU_UPDATE_GATE = 16
+    GRU_RECURRENT_CANDIDATE = 17
+    GRU_CANDIDATE = 18
+    GRU_HIDDEN = 19
 
 
 #: Neurons computing ``activation(weights · inputs + bias)``: the only ones weight-space rescaling and sign flips

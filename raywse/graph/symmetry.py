@@ -25,11 +25,11 @@ from torch_geometric.utils import scatter
 from raywse.core.spec import (
     AFFINE_KINDS,
     EMBEDDING_TABLES,
-    LSTM_GATES,
-    LSTM_PARAMS,
     NORM_KINDS,
     ODD,
     POSITIVELY_HOMOGENEOUS,
+    RECURRENT_GATES,
+    RECURRENT_PARAMS,
     ArchSpec,
     Layer,
     SpecError,
@@ -107,11 +107,11 @@ def _identity_ties(chain: Chain) -> list[int]:
 def permute_hidden(
     tensors: Mapping[str, torch.Tensor], spec: ArchSpec, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """Randomly permute the neurons / filters / LSTM units of every hidden layer (function preserved exactly); layers
-    joined by an identity residual (or a layer or group norm) get one permutation — a group norm's channels within
-    their groups, and its groups as wholes — those tied to the output layer keep their
+    """Randomly permute the neurons / filters / LSTM and GRU units of every hidden layer (function preserved exactly);
+        layers joined by an identity residual (or a layer or group norm) get one permutation — a group norm's channels
+        within their groups, and its groups as wholes — those tied to the output layer keep their
     order, the layer before a magnitude layer is permuted in the pairs it feeds, and an attention layer permutes its
-    heads, then the query/key dimensions (together) and the value dimensions within each head."""
+        heads, then the query/key dimensions (together) and the value dimensions within each head."""
     chain = walk(spec, tensors)
     layers = chain.node_layers
     ties = _identity_ties(chain)
@@ -139,7 +139,8 @@ def permute_hidden(
         nl = layers[i]
         if nl.layer.kind != "magnitude":
             continue
-        pairs_free = i > 0 and layers[i - 1].layer.kind in (*AFFINE_KINDS, "lstm") and ties.count(ties[i - 1]) == 1
+        free = (*AFFINE_KINDS, *RECURRENT_GATES)
+        pairs_free = i > 0 and layers[i - 1].layer.kind in free and ties.count(ties[i - 1]) == 1
         if perms[i] is not None and pairs_free:
             perms[i - 1] = torch.cat([perms[i], perms[i] + nl.out_nodes])
         else:
@@ -197,7 +198,7 @@ def _block_perm(order: list[int], width: int, generator: torch.Generator) -> Ten
 
 
 def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor, qk_perm: Tensor | None = None) -> None:
-    """Reorder the neurons of one node layer in its own tensors (an LSTM: every gate's rows and the recurrent
+    """Reorder the neurons of one node layer in its own tensors (an LSTM or GRU: every gate's rows and the recurrent
     weights' columns; an attention: query and key rows by ``qk_perm``, value rows by ``perm``; an embedding: its
     tables' columns), and in the batch norms and PReLUs that follow it."""
     name = nl.layer.name
@@ -214,10 +215,11 @@ def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor, qk_
     elif nl.layer.kind == "embedding":
         for table in EMBEDDING_TABLES:
             out[f"{name}.{table}.weight"] = out[f"{name}.{table}.weight"][:, perm]
-    elif nl.layer.kind == "lstm":
-        for param in LSTM_PARAMS:
+    elif nl.layer.kind in RECURRENT_GATES:
+        gates = RECURRENT_GATES[nl.layer.kind]
+        for param in RECURRENT_PARAMS:
             t = out[f"{name}.{param}"]
-            out[f"{name}.{param}"] = t.reshape(LSTM_GATES, nl.out_nodes, *t.shape[1:])[:, perm].reshape(t.shape)
+            out[f"{name}.{param}"] = t.reshape(gates, nl.out_nodes, *t.shape[1:])[:, perm].reshape(t.shape)
         out[f"{name}.weight_hh"] = out[f"{name}.weight_hh"][:, perm]
     elif nl.layer.kind != "magnitude":
         names = [f"{name}.weight", f"{name}.bias"]

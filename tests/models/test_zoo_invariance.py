@@ -29,6 +29,10 @@ def embed(encoder: NeuralGraphEncoder, graph) -> torch.Tensor:
         return encoder(encoder.prepare(graph))
 
 
+#: The issue's bar: twins' embeddings within 1e-5 relative on every family.
+BAR = 1e-5
+
+
 def make(cls) -> NeuralGraphEncoder:
     torch.manual_seed(0)
     return cls(SMALL).eval()
@@ -74,5 +78,5 @@ def test_encoder_invariant_on_zoo_twins(zoo_checkpoints):
         permuted = to_neural_graph(twins["permuted"], spec, row["model_id"], probes)
         baseline_residual = rel(embed(baseline, permuted), embed(baseline, graph))
         print(f"{family}/{act} {row['model_id']}: {residuals}, non-equivariant permuted {baseline_residual:.2e}")
-        assert max(residuals.values()) <= 1e-5  # the issue's bar: 1e-5 relative on every family
-        assert baseline_residual > 1e-3
+        assert max(residuals.values()) <= BAR
+        assert baseline_residual > 20 * BAR  # the check can fail: a non-equivariant encoder misses the bar by far
