@@ -34,6 +34,7 @@ from raywse.core.spec import (
     Layer,
     SpecError,
 )
+from raywse.graph.block_perms import grouped_perm, head_perms
 from raywse.graph.chain import Chain, NodeLayer, split_layers, walk
 from raywse.graph.schema import AFFINE_NODE_TYPES, HOMOGENEOUS_ACT_IDS, NODE_FIELDS, ODD_ACT_IDS, NodeKind, NodeType
 
@@ -120,7 +121,7 @@ def permute_hidden(
         if ties[i] == ties[-1] or ties[i] in drawn:
             continue
         groups = {other.layer.groups for j, other in enumerate(layers) if ties[j] == ties[i] and other.layer.groups}
-        drawn[ties[i]] = _grouped_perm(sorted(groups), nl.out_nodes, generator)
+        drawn[ties[i]] = grouped_perm(sorted(groups), nl.out_nodes, generator)
     perms = {i: drawn.get(ties[i]) for i in range(len(layers))}
 
     def keep_order(i: int) -> None:  # layer i and every layer tied to it
@@ -129,7 +130,7 @@ def permute_hidden(
     qk_perms: dict[int, Tensor] = {}
     for i, nl in enumerate(layers[:-1]):
         if nl.layer.kind == "attention" and perms[i] is not None and ties.count(ties[i]) == 1:
-            qk_perms[i], perms[i] = _head_perms(nl.layer.heads, nl.qk_nodes, nl.out_nodes, generator)
+            qk_perms[i], perms[i] = head_perms(nl.layer.heads, nl.qk_nodes, nl.out_nodes, generator)
         elif nl.layer.kind == "attention":  # its values are tied to other layers: not permuted
             keep_order(i)
 
@@ -159,42 +160,6 @@ def permute_hidden(
                 if source == i and add.name:
                     out[f"{add.name}.weight"] = out[f"{add.name}.weight"][:, perm]
     return out
-
-
-def _head_perms(heads: int, qk: int, v: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``(query/key permutation [qk], value permutation [v])`` of an attention layer: one shuffle of its heads, then
-    a shuffle of the dimensions within each head (one for queries and keys: their dot products pair them)."""
-    order = torch.randperm(heads, generator=generator).tolist()
-    return _block_perm(order, qk, generator), _block_perm(order, v, generator)
-
-
-def _grouped_perm(counts: list[int], n: int, generator: torch.Generator) -> Tensor:
-    """A random permutation of ``n`` channels that keeps each partition into ``counts[i]`` groups of consecutive
-    channels (the group norms on them): nested counts (each dividing the next) shuffle the groups of each level
-    within the group above and the channels within the finest groups; other counts shuffle only within the cells
-    all the partitions share. No counts: any permutation."""
-    if not counts:
-        return torch.randperm(n, generator=generator)
-    if any(b % a for a, b in pairwise(counts)):
-        size = n // math.lcm(*counts)
-        return torch.cat([c * size + torch.randperm(size, generator=generator) for c in range(n // size)])
-    radices = [counts[0], *(b // a for a, b in pairwise(counts)), n // counts[-1]]
-
-    def block(start: int, size: int, level: int) -> list[int]:
-        if level == len(radices):
-            return [start]
-        sub = size // radices[level]
-        order = torch.randperm(radices[level], generator=generator).tolist()
-        return [i for j in order for i in block(start + j * sub, sub, level + 1)]
-
-    return torch.tensor(block(0, n, 0))
-
-
-def _block_perm(order: list[int], width: int, generator: torch.Generator) -> Tensor:
-    """A permutation of ``width`` indices in ``len(order)`` blocks of consecutive ones: the blocks in ``order``, the
-    indices within each block shuffled."""
-    d = width // len(order)
-    return torch.cat([block * d + torch.randperm(d, generator=generator) for block in order])
 
 
 def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor, qk_perm: Tensor | None = None) -> None:

@@ -22,6 +22,7 @@ import ray
 import torch
 
 from raywse.core.artifacts import GraphFiles
+from raywse.core.config import ConfigError
 from raywse.core.embeddings import EMBEDDINGS_SCHEMA, table_vectors
 from raywse.core.ray_session import cluster_cpus, ensure_ray
 from raywse.core.spec import SpecError
@@ -108,7 +109,10 @@ def embed_graphs(
     gpus = int(ray.cluster_resources().get("GPU", 0))
     use_gpu = gpus > 0 if use_gpu is None else use_gpu
     if use_gpu:
-        num_actors = num_actors or max(1, gpus)
+        local = not os.environ.get("RAY_ADDRESS")  # no autoscaler: GPU actors beyond its GPUs would wait forever
+        if local and not gpus:
+            raise ConfigError("index.use_gpu: Ray sees no GPU on this machine; leave --use-gpu off")
+        num_actors = min(num_actors or gpus, gpus) if local else num_actors or max(1, gpus)
     else:  # one CPU stays free to read and split the shards: with actors on every CPU the split never runs
         spare = max(1, cluster_cpus() - 1)
         num_actors = min(num_actors or spare, spare)

@@ -65,8 +65,8 @@ class ZooConfig:
 
     @classmethod
     def small(cls, **overrides) -> ZooConfig:
-        """The demo zoo: ~5,740 models (~1,910 runs x 3 snapshots; MLPs, CNNs, ResNets, transformers) in ~22 minutes
-        on 2 cores (the transformers take most of it)."""
+        """The demo zoo: ~5,740 models (~1,910 runs x 3 snapshots; MLPs, CNNs, ResNets, transformers) in ~10 minutes
+        on 2 cores."""
         return cls(**overrides)
 
     @classmethod

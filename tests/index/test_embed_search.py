@@ -17,6 +17,7 @@ import pytest
 
 import raywse.index.embed as embed_mod
 from raywse.core.artifacts import GraphFiles
+from raywse.core.config import ConfigError
 from raywse.core.embeddings import table_vectors
 from raywse.core.io import CheckpointError
 from raywse.data.graphify import load_graphs, shard_paths
@@ -136,6 +137,11 @@ def test_several_cpu_actors_embed_every_graph_once_with_the_in_process_vectors(t
         np.testing.assert_allclose(vectors[model_id], vector, atol=1e-5)
 
 
+def test_gpu_embedding_on_a_machine_without_one_is_refused_not_left_waiting(tiny_graphs, encoders):
+    with pytest.raises(ConfigError, match="index.use_gpu: Ray sees no GPU on this machine; leave --use-gpu off"):
+        embed_mod.embed_graphs(tiny_graphs, encoders["a"], use_gpu=True)
+
+
 def test_other_encoder_is_refused_unless_rebuild(tiny_graphs, encoders, tmp_path, monkeypatch):
     monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
     part = subset_graphs(tiny_graphs, tmp_path / "part", 1)
@@ -207,10 +213,10 @@ def test_the_search_command_prints_the_neighbours_and_a_one_line_error(tiny_zoo,
     assert refused.returncode == 2 and "chain breaks at lstm_cell" in refused.stderr, refused.stderr
     found = search(silero, "--spec", SILERO_SPEC)
     assert found.returncode == 0 and len(found.stdout.splitlines()) == 4, found.stderr
-    (tmp_path / "bad.json").write_text('{"input_shape": [1, 640], "layers": [{"kind": "gru", "name": "x"}]}')
+    (tmp_path / "bad.json").write_text('{"input_shape": [1, 640], "layers": [{"kind": "mamba", "name": "x"}]}')
     bad_spec = search(silero, "--spec", tmp_path / "bad.json")
     assert bad_spec.returncode == 2 and bad_spec.stderr.count("\n") == 1, bad_spec.stderr
-    assert "bad.json: unsupported layer kind 'gru'" in bad_spec.stderr
+    assert "bad.json: unsupported layer kind 'mamba'" in bad_spec.stderr
 
 
 def test_search_bad_input_raises_one_line_error(tiny_graphs, encoders, tmp_path):
