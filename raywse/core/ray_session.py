@@ -39,3 +39,14 @@ def ray_log_dir() -> str:
 def cluster_cpus() -> int:
     """CPUs Ray can schedule on (after :func:`ensure_ray`)."""
     return int(ray.cluster_resources().get("CPU", 1))
+
+
+def cluster_gpus() -> int:
+    """GPUs Ray can schedule on (after :func:`ensure_ray`)."""
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def local_ray() -> bool:
+    """Whether Ray runs on this machine alone (no ``RAY_ADDRESS``): it has no autoscaler, so work asking for more
+    GPUs than it has would wait for them forever."""
+    return not os.environ.get("RAY_ADDRESS")

@@ -24,7 +24,7 @@ import torch
 from raywse.core.artifacts import GraphFiles
 from raywse.core.config import ConfigError
 from raywse.core.embeddings import EMBEDDINGS_SCHEMA, table_vectors
-from raywse.core.ray_session import cluster_cpus, ensure_ray
+from raywse.core.ray_session import cluster_cpus, cluster_gpus, ensure_ray, local_ray
 from raywse.core.spec import SpecError
 from raywse.data.graphify import shard_paths
 from raywse.graph.arrow import table_to_graphs
@@ -106,10 +106,10 @@ def embed_graphs(
     if not paths:
         return RESULT_SCHEMA.empty_table()
     ensure_ray()
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpus = cluster_gpus()
     use_gpu = gpus > 0 if use_gpu is None else use_gpu
     if use_gpu:
-        local = not os.environ.get("RAY_ADDRESS")  # no autoscaler: GPU actors beyond its GPUs would wait forever
+        local = local_ray()  # GPU actors beyond a local Ray's GPUs would wait forever
         if local and not gpus:
             raise ConfigError("index.use_gpu: Ray sees no GPU on this machine; leave --use-gpu off")
         num_actors = min(num_actors or gpus, gpus) if local else num_actors or max(1, gpus)

@@ -25,7 +25,7 @@ from ray.train.torch import TorchTrainer
 from raywse.core.artifacts import EncoderFiles
 from raywse.core.config import ConfigError
 from raywse.core.io import write_json_atomic
-from raywse.core.ray_session import ensure_ray
+from raywse.core.ray_session import cluster_gpus, ensure_ray, local_ray
 from raywse.data.graphify import shard_paths
 from raywse.data.labels import ZooLabels
 from raywse.graph.arrow import row_to_graph
@@ -134,10 +134,9 @@ def train_encoder(
 
 
 def _check_gpus(config: TrainConfig) -> None:
-    """A local Ray (no ``RAY_ADDRESS``) has no autoscaler: a GPU run asking for more workers than it has GPUs would
-    wait for them forever, so it is refused in one line instead."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    if config.use_gpu and config.num_workers > gpus and not os.environ.get("RAY_ADDRESS"):
+    """A GPU run asking a local Ray for more workers than it has GPUs would wait forever: refused in one line."""
+    gpus = cluster_gpus()
+    if config.use_gpu and config.num_workers > gpus and local_ray():
         fix = f"set --train.num-workers {gpus}" if gpus else "leave --train.use-gpu off"
         raise ConfigError(f"train.use_gpu: {config.num_workers} workers need one GPU each, Ray sees {gpus}; {fix}")
 
