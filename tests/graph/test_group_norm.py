@@ -40,18 +40,23 @@ class GroupNormNet(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
-SPEC = ArchSpec(
-    (1, 8, 8),
-    (
-        Layer("conv2d", "conv1", stride=2, padding=1),
-        Layer("groupnorm", "gn1", "relu", groups=2),
-        Layer("conv2d", "conv2", padding=1),
-        Layer("groupnorm", "gn2", groups=4),
-        Layer("add", "", "relu", source="gn1"),
-        Layer("global_avg_pool"),
-        Layer("linear", "head"),
-    ),
-)
+def residual_spec(input_shape: tuple[int, ...], groups: tuple[int, int], stride: int = 1) -> ArchSpec:
+    """conv1 → gn1 → relu → conv2 → gn2, plus gn1's output → relu → pool → head (:class:`GroupNormNet`'s layout)."""
+    return ArchSpec(
+        input_shape,
+        (
+            Layer("conv2d", "conv1", stride=stride, padding=1),
+            Layer("groupnorm", "gn1", "relu", groups=groups[0]),
+            Layer("conv2d", "conv2", padding=1),
+            Layer("groupnorm", "gn2", groups=groups[1]),
+            Layer("add", "", "relu", source="gn1"),
+            Layer("global_avg_pool"),
+            Layer("linear", "head"),
+        ),
+    )
+
+
+SPEC = residual_spec((1, 8, 8), groups=(2, 4), stride=2)
 
 
 def net_and_tensors() -> tuple[GroupNormNet, dict[str, torch.Tensor]]:
@@ -124,28 +129,18 @@ def test_group_counts_that_do_not_split_the_channels_are_refused_in_one_line():
 def test_group_counts_that_do_not_nest_permute_only_within_the_cells_they_share():
     # 12 channels under a group norm of 2 groups (6 each) and, through the residual, one of 3 groups (4 each): their
     # partitions share the cells {0,1}, {2,3}, ... only (lcm 6); no permutation that moves a channel across may run
-    spec = ArchSpec(
-        (2, 5, 5),
-        (
-            Layer("conv2d", "c1", padding=1),
-            Layer("groupnorm", "g1", "relu", groups=2),
-            Layer("conv2d", "c2", padding=1),
-            Layer("groupnorm", "g2", groups=3),
-            Layer("add", "", "relu", source="g1"),
-            Layer("global_avg_pool"),
-            Layer("linear", "out"),
-        ),
-    )
+    spec = residual_spec((2, 5, 5), groups=(2, 3))
     gen = torch.Generator().manual_seed(0)
-    shapes = {"c1.weight": (12, 2, 3, 3), "c2.weight": (12, 12, 3, 3), "out.weight": (3, 12)}
+    shapes = {"conv1.weight": (12, 2, 3, 3), "conv2.weight": (12, 12, 3, 3), "head.weight": (3, 12)}
     tensors = {k: torch.randn(*s, generator=gen) for k, s in shapes.items()}
-    tensors |= {f"{n}.bias": torch.randn(len(tensors[f"{n}.weight"]), generator=gen) for n in ("c1", "c2", "out")}
-    tensors |= {f"{n}.{p}": torch.rand(12, generator=gen) + 0.5 for n in ("g1", "g2") for p in ("weight", "bias")}
+    tensors |= {f"{n}.bias": torch.randn(len(tensors[f"{n}.weight"]), generator=gen) for n in ("conv1", "conv2")}
+    tensors["head.bias"] = torch.randn(3, generator=gen)
+    tensors |= {f"{n}.{p}": torch.rand(12, generator=gen) + 0.5 for n in ("gn1", "gn2") for p in ("weight", "bias")}
     x = torch.randn(4, 2, 5, 5, generator=gen)
     moved = False
     for seed in range(4):
         twin = permute_hidden(tensors, spec, torch.Generator().manual_seed(seed))
-        perm = [int(torch.nonzero(tensors["c1.bias"] == b)) for b in twin["c1.bias"]]
+        perm = [int(torch.nonzero(tensors["conv1.bias"] == b)) for b in twin["conv1.bias"]]
         assert all(p // 2 == i // 2 for i, p in enumerate(perm)), perm
         moved |= perm != list(range(12))
         torch.testing.assert_close(forward(spec, twin, x), forward(spec, tensors, x), rtol=1e-4, atol=1e-5)
