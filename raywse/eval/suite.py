@@ -25,24 +25,74 @@ def tie_keys(seed: int, query: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, int(query)]).random(n)
 
 
+def cosines(z: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``[len(queries), len(z)]`` inner products of unit vectors, summed in float64 and rounded to float32, so that
+    identical vectors tie exactly whatever order the product kernel sums in."""
+    z64 = np.asarray(z, dtype=np.float64)
+    return (z64[np.asarray(queries, dtype=np.int64)] @ z64.T).astype(np.float32)
+
+
+def order_by(scores: np.ndarray, query: int, seed: int) -> np.ndarray:
+    """Indices of ``scores`` (one per model) best first; exact ties in a random order drawn from ``(seed, query)``."""
+    by_key = np.argsort(tie_keys(seed, query, len(scores)))
+    return by_key[np.argsort(-scores[by_key], kind="stable")]
+
+
 def rank(z: np.ndarray, query: int, candidates: np.ndarray, seed: int) -> np.ndarray:
     """``candidates`` (indices into ``z``, unit vectors) best first by cosine to ``query``; exact ties in a random
     order drawn from ``(seed, query)``."""
-    keys = tie_keys(seed, query, len(z))[candidates]
-    return candidates[np.lexsort((keys, -(z[candidates] @ z[query])))]
+    order = Rankings(z, seed).order(query)
+    keep = np.zeros(len(z), dtype=bool)
+    keep[np.asarray(candidates, dtype=np.int64)] = True
+    return order[keep[order]]
+
+
+class Rankings:
+    """Every model ranked by cosine to a query (:func:`order_by`), computed once per query and kept, so that the many
+    databases one query is scored against (each a subset of the models) cost a mask each rather than a sort.
+
+    Args:
+        z: ``[n, d]`` unit vectors.
+        seed: draws the tie-break order.
+    """
+
+    BLOCK = 512  # query rows per similarity product
+
+    def __init__(self, z: np.ndarray, seed: int = 0):
+        self.z, self.seed = z, seed
+        self._orders: dict[int, np.ndarray] = {}
+
+    def prepare(self, queries: np.ndarray) -> None:
+        """Rank every model for each of ``queries`` not ranked yet, a block of similarity rows at a time."""
+        todo = np.array(sorted({int(q) for q in queries} - self._orders.keys()), dtype=np.int64)
+        for start in range(0, len(todo), self.BLOCK):
+            block = todo[start : start + self.BLOCK]
+            for q, scores in zip(block, cosines(self.z, block), strict=True):
+                self._orders[int(q)] = order_by(scores, int(q), self.seed).astype(np.int32)
+
+    def order(self, query: int) -> np.ndarray:
+        """Every model's index, best first for ``query`` (the query itself included)."""
+        if int(query) not in self._orders:
+            self.prepare(np.array([query]))
+        return self._orders[int(query)]
 
 
 def ranked_relevance(
-    z: np.ndarray, queries: np.ndarray, database: Database, relevant: Relevant, seed: int = 0
+    z: np.ndarray | Rankings, queries: np.ndarray, database: Database, relevant: Relevant, seed: int = 0
 ) -> list[np.ndarray]:
     """Ranked relevance flags per query: ``database(q)`` is a boolean mask, ``relevant(q, idx)`` flags indices.
 
-    ``z`` holds unit vectors; the query itself never enters its database; ties are broken by :func:`rank`.
+    ``z`` holds unit vectors (or is their :class:`Rankings`, shared between calls); the query itself never enters its
+    database; ties are broken as :func:`rank` breaks them.
     """
+    rankings = z if isinstance(z, Rankings) else Rankings(z, seed)
+    rankings.prepare(queries)
     out = []
     for q in queries:
-        db = np.flatnonzero(database(q))
-        out.append(relevant(q, rank(z, int(q), db[db != q], seed)))
+        order = rankings.order(q)
+        keep = np.asarray(database(q), dtype=bool).copy()
+        keep[q] = False
+        out.append(relevant(q, order[keep[order]]))
     return out
 
 
@@ -66,7 +116,7 @@ def retrieval_suite(
     Task settings query with held-out models that learned their task (pooled settings: every held-out split but
     ``test_lineage``, and no fine-tuned child); a model that did not learn is never relevant. A query's own run and
     its lineage (parent, child and sibling runs, :meth:`ZooView.unrelated`) never enter its task databases."""
-    z = normalize(emb)
+    z = Rankings(normalize(emb), seed)  # every setting below ranks with these (one sort per query)
     held_all = np.flatnonzero(view.held_out)
     learned = held_all[view.learned[held_all]]
     held = learned[np.isin(view.split[learned], POOLED) & (view.parent[learned] == "")]  # children: on their own
@@ -88,7 +138,7 @@ def retrieval_suite(
 
 
 def _cross_family(
-    z: np.ndarray, view: ZooView, held: np.ndarray, same_task: Relevant, ks: tuple[int, ...], curve_k: int, seed: int
+    z: Rankings, view: ZooView, held: np.ndarray, same_task: Relevant, ks: tuple[int, ...], curve_k: int, seed: int
 ) -> dict[str, dict]:
     """Held-out queries of each family against the other families; per direction too when there are exactly two."""
     families = set(view.family)
@@ -105,7 +155,7 @@ def _cross_family(
 
 
 def _lineage(
-    z: np.ndarray, view: ZooView, held: np.ndarray, database: Database, ks: tuple[int, ...], curve_k: int, seed: int
+    z: Rankings, view: ZooView, held: np.ndarray, database: Database, ks: tuple[int, ...], curve_k: int, seed: int
 ) -> dict:
     """Held-out children whose parent was evaluated, as queries; relevant = the parent's run (every snapshot of it)
     and the parent's other children."""

@@ -13,10 +13,10 @@ from raywse.eval.config import HARD, HELD_OUT, RAYWSE, EvalConfig
 from raywse.eval.probes import accuracy_metrics, held_masks, structure_metrics, within_group_tau
 from raywse.eval.render import _comparison_lines, _fmt, render_report
 from raywse.eval.report import json_safe
-from raywse.eval.suite import rank, ranked_relevance, retrieval_suite, scored
+from raywse.eval.suite import Rankings, rank, ranked_relevance, retrieval_suite, scored, tie_keys
 from raywse.eval.summary import GOALS, NOT_MEASURED, SUMMARY_METRICS, summarize
 from raywse.eval.view import ZooView
-from raywse.metrics import kendall_tau, relevance_metrics
+from raywse.metrics import kendall_tau, normalize, relevance_metrics
 
 # model: task, family, split, parent
 MODELS = [
@@ -71,6 +71,22 @@ def test_ranked_relevance_excludes_the_query_and_ranks_by_cosine():
     assert ranked[1].tolist() == [3, 2, 0]
     only_odd = ranked_relevance(z, np.array([0]), lambda q: np.arange(4) % 2 == 1, lambda q, idx: idx)
     assert only_odd[0].tolist() == [3, 1]
+
+
+def test_shared_rankings_match_sorting_each_database_alone():
+    """One sort per query (:class:`Rankings`, reused across databases) ranks every database as sorting it alone by
+    (cosine, the query's tie-break key) would, ties included."""
+    rng = np.random.default_rng(3)
+    z = normalize(rng.integers(-1, 2, size=(60, 3)).astype(np.float32))  # few distinct vectors: many exact ties
+    rankings = Rankings(z, seed=5)
+    for q in range(0, 60, 7):
+        database = rng.random(60) < 0.5
+        got = ranked_relevance(rankings, np.array([q]), lambda _, mask=database: mask, lambda _, idx: idx)[0]
+        candidates = np.flatnonzero(database & (np.arange(60) != q))
+        keys = tie_keys(5, q, 60)[candidates]
+        expected = candidates[np.lexsort((keys, -np.round(z[candidates] @ z[q], 6)))]
+        assert got.tolist() == expected.tolist()
+        assert rank(z, q, candidates, seed=5).tolist() == expected.tolist()
 
 
 def test_ties_are_broken_at_random_reproducibly():
