@@ -30,6 +30,10 @@ class EvalConfig:
     baselines: tuple[str, ...] = EVAL_BASELINES
     baseline_train_steps: int = field(default=100, metadata={"help": "contrastive steps of the flat-MLP baseline"})
     gnn_baseline_steps: int = field(default=40, metadata={"help": "contrastive steps of the non-equivariant GNN"})
+    remote_fits: tuple[str, ...] = field(
+        default=("gnn_nonequivariant", "flat_mlp"),
+        metadata={"help": "baselines fitted in Ray tasks (a CPU each) while the rest of the evaluation runs"},
+    )
     torch_threads: int = field(default=1, metadata={"help": "intra-op threads (1 is fastest for tiny nets)"})
     ks: tuple[int, ...] = (1, 5, 10)
     curve_k: int = 20
@@ -50,5 +54,8 @@ class EvalConfig:
         unknown = [b for b in self.baselines if b not in EVAL_BASELINES]
         if unknown:
             raise ValueError(f"unknown baselines {unknown} (choose from {', '.join(EVAL_BASELINES)})")
+        unknown = [b for b in self.remote_fits if b not in EVAL_BASELINES]
+        if unknown:
+            raise ValueError(f"unknown remote_fits {unknown} (choose from {', '.join(EVAL_BASELINES)})")
         if not {1, 10} <= set(self.ks):
             raise ValueError(f"ks must include 1 and 10 (the summary's precision@1 and precision@10), got {self.ks}")

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import ray
 import torch
 from tqdm import tqdm
 
@@ -24,6 +26,7 @@ from raywse.core import console
 from raywse.core.artifacts import GraphFiles, ReportFiles, read_zoo_manifest
 from raywse.core.embeddings import embeddings_table, read_embeddings, table_vectors, write_embeddings
 from raywse.core.io import atomic_path, write_json_atomic
+from raywse.core.ray_session import ensure_ray
 from raywse.eval.config import PROBE_OUTPUTS, RAYWSE, EvalConfig
 from raywse.eval.finetune import finetune_overall, finetune_task
 from raywse.eval.foreign import ForeignZoo, foreign_labels, foreign_scores, load_foreign, read_foreign_manifest
@@ -198,20 +201,30 @@ def _embed_and_score(
     embeddings: dict[str, np.ndarray] = {}
     scores: dict[str, dict] = {}
     seconds: dict[str, float] = {}
-    for name, embedder in embedders.items():
+    inputs = graphs + foreign.graphs if foreign is not None else graphs
+
+    def with_foreign(embedder: Embedder) -> bool:
+        return foreign is not None and getattr(embedder, "embeds_foreign", True)
+
+    far = {n: e for n, e in embedders.items() if n in config.remote_fits}
+    remote = _fit_remotely(far, inputs, len(graphs), train, labels[train], with_foreign, config.torch_threads)
+    for name in [n for n in embedders if n not in remote] + list(remote):  # the remote fits run meanwhile
         bar.set_postfix_str(name)
-        start = time.perf_counter()
-        embedder.fit(train_graphs, labels[train])
-        with_foreign = foreign is not None and getattr(embedder, "embeds_foreign", True)
-        emb_all = embedder.embed(graphs + foreign.graphs if with_foreign else graphs)
+        embedder = embedders[name]
+        if name in remote:
+            emb_all, seconds[name] = ray.get(remote[name])
+        else:
+            start = time.perf_counter()
+            embedder.fit(train_graphs, labels[train])
+            emb_all = embedder.embed(inputs if with_foreign(embedder) else graphs)
+            seconds[name] = time.perf_counter() - start
         emb_all = np.ascontiguousarray(emb_all, dtype=np.float32)
         emb = emb_all[: len(graphs)]
-        seconds[name] = time.perf_counter() - start
         tag = encoder_version if name == RAYWSE else name
         write_embeddings(embeddings_table(view.ids, emb, tag), emb_dir / f"{name}.parquet")
         embeddings[name] = emb
         scores[name] = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed)
-        if with_foreign:
+        if with_foreign(embedder):
             emb_foreign = emb_all[len(graphs) :]
             write_embeddings(embeddings_table(foreign.ids, emb_foreign, tag), foreign_dir / f"{name}.parquet")
             scores[name] |= foreign_scores(emb_foreign, foreign, emb, view, config.ks, config.curve_k, config.seed)
@@ -219,7 +232,45 @@ def _embed_and_score(
             for split, vals in extra.items():
                 scores[name].setdefault(split, {}).update(vals)
         bar.update(1)
-    return embeddings, scores, seconds
+    in_order = list(embedders)  # the report lists embedders in their configured order
+    return (
+        {n: embeddings[n] for n in in_order},
+        {n: scores[n] for n in in_order},
+        {n: seconds[n] for n in in_order},
+    )
+
+
+def _fit_remotely(
+    embedders: dict[str, Embedder],
+    inputs: list,
+    n_zoo: int,
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    with_foreign: Callable[[Embedder], bool],
+    threads: int,
+) -> dict[str, ray.ObjectRef]:
+    """Start one Ray task per embedder (one CPU each) that fits it on the train graphs and embeds ``inputs`` (only
+    the first ``n_zoo`` when it does not embed foreign models); returns ``{name: ref to (embeddings, seconds)}``."""
+    if not embedders:
+        return {}
+    ensure_ray()
+    graphs_ref = ray.put(inputs)  # one copy in the object store, shared by every task
+    refs = {}
+    for name, embedder in embedders.items():
+        limit = None if with_foreign(embedder) else n_zoo
+        refs[name] = _fit_and_embed.remote(embedder, graphs_ref, train, train_labels, limit, threads)
+    return refs
+
+
+@ray.remote(num_cpus=1)
+def _fit_and_embed(
+    embedder: Embedder, graphs: list, train: np.ndarray, labels: np.ndarray, limit: int | None, threads: int
+) -> tuple[np.ndarray, float]:
+    """A Ray task: fit ``embedder`` on ``graphs[train]``, embed ``graphs[:limit]``; returns (embeddings, seconds)."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    embedder.fit([graphs[i] for i in train], labels)
+    return embedder.embed(graphs[:limit]), time.perf_counter() - start
 
 
 def _foreign_counts(foreign: ForeignZoo | None, foreign_dir: str) -> dict | None:

@@ -7,21 +7,33 @@ import json
 import re
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from raywse.core.artifacts import ReportFiles, read_zoo_manifest
-from raywse.core.embeddings import read_embeddings
+from raywse.core.embeddings import read_embeddings, table_vectors
 from raywse.data.graphify import load_graphs
 from raywse.eval.config import HARD, HELD_OUT, RAYWSE, EvalConfig
-from raywse.eval.report import evaluate, recompute_metrics, recompute_summary
+from raywse.eval.report import evaluate, make_embedders, recompute_metrics, recompute_summary
 from raywse.eval.summary import RETRIEVAL_SUMMARY, SUMMARY_METRICS
+from raywse.eval.symmetries import randomised_graphs
 from raywse.eval.view import zoo_view
 from raywse.models.baselines import architecture_key
-from raywse.models.checkpoint import export_encoder
+from raywse.models.checkpoint import export_encoder, load_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 TINY = EvalConfig(
-    baselines=("arch_oracle", "random_init_gnn", "probe_outputs", "weight_stats", "input_saliency", "metadata_text"),
+    baselines=(
+        "arch_oracle",
+        "random_init_gnn",
+        "probe_outputs",
+        "weight_stats",
+        "flat_mlp",
+        "input_saliency",
+        "metadata_text",
+    ),
+    baseline_train_steps=5,
+    remote_fits=("flat_mlp", "weight_stats"),  # fitted in Ray tasks
     finetune_tasks=("digits/ge5",),
     finetune_steps=20,
     finetune_eval_every=10,
@@ -110,6 +122,28 @@ def test_summary_equals_recomputation(report_dir, tiny_zoo, config):
     assert metrics["foreign"]["models"] == 28 and not metrics["foreign"]["refused"]
     for name in ("arch_oracle", "random_init_gnn"):  # the reference rows are described in the report
         assert f"| {name} | reference row" in report
+
+
+def test_remote_fits_equal_local_fits(report_dir, tiny_zoo, tiny_graphs, exported_encoder, config):
+    """A baseline fitted in a Ray task embeds exactly as the same baseline fitted in this process."""
+    rows = read_zoo_manifest(tiny_zoo)
+    metrics = json.loads((report_dir / ReportFiles.METRICS).read_text())
+    report = (report_dir / ReportFiles.REPORT).read_text()
+    first_rows = [report.index(f"| {name} |") for name in config.baselines]
+    assert first_rows == sorted(first_rows)  # the report keeps the configured order, remote fits included
+    assert set(config.remote_fits) <= set(metrics["seconds"])
+    ids = read_embeddings(report_dir / ReportFiles.EMBEDDINGS / "flat_mlp.parquet").column("model_id").to_pylist()
+    view = zoo_view(rows, ids)
+    by_id = {r["model_id"]: r for r in rows}
+    graphs = randomised_graphs(tiny_zoo, [by_id[m] for m in ids], config.seed)
+    tasks = sorted(set(view.task))
+    train = np.flatnonzero(view.split == "train")
+    encoder, _ = load_encoder(exported_encoder[0])
+    for name in config.remote_fits:
+        local = make_embedders(config, encoder, rows, tiny_zoo)[name]
+        local.fit([graphs[i] for i in train], np.array([tasks.index(view.task[i]) for i in train]))
+        saved = table_vectors(read_embeddings(report_dir / ReportFiles.EMBEDDINGS / f"{name}.parquet"))
+        np.testing.assert_allclose(saved, local.embed(graphs), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_manifest_architecture_is_the_graph_architecture(tiny_zoo, tiny_graphs):
