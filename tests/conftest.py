@@ -10,8 +10,10 @@ import ray
 
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "20")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-# Probe sets are cached on disk; the suite (and the Ray workers it starts) keep theirs out of the user's cache.
-os.environ.setdefault("RAYWSE_CACHE_DIR", tempfile.mkdtemp(prefix="raywse-test-cache-"))
+# Probe sets are cached on disk; the suite (and the Ray workers it starts) keep theirs out of the user's cache, in a
+# directory removed when the session ends.
+_CACHE = tempfile.TemporaryDirectory(prefix="raywse-test-cache-")
+os.environ.setdefault("RAYWSE_CACHE_DIR", _CACHE.name)
 
 
 @pytest.fixture(scope="session")

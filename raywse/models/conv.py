@@ -3,6 +3,11 @@ matrix products per weight tensor, the fast path) and as a PyG ``MessagePassing`
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
@@ -31,6 +36,7 @@ class NeuralGraphConv(MessagePassing):
 
     def __init__(self, hidden: int, edge_hidden: int, dropout: float = 0.0) -> None:
         super().__init__(aggr="add")
+        _remove_generated_source(type(self))
         self.send_forward = nn.Linear(hidden, hidden)
         self.send_backward = nn.Linear(hidden, hidden)
         self.coef_forward = nn.Linear(edge_hidden, hidden, bias=False)
@@ -60,3 +66,12 @@ class NeuralGraphConv(MessagePassing):
     def message(self, x_j: Tensor, coef: Tensor) -> Tensor:
         """``(A e_ij) ⊙ x_j``: the sender's state modulated by the edge (reference form)."""
         return coef * x_j
+
+
+def _remove_generated_source(cls: type) -> None:
+    """PyG renders a ``MessagePassing`` class's ``propagate`` into a temporary ``.py`` file, imports it and never
+    deletes it (one file per process that builds the layer); the module is loaded by then, so the file goes."""
+    path = getattr(sys.modules.get(f"{cls.__module__}_{cls.__name__}_propagate"), "__file__", None)
+    if path and os.path.dirname(path) == tempfile.gettempdir():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
