@@ -57,5 +57,7 @@ class EvalConfig:
         unknown = [b for b in self.remote_fits if b not in EVAL_BASELINES]
         if unknown:
             raise ValueError(f"unknown remote_fits {unknown} (choose from {', '.join(EVAL_BASELINES)})")
+        if set(self.remote_fits) & set(self.finetune_embedders):
+            raise ValueError("finetune_embedders cannot be remote_fits (fine-tuning runs while the remote fits do)")
         if not {1, 10} <= set(self.ks):
             raise ValueError(f"ks must include 1 and 10 (the summary's precision@1 and precision@10), got {self.ks}")

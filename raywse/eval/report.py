@@ -134,19 +134,24 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
     foreign = load_foreign(config.foreign_dir) if config.foreign_dir else None
     embedders = make_embedders(config, encoder, rows, zoo_dir, foreign.descriptions if foreign else None)
 
-    bar = console.progress(len(embedders) + len(config.finetune_tasks), "embedders, then fine-tuning", "step")
-    embeddings, scores, seconds = _embed_and_score(embedders, graphs, view, out_dir, config, version, foreign, bar)
+    bar = console.progress(len(embedders) + len(config.finetune_tasks), "embedders and fine-tuning", "step")
+    finetune: dict[str, dict] = {}
+
+    def run_finetune(embeddings: dict[str, np.ndarray]) -> float:  # while the remote fits finish
+        start = time.perf_counter()
+        for task in config.finetune_tasks:
+            bar.set_postfix_str(f"fine-tuning {task}")
+            finetune[task] = finetune_task(task, zoo_dir, rows, view, embeddings, config)
+            bar.update(1)
+        return time.perf_counter() - start
+
+    embeddings, scores, seconds = _embed_and_score(
+        embedders, graphs, view, out_dir, config, version, foreign, bar, run_finetune
+    )
+    bar.close()
     head = embedders[RAYWSE].accuracy  # predicted while embedding (zoo models first, then any foreign ones)
     for split, vals in head_accuracy_metrics(None if head is None else head[: len(graphs)], view).items():
         scores[RAYWSE][split].update(vals)
-    start = time.perf_counter()
-    finetune = {}
-    for task in config.finetune_tasks:
-        bar.set_postfix_str(f"fine-tuning {task}")
-        finetune[task] = finetune_task(task, zoo_dir, rows, view, embeddings, config)
-        bar.update(1)
-    bar.close()
-    seconds["finetune"] = time.perf_counter() - start
 
     metrics = json_safe(
         {
@@ -187,10 +192,13 @@ def _embed_and_score(
     encoder_version: str,
     foreign: ForeignZoo | None,
     bar: tqdm,
+    meanwhile: Callable[[dict[str, np.ndarray]], float],
 ) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, float]]:
     """Fit each embedder on the train split, embed every model (and the foreign zoo's, in the same call), save the
-    embeddings (tagged with the encoder's version, or a baseline's name) and score them; returns ``(embeddings,
-    scores, seconds)`` keyed by embedder name (scores: embedder → split → metric)."""
+    embeddings (tagged with the encoder's version, or a baseline's name) and score them; ``meanwhile(embeddings)``
+    runs once the embedders fitted here are done, before waiting for those fitted in Ray tasks (its seconds are
+    recorded as ``finetune``). Returns ``(embeddings, scores, seconds)`` keyed by embedder name (scores: embedder →
+    split → metric)."""
     tasks = sorted(set(view.task))
     labels = np.array([tasks.index(t) for t in view.task])
     train = np.flatnonzero(view.split == "train")
@@ -208,7 +216,10 @@ def _embed_and_score(
 
     far = {n: e for n, e in embedders.items() if n in config.remote_fits}
     remote = _fit_remotely(far, inputs, len(graphs), train, labels[train], with_foreign, config.torch_threads)
-    for name in [n for n in embedders if n not in remote] + list(remote):  # the remote fits run meanwhile
+    for name in [n for n in embedders if n not in remote] + [None, *remote]:  # the remote fits run meanwhile
+        if name is None:
+            seconds["finetune"] = meanwhile(embeddings)
+            continue
         bar.set_postfix_str(name)
         embedder = embedders[name]
         if name in remote:
@@ -236,7 +247,7 @@ def _embed_and_score(
     return (
         {n: embeddings[n] for n in in_order},
         {n: scores[n] for n in in_order},
-        {n: seconds[n] for n in in_order},
+        {n: seconds[n] for n in [*in_order, "finetune"]},
     )
 
 

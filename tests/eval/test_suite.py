@@ -254,6 +254,10 @@ def test_config_needs_the_summary_ks():
     assert EvalConfig().ks == (1, 5, 10)
     with pytest.raises(ValueError, match="ks must include 1 and 10"):
         EvalConfig(ks=(1, 5))
+    with pytest.raises(ValueError, match="unknown remote_fits"):
+        EvalConfig(remote_fits=("raywse",))
+    with pytest.raises(ValueError, match="finetune_embedders cannot be remote_fits"):
+        EvalConfig(remote_fits=("input_saliency",))
 
 
 def test_probes(view):
