@@ -4,8 +4,8 @@ This script deliberately imports no raywse module. Its networks have their own m
 ``fc``), its own training loop (SGD with momentum or AdamW, epochs over a shuffled split), its own train/test split
 (30% test, seed 1) and its own input normalisation (digits scaled to [-1, 1], tabular features divided by their
 largest absolute train value). Checkpoints are plain ``.safetensors`` files without a layer spec, as a user's would
-be; ``manifest.csv`` holds what the user knows about each: task, dataset, family, test accuracy, chance rate, and
-whether it learned (test accuracy >= chance + 0.1).
+be; ``manifest.csv`` holds what the user knows about each: task, dataset, family, architecture, hidden activation,
+test accuracy, chance rate, and whether it learned (test accuracy >= chance + 0.1).
 
 Tasks are partly shared with the raywse zoo (``digits/all10``, ``digits/parity``, ``digits/ge5``, ``iris``,
 ``wine``, ``breast_cancer``) and partly not (``digits/mod4``).
@@ -84,13 +84,15 @@ class SmallCNN(nn.Module):
         return self.fc(h.mean(dim=(2, 3)))
 
 
-def make_model(rng: random.Random, family: str, d_in: int, d_out: int) -> tuple[nn.Module, str]:
+def make_model(rng: random.Random, family: str, d_in: int, d_out: int) -> tuple[nn.Module, str, str]:
+    """A fresh network, its description and its hidden activation."""
     if family == "cnn":
         c1, c2 = rng.choice([6, 12]), rng.choice([12, 24])
-        return SmallCNN(c1, c2, d_out), f"cnn conv{c1}-conv{c2}-gap-fc"
+        return SmallCNN(c1, c2, d_out), f"cnn conv{c1}-conv{c2}-gap-fc", "relu"
     hidden = [rng.choice([24, 48, 96]) for _ in range(rng.choice([1, 2]))]
     act = rng.choice([nn.ReLU, nn.Tanh])
-    return MLP(d_in, hidden, d_out, act), f"mlp {'-'.join(map(str, hidden))} {act.__name__.lower()}"
+    name = act.__name__.lower()
+    return MLP(d_in, hidden, d_out, act), f"mlp {'-'.join(map(str, hidden))} {name}", name
 
 
 def train(model: nn.Module, data: tuple, rng: random.Random, seed: int) -> tuple[float, str]:
@@ -139,15 +141,16 @@ def main() -> None:
             family = "cnn" if task.startswith("digits") and i % 4 == 3 else "mlp"
             seed = rng.randrange(2**31)
             torch.manual_seed(seed)
-            model, arch = make_model(rng, family, d_in, d_out)
+            model, arch, activation = make_model(rng, family, d_in, d_out)
             acc, recipe = train(model, data, rng, seed)
             name = f"{task.replace('/', '_')}_{i:03d}"
             tmp = out / "checkpoints" / f".{name}.tmp"
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), {"format": "pt"})
             os.replace(tmp, out / "checkpoints" / f"{name}.safetensors")
             rows.append({"file": f"checkpoints/{name}.safetensors", "model_id": f"foreign/{name}", "task": task,
-                         "dataset": task.partition("/")[0], "family": family, "arch": arch, "recipe": recipe,
-                         "test_acc": acc, "chance_acc": chance, "learned": acc >= chance + 0.1})  # fmt: skip
+                         "dataset": task.partition("/")[0], "family": family, "arch": arch,
+                         "activation": activation, "recipe": recipe, "test_acc": acc, "chance_acc": chance,
+                         "learned": acc >= chance + 0.1})  # fmt: skip
     tmp = out / ".manifest.csv.tmp"
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -77,8 +77,9 @@ def _cmd_search(args: argparse.Namespace) -> None:
     gc.freeze()  # the imported modules: not scanned at exit
 
     neighbours = search_checkpoint(
-        args.checkpoint, args.index, args.encoder, args.zoo, k=args.k, probe_data=args.probe_data, spec=args.spec
-    )
+        args.checkpoint, args.index, args.encoder, args.zoo, k=args.k, probe_data=args.probe_data, spec=args.spec,
+        activation=args.activation,
+    )  # fmt: skip
     print(f"{'rank':>4}  {'model_id':<40} {'task':<18} {'family':<11} {'test_acc':>8} {'score':>7}")
     for n in neighbours:
         print(f"{n.rank:>4}  {n.model_id:<40} {n.task:<18} {n.family:<11} {n.test_acc:>8.3f} {n.score:>7.4f}")
@@ -196,6 +197,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                    "(default: Gaussian probes)")  # fmt: skip
     p.add_argument("--spec", default="", help="JSON spec file (input_shape, layers) for a checkpoint that carries "
                    "none, where its tensor names cannot tell the architecture (default: inferred)")  # fmt: skip
+    p.add_argument("--activation", default="", help="hidden activation of an inferred chain (relu, tanh, ...): "
+                   "weights cannot show it; with it the network runs on probes (default: no probes)")  # fmt: skip
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("serve", help="online search service (Ray Serve): POST /search with a checkpoint's bytes")

@@ -70,6 +70,7 @@ class ReportFiles:
     METRICS = "metrics.json"
     EMBEDDINGS = "embeddings"  # one <embedder>.parquet each
     FOREIGN_EMBEDDINGS = "embeddings/foreign"  # the foreign zoo's, one <embedder>.parquet each
+    FOREIGN_HINTED_EMBEDDINGS = "embeddings/foreign_hinted"  # the same, graphified with their stated activations
     PROJECTION = "pca_raywse.png"
     PRECISION_CURVES = "precision_at_k.png"
 

@@ -2,7 +2,9 @@
 way a user's files are (no layer spec: the chain is inferred), scored within the foreign zoo and as queries against
 the raywse zoo — what a user who brings a checkpoint gets.
 
-The foreign zoo's ``manifest.csv`` gives each file's task and whether it learned; nothing else of it is used.
+The foreign zoo's ``manifest.csv`` gives each file's task and whether it learned; where it also names each file's hidden
+activation (what its owner knows and its tensors cannot show), the zoo is loaded a second time with that hint
+(:func:`load_foreign` with ``hinted``, as ``raywse search --activation`` does) and scored as ``*_hinted``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def read_foreign_manifest(foreign_dir: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def states_activations(foreign_dir: str | os.PathLike) -> bool:
+    """Whether the foreign zoo's manifest names every file's hidden activation."""
+    return all(row.get("activation") for row in read_foreign_manifest(foreign_dir))
+
+
 def foreign_labels(rows: list[dict], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(task, learned)`` of the foreign models ``ids`` (in that order) from the manifest ``rows``."""
     by_id = {r["model_id"]: r for r in rows}
@@ -51,14 +58,16 @@ def foreign_labels(rows: list[dict], ids: list[str]) -> tuple[np.ndarray, np.nda
     return task, np.array([by_id[m]["learned"] == "True" for m in ids], dtype=bool)
 
 
-def load_foreign(foreign_dir: str | os.PathLike) -> ForeignZoo:
-    """Graphify every file of the foreign zoo (a file that fails is kept in ``errors`` with its reason)."""
+def load_foreign(foreign_dir: str | os.PathLike, hinted: bool = False) -> ForeignZoo:
+    """Graphify every file of the foreign zoo (a file that fails is kept in ``errors`` with its reason); ``hinted``:
+    with each file's hidden activation from the manifest."""
     rows = read_foreign_manifest(foreign_dir)
     ids, graphs, errors = [], [], {}
     for row in rows:
         path = Path(foreign_dir) / row["file"]
         try:
-            graphs.append(graphify_checkpoint(str(path), row["model_id"]))
+            activation = row.get("activation", "") if hinted else ""
+            graphs.append(graphify_checkpoint(str(path), row["model_id"], activation=activation))
         except GraphifyError as exc:
             errors[str(path)] = f"{exc.stage}: {exc.reason}"
             continue

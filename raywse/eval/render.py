@@ -270,7 +270,18 @@ def _foreign_section(foreign: dict | None, scores: dict) -> list[str]:
     ]
     columns = ["queries", "precision@1", "precision@10", "mAP"]
     rows = {name: s for name, s in scores.items() if "foreign" in s}
-    return lines + _split_tables(rows, ("foreign", "foreign_to_zoo"), columns)
+    lines += _split_tables(rows, ("foreign", "foreign_to_zoo"), columns)
+    if foreign.get("hinted_models") is None:
+        return lines
+    refused = foreign["hinted_refused"]
+    lines += [
+        "**With the activation stated.** A checkpoint's tensors cannot show its hidden activation, so the files above "
+        "are graphified with it unknown and never run on probes (no probe features). Stated by their owner (the "
+        "manifest's `activation`, as `raywse search --activation` states it), the same files are run on Gaussian "
+        f"probes at their input shape: {foreign['hinted_models']} graphified, {len(refused)} refused.",
+        "",
+    ]
+    return lines + _split_tables(rows, ("foreign_hinted", "foreign_to_zoo_hinted"), columns)
 
 
 def _finetune_section(finetune: dict, overall: dict, cfg: dict) -> list[str]:

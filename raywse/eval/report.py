@@ -29,7 +29,14 @@ from raywse.core.io import atomic_path, write_json_atomic
 from raywse.core.ray_session import ensure_ray
 from raywse.eval.config import PROBE_OUTPUTS, RAYWSE, EvalConfig
 from raywse.eval.finetune import finetune_overall, finetune_task
-from raywse.eval.foreign import ForeignZoo, foreign_labels, foreign_scores, load_foreign, read_foreign_manifest
+from raywse.eval.foreign import (
+    ForeignZoo,
+    foreign_labels,
+    foreign_scores,
+    load_foreign,
+    read_foreign_manifest,
+    states_activations,
+)
 from raywse.eval.plots import plot_precision_curves, plot_projection
 from raywse.eval.probe_outputs import ProbeOutputsEmbedder
 from raywse.eval.probes import accuracy_metrics, head_accuracy_metrics, structure_metrics
@@ -72,13 +79,15 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
         view = zoo_view(rows, table.column("model_id").to_pylist())
         z = table_vectors(table)
         out[path.stem] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed)
-        foreign_path = Path(out_dir) / ReportFiles.FOREIGN_EMBEDDINGS / path.name
-        if foreign_rows and foreign_path.exists():
-            ftable = read_embeddings(foreign_path)
-            ids = ftable.column("model_id").to_pylist()
-            foreign = ForeignZoo(ids, *foreign_labels(foreign_rows, ids), {}, [])
-            zf = table_vectors(ftable)
-            out[path.stem] |= foreign_scores(zf, foreign, z, view, config.ks, config.curve_k, config.seed)
+        for suffix, sub in FOREIGN_SETS.items():
+            foreign_path = Path(out_dir) / sub / path.name
+            if foreign_rows and foreign_path.exists():
+                ftable = read_embeddings(foreign_path)
+                ids = ftable.column("model_id").to_pylist()
+                foreign = ForeignZoo(ids, *foreign_labels(foreign_rows, ids), {}, [])
+                zf = table_vectors(ftable)
+                found = foreign_scores(zf, foreign, z, view, config.ks, config.curve_k, config.seed)
+                out[path.stem] |= {split + suffix: vals for split, vals in found.items()}
     return json_safe(out)
 
 
@@ -86,6 +95,11 @@ def recompute_summary(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
     """The retrieval metrics of the summary (embedder → metric, :data:`~raywse.eval.summary.RETRIEVAL_SUMMARY`)
     from the saved embeddings and the zoo manifest alone."""
     return summarize(recompute_metrics(out_dir, zoo_dir, config), RETRIEVAL_SUMMARY)
+
+
+#: Each foreign set's key suffix in the scores and its embeddings directory: the files as they come, and graphified
+#: with the hidden activation their manifest states (when it states one for every file).
+FOREIGN_SETS = {"": ReportFiles.FOREIGN_EMBEDDINGS, "_hinted": ReportFiles.FOREIGN_HINTED_EMBEDDINGS}
 
 
 def make_embedders(
@@ -131,7 +145,12 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
     by_id = {r["model_id"]: r for r in rows}
     graphs = randomised_graphs(zoo_dir, [by_id[m] for m in ids], config.seed)  # what every embedder sees
     encoder, version = load_encoder(encoder_dir)
-    foreign = load_foreign(config.foreign_dir) if config.foreign_dir else None
+    foreigns: dict[str, ForeignZoo] = {}
+    if config.foreign_dir:
+        foreigns[""] = load_foreign(config.foreign_dir)
+        if states_activations(config.foreign_dir):
+            foreigns["_hinted"] = load_foreign(config.foreign_dir, hinted=True)
+    foreign = foreigns.get("")
     embedders = make_embedders(config, encoder, rows, zoo_dir, foreign.descriptions if foreign else None)
 
     bar = console.progress(len(embedders) + len(config.finetune_tasks), "embedders and fine-tuning", "step")
@@ -146,7 +165,7 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
         return time.perf_counter() - start
 
     embeddings, scores, seconds = _embed_and_score(
-        embedders, graphs, view, out_dir, config, version, foreign, bar, run_finetune
+        embedders, graphs, view, out_dir, config, version, foreigns, bar, run_finetune
     )
     bar.close()
     head = embedders[RAYWSE].accuracy  # predicted while embedding (zoo models first, then any foreign ones)
@@ -158,7 +177,7 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
             "summary": summarize(scores),
             "summary_goals": GOALS,
             "summary_not_measured": {} if foreign else NOT_MEASURED,
-            "foreign": _foreign_counts(foreign, config.foreign_dir),
+            "foreign": _foreign_counts(foreigns, config.foreign_dir),
             "embedders": scores,
             "finetune": finetune,
             "finetune_overall": finetune_overall(finetune),
@@ -190,11 +209,11 @@ def _embed_and_score(
     out_dir: Path,
     config: EvalConfig,
     encoder_version: str,
-    foreign: ForeignZoo | None,
+    foreigns: dict[str, ForeignZoo],
     bar: tqdm,
     meanwhile: Callable[[dict[str, np.ndarray]], float],
 ) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, float]]:
-    """Fit each embedder on the train split, embed every model (and the foreign zoo's, in the same call), save the
+    """Fit each embedder on the train split, embed every model (and each foreign set's, in the same call), save the
     embeddings (tagged with the encoder's version, or a baseline's name) and score them; ``meanwhile(embeddings)``
     runs once the embedders fitted here are done, before waiting for those fitted in Ray tasks (its seconds are
     recorded as ``finetune``). Returns ``(embeddings, scores, seconds)`` keyed by embedder name (scores: embedder →
@@ -203,16 +222,16 @@ def _embed_and_score(
     labels = np.array([tasks.index(t) for t in view.task])
     train = np.flatnonzero(view.split == "train")
     train_graphs = [graphs[i] for i in train]
-    emb_dir, foreign_dir = out_dir / ReportFiles.EMBEDDINGS, out_dir / ReportFiles.FOREIGN_EMBEDDINGS
-    for stale in [*emb_dir.glob("*.parquet"), *foreign_dir.glob("*.parquet")]:  # from an earlier, other run
+    emb_dir = out_dir / ReportFiles.EMBEDDINGS
+    for stale in [p for d in (emb_dir, *(out_dir / s for s in FOREIGN_SETS.values())) for p in d.glob("*.parquet")]:
         stale.unlink()
     embeddings: dict[str, np.ndarray] = {}
     scores: dict[str, dict] = {}
     seconds: dict[str, float] = {}
-    inputs = graphs + foreign.graphs if foreign is not None else graphs
+    inputs = graphs + [g for zoo in foreigns.values() for g in zoo.graphs]
 
     def with_foreign(embedder: Embedder) -> bool:
-        return foreign is not None and getattr(embedder, "embeds_foreign", True)
+        return bool(foreigns) and getattr(embedder, "embeds_foreign", True)
 
     far = {n: e for n, e in embedders.items() if n in config.remote_fits}
     remote = _fit_remotely(far, inputs, len(graphs), train, labels[train], with_foreign, config.torch_threads)
@@ -235,10 +254,12 @@ def _embed_and_score(
         write_embeddings(embeddings_table(view.ids, emb, tag), emb_dir / f"{name}.parquet")
         embeddings[name] = emb
         scores[name] = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed)
-        if with_foreign(embedder):
-            emb_foreign = emb_all[len(graphs) :]
-            write_embeddings(embeddings_table(foreign.ids, emb_foreign, tag), foreign_dir / f"{name}.parquet")
-            scores[name] |= foreign_scores(emb_foreign, foreign, emb, view, config.ks, config.curve_k, config.seed)
+        start = len(graphs)
+        for suffix, zoo in foreigns.items() if with_foreign(embedder) else ():
+            part, start = emb_all[start : start + len(zoo.ids)], start + len(zoo.ids)
+            write_embeddings(embeddings_table(zoo.ids, part, tag), out_dir / FOREIGN_SETS[suffix] / f"{name}.parquet")
+            found = foreign_scores(part, zoo, emb, view, config.ks, config.curve_k, config.seed)
+            scores[name] |= {split + suffix: vals for split, vals in found.items()}
         for extra in (accuracy_metrics(emb, view, config.seed), structure_metrics(emb, view, config.seed)):
             for split, vals in extra.items():
                 scores[name].setdefault(split, {}).update(vals)
@@ -284,15 +305,18 @@ def _fit_and_embed(
     return embedder.embed(graphs[:limit]), time.perf_counter() - start
 
 
-def _foreign_counts(foreign: ForeignZoo | None, foreign_dir: str) -> dict | None:
-    if foreign is None:
+def _foreign_counts(foreigns: dict[str, ForeignZoo], foreign_dir: str) -> dict | None:
+    if not foreigns:
         return None
+    foreign, hinted = foreigns[""], foreigns.get("_hinted")
     return {
         "dir": str(foreign_dir),
         "models": len(foreign.ids),
         "learned": int(foreign.learned.sum()),
         "tasks": sorted(set(foreign.task)),
         "refused": foreign.errors,
+        "hinted_models": None if hinted is None else len(hinted.ids),
+        "hinted_refused": None if hinted is None else hinted.errors,
     }
 
 

@@ -22,7 +22,7 @@ from torch_geometric.data import Data
 from raywse.core.config import ConfigError
 from raywse.core.io import CheckpointError, load_checkpoint
 from raywse.core.spec import ArchSpec, SpecError, with_zero_biases
-from raywse.graph.infer import infer_spec_and_tensors
+from raywse.graph.infer import ACTIVATION_HINT, infer_spec_and_tensors
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.probes import ProbeChooser, gaussian_probes
 
@@ -44,16 +44,17 @@ def graphify_checkpoint(
     layer_spec: str = "",
     probes_for: Callable[[Mapping[str, str]], ProbeChooser] | None = None,
     fallback_spec: str = "",
+    activation: str = "",
 ) -> Data:
     """Read one checkpoint and build its neural graph, probed with ``probes_for(file metadata)`` (Gaussian probes by
-    default); ``fallback_spec`` (JSON) is the spec of a file without one. Raises :class:`GraphifyError` with stage
-    and reason."""
+    default); ``fallback_spec`` (JSON) is the spec of a file without one, ``activation`` the hidden activation of an
+    inferred chain (else unknown: no probe features). Raises :class:`GraphifyError` with stage and reason."""
     try:
         tensors, metadata = load_checkpoint(path)
     except CheckpointError as exc:
         raise GraphifyError("read", str(exc)) from exc
     probes = probes_for(metadata) if probes_for is not None else gaussian_probes
-    hints = model_config(Path(path).parent)
+    hints = model_config(Path(path).parent) | ({ACTIVATION_HINT: activation} if activation else {})
     return graphify_tensors(tensors, metadata, model_id, layer_spec, probes, fallback_spec, hints)
 
 

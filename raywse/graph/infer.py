@@ -32,7 +32,15 @@ from collections.abc import Mapping
 
 import torch
 
-from raywse.core.spec import NODE_LAYER_KINDS, RECURRENT_GATES, RECURRENT_PARAMS, ArchSpec, Layer, SpecError
+from raywse.core.spec import (
+    ACTIVATIONS,
+    NODE_LAYER_KINDS,
+    RECURRENT_GATES,
+    RECURRENT_PARAMS,
+    ArchSpec,
+    Layer,
+    SpecError,
+)
 from raywse.graph.infer_bert import bert_spec_and_tensors, is_bert
 from raywse.graph.infer_resnet import is_torchvision_resnet, resnet_spec_and_tensors
 from raywse.graph.names import NOMINAL_SPATIAL, natural_key
@@ -52,7 +60,8 @@ def infer_spec_and_tensors(
     tensors: Mapping[str, torch.Tensor], hints: Mapping[str, object] | None = None
 ) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
     """Infer the spec and return tensors matching it exactly; ``hints`` are what the model's ``config.json`` says
-    (a BERT's number of attention heads: :mod:`raywse.graph.infer_bert`).
+    (a BERT's number of attention heads: :mod:`raywse.graph.infer_bert`) and what the user told
+    (``activation``: the hidden activation of a chain, which its tensors cannot show; see :data:`ACTIVATION_HINT`).
 
     Missing linear/conv biases become zeros, a batch norm without affine parameters gets weight 1 and bias 0, and
     ``num_batches_tracked`` counters (bookkeeping, not weights) are dropped; every other tensor must be explained.
@@ -88,7 +97,26 @@ def infer_spec_and_tensors(
     order = _place_prelus(names, kinds)
     _refuse_parallel(order, kinds, out)
     order = _merge_output_heads(order, kinds, out)
-    return _build_chain(order, kinds, out), out
+    return with_hidden_activation(_build_chain(order, kinds, out), str((hints or {}).get(ACTIVATION_HINT, ""))), out
+
+
+#: The hint naming a chain's hidden activation (``raywse search --activation``): with it the network can be run on
+#: probes; without it its activations are ``"unknown"`` and it is graphified without probe features.
+ACTIVATION_HINT = "activation"
+
+
+def with_hidden_activation(spec: ArchSpec, activation: str) -> ArchSpec:
+    """``spec`` with every ``"unknown"`` activation replaced by ``activation`` (unchanged when it is empty);
+    :class:`SpecError` for an activation raywse cannot evaluate."""
+    if not activation:
+        return spec
+    runnable = [a for a in ACTIVATIONS if a not in ("unknown", "prelu")]
+    if activation not in runnable:
+        raise SpecError(f"unsupported activation hint {activation!r} (supported: {', '.join(runnable)})")
+    layers = [
+        dataclasses.replace(ly, activation=activation) if ly.activation == "unknown" else ly for ly in spec.layers
+    ]
+    return dataclasses.replace(spec, layers=tuple(layers))
 
 
 def _number(module: str) -> tuple[str, str]:

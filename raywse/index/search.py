@@ -146,12 +146,14 @@ def search_checkpoint(
     k: int = 10,
     probe_data: str = "",
     spec: str = "",
+    activation: str = "",
 ) -> list[Neighbor]:
     """The ``k`` indexed models nearest to the checkpoint at ``path``.
 
     ``zoo_manifest`` (a zoo dir or its ``manifest.parquet``) adds task, family and accuracy; ``probe_data`` is a
     probe file of the checkpoint's input space (:func:`~raywse.zoo.datasets.probes_for_metadata` picks the probes);
-    ``spec`` a JSON spec file for a checkpoint that carries none (else its spec is inferred).
+    ``spec`` a JSON spec file for a checkpoint that carries none (else its spec is inferred), ``activation`` the hidden
+    activation of an inferred chain (its tensors cannot tell it; without it the network is not run on probes).
     A checkpoint that cannot be read, graphified or encoded raises :class:`CheckpointError` with a one-line reason; an
     index built by another encoder raises :class:`~raywse.index.faiss_index.IndexVersionError`.
     """
@@ -159,7 +161,9 @@ def search_checkpoint(
     try:
         probes_for = functools.partial(probes_for_metadata, probe_file=ProbeFile(probe_data) if probe_data else None)
         fallback = read_spec_file(spec) if spec else ""
-        graph = graphify_checkpoint(str(path), path.stem, probes_for=probes_for, fallback_spec=fallback)
+        graph = graphify_checkpoint(
+            str(path), path.stem, probes_for=probes_for, fallback_spec=fallback, activation=activation
+        )
     except GraphifyError as exc:
         raise CheckpointError(f"cannot graphify {path} ({exc.stage}): {exc.reason}") from exc
     return Searcher(index_dir, encoder_dir, zoo_manifest).search_graph(graph, k)

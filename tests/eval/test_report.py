@@ -14,7 +14,7 @@ from raywse.core.artifacts import ReportFiles, read_zoo_manifest
 from raywse.core.embeddings import read_embeddings, table_vectors
 from raywse.data.graphify import load_graphs
 from raywse.eval.config import HARD, HELD_OUT, RAYWSE, EvalConfig
-from raywse.eval.report import evaluate, make_embedders, recompute_metrics, recompute_summary
+from raywse.eval.report import FOREIGN_SETS, evaluate, make_embedders, recompute_metrics, recompute_summary
 from raywse.eval.summary import RETRIEVAL_SUMMARY, SUMMARY_METRICS
 from raywse.eval.symmetries import randomised_graphs
 from raywse.eval.view import zoo_view
@@ -82,6 +82,7 @@ def test_report_numbers_equal_recomputation(report_dir, tiny_zoo, config):
     metrics = json.loads((report_dir / ReportFiles.METRICS).read_text())["embedders"]
     again = recompute_metrics(report_dir, tiny_zoo, config)
     assert "foreign_to_zoo" in again[RAYWSE] and "foreign" not in again["probe_outputs"]
+    assert "foreign_to_zoo_hinted" in again[RAYWSE]  # the manifest states activations: the hinted set is scored
     assert set(again) == set(metrics)
     for name, scores in again.items():
         for split, values in scores.items():
@@ -120,6 +121,10 @@ def test_summary_equals_recomputation(report_dir, tiny_zoo, config):
     assert "| goal | ≥ 0.95 | ≥ 0.90 |" in report and "- raywse meets " in report and "- raywse misses " in report
     assert "not measured" not in report.split("## Embedders")[0]  # the foreign zoo was given
     assert metrics["foreign"]["models"] == 28 and not metrics["foreign"]["refused"]
+    assert metrics["foreign"]["hinted_models"] == 28 and "With the activation stated" in report
+    bare, hinted = (read_embeddings(report_dir / d / "raywse.parquet") for d in FOREIGN_SETS.values())
+    assert bare.column("model_id").to_pylist() == hinted.column("model_id").to_pylist()
+    assert not np.allclose(table_vectors(bare), table_vectors(hinted))  # probe features change what raywse sees
     for name in ("arch_oracle", "random_init_gnn"):  # the reference rows are described in the report
         assert f"| {name} | reference row" in report
 

@@ -7,11 +7,13 @@ import dataclasses
 import pytest
 import torch
 from graph_nets import digits
+from safetensors.torch import save_file
 from torch import nn
 
 from raywse.core.forward import forward
 from raywse.core.spec import ArchSpec, Layer, SpecError
-from raywse.graph.infer import infer_spec, infer_spec_and_tensors
+from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
+from raywse.graph.infer import ACTIVATION_HINT, infer_spec, infer_spec_and_tensors, with_hidden_activation
 from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 from raywse.graph.neural_graph import graph_size, to_neural_graph
 
@@ -25,16 +27,10 @@ class Wrapped(nn.Module):
         return self.layers(x)
 
 
-def _known(spec: ArchSpec, act: str) -> ArchSpec:
-    """Replace ``unknown`` activations with the one the test net really uses."""
-    layers = tuple(dataclasses.replace(ly, activation=act) if ly.activation == "unknown" else ly for ly in spec.layers)
-    return ArchSpec(spec.input_shape, layers)
-
-
 def _same_function(net: nn.Module, act: str, x: torch.Tensor) -> None:
     spec, tensors = infer_spec_and_tensors(net.state_dict())
     with torch.no_grad():
-        assert (forward(_known(spec, act), tensors, x) - net.eval()(x)).abs().max() < 1e-5
+        assert (forward(with_hidden_activation(spec, act), tensors, x) - net.eval()(x)).abs().max() < 1e-5
 
 
 def test_natural_sort():
@@ -144,7 +140,7 @@ def test_a_batch_norm_after_a_prelu_stays_after_it():
     assert [ly.kind for ly in spec.layers] == ["conv2d", "prelu", "batchnorm", "conv2d"]
     x = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
-        assert (forward(_known(spec, "none"), tensors, x) - net(x)).abs().max() < 1e-5
+        assert (forward(with_hidden_activation(spec, "none"), tensors, x) - net(x)).abs().max() < 1e-5
     with pytest.raises(SpecError, match="does not directly follow a linear/conv layer"):
         to_neural_graph(tensors, spec)
 
@@ -157,7 +153,7 @@ def test_prelu_in_a_sequential_and_chained_siblings_are_not_heads():
     assert [ly.activation for ly in spec.layers] == ["none", "none", "unknown", "none"]
     x = torch.rand(4, 6)
     with torch.no_grad():
-        assert (forward(_known(spec, "relu"), tensors, x) - net(x)).abs().max() < 1e-5
+        assert (forward(with_hidden_activation(spec, "relu"), tensors, x) - net(x)).abs().max() < 1e-5
     chained = {f"fc{i}_{j}.{p}": t for (i, j, shape) in ((1, 1, (6, 6)), (1, 2, (6, 6)), (1, 3, (3, 6)))
                for p, t in (("weight", torch.randn(shape)), ("bias", torch.zeros(shape[0])))}  # fmt: skip
     assert [ly.name for ly in infer_spec(chained).layers] == ["fc1_1", "fc1_2", "fc1_3"]  # they chain: a sequence
@@ -233,3 +229,22 @@ def test_refusals_are_clear(state_dict, reason):
     with pytest.raises(SpecError, match=reason) as info:
         infer_spec(state_dict())
     assert "\n" not in str(info.value)
+
+
+def test_the_stated_activation_lets_an_inferred_chain_run_on_probes(tmp_path):
+    """A chain's activation is not in its tensors: unstated, the graph has no probe features; stated (``raywse search
+    --activation``), the network runs on probes; an activation raywse cannot evaluate is refused with the reason."""
+    torch.manual_seed(0)
+    net = Wrapped(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10))
+    path = tmp_path / "tanh_mlp.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    bare = graphify_checkpoint(str(path), "m")
+    stated = graphify_checkpoint(str(path), "m", activation="tanh")
+    assert bare.probe_source == "none" and not bare.probe_act.abs().sum()
+    assert stated.probe_source.startswith("gaussian") and stated.probe_act.abs().sum() > 0
+    x = torch.randn(5, 64)
+    spec, tensors = infer_spec_and_tensors(net.state_dict(), {ACTIVATION_HINT: "tanh"})
+    with torch.no_grad():
+        assert (forward(spec, tensors, x) - net(x)).abs().max() < 1e-5
+    with pytest.raises(GraphifyError, match="unsupported activation hint 'swish'"):
+        graphify_checkpoint(str(path), "m", activation="swish")
