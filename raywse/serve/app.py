@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse
 from raywse.core.artifacts import EncoderFiles
 from raywse.core.io import CheckpointError, parse_checkpoint_bytes
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, graphify_tensors
+from raywse.graph.infer import ACTIVATION_HINT
 from raywse.graph.probes import ProbeFile
 from raywse.index.faiss_index import current_version_dir
 from raywse.index.search import Searcher
@@ -115,8 +116,9 @@ class SearchService:
         self.searcher = Searcher(config.index_dir, config.encoder_dir, config.zoo_dir)
         self.probe_file = ProbeFile(config.probe_data) if config.probe_data else None
 
-    def search_bytes(self, data: bytes, k: int) -> dict:
-        """Neighbours of an uploaded checkpoint; :class:`BadRequest` for anything wrong with the upload."""
+    def search_bytes(self, data: bytes, k: int, activation: str = "") -> dict:
+        """Neighbours of an uploaded checkpoint (``activation``: the hidden activation of an inferred chain, as
+        ``raywse search --activation``); :class:`BadRequest` for anything wrong with the upload."""
         if not data:
             raise BadRequest(400, "empty upload: send the raw bytes of a .safetensors checkpoint as the body")
         if len(data) > self.config.max_upload_bytes:
@@ -126,7 +128,9 @@ class SearchService:
         except CheckpointError as exc:
             raise BadRequest(400, f"not a readable .safetensors checkpoint: {exc}") from exc
         try:
-            graph = graphify_tensors(tensors, metadata, "upload", probes=probes_for_metadata(metadata, self.probe_file))
+            probes = probes_for_metadata(metadata, self.probe_file)
+            hints = {ACTIVATION_HINT: activation} if activation else None
+            graph = graphify_tensors(tensors, metadata, "upload", probes=probes, hints=hints)
             neighbours = self.searcher.search_graph(graph, k)
         except GraphifyError as exc:
             raise BadRequest(422, f"cannot graphify the upload ({exc.stage}): {exc.reason}") from exc
@@ -174,7 +178,10 @@ class SearchService:
                 return JSONResponse(body)
             if route == "/search" and request.method == "POST":
                 self.searcher.refresh()
-                out = self.search_bytes(await request.body(), _parse_k(request.query_params.get("k", "10")))
+                params = request.query_params
+                out = self.search_bytes(
+                    await request.body(), _parse_k(params.get("k", "10")), params.get("activation", "")
+                )
             elif route == "/index" and request.method == "POST":
                 # in a thread: the replica keeps answering searches (the index in service is swapped once saved)
                 out = await asyncio.to_thread(self.index_paths, *_parse_index_request(await request.body()))

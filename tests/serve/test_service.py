@@ -172,7 +172,11 @@ def test_post_index_adds_checkpoints_that_the_next_search_finds(service, tiny_fo
     assert request(f"{service}/healthz")[1]["indexed"] == before + 2
     status, found = request(f"{service}/search?k=1", sources[1].read_bytes())
     assert status == 200 and found["neighbours"][0]["model_id"] == sources[1].stem
-    assert abs(found["neighbours"][0]["score"] - 1.0) < 1e-4
+    assert abs(found["neighbours"][0]["score"] - 1.0) < 1e-4 and found["probe_source"] == "none"
+    stated = request(f"{service}/search?k=1&activation=relu", sources[1].read_bytes())[1]  # now run on probes
+    assert stated["probe_source"].startswith("gaussian") and stated["neighbours"][0]["score"] < 1.0 - 1e-4
+    status, body = request(f"{service}/search?activation=swish", sources[1].read_bytes())
+    assert status == 422 and "unsupported activation hint 'swish'" in body["error"]
     status, again = request(f"{service}/index", json.dumps({"paths": paths[:1]}).encode())
     assert status == 200 and again["added"] == [] and "already in the index" in again["errors"][0]["reason"]
     for bad in (b"not json", b"{}", json.dumps({"paths": []}).encode(), json.dumps({"paths": "x"}).encode(),
