@@ -10,7 +10,10 @@ test accuracy, chance rate, and whether it learned (test accuracy >= chance + 0.
 Tasks are partly shared with the raywse zoo (``digits/all10``, ``digits/parity``, ``digits/ge5``, ``iris``,
 ``wine``, ``breast_cancer``) and partly not (``digits/mod4``).
 
-Usage: ``python foreign/train_foreign.py --out runs/foreign [--models-per-task 30] [--seed 0]``
+With ``--zoo-probes FILE`` (the raywse zoo's probe inputs, ``raywse probes --out FILE``) it also writes
+``probes.npz``: those inputs under this zoo's normalisation, as a user would prepare them for ``--probe-data``.
+
+Usage: ``python foreign/train_foreign.py --out runs/foreign [--models-per-task 30] [--seed 0] [--zoo-probes FILE]``
 """
 
 from __future__ import annotations
@@ -41,19 +44,44 @@ TASKS = ["digits/all10", "digits/parity", "digits/ge5", "digits/mod4", "iris", "
 def load(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """This zoo's own split and normalisation of a task: ``x_train, y_train, x_test, y_test``."""
     dataset, _, label_map = task.partition("/")
+    d = SOURCES[dataset]()
+    y = LABEL_MAPS[label_map](d.target) if dataset == "digits" else d.target
+    x_tr, x_te, y_tr, y_te = train_test_split(d.data, y, test_size=0.3, random_state=1, stratify=y)
+    norm = normaliser(dataset, x_tr)
+    return norm(x_tr).astype(np.float32), y_tr.astype(np.int64), norm(x_te).astype(np.float32), y_te.astype(np.int64)
+
+
+SOURCES = {"digits": datasets.load_digits, "iris": datasets.load_iris, "wine": datasets.load_wine,
+           "breast_cancer": datasets.load_breast_cancer}  # fmt: skip
+
+
+def normaliser(dataset: str, x_train: np.ndarray):
+    """This zoo's input normalisation, from scikit-learn's raw units: digits to [-1, 1], tabular features divided
+    by their largest absolute value in the train split ``x_train``."""
     if dataset == "digits":
-        d = datasets.load_digits()
-        x, y = d.data / 8.0 - 1.0, LABEL_MAPS[label_map](d.target)
-    else:
-        d = {"iris": datasets.load_iris, "wine": datasets.load_wine, "breast_cancer": datasets.load_breast_cancer}[
-            dataset
-        ]()
-        x, y = d.data, d.target
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.3, random_state=1, stratify=y)
-    if dataset != "digits":
-        scale = np.abs(x_tr).max(0) + 1e-12
-        x_tr, x_te = x_tr / scale, x_te / scale
-    return x_tr.astype(np.float32), y_tr.astype(np.int64), x_te.astype(np.float32), y_te.astype(np.int64)
+        return lambda x: x / 8.0 - 1.0
+    scale = np.abs(x_train).max(0) + 1e-12
+    return lambda x: x / scale
+
+
+def write_probes(zoo_probes: Path, out: Path) -> None:
+    """What a user does to probe their models on the raywse zoo's inputs: read the rows ``raywse probes`` wrote
+    (digits pixels in [0, 1], tabular features raw), normalise each as this zoo's inputs, keep each array's name, and
+    save them as ``out/probes.npz`` (to pass as ``--probe-data``)."""
+    stored = np.load(zoo_probes)
+    arrays = {}
+    for name in stored.files:
+        dataset = name.partition(":")[2]
+        if dataset not in SOURCES:
+            continue
+        raw = stored[name] * 16.0 if dataset == "digits" else stored[name]  # back to scikit-learn's 0-16 pixels
+        d = SOURCES[dataset]()
+        x_tr = train_test_split(d.data, d.target, test_size=0.3, random_state=1, stratify=d.target)[0]
+        arrays[name] = normaliser(dataset, x_tr)(raw).astype(np.float32)
+    tmp = out / ".probes.npz.tmp"
+    with tmp.open("wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, out / "probes.npz")
 
 
 class MLP(nn.Module):
@@ -123,10 +151,14 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--models-per-task", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--zoo-probes", help="the raywse zoo's probe inputs (raywse probes --out FILE): also write "
+                    "probes.npz, those inputs normalised as this zoo's")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if args.zoo_probes and not (out / "probes.npz").exists():
+        write_probes(Path(args.zoo_probes), out)
     manifest = out / "manifest.csv"
     if manifest.exists():
         print(f"foreign zoo already built: {manifest}")

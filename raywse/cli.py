@@ -85,6 +85,19 @@ def _cmd_search(args: argparse.Namespace) -> None:
         print(f"{n.rank:>4}  {n.model_id:<40} {n.task:<18} {n.family:<11} {n.test_acc:>8.3f} {n.score:>7.4f}")
 
 
+def _cmd_probes(args: argparse.Namespace) -> None:
+    from raywse.zoo.datasets import STORED_UNITS, write_zoo_probes
+
+    datasets = args.dataset or list(STORED_UNITS)
+    try:
+        path = write_zoo_probes(args.out, datasets)
+    except ValueError as exc:  # an unknown dataset
+        raise ConfigError(str(exc)) from exc
+    for dataset in datasets:
+        say(f"train:{dataset}: {STORED_UNITS[dataset]}")
+    say(f"-> {path} (normalise each array as your model's inputs, keep its name, pass the file as --probe-data)")
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     from raywse.serve import run_service
 
@@ -200,6 +213,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--activation", default="", help="hidden activation of an inferred chain (relu, tanh, ...): "
                    "weights cannot show it; with it the network runs on probes (default: no probes)")  # fmt: skip
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("probes", help="write the zoo's probe inputs (.npz), to probe your own models on them")
+    p.add_argument("--out", required=True, help="the .npz to write (one train:<dataset> array per dataset)")
+    p.add_argument("--dataset", action="append", help="a zoo dataset (repeatable; default: every one)")
+    p.set_defaults(func=_cmd_probes)
 
     p = sub.add_parser("serve", help="online search service (Ray Serve): POST /search with a checkpoint's bytes")
     p.add_argument("--index", required=True)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from raywse.core.artifacts import ReportFiles, RunLayout, TuneFiles
+from raywse.core.artifacts import ForeignFiles, ReportFiles, RunLayout, TuneFiles
 from raywse.core.config import apply_json_overrides
 from raywse.core.console import say
 from raywse.core.ray_session import ensure_ray
@@ -24,6 +24,7 @@ from raywse.models.checkpoint import has_encoder
 from raywse.train.trainer import TrainConfig, train_encoder, trained_rank_steps
 from raywse.tune.sweep import TuneConfig, run_sweep
 from raywse.zoo.build import build_zoo
+from raywse.zoo.datasets import write_zoo_probes
 from raywse.zoo.plan import PRESETS, ZooConfig
 
 
@@ -65,7 +66,9 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
     if foreign:
         with step("foreign", run.foreign):
             per_task = "4" if config.zoo_preset == "tiny" else "30"
-            cmd = [sys.executable, str(FOREIGN_SCRIPT), "--out", str(run.foreign), "--models-per-task", per_task]
+            zoo_probes = write_zoo_probes(run.foreign / ForeignFiles.ZOO_PROBES)  # the README's recipe, as a user
+            cmd = [sys.executable, str(FOREIGN_SCRIPT), "--out", str(run.foreign), "--models-per-task", per_task,
+                   "--zoo-probes", str(zoo_probes)]  # fmt: skip
             proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)  # its stderr: to our log
             say(f"      {(proc.stdout.strip().splitlines() or ['(the script printed nothing)'])[-1]}")
     with step("graphify", run.graphs):

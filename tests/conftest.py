@@ -50,14 +50,20 @@ def tiny_graphs(tiny_zoo, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_foreign(tmp_path_factory):
-    """A small foreign zoo written by ``foreign/train_foreign.py`` (plain PyTorch, no raywse); returns its dir."""
+    """A small foreign zoo written by ``foreign/train_foreign.py`` (plain PyTorch, no raywse), with its ``probes.npz``
+    of the zoo's probe inputs; returns its dir."""
     import subprocess
     import sys
     from pathlib import Path
 
+    from raywse.core.artifacts import ForeignFiles
+    from raywse.zoo.datasets import write_zoo_probes
+
     out = tmp_path_factory.mktemp("foreign")
     script = Path(__file__).parents[1] / "foreign" / "train_foreign.py"
-    subprocess.run([sys.executable, str(script), "--out", str(out), "--models-per-task", "4"], check=True)
+    zoo_probes = write_zoo_probes(out / ForeignFiles.ZOO_PROBES)  # as the main job hands them over
+    cmd = [sys.executable, str(script), "--out", str(out), "--models-per-task", "4", "--zoo-probes", str(zoo_probes)]
+    subprocess.run(cmd, check=True)
     return out
 
 

@@ -63,6 +63,14 @@ class IndexFiles:
     EMBEDDINGS = "embeddings.parquet"
 
 
+class ForeignFiles:
+    """A foreign zoo directory (``foreign/train_foreign.py``)."""
+
+    MANIFEST = "manifest.csv"
+    ZOO_PROBES = "zoo_probes.npz"  # the raywse zoo's probe inputs (raywse probes), as handed to the foreign code
+    PROBES = "probes.npz"  # those inputs under the foreign zoo's normalisation (what it passes as --probe-data)
+
+
 class ReportFiles:
     """An evaluation report directory."""
 

@@ -3,8 +3,9 @@ way a user's files are (no layer spec: the chain is inferred), scored within the
 the raywse zoo — what a user who brings a checkpoint gets.
 
 The foreign zoo's ``manifest.csv`` gives each file's task and whether it learned; where it also names each file's hidden
-activation (what its owner knows and its tensors cannot show), the zoo is loaded a second time with that hint
-(:func:`load_foreign` with ``hinted``, as ``raywse search --activation`` does) and scored as ``*_hinted``.
+activation (what its owner knows and its tensors cannot show), the zoo is loaded a second time as a user following the
+README would pass it: with that activation (``raywse search --activation``) and, where the foreign code wrote one, its
+``probes.npz`` (the zoo's probe inputs under its own normalisation, ``--probe-data``); scored as ``*_hinted``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from pathlib import Path
 import numpy as np
 from torch_geometric.data import Data
 
+from raywse.core.artifacts import ForeignFiles
 from raywse.eval.suite import ranked_relevance, scored
 from raywse.eval.view import ZooView
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
+from raywse.graph.probes import ProbeFile
 from raywse.metrics import normalize
-
-MANIFEST = "manifest.csv"
 
 
 @dataclass
@@ -39,7 +40,7 @@ class ForeignZoo:
 
 def read_foreign_manifest(foreign_dir: str | os.PathLike) -> list[dict]:
     """The rows of a foreign zoo's ``manifest.csv``; ``FileNotFoundError`` naming the path if there is none."""
-    path = Path(foreign_dir) / MANIFEST
+    path = Path(foreign_dir) / ForeignFiles.MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"no foreign zoo manifest at {path} (build one with foreign/train_foreign.py)")
     with path.open(newline="") as f:
@@ -60,14 +61,18 @@ def foreign_labels(rows: list[dict], ids: list[str]) -> tuple[np.ndarray, np.nda
 
 def load_foreign(foreign_dir: str | os.PathLike, hinted: bool = False) -> ForeignZoo:
     """Graphify every file of the foreign zoo (a file that fails is kept in ``errors`` with its reason); ``hinted``:
-    with each file's hidden activation from the manifest."""
+    with each file's hidden activation from the manifest, probed on the foreign zoo's ``probes.npz`` if it has one
+    (else on Gaussian probes)."""
     rows = read_foreign_manifest(foreign_dir)
+    probe_file = Path(foreign_dir) / ForeignFiles.PROBES
+    probes = ProbeFile(probe_file) if hinted and probe_file.is_file() else None
+    probes_for = (lambda _: probes) if probes is not None else None
     ids, graphs, errors = [], [], {}
     for row in rows:
         path = Path(foreign_dir) / row["file"]
         try:
             activation = row.get("activation", "") if hinted else ""
-            graphs.append(graphify_checkpoint(str(path), row["model_id"], activation=activation))
+            graphs.append(graphify_checkpoint(str(path), row["model_id"], probes_for=probes_for, activation=activation))
         except GraphifyError as exc:
             errors[str(path)] = f"{exc.stage}: {exc.reason}"
             continue

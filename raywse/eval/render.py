@@ -275,10 +275,12 @@ def _foreign_section(foreign: dict | None, scores: dict) -> list[str]:
         return lines
     refused = foreign["hinted_refused"]
     lines += [
-        "**With the activation stated.** A checkpoint's tensors cannot show its hidden activation, so the files above "
-        "are graphified with it unknown and never run on probes (no probe features). Stated by their owner (the "
-        "manifest's `activation`, as `raywse search --activation` states it), the same files are run on Gaussian "
-        f"probes at their input shape: {foreign['hinted_models']} graphified, {len(refused)} refused.",
+        "**As a user following the README passes them.** A checkpoint's tensors cannot show its hidden activation, so "
+        "the files above are graphified with it unknown and never run on probes (no probe features). Here the same "
+        "files come with what their owner knows: the activation (the manifest's `activation`, as `raywse search "
+        "--activation` states it) and, where the foreign code wrote its `probes.npz`, the zoo's own probe inputs "
+        "(`raywse probes`) under the foreign zoo's input normalisation (`--probe-data`); without one, Gaussian probes. "
+        f"{foreign['hinted_models']} graphified, {len(refused)} refused.",
         "",
     ]
     return lines + _split_tables(rows, ("foreign_hinted", "foreign_to_zoo_hinted"), columns)

@@ -39,6 +39,10 @@ NO_PROBES = "none"
 NORM_SEPARATOR = "|"
 
 
+#: How a zoo probe set's source begins (``train:digits|unit``), and how a probe file names its copy of one.
+ZOO_ROWS_PREFIX = "train:"
+
+
 def probe_rows(source: str) -> str:
     """The identity of the probe inputs behind ``source``, whatever their normalisation: responses of two networks
     are comparable exactly when their sources share it (``train:digits|unit`` and ``train:digits|standard`` do;
@@ -69,8 +73,10 @@ class ProbeFile:
     """A user's probe file (``.npy`` or ``.npz``): each array ``[P, ...]`` serves networks of its per-probe size.
 
     Calling it with an input shape returns the matching probes (first :data:`NUM_PROBES` rows), or Gaussian probes
-    when no array of that size is in the file (the source says so). A missing or unreadable file is an ``OSError`` /
-    ``ValueError`` with the path, raised at construction.
+    when no array of that size is in the file (the source says so). An array named ``train:<dataset>`` declares that
+    it holds the zoo's probe rows of that dataset (``raywse probes``) in the model's own input normalisation: its
+    source then shares :func:`probe_rows` with the zoo's models of that dataset, so their responses are compared. A
+    missing or unreadable file is an ``OSError`` / ``ValueError`` with the path, raised at construction.
     """
 
     def __init__(self, path: str | os.PathLike, n: int = NUM_PROBES):
@@ -99,6 +105,8 @@ class ProbeFile:
             return ProbeSet(probes.inputs, f"{probes.source}{NORM_SEPARATOR}{note}")
         name, arr = self.by_size[size]
         inputs = torch.from_numpy(np.ascontiguousarray(arr[: self.n], dtype=np.float32)).reshape(-1, *input_shape)
+        if name.startswith(ZOO_ROWS_PREFIX):  # the zoo's rows, in this model's normalisation
+            return ProbeSet(inputs, f"{name}{NORM_SEPARATOR}file:{self.path.name}")
         return ProbeSet(inputs, f"file:{self.path.name}" + (f":{name}" if name else ""))
 
 

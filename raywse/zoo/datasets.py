@@ -12,7 +12,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,15 @@ import numpy as np
 import torch
 
 from raywse.core.io import atomic_path
-from raywse.graph.probes import NORM_SEPARATOR, NUM_PROBES, ProbeChooser, ProbeFile, ProbeSet, gaussian_probes
+from raywse.graph.probes import (
+    NORM_SEPARATOR,
+    NUM_PROBES,
+    ZOO_ROWS_PREFIX,
+    ProbeChooser,
+    ProbeFile,
+    ProbeSet,
+    gaussian_probes,
+)
 from raywse.zoo.arch import IMAGE_FAMILIES
 
 logger = logging.getLogger(__name__)
@@ -286,9 +294,8 @@ def probe_inputs(dataset: str, input_norm: str = "unit", n: int = NUM_PROBES, se
     except (OSError, ValueError, EOFError):
         pass
     split = _load_dataset(dataset)
-    rows = np.random.default_rng(seed).choice(len(split.x_train), size=min(n, len(split.x_train)), replace=False)
     norm = _normaliser(split.x_train, input_norm, split.image_shape is not None)
-    probes = np.ascontiguousarray(norm(split.x_train[np.sort(rows)]), dtype=np.float32)
+    probes = np.ascontiguousarray(norm(split.x_train[_probe_rows(len(split.x_train), n, seed)]), dtype=np.float32)
     try:
         with atomic_path(cache) as tmp, open(tmp, "wb") as f:
             np.save(f, probes, allow_pickle=False)
@@ -297,12 +304,49 @@ def probe_inputs(dataset: str, input_norm: str = "unit", n: int = NUM_PROBES, se
     return torch.from_numpy(probes)
 
 
+def _probe_rows(num_train: int, n: int, seed: int) -> np.ndarray:
+    """The train-split rows of a probe set, in order."""
+    return np.sort(np.random.default_rng(seed).choice(num_train, size=min(n, num_train), replace=False))
+
+
+def stored_probe_inputs(dataset: str, n: int = NUM_PROBES, seed: int = 0) -> np.ndarray:
+    """The train rows behind :func:`probe_inputs` of ``dataset``, flat ``[n, d]``, as raywse stores the dataset and
+    before any input normalisation (:data:`STORED_UNITS`): what a user normalises as their model's inputs to probe it
+    on the zoo's own probe rows (``raywse probes``)."""
+    split = _load_dataset(dataset)
+    return np.ascontiguousarray(split.x_train[_probe_rows(len(split.x_train), n, seed)], dtype=np.float32)
+
+
+#: The units of :func:`stored_probe_inputs`, per dataset.
+STORED_UNITS = {
+    "digits": "8x8 pixels in [0, 1] (scikit-learn's 0-16 divided by 16)",
+    "mnist14": "14x14 pixels in [0, 1] (MNIST 2x2-average-pooled, divided by 255)",
+    "mnist1d": "the mnist1d package's 40-sample signals, as generated",
+    "iris": "scikit-learn's raw features",
+    "wine": "scikit-learn's raw features",
+    "breast_cancer": "scikit-learn's raw features",
+}
+
+
+def write_zoo_probes(path: str | os.PathLike, datasets: Sequence[str] = tuple(STORED_UNITS)) -> Path:
+    """Write each dataset's :func:`stored_probe_inputs` to the ``.npz`` at ``path`` (atomically), named
+    ``train:<dataset>``: normalise each array as the model's inputs, keep its name, and pass the file as
+    ``--probe-data`` (:class:`~raywse.graph.probes.ProbeFile`) to probe the model on the zoo's inputs."""
+    unknown = [d for d in datasets if d not in STORED_UNITS]
+    if unknown:
+        raise ValueError(f"unknown datasets {unknown} (choose from {', '.join(STORED_UNITS)})")
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{f"{ZOO_ROWS_PREFIX}{d}": stored_probe_inputs(d) for d in datasets})
+    return path
+
+
 def zoo_probes(dataset: str, input_norm: str = "unit") -> ProbeChooser:
     """The probe chooser of a zoo model: :func:`probe_inputs` of its dataset, shaped to the model's input."""
 
     def choose(input_shape: tuple[int, ...]) -> ProbeSet:
         inputs = probe_inputs(dataset, input_norm).reshape(-1, *input_shape)
-        return ProbeSet(inputs, f"train:{dataset}{NORM_SEPARATOR}{input_norm}")
+        return ProbeSet(inputs, f"{ZOO_ROWS_PREFIX}{dataset}{NORM_SEPARATOR}{input_norm}")
 
     return choose
 

@@ -14,6 +14,7 @@ from raywse.core.artifacts import ReportFiles, read_zoo_manifest
 from raywse.core.embeddings import read_embeddings, table_vectors
 from raywse.data.graphify import load_graphs
 from raywse.eval.config import HARD, HELD_OUT, RAYWSE, EvalConfig
+from raywse.eval.foreign import load_foreign
 from raywse.eval.report import FOREIGN_SETS, evaluate, make_embedders, recompute_metrics, recompute_summary
 from raywse.eval.summary import RETRIEVAL_SUMMARY, SUMMARY_METRICS
 from raywse.eval.symmetries import randomised_graphs
@@ -121,10 +122,12 @@ def test_summary_equals_recomputation(report_dir, tiny_zoo, config):
     assert "| goal | ≥ 0.95 | ≥ 0.90 |" in report and "- raywse meets " in report and "- raywse misses " in report
     assert "not measured" not in report.split("## Embedders")[0]  # the foreign zoo was given
     assert metrics["foreign"]["models"] == 28 and not metrics["foreign"]["refused"]
-    assert metrics["foreign"]["hinted_models"] == 28 and "With the activation stated" in report
+    assert metrics["foreign"]["hinted_models"] == 28 and "As a user following the README" in report
     bare, hinted = (read_embeddings(report_dir / d / "raywse.parquet") for d in FOREIGN_SETS.values())
     assert bare.column("model_id").to_pylist() == hinted.column("model_id").to_pylist()
     assert not np.allclose(table_vectors(bare), table_vectors(hinted))  # probe features change what raywse sees
+    sources = {g.probe_source for g in load_foreign(config.foreign_dir, hinted=True).graphs}
+    assert sources == {f"train:{d}|file:probes.npz" for d in ("digits", "iris", "wine", "breast_cancer")}
     for name in ("arch_oracle", "random_init_gnn"):  # the reference rows are described in the report
         assert f"| {name} | reference row" in report
 

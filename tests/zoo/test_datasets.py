@@ -1,4 +1,5 @@
-"""The zoo's probe sets: the same rows from the on-disk cache as from the dataset, and a bad cache costs nothing."""
+"""The zoo's probe sets: the same rows from the on-disk cache as from the dataset, a bad cache costs nothing, and the
+exported rows are the probe rows before normalisation."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from raywse.graph.probes import ProbeFile, probe_rows
 from raywse.zoo import datasets
 
 
@@ -47,3 +49,22 @@ def test_an_unwritable_cache_still_gives_the_probes(tmp_path, monkeypatch):
         assert datasets.probe_inputs("iris", "unit").shape[1] == 4
     finally:
         datasets.probe_inputs.cache_clear()
+
+
+def test_exported_probe_rows_are_the_zoo_probe_rows_before_normalisation(tmp_path):
+    """``raywse probes`` writes each dataset's probe rows as stored; normalised as a zoo model's inputs they are that
+    model's probes, and a probe file keeping their name is read as the zoo's probe set."""
+    path = datasets.write_zoo_probes(tmp_path / "zoo_probes.npz", ["digits", "wine"])
+    stored = np.load(path)
+    assert sorted(stored.files) == ["train:digits", "train:wine"]
+    assert np.array_equal(stored["train:digits"], datasets.probe_inputs("digits", "unit").numpy())  # images as stored
+    split = datasets._load_dataset("wine")
+    for norm in datasets.INPUT_NORMS:
+        ours = datasets._normaliser(split.x_train, norm, False)(stored["train:wine"])
+        np.testing.assert_allclose(ours, datasets.probe_inputs("wine", norm).numpy(), rtol=1e-5, atol=1e-5)
+    chosen = ProbeFile(path)((13,))
+    zoo = datasets.zoo_probes("wine", "standard")((13,))
+    assert probe_rows(chosen.source) == probe_rows(zoo.source) == "train:wine"
+    assert chosen.source == "train:wine|file:zoo_probes.npz"
+    with pytest.raises(ValueError, match="unknown datasets"):
+        datasets.write_zoo_probes(tmp_path / "x.npz", ["imagenet"])
