@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,8 @@ def test_main_job_end_to_end_on_the_tiny_preset(tmp_path):
     assert len(lines) <= 60 and not proc.stderr.strip(), proc.stdout + proc.stderr
     assert lines[-1] == f"report: {RunLayout(out).report / ReportFiles.REPORT}"
     assert any(line.lstrip().startswith("raywse ") for line in lines)  # the summary table's row
+    assert any(re.search(r"activation and the zoo's probe inputs: foreign [01]\.\d{3}, f→zoo [01]\.\d{3}", line)
+               for line in lines)  # fmt: skip
     log = (out / "logs" / "demo.log").read_text()
     assert "Dataset" in log and "[6/6] evaluate" in log  # Ray Data's driver logs and the stage lines
     run = RunLayout(out)

@@ -162,4 +162,10 @@ def summary_console_table(metrics: dict) -> list[str]:
         row = summary[name]
         lines.append(f"{name:<{width}}" + " ".join(f"{_fmt(row.get(m)):>10}" for m in SUMMARY_METRICS))
     goal_cells = [f"≥ {goals[m]:.2f}" if m in goals else "" for m in SUMMARY_METRICS]
-    return lines + [f"{'goal':<{width}}" + " ".join(f"{c:>10}" for c in goal_cells)]
+    lines.append(f"{'goal':<{width}}" + " ".join(f"{c:>10}" for c in goal_cells))
+    hinted = metrics.get("embedders", {}).get(RAYWSE, {})
+    if "foreign_to_zoo_hinted" in hinted:  # the foreign files as a user following the README passes them
+        p10 = [_fmt(hinted.get(split, {}).get("precision@10")) for split in ("foreign_hinted", "foreign_to_zoo_hinted")]
+        lines.append(f"raywse on the foreign files with their activation and the zoo's probe inputs: foreign {p10[0]}, "
+                     f"f→zoo {p10[1]} (the report's foreign section)")  # fmt: skip
+    return lines
