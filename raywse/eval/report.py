@@ -222,8 +222,8 @@ def _embed_and_score(
     labels = np.array([tasks.index(t) for t in view.task])
     train = np.flatnonzero(view.split == "train")
     train_graphs = [graphs[i] for i in train]
-    emb_dir = out_dir / ReportFiles.EMBEDDINGS
-    for stale in [p for d in (emb_dir, *(out_dir / s for s in FOREIGN_SETS.values())) for p in d.glob("*.parquet")]:
+    emb_dirs = (ReportFiles.EMBEDDINGS, *FOREIGN_SETS.values())
+    for stale in [p for d in emb_dirs for p in (out_dir / d).glob("*.parquet")]:  # from an earlier, other run
         stale.unlink()
     embeddings: dict[str, np.ndarray] = {}
     scores: dict[str, dict] = {}
@@ -249,20 +249,10 @@ def _embed_and_score(
             emb_all = embedder.embed(inputs if with_foreign(embedder) else graphs)
             seconds[name] = time.perf_counter() - start
         emb_all = np.ascontiguousarray(emb_all, dtype=np.float32)
-        emb = emb_all[: len(graphs)]
+        embeddings[name] = emb_all[: len(graphs)]
         tag = encoder_version if name == RAYWSE else name
-        write_embeddings(embeddings_table(view.ids, emb, tag), emb_dir / f"{name}.parquet")
-        embeddings[name] = emb
-        scores[name] = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed)
-        start = len(graphs)
-        for suffix, zoo in foreigns.items() if with_foreign(embedder) else ():
-            part, start = emb_all[start : start + len(zoo.ids)], start + len(zoo.ids)
-            write_embeddings(embeddings_table(zoo.ids, part, tag), out_dir / FOREIGN_SETS[suffix] / f"{name}.parquet")
-            found = foreign_scores(part, zoo, emb, view, config.ks, config.curve_k, config.seed)
-            scores[name] |= {split + suffix: vals for split, vals in found.items()}
-        for extra in (accuracy_metrics(emb, view, config.seed), structure_metrics(emb, view, config.seed)):
-            for split, vals in extra.items():
-                scores[name].setdefault(split, {}).update(vals)
+        scored_foreigns = foreigns if with_foreign(embedder) else {}
+        scores[name] = _save_and_score(name, tag, emb_all, view, scored_foreigns, out_dir, config)
         bar.update(1)
     in_order = list(embedders)  # the report lists embedders in their configured order
     return (
@@ -270,6 +260,32 @@ def _embed_and_score(
         {n: scores[n] for n in in_order},
         {n: seconds[n] for n in [*in_order, "finetune"]},
     )
+
+
+def _save_and_score(
+    name: str,
+    tag: str,
+    emb_all: np.ndarray,
+    view: ZooView,
+    foreigns: dict[str, ForeignZoo],
+    out_dir: Path,
+    config: EvalConfig,
+) -> dict[str, dict]:
+    """Save one embedder's embeddings (the zoo's rows first, then each foreign set's, in ``foreigns``' order), tagged
+    ``tag``, and score them: retrieval, each foreign set (its splits suffixed), accuracy and structure probes."""
+    emb = emb_all[: len(view.ids)]
+    write_embeddings(embeddings_table(view.ids, emb, tag), out_dir / ReportFiles.EMBEDDINGS / f"{name}.parquet")
+    scores = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed)
+    start = len(view.ids)
+    for suffix, zoo in foreigns.items():
+        part, start = emb_all[start : start + len(zoo.ids)], start + len(zoo.ids)
+        write_embeddings(embeddings_table(zoo.ids, part, tag), out_dir / FOREIGN_SETS[suffix] / f"{name}.parquet")
+        found = foreign_scores(part, zoo, emb, view, config.ks, config.curve_k, config.seed)
+        scores |= {split + suffix: vals for split, vals in found.items()}
+    for extra in (accuracy_metrics(emb, view, config.seed), structure_metrics(emb, view, config.seed)):
+        for split, vals in extra.items():
+            scores.setdefault(split, {}).update(vals)
+    return scores
 
 
 def _fit_remotely(
