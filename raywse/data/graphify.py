@@ -29,6 +29,7 @@ from raywse.core.ray_session import ensure_ray
 from raywse.core.records import GraphifyFailure, records_to_table
 from raywse.graph.arrow import graphs_to_table, table_to_graphs
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, read_spec_file
+from raywse.graph.infer import check_activation_hint
 from raywse.graph.names import natural_key
 from raywse.graph.probes import ProbeFile
 from raywse.zoo.datasets import probes_for_metadata
@@ -39,13 +40,16 @@ class GraphifyConfig:
     """How to graphify: ``batch_size`` checkpoints per Ray Data batch (= per shard); ``probe_data``: a ``.npy`` /
     ``.npz`` probe file for checkpoints outside a zoo manifest (:class:`~raywse.graph.probes.ProbeFile`); ``spec``: a
     JSON spec file for checkpoints that carry no spec, instead of inferring one
-    (:func:`~raywse.graph.checkpoint.read_spec_file`)."""
+    (:func:`~raywse.graph.checkpoint.read_spec_file`); ``activation``: the hidden activation of inferred chains."""
 
     batch_size: int = 64
     progress: bool = True
     probe_data: str = dataclasses.field(default="", metadata={"help": ".npy/.npz probes for foreign checkpoints"})
     spec: str = dataclasses.field(
         default="", metadata={"help": "JSON spec file for checkpoints without one (else inferred from names)"}
+    )
+    activation: str = dataclasses.field(
+        default="", metadata={"help": "hidden activation of inferred chains (else unknown: no probe features)"}
     )
 
 
@@ -117,9 +121,11 @@ def _dedupe_ids(items: list[GraphifyInput]) -> list[GraphifyInput]:
     return items
 
 
-def graphify_batch(batch: pd.DataFrame, out_dir: str, probe_data: str = "", fallback_spec: str = "") -> pd.DataFrame:
+def graphify_batch(
+    batch: pd.DataFrame, out_dir: str, probe_data: str = "", fallback_spec: str = "", activation: str = ""
+) -> pd.DataFrame:
     """Ray Data UDF: graphify a batch, write its good graphs as one shard, return one status row per input
-    (``fallback_spec``: the JSON spec of checkpoints without one)."""
+    (``fallback_spec``: the JSON spec of checkpoints without one; ``activation``: of inferred chains)."""
     graphs, rows = [], []
     probe_file = ProbeFile(probe_data) if probe_data else None  # read once per batch
     for item in batch.itertuples(index=False):
@@ -128,7 +134,9 @@ def graphify_batch(batch: pd.DataFrame, out_dir: str, probe_data: str = "", fall
             probes_for = functools.partial(
                 probes_for_metadata, probe_file=probe_file, dataset=item.dataset, input_norm=item.input_norm
             )
-            graphs.append(graphify_checkpoint(item.path, item.model_id, item.layer_spec, probes_for, fallback_spec))
+            graphs.append(
+                graphify_checkpoint(item.path, item.model_id, item.layer_spec, probes_for, fallback_spec, activation)
+            )
         except GraphifyError as exc:
             row.update(status="error", stage=exc.stage, reason=exc.reason)
         except Exception as exc:  # noqa: BLE001 - an unexpected bug in one file must not abort the rest
@@ -164,6 +172,8 @@ def graphify(
     if config.probe_data:
         ProbeFile(config.probe_data)  # a missing or unreadable probe file fails here, before any work
     fallback_spec = read_spec_file(config.spec) if config.spec else ""  # and so does a bad spec file
+    if config.activation:
+        check_activation_hint(config.activation)  # and an activation raywse cannot evaluate
     inputs = inputs_from_source(source)
     (out_dir / GraphFiles.SHARDS).mkdir(parents=True, exist_ok=True)
     done = completed_model_ids(out_dir)
@@ -187,7 +197,12 @@ def graphify(
             graphify_batch,
             batch_size=config.batch_size,
             batch_format="pandas",
-            fn_kwargs={"out_dir": str(out_dir), "probe_data": config.probe_data, "fallback_spec": fallback_spec},
+            fn_kwargs={
+                "out_dir": str(out_dir),
+                "probe_data": config.probe_data,
+                "fallback_spec": fallback_spec,
+                "activation": config.activation,
+            },  # fmt: skip
         ).to_pandas()
         ok = status[status["status"] == "ok"]
         written = len(ok)

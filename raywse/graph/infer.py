@@ -105,14 +105,19 @@ def infer_spec_and_tensors(
 ACTIVATION_HINT = "activation"
 
 
+def check_activation_hint(activation: str) -> None:
+    """:class:`SpecError` unless ``activation`` is one raywse can evaluate (a hint must make the network runnable)."""
+    runnable = [a for a in ACTIVATIONS if a not in ("unknown", "prelu")]
+    if activation not in runnable:
+        raise SpecError(f"unsupported activation hint {activation!r} (supported: {', '.join(runnable)})")
+
+
 def with_hidden_activation(spec: ArchSpec, activation: str) -> ArchSpec:
     """``spec`` with every ``"unknown"`` activation replaced by ``activation`` (unchanged when it is empty);
     :class:`SpecError` for an activation raywse cannot evaluate."""
     if not activation:
         return spec
-    runnable = [a for a in ACTIVATIONS if a not in ("unknown", "prelu")]
-    if activation not in runnable:
-        raise SpecError(f"unsupported activation hint {activation!r} (supported: {', '.join(runnable)})")
+    check_activation_hint(activation)
     layers = [
         dataclasses.replace(ly, activation=activation) if ly.activation == "unknown" else ly for ly in spec.layers
     ]

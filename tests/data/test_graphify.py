@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from safetensors.torch import save_file
 
 from raywse.core.artifacts import GraphFiles, ZooFiles
 from raywse.core.io import load_checkpoint
-from raywse.core.spec import ArchSpec
+from raywse.core.spec import ArchSpec, SpecError
 from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, load_graphs
 from raywse.graph.arrow import table_to_graphs
 from raywse.graph.neural_graph import graph_size
@@ -172,3 +173,21 @@ def test_a_spec_file_describes_foreign_checkpoints_that_names_cannot(tmp_path):
     with pytest.raises(ValueError, match="spec file .*broken.json: malformed layer spec"):
         graphify(source, tmp_path / "broken", GraphifyConfig(progress=False, spec=str(tmp_path / "broken.json")))
     assert not (tmp_path / "broken").exists()
+
+
+def test_a_stated_activation_lets_inferred_chains_run_on_probes(tmp_path):
+    """Files without a spec are graphified without probe features, or probed with ``--activation``; an activation
+    raywse cannot evaluate fails before any work."""
+    source = tmp_path / "foreign"
+    source.mkdir()
+    tensors = {"net.0.weight": torch.randn(8, 4), "net.0.bias": torch.zeros(8), "net.2.weight": torch.randn(3, 8),
+               "net.2.bias": torch.zeros(3)}  # fmt: skip
+    save_file(tensors, source / "mlp.safetensors")
+    quiet = GraphifyConfig(progress=False)
+    bare = load_graphs(graphify(source, tmp_path / "bare", quiet).out_dir)[0]
+    tanh = dataclasses.replace(quiet, activation="tanh")
+    stated = load_graphs(graphify(source, tmp_path / "stated", tanh).out_dir)[0]
+    assert bare.probe_source == "none" and stated.probe_source == "gaussian:4" and stated.probe_act.abs().sum() > 0
+    with pytest.raises(SpecError, match="unsupported activation hint 'swish'"):
+        graphify(source, tmp_path / "bad", dataclasses.replace(quiet, activation="swish"))
+    assert not (tmp_path / "bad").exists()
