@@ -86,6 +86,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
 
 def _cmd_probes(args: argparse.Namespace) -> None:
+    from raywse.graph.probes import ZOO_ROWS_PREFIX
     from raywse.zoo.datasets import STORED_UNITS, write_zoo_probes
 
     datasets = args.dataset or list(STORED_UNITS)
@@ -94,7 +95,7 @@ def _cmd_probes(args: argparse.Namespace) -> None:
     except ValueError as exc:  # an unknown dataset
         raise ConfigError(str(exc)) from exc
     for dataset in datasets:
-        say(f"train:{dataset}: {STORED_UNITS[dataset]}")
+        say(f"{ZOO_ROWS_PREFIX}{dataset}: {STORED_UNITS[dataset]}")
     say(f"-> {path} (normalise each array as your model's inputs, keep its name, pass the file as --probe-data)")
 
 

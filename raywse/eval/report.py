@@ -233,27 +233,28 @@ def _embed_and_score(
     def with_foreign(embedder: Embedder) -> bool:
         return bool(foreigns) and getattr(embedder, "embeds_foreign", True)
 
-    far = {n: e for n, e in embedders.items() if n in config.remote_fits}
-    remote = _fit_remotely(far, inputs, len(graphs), train, labels[train], with_foreign, config.torch_threads)
-    for name in [n for n in embedders if n not in remote] + [None, *remote]:  # the remote fits run meanwhile
-        if name is None:
-            seconds["finetune"] = meanwhile(embeddings)
-            continue
-        bar.set_postfix_str(name)
-        embedder = embedders[name]
-        if name in remote:
-            emb_all, seconds[name] = ray.get(remote[name])
-        else:
-            start = time.perf_counter()
-            embedder.fit(train_graphs, labels[train])
-            emb_all = embedder.embed(inputs if with_foreign(embedder) else graphs)
-            seconds[name] = time.perf_counter() - start
+    def finish(name: str, emb_all: np.ndarray, took: float) -> None:
         emb_all = np.ascontiguousarray(emb_all, dtype=np.float32)
-        embeddings[name] = emb_all[: len(graphs)]
+        embeddings[name], seconds[name] = emb_all[: len(graphs)], took
         tag = encoder_version if name == RAYWSE else name
-        scored_foreigns = foreigns if with_foreign(embedder) else {}
+        scored_foreigns = foreigns if with_foreign(embedders[name]) else {}
         scores[name] = _save_and_score(name, tag, emb_all, view, scored_foreigns, out_dir, config)
         bar.update(1)
+
+    far = {n: e for n, e in embedders.items() if n in config.remote_fits}
+    remote = _fit_remotely(far, inputs, len(graphs), train, labels[train], with_foreign, config.torch_threads)
+    for name, embedder in embedders.items():  # the remote fits run meanwhile
+        if name in remote:
+            continue
+        bar.set_postfix_str(name)
+        start = time.perf_counter()
+        embedder.fit(train_graphs, labels[train])
+        emb_all = embedder.embed(inputs if with_foreign(embedder) else graphs)
+        finish(name, emb_all, time.perf_counter() - start)
+    seconds["finetune"] = meanwhile(embeddings)
+    for name, ref in remote.items():
+        bar.set_postfix_str(name)
+        finish(name, *ray.get(ref))
     in_order = list(embedders)  # the report lists embedders in their configured order
     return (
         {n: embeddings[n] for n in in_order},

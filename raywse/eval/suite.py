@@ -59,7 +59,7 @@ class Rankings:
     BLOCK = 512  # query rows per similarity product
 
     def __init__(self, z: np.ndarray, seed: int = 0):
-        self.z, self.seed = z, seed
+        self.z64, self.seed = np.asarray(z, dtype=np.float64), seed  # converted once, not per block of queries
         self._orders: dict[int, np.ndarray] = {}
 
     def prepare(self, queries: np.ndarray) -> None:
@@ -67,7 +67,7 @@ class Rankings:
         todo = np.array(sorted({int(q) for q in queries} - self._orders.keys()), dtype=np.int64)
         for start in range(0, len(todo), self.BLOCK):
             block = todo[start : start + self.BLOCK]
-            for q, scores in zip(block, cosines(self.z, block), strict=True):
+            for q, scores in zip(block, cosines(self.z64, block), strict=True):
                 self._orders[int(q)] = order_by(scores, int(q), self.seed).astype(np.int32)
 
     def order(self, query: int) -> np.ndarray:

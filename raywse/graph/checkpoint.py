@@ -54,8 +54,8 @@ def graphify_checkpoint(
     except CheckpointError as exc:
         raise GraphifyError("read", str(exc)) from exc
     probes = probes_for(metadata) if probes_for is not None else gaussian_probes
-    hints = model_config(Path(path).parent) | ({ACTIVATION_HINT: activation} if activation else {})
-    return graphify_tensors(tensors, metadata, model_id, layer_spec, probes, fallback_spec, hints)
+    hints = model_config(Path(path).parent)
+    return graphify_tensors(tensors, metadata, model_id, layer_spec, probes, fallback_spec, hints, activation)
 
 
 #: What spec inference reads from a Hugging Face ``config.json`` next to a checkpoint.
@@ -80,10 +80,12 @@ def graphify_tensors(
     probes: ProbeChooser = gaussian_probes,
     fallback_spec: str = "",
     hints: Mapping[str, object] | None = None,
+    activation: str = "",
 ) -> Data:
     """The neural graph of checkpoint tensors already read (e.g. an upload), the spec from ``layer_spec``, the
-    file's metadata, ``fallback_spec`` or inference (given ``hints``: :func:`model_config`). Raises
-    :class:`GraphifyError` with stage and reason."""
+    file's metadata, ``fallback_spec`` or inference (given ``hints``: :func:`model_config`, and the user's
+    ``activation`` of an inferred chain). Raises :class:`GraphifyError` with stage and reason."""
+    hints = {**(hints or {}), **({ACTIVATION_HINT: activation} if activation else {})}
     spec_json = layer_spec or metadata.get("layer_spec", "") or fallback_spec
     try:
         if spec_json:

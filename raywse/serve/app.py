@@ -37,7 +37,6 @@ from starlette.responses import JSONResponse
 from raywse.core.artifacts import EncoderFiles
 from raywse.core.io import CheckpointError, parse_checkpoint_bytes
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, graphify_tensors
-from raywse.graph.infer import ACTIVATION_HINT
 from raywse.graph.probes import ProbeFile
 from raywse.index.faiss_index import current_version_dir
 from raywse.index.search import Searcher
@@ -129,8 +128,7 @@ class SearchService:
             raise BadRequest(400, f"not a readable .safetensors checkpoint: {exc}") from exc
         try:
             probes = probes_for_metadata(metadata, self.probe_file)
-            hints = {ACTIVATION_HINT: activation} if activation else None
-            graph = graphify_tensors(tensors, metadata, "upload", probes=probes, hints=hints)
+            graph = graphify_tensors(tensors, metadata, "upload", probes=probes, activation=activation)
             neighbours = self.searcher.search_graph(graph, k)
         except GraphifyError as exc:
             raise BadRequest(422, f"cannot graphify the upload ({exc.stage}): {exc.reason}") from exc
