@@ -36,6 +36,8 @@ def activate(x: torch.Tensor, name: str) -> torch.Tensor:
         return torch.sigmoid(x)
     if name == "gelu":
         return F.gelu(x)
+    if name == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
     raise SpecError(f"cannot evaluate activation {name!r}")
 
 
@@ -155,7 +157,7 @@ def attention_projections(
     layer: Layer, tensors: Mapping[str, torch.Tensor], x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Multi-head scaled dot-product self-attention of the ``attention`` layer ``layer`` over the positions of
-    ``x [B, C, L]`` (no mask).
+    ``x [B, C, L]`` (each position attends to itself and the earlier ones when the layer is ``causal``).
 
     Returns ``(queries [B, Cq, L], keys [B, Cq, L], attended values [B, Cv, L])``; head ``h`` owns rows
     ``h·Cq/heads …`` of the queries and keys and ``h·Cv/heads …`` of the values, as in ``nn.MultiheadAttention``.
@@ -165,7 +167,7 @@ def attention_projections(
                  for p in ATTENTION_PROJECTIONS]  # fmt: skip
     q, k, v = projected  # [B, L, C*]
     split = lambda t: t.unflatten(-1, (layer.heads, -1)).transpose(1, 2)  # noqa: E731  [B, heads, L, d]
-    attended = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    attended = F.scaled_dot_product_attention(split(q), split(k), split(v), is_causal=layer.causal)
     return q.transpose(1, 2), k.transpose(1, 2), attended.transpose(1, 2).flatten(2).transpose(1, 2)
 
 
@@ -186,6 +188,7 @@ _ACT_MODULES = {
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
     "gelu": nn.GELU,
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
 }
 
 

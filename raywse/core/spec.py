@@ -58,7 +58,8 @@ ATTENTION_PROJECTIONS = ("query", "key", "value")
 
 #: Activation names and their ids (ids are node features in neural graphs; keep the order stable).
 #: ``prelu`` names a ``prelu`` layer (learned slopes, one per channel or one shared), not a layer's ``activation``.
-ACTIVATIONS = ("none", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "unknown", "prelu")
+#: ``gelu_tanh`` is GELU's tanh approximation (GPT-2's ``gelu_new``).
+ACTIVATIONS = ("none", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "unknown", "prelu", "gelu_tanh")
 #: Activations f with f(s * x) = s * f(x) for s > 0: hidden neurons followed by one can be rescaled.
 POSITIVELY_HOMOGENEOUS = ("relu", "leaky_relu", "none", "prelu")
 #: The slope of each piecewise-linear activation below zero (PReLU's is learned: a tensor of its layer).
@@ -85,6 +86,7 @@ class Layer:
     heads: int = 0  # attention only
     groups: int = 0  # group norm only
     source: str = ""  # add only: the node layer whose output (after its followers) is added
+    causal: bool = False  # attention only: each position attends to itself and earlier positions (GPT-2's mask)
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
@@ -105,6 +107,8 @@ class Layer:
             raise SpecError(f"{self.kind} layer {self.name!r}: stride and kernel_size must be >= 1, padding >= 0")
         if (self.kind == "attention") != (self.heads > 0):
             raise SpecError(f"{self.kind} layer {self.name!r}: an attention layer (and only one) has heads >= 1")
+        if self.causal is not False and (self.kind != "attention" or self.causal is not True):
+            raise SpecError(f"{self.kind} layer {self.name!r}: causal is true or false, and only for an attention")
         if (self.kind == "groupnorm") != (self.groups > 0):
             raise SpecError(f"{self.kind} layer {self.name!r}: a groupnorm layer (and only one) has groups >= 1")
         if self.kind == "prelu" and self.activation != "none":

@@ -59,7 +59,10 @@ def graphify_checkpoint(
 
 
 #: What spec inference reads from a Hugging Face ``config.json`` next to a checkpoint.
-CONFIG_HINTS = ("num_attention_heads", "layer_norm_eps", "hidden_act")
+#: (BERT's names, then GPT-2's.)
+CONFIG_HINTS = (
+    "num_attention_heads", "layer_norm_eps", "hidden_act", "n_head", "layer_norm_epsilon", "activation_function",
+)  # fmt: skip
 
 
 def model_config(directory: Path) -> dict[str, object]:

@@ -42,6 +42,7 @@ from raywse.core.spec import (
     SpecError,
 )
 from raywse.graph.infer_bert import bert_spec_and_tensors, is_bert
+from raywse.graph.infer_gpt2 import gpt2_spec_and_tensors, is_gpt2
 from raywse.graph.infer_resnet import is_torchvision_resnet, resnet_spec_and_tensors
 from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 
@@ -72,6 +73,8 @@ def infer_spec_and_tensors(
         return resnet_spec_and_tensors(tensors)
     if is_bert(tensors):
         return bert_spec_and_tensors(tensors, hints or {})
+    if is_gpt2(tensors):
+        return gpt2_spec_and_tensors(tensors, hints or {})
     attention = sorted(n for n in tensors if _ATTENTION.search(n))
     if attention:
         raise SpecError(f"not a sequential chain: attention tensors ({attention[0]}, ...)")

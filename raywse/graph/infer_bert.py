@@ -26,6 +26,16 @@ _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
 _BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
+#: Hugging Face's activation names (``hidden_act``, ``activation_function``) that are not raywse's own.
+_HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh"}
+
+
+def hf_activation(name: object) -> str:
+    """raywse's name for a Hugging Face activation name; ``unknown`` for one raywse cannot evaluate."""
+    act = _HF_ACTIVATIONS.get(str(name), str(name))
+    return act if act in ACTIVATIONS and act not in ("prelu", "unknown") else "unknown"
+
+
 def is_bert(tensors: Mapping[str, torch.Tensor]) -> bool:
     """Whether the tensors are named as Hugging Face's ``BertModel`` names them."""
     return any(n.endswith(_WORDS) for n in tensors) and any(".attention.self.query.weight" in n for n in tensors)
@@ -45,8 +55,7 @@ def bert_spec_and_tensors(
     if not isinstance(heads, int) or heads < 1:
         raise SpecError("a BERT checkpoint: its number of attention heads is not in its names; put the model's "
                         "config.json (num_attention_heads) next to it, or describe it with a spec file")  # fmt: skip
-    act = str(hints.get("hidden_act", "gelu"))
-    act = act if act in ACTIVATIONS else "unknown"
+    act = hf_activation(hints.get("hidden_act", "gelu"))
     eps = hints.get("layer_norm_eps", 1e-12)
     if not isinstance(eps, int | float) or isinstance(eps, bool) or not eps > 0:
         raise SpecError(f"config.json: layer_norm_eps {eps!r} is not a positive number")

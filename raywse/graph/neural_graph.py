@@ -242,10 +242,11 @@ def _node_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor]) -> list[tuple
         return [(torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.EMBEDDING)]
     if nl.layer.kind == "attention":
         q, k, v = (tensors[f"{nl.layer.name}.{p}.bias"].detach().float() for p in ATTENTION_PROJECTIONS)
+        value_type = NodeType.ATTENTION_CAUSAL_VALUE if nl.layer.causal else NodeType.ATTENTION_VALUE
         return [
             (q, "none", torch.ones(nl.qk_nodes), NodeType.ATTENTION_QUERY),
             (k, "none", torch.ones(nl.qk_nodes), NodeType.ATTENTION_KEY),
-            (v, act, negative_slopes(nl, tensors), NodeType.ATTENTION_VALUE),
+            (v, act, negative_slopes(nl, tensors), value_type),
         ]
     bias = tensors[f"{nl.layer.name}.bias"].detach().float().reshape(-1)
     for _, add in nl.skips:  # a projection's bias adds to the neuron's

@@ -58,7 +58,8 @@ class NodeType(IntEnum):
     gates, its recurrent candidate term ``m = W_hn h + b_hn``, its candidate ``n = tanh(W_in x + b_in + r * m)`` or
     its hidden state ``h' = (1 - z) * n + z * h``, a :data:`MAGNITUDE`
     ``sqrt(a² + b²)`` of a channel pair, an embedding (sum of the rows its inputs pick), an attention's query, key or
-    attended value (``softmax(q·k / sqrt(d)) v`` over the positions, per head), a layer norm's feature (its input
+    attended value (``softmax(q·k / sqrt(d)) v`` over the positions, per head; a causal attention's attended value
+    is its own type, as it reads only the earlier positions), a layer norm's feature (its input
     normalised over its layer's inputs, times its edge's weight, plus its bias), or a group norm's channel (likewise,
     normalised over its group's channels and positions)."""
 
@@ -82,6 +83,7 @@ class NodeType(IntEnum):
     GRU_RECURRENT_CANDIDATE = 17
     GRU_CANDIDATE = 18
     GRU_HIDDEN = 19
+    ATTENTION_CAUSAL_VALUE = 20
 
 
 #: Neurons computing ``activation(weights · inputs + bias)``: the only ones weight-space rescaling and sign flips
