@@ -12,6 +12,7 @@ from torch import nn
 from raywse.core.spec import (
     ATTENTION_PROJECTIONS,
     EMBEDDING_TABLES,
+    PATCH_PARAMS,
     RECURRENT_PARAMS,
     ArchSpec,
     Layer,
@@ -52,6 +53,10 @@ def apply_layer(
     elif layer.kind == "embedding":
         words, positions, types = (tensors[f"{layer.name}.{t}.weight"] for t in EMBEDDING_TABLES)
         x = (words[x.long()] + positions[: x.shape[1]] + types[0]).transpose(1, 2)
+    elif layer.kind == "patch_embedding":
+        w, b, cls, table = (tensors[f"{layer.name}.{p}"] for p in PATCH_PARAMS)
+        x = F.conv2d(x, w, b, stride=layer.stride).flatten(2)
+        x = torch.cat([cls[None, :, None].expand(len(x), -1, 1), x], dim=2) + table.T
     elif layer.kind == "attention":
         x = attention_projections(layer, tensors, x)[2]
     elif layer.kind == "layernorm":

@@ -30,10 +30,16 @@ import torch
 #: ``embedding`` looks token ids up (plus their positions' and token type 0's rows); ``attention`` is multi-head
 #: scaled dot-product self-attention over the positions (its output: the attended values); ``layernorm`` normalises
 #: each position's features, then scales and shifts them; ``groupnorm`` normalises each of ``groups`` blocks of
-#: consecutive channels over its channels and positions (``nn.GroupNorm``), then scales and shifts every channel.
+#: consecutive channels over its channels and positions (``nn.GroupNorm``), then scales and shifts every channel;
+#: ``patch_embedding`` is a vision transformer's first step: a conv of stride ``stride`` over the image (its
+#: ``projection``), the patches read as positions (row-major), a learned class token put first, and a learned table of
+#: positions added.
 NODE_LAYER_KINDS = (
     "linear", "conv2d", "conv1d", "lstm", "gru", "magnitude", "embedding", "attention", "layernorm", "groupnorm",
+    "patch_embedding",
 )  # fmt: skip
+#: Node layers that read the network's input only (the first layer): their inputs include table rows.
+FIRST_ONLY_KINDS = ("embedding", "patch_embedding")
 #: Node layers that normalise what they read (a neuron per input feature, scaled and shifted): tied to their input.
 NORM_KINDS = ("layernorm", "groupnorm")
 #: Node layers computing ``weight · x + bias``: their weights' spatial dimensions by kind.
@@ -41,7 +47,9 @@ AFFINE_KINDS = {"linear": 0, "conv1d": 1, "conv2d": 2}
 #: Recurrent cells and their gates: ``nn.LSTMCell``'s rows are input, forget, cell, output; ``nn.GRUCell``'s reset,
 #: update, new (candidate).
 RECURRENT_GATES = {"lstm": 4, "gru": 3}
-PARAMETRIC_KINDS = (*AFFINE_KINDS, *RECURRENT_GATES, "embedding", "attention", *NORM_KINDS, "batchnorm", "prelu")
+PARAMETRIC_KINDS = (
+    *AFFINE_KINDS, *RECURRENT_GATES, *FIRST_ONLY_KINDS, "attention", *NORM_KINDS, "batchnorm", "prelu",
+)  # fmt: skip
 #: ``first_step``: position 0 of a sequence (BERT's pooler reads its [CLS] token); ``to_sequence``: a ``[C, H, W]``
 #: map read as ``H·W`` positions of ``C`` features (row-major), as a vision transformer reads patches.
 PARAMETER_FREE_KINDS = (
@@ -55,6 +63,9 @@ LSTM_GATES = RECURRENT_GATES["lstm"]
 #: The tables of an ``embedding`` layer (rows: tokens, positions, token types) and the projections of an attention.
 EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
 ATTENTION_PROJECTIONS = ("query", "key", "value")
+#: The tensors of a ``patch_embedding`` layer: the patch conv ``[C', C, kh, kw]`` and its bias, the class token
+#: ``[C']`` and the position table ``[patches + 1, C']`` (row 0: the class token's position).
+PATCH_PARAMS = ("projection.weight", "projection.bias", "cls_token", "position_embeddings")
 
 #: Activation names and their ids (ids are node features in neural graphs; keep the order stable).
 #: ``prelu`` names a ``prelu`` layer (learned slopes, one per channel or one shared), not a layer's ``activation``.
@@ -152,6 +163,8 @@ class ArchSpec:
                 names += [f"{layer.name}.{table}.weight" for table in EMBEDDING_TABLES]
             elif layer.kind == "attention":
                 names += [f"{layer.name}.{p}.{w}" for p in ATTENTION_PROJECTIONS for w in ("weight", "bias")]
+            elif layer.kind == "patch_embedding":
+                names += [f"{layer.name}.{p}" for p in PATCH_PARAMS]
             elif layer.kind in NORM_KINDS:
                 names += [f"{layer.name}.weight", f"{layer.name}.bias"]
             elif layer.kind == "batchnorm":
@@ -254,6 +267,14 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
         if any(b != w[:1] for w, b in ((q, qb), (k, kb), (v, vb))) or q[0] % layer.heads or v[0] % layer.heads:
             raise fail(f"biases or widths ({q[0]}, {v[0]}) do not split into {layer.heads} heads")
         return (v[0], x[1])
+    if kind == "patch_embedding":
+        w, b, cls, table = (shapes[f"{layer.name}.{p}"] for p in PATCH_PARAMS)
+        if len(w) != 4 or len(x) != 3 or x[0] != w[1] or b != w[:1] or cls != w[:1]:
+            raise fail(f"projection {list(w)} / bias {list(b)} / class token {list(cls)} cannot read {list(x)}")
+        grid = [(x[i + 1] - w[i + 2]) // layer.stride + 1 for i in range(2)]
+        if min(grid) < 1 or table != (grid[0] * grid[1] + 1, w[0]):
+            raise fail(f"position table {list(table)} is not [patches + 1, {w[0]}] for a {x[1]}x{x[2]} image")
+        return (w[0], grid[0] * grid[1] + 1)
     if kind in NORM_KINDS:
         if any(shapes[f"{layer.name}.{p}"] != x[:1] for p in ("weight", "bias")):
             raise fail(f"parameters of shape {list(shapes[f'{layer.name}.weight'])} for {x[0]} features")

@@ -6,7 +6,8 @@ block of a linear layer after ``flatten``), the parameter-free / batch-norm laye
 layer, and the residual connections (``add`` followers) that feed its neurons from an earlier node layer. An LSTM
 layer is five node sets of its hidden size: its four gates, then the hidden state it hands on; an attention layer
 three: its queries, keys, then the attended values it hands on. A first ``embedding`` layer's inputs are the rows of
-its tables: tokens, positions, token types.
+its tables: tokens, positions, token types; a first ``patch_embedding`` layer's inputs are the image channels, then
+the class token's row and the position table's rows.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from raywse.core.spec import (
     AFFINE_KINDS,
     ATTENTION_PROJECTIONS,
     EMBEDDING_TABLES,
+    FIRST_ONLY_KINDS,
     LSTM_GATES,
     NODE_LAYER_KINDS,
     NORM_KINDS,
@@ -83,11 +85,11 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
         raise SpecError(f"input shape {list(spec.input_shape)} is none of [features], [C, L], [C, H, W]")
     x = tuple(spec.input_shape)  # the shape (no batch dim) each layer reads
     input_nodes = x[0]
-    embeddings = [i for i, ly in enumerate(spec.layers) if ly.kind == "embedding"]
-    if embeddings and embeddings != [0]:
-        raise SpecError("an embedding layer reads token ids: only the first layer can be one")
-    if embeddings:  # the inputs are the rows of its tables
-        input_nodes = sum(int(tensors[f"{spec.layers[0].name}.{t}.weight"].shape[0]) for t in EMBEDDING_TABLES)
+    firsts = [i for i, ly in enumerate(spec.layers) if ly.kind in FIRST_ONLY_KINDS]
+    if firsts and firsts != [0]:
+        raise SpecError(f"{spec.layers[firsts[-1]].kind} layer {spec.layers[firsts[-1]].name!r} reads the network's "
+                        "input: only the first layer can be one")  # fmt: skip
+    input_nodes = first_layer_inputs(spec, tensors) if firsts else input_nodes
     leading: list[Layer] = []
     pending: list[dict] = []  # node layers still collecting followers
     block = (1, 1)  # spatial block carried by each channel after a flatten of a C×L or C×H×W map
@@ -102,7 +104,7 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
                 else:  # a conv's kernel: 1×k for a 1-D conv
                     in_block, in_nodes = tuple(int(d) for d in (1, 1, *w.shape[2:])[-2:]), int(w.shape[1])
             else:
-                in_block, in_nodes = (1, 1), (input_nodes if layer.kind == "embedding" else x[0])
+                in_block, in_nodes = (1, 1), (input_nodes if layer.kind in FIRST_ONLY_KINDS else x[0])
             qk = int(tensors[f"{layer.name}.query.weight"].shape[0]) if layer.kind == "attention" else 0
             pending.append({"layer": layer, "in_nodes": in_nodes, "out": shape[0], "block": in_block, "f": [],
                             "skips": [], "qk": qk})  # fmt: skip
@@ -136,6 +138,15 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
         for p in pending
     )
     return Chain(input_nodes, tuple(leading), nodes)
+
+
+def first_layer_inputs(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> int:
+    """Input nodes of a first ``embedding`` (its tables' rows) or ``patch_embedding`` (the image channels, the class
+    token's row and the position table's rows)."""
+    first = spec.layers[0]
+    if first.kind == "embedding":
+        return sum(int(tensors[f"{first.name}.{t}.weight"].shape[0]) for t in EMBEDDING_TABLES)
+    return int(spec.input_shape[0]) + 1 + int(tensors[f"{first.name}.position_embeddings"].shape[0])
 
 
 def split_layers(spec: ArchSpec) -> list[tuple[Layer, tuple[Layer, ...]]]:

@@ -59,9 +59,10 @@ def graphify_checkpoint(
 
 
 #: What spec inference reads from a Hugging Face ``config.json`` next to a checkpoint.
-#: (BERT's names, then GPT-2's.)
+#: (BERT's and ViT's names, then GPT-2's.)
 CONFIG_HINTS = (
-    "num_attention_heads", "layer_norm_eps", "hidden_act", "n_head", "layer_norm_epsilon", "activation_function",
+    "num_attention_heads", "layer_norm_eps", "hidden_act", "image_size", "n_head", "layer_norm_epsilon",
+    "activation_function",
 )  # fmt: skip
 
 

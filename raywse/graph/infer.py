@@ -44,6 +44,7 @@ from raywse.core.spec import (
 from raywse.graph.infer_bert import bert_spec_and_tensors, is_bert
 from raywse.graph.infer_gpt2 import gpt2_spec_and_tensors, is_gpt2
 from raywse.graph.infer_resnet import is_torchvision_resnet, resnet_spec_and_tensors
+from raywse.graph.infer_vit import is_vit, vit_spec_and_tensors
 from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 
 _PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked", *RECURRENT_PARAMS)
@@ -75,6 +76,8 @@ def infer_spec_and_tensors(
         return bert_spec_and_tensors(tensors, hints or {})
     if is_gpt2(tensors):
         return gpt2_spec_and_tensors(tensors, hints or {})
+    if is_vit(tensors):
+        return vit_spec_and_tensors(tensors, hints or {})
     attention = sorted(n for n in tensors if _ATTENTION.search(n))
     if attention:
         raise SpecError(f"not a sequential chain: attention tensors ({attention[0]}, ...)")

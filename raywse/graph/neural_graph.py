@@ -26,6 +26,7 @@ from raywse.core.spec import (
     LSTM_GATES,
     NEGATIVE_SLOPES,
     NORM_KINDS,
+    PATCH_PARAMS,
     ArchSpec,
     Layer,
     SpecError,
@@ -187,6 +188,11 @@ def _weight_blocks(
                 t = tensors[f"{nl.layer.name}.{table}.weight"].detach().float()
                 blocks.append(_dense_block(t.T[:, :, None, None], row, start))
                 row += len(t)
+        elif nl.layer.kind == "patch_embedding":  # channels (kernels), then the class-token and position rows
+            w, _, cls, table = (tensors[f"{nl.layer.name}.{p}"].detach().float() for p in PATCH_PARAMS)
+            blocks.append(_dense_block(fit_kernels(w), 0, start))
+            blocks.append(_dense_block(cls[:, None, None, None], len(w[0]), start))
+            blocks.append(_dense_block(table.T[:, :, None, None], len(w[0]) + 1, start))
         elif nl.layer.kind == "attention":
             name, qk, heads = nl.layer.name, nl.qk_nodes, nl.layer.heads
             for offset, p in zip((0, qk, 2 * qk), ATTENTION_PROJECTIONS, strict=True):
@@ -240,6 +246,9 @@ def _node_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor]) -> list[tuple
         return [(torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.MAGNITUDE)]
     if nl.layer.kind == "embedding":
         return [(torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.EMBEDDING)]
+    if nl.layer.kind == "patch_embedding":
+        bias = tensors[f"{nl.layer.name}.projection.bias"].detach().float()
+        return [(bias, act, negative_slopes(nl, tensors), NodeType.EMBEDDING)]
     if nl.layer.kind == "attention":
         q, k, v = (tensors[f"{nl.layer.name}.{p}.bias"].detach().float() for p in ATTENTION_PROJECTIONS)
         value_type = NodeType.ATTENTION_CAUSAL_VALUE if nl.layer.causal else NodeType.ATTENTION_VALUE

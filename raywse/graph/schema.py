@@ -8,7 +8,8 @@ into each gate, and an edge of weight 1 from each gate to its unit's hidden stat
 edges of weight 1 from the two channels it pairs; a residual connection's identity is ``n`` edges of weight 1. An
 attention layer is three node sets — queries, keys, attended values — with edges of weight 1 from each query and key
 to each value of its head; a layer norm's feature has one edge, from its input, carrying its scale; an embedding's
-inputs are its tables' rows (tokens, positions, token types).
+inputs are its tables' rows (tokens, positions, token types); a patch embedding's are the image channels (with
+kernel edges), the class token's row and the position rows.
 Fields, all indexed by node unless said otherwise:
 
 ========================  =================  =============================================================
@@ -57,7 +58,8 @@ class NodeType(IntEnum):
     nonlinearity is ``node_act``) or its hidden state ``h = o * tanh(f * c + i * g)``, one of a GRU's reset and update
     gates, its recurrent candidate term ``m = W_hn h + b_hn``, its candidate ``n = tanh(W_in x + b_in + r * m)`` or
     its hidden state ``h' = (1 - z) * n + z * h``, a :data:`MAGNITUDE`
-    ``sqrt(a² + b²)`` of a channel pair, an embedding (sum of the rows its inputs pick), an attention's query, key or
+    ``sqrt(a² + b²)`` of a channel pair, an embedding (sum of the rows its inputs pick; a patch embedding's feature:
+    its patch projection plus the class-token or position row its position picks), an attention's query, key or
     attended value (``softmax(q·k / sqrt(d)) v`` over the positions, per head; a causal attention's attended value
     is its own type, as it reads only the earlier positions), a layer norm's feature (its input
     normalised over its layer's inputs, times its edge's weight, plus its bias), or a group norm's channel (likewise,

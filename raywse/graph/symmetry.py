@@ -165,7 +165,8 @@ def permute_hidden(
 def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor, qk_perm: Tensor | None = None) -> None:
     """Reorder the neurons of one node layer in its own tensors (an LSTM or GRU: every gate's rows and the recurrent
     weights' columns; an attention: query and key rows by ``qk_perm``, value rows by ``perm``; an embedding: its
-    tables' columns), and in the batch norms and PReLUs that follow it."""
+    tables' columns; a patch embedding: its projection's rows, class token and position columns), and in the batch
+    norms and PReLUs that follow it."""
     name = nl.layer.name
     followers = [f"{ly.name}.{p}" for ly in nl.followers if ly.kind == "batchnorm" for p in _BN_PARAMS]
     followers += [
@@ -180,6 +181,10 @@ def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor, qk_
     elif nl.layer.kind == "embedding":
         for table in EMBEDDING_TABLES:
             out[f"{name}.{table}.weight"] = out[f"{name}.{table}.weight"][:, perm]
+    elif nl.layer.kind == "patch_embedding":
+        for key in ("projection.weight", "projection.bias", "cls_token"):
+            out[f"{name}.{key}"] = out[f"{name}.{key}"][perm]
+        out[f"{name}.position_embeddings"] = out[f"{name}.position_embeddings"][:, perm]
     elif nl.layer.kind in RECURRENT_GATES:
         gates = RECURRENT_GATES[nl.layer.kind]
         for param in RECURRENT_PARAMS:

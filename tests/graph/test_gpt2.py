@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from graph_nets import embedding_changes
+from graph_nets import blocks_vs_reference, embedding_changes
 from safetensors.torch import save_file
 from torch import nn
 
@@ -123,6 +123,7 @@ def test_gpt2_graph_has_a_node_per_feature_and_an_edge_per_weight():
     assert int((g.node_type == NodeType.ATTENTION_CAUSAL_VALUE).sum()) == LAYERS * WIDTH
     assert int((g.node_type == NodeType.ATTENTION_VALUE).sum()) == 0
     assert torch.isfinite(g.probe_act).all() and g.probe_source.startswith("tokens:")
+    assert blocks_vs_reference(g) < 1e-5  # the dense-block encoder reads this graph as the reference does
 
 
 def test_head_and_hidden_permutations_keep_function_and_embedding_and_the_mask_is_seen():
