@@ -14,6 +14,7 @@ from raywse.core.spec import (
     EMBEDDING_TABLES,
     PATCH_PARAMS,
     RECURRENT_PARAMS,
+    REVERSE,
     ArchSpec,
     Layer,
     SpecError,
@@ -73,7 +74,7 @@ def apply_layer(
         w, b = tensors[f"{layer.name}.weight"], tensors[f"{layer.name}.bias"]
         x = _CONV[w.dim() - 2](x, w, b, stride=layer.stride, padding=layer.padding)
     elif layer.kind in RECURRENT_STATES:
-        x = RECURRENT_STATES[layer.kind](x, *(tensors[f"{layer.name}.{p}"] for p in RECURRENT_PARAMS))[0]
+        x = recurrent_states(layer, tensors, x)[0]
     elif layer.kind == "magnitude":
         half = x.shape[1] // 2
         x = torch.sqrt(x[:, :half].square() + x[:, half:].square())
@@ -156,6 +157,24 @@ def gru_states(
 
 #: The state function of each recurrent kind: ``(x, *RECURRENT_PARAMS tensors) -> (h, the other node sets' values)``.
 RECURRENT_STATES = {"lstm": lstm_states, "gru": gru_states}
+
+
+def recurrent_states(
+    layer: Layer, tensors: Mapping[str, torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(h, the other node sets' values)`` of an ``lstm`` / ``gru`` layer; a bidirectional one runs a second cell
+    over the reversed sequence and concatenates each (forward direction first, as ``nn.LSTM`` does), positions
+    aligned."""
+    run = RECURRENT_STATES[layer.kind]
+    h, other = run(x, *(tensors[f"{layer.name}.{p}"] for p in RECURRENT_PARAMS))
+    if not layer.bidirectional:
+        return h, other
+    steps = x if x.dim() == 3 else x.unsqueeze(-1)
+    h_rev, other_rev = (t.flip(-1) for t in run(steps.flip(-1), *(tensors[f"{layer.name}.{p}{REVERSE}"] for p in
+                                                                   RECURRENT_PARAMS)))  # fmt: skip
+    if x.dim() == 2:
+        h_rev, other_rev = h_rev[..., 0], other_rev[..., 0]
+    return torch.cat([h, h_rev], dim=1), torch.cat([other, other_rev], dim=1)
 
 
 def attention_projections(

@@ -60,6 +60,16 @@ LAYER_KINDS = (*PARAMETRIC_KINDS, *PARAMETER_FREE_KINDS, "add")
 #: The tensors of an ``lstm`` or ``gru`` layer (``nn.LSTMCell``'s and ``nn.GRUCell``'s; gate rows in PyTorch's order).
 RECURRENT_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 LSTM_GATES = RECURRENT_GATES["lstm"]
+#: The suffix of a bidirectional layer's reverse-direction tensors (``nn.LSTM``'s ``weight_ih_l0_reverse``).
+REVERSE = "_reverse"
+
+
+def recurrent_params(layer: Layer) -> tuple[str, ...]:
+    """The tensor names (after ``{layer.name}.``) of an ``lstm`` / ``gru`` layer: one cell, or two when it is
+    bidirectional (the reverse direction's with :data:`REVERSE`)."""
+    return (*RECURRENT_PARAMS, *(f"{p}{REVERSE}" for p in RECURRENT_PARAMS if layer.bidirectional))
+
+
 #: The tables of an ``embedding`` layer (rows: tokens, positions, token types) and the projections of an attention.
 EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
 ATTENTION_PROJECTIONS = ("query", "key", "value")
@@ -98,6 +108,7 @@ class Layer:
     groups: int = 0  # group norm only
     source: str = ""  # add only: the node layer whose output (after its followers) is added
     causal: bool = False  # attention only: each position attends to itself and earlier positions (GPT-2's mask)
+    bidirectional: bool = False  # lstm / gru only: a second cell reads the sequence backwards (hidden states joined)
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
@@ -120,6 +131,8 @@ class Layer:
             raise SpecError(f"{self.kind} layer {self.name!r}: an attention layer (and only one) has heads >= 1")
         if self.causal is not False and (self.kind != "attention" or self.causal is not True):
             raise SpecError(f"{self.kind} layer {self.name!r}: causal is true or false, and only for an attention")
+        if self.bidirectional is not False and (self.kind not in RECURRENT_GATES or self.bidirectional is not True):
+            raise SpecError(f"{self.kind} layer {self.name!r}: bidirectional is true or false, and only for lstm / gru")
         if (self.kind == "groupnorm") != (self.groups > 0):
             raise SpecError(f"{self.kind} layer {self.name!r}: a groupnorm layer (and only one) has groups >= 1")
         if self.kind == "prelu" and self.activation != "none":
@@ -158,7 +171,7 @@ class ArchSpec:
             if layer.kind in AFFINE_KINDS:
                 names += [f"{layer.name}.weight", f"{layer.name}.bias"]
             elif layer.kind in RECURRENT_GATES:
-                names += [f"{layer.name}.{p}" for p in RECURRENT_PARAMS]
+                names += [f"{layer.name}.{p}" for p in recurrent_params(layer)]
             elif layer.kind == "embedding":
                 names += [f"{layer.name}.{table}.weight" for table in EMBEDDING_TABLES]
             elif layer.kind == "attention":
@@ -251,7 +264,10 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
             raise fail(f"weight_ih {list(w_ih)} / weight_hh {list(w_hh)} are not {cell}")
         if len(x) not in (1, 2) or x[0] != w_ih[1]:
             raise fail(f"weight_ih {list(w_ih)} cannot read an input of shape {list(x)} ([features] or [C, L])")
-        return (hidden, *x[1:])
+        reverse = [(p, shapes[f"{layer.name}.{p}_reverse"]) for p in RECURRENT_PARAMS if layer.bidirectional]
+        if any(shape != shapes[f"{layer.name}.{p}"] for p, shape in reverse):
+            raise fail("the reverse direction's tensors are not shaped as the forward direction's")
+        return (hidden * (2 if layer.bidirectional else 1), *x[1:])
     if kind == "embedding":
         tables = [shapes[f"{layer.name}.{table}.weight"] for table in EMBEDDING_TABLES]
         if any(len(t) != 2 or t[1] != tables[0][1] or t[0] < 1 for t in tables):

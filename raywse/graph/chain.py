@@ -26,6 +26,7 @@ from raywse.core.spec import (
     NODE_LAYER_KINDS,
     NORM_KINDS,
     RECURRENT_GATES,
+    REVERSE,
     ArchSpec,
     Layer,
     SpecError,
@@ -53,6 +54,12 @@ class NodeLayer:
         return self.out_nodes + extra.get(self.layer.kind, 0)
 
     @property
+    def directions(self) -> int:
+        """2 for a bidirectional LSTM or GRU (its node sets: the forward cell's, the reverse cell's, then both hidden
+        states, forward first), else 1."""
+        return 2 if self.layer.bidirectional else 1
+
+    @property
     def handed_offset(self) -> int:
         """Index of the first handed-on node within the layer's nodes."""
         return self.num_nodes - self.out_nodes
@@ -63,7 +70,7 @@ class NodeLayer:
         layers, a layer norm, or an embedding: its inputs are table rows)."""
         name, kind = self.layer.name, self.layer.kind
         if kind in RECURRENT_GATES:
-            return (f"{name}.weight_ih",)
+            return (f"{name}.weight_ih",) + ((f"{name}.weight_ih{REVERSE}",) if self.layer.bidirectional else ())
         if kind == "attention":
             return tuple(f"{name}.{p}.weight" for p in ATTENTION_PROJECTIONS)
         return (f"{name}.weight",) if kind in AFFINE_KINDS else ()

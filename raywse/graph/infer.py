@@ -37,6 +37,7 @@ from raywse.core.spec import (
     NODE_LAYER_KINDS,
     RECURRENT_GATES,
     RECURRENT_PARAMS,
+    REVERSE,
     ArchSpec,
     Layer,
     SpecError,
@@ -47,7 +48,8 @@ from raywse.graph.infer_resnet import is_torchvision_resnet, resnet_spec_and_ten
 from raywse.graph.infer_vit import is_vit, vit_spec_and_tensors
 from raywse.graph.names import NOMINAL_SPATIAL, natural_key
 
-_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked", *RECURRENT_PARAMS)
+_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked", *RECURRENT_PARAMS,
+           *(f"{p}{REVERSE}" for p in RECURRENT_PARAMS))  # fmt: skip
 _TORCH_LSTM = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")  # nn.LSTM's names
 _ATTENTION = re.compile(r"attn|attention|in_proj", re.IGNORECASE)
 _NORM = re.compile(r"norm|^ln|rms", re.IGNORECASE)  # names of normalisation layers, never PReLUs
@@ -85,11 +87,9 @@ def infer_spec_and_tensors(
     for name, tensor in sorted(tensors.items(), key=lambda item: natural_key(item[0])):  # first error: stable
         prefix, _, param = name.rpartition(".")
         torch_lstm = _TORCH_LSTM.match(param)
-        if torch_lstm:
-            if torch_lstm.group(3):
-                raise SpecError(f"unsupported tensor {name}: bidirectional recurrent layers are not supported")
+        if torch_lstm:  # layer k of an nn.LSTM / nn.GRU: module l{k}, its reverse direction's tensors suffixed
             layer = f"l{torch_lstm.group(2)}"
-            prefix, param = f"{prefix}.{layer}" if prefix else layer, torch_lstm.group(1)
+            prefix, param = f"{prefix}.{layer}" if prefix else layer, torch_lstm.group(1) + (torch_lstm.group(3) or "")
         if not prefix:
             raise SpecError(f"tensor {name!r} has no module prefix (expected names like layers.0.weight)")
         if param not in _PARAMS:
@@ -194,7 +194,7 @@ def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch
             raise SpecError(f"tensor {module}.{key} has dtype {tensor.dtype}, expected floating point")
     w = params.get("weight")
     stats = "running_mean" in params and "running_var" in params
-    if "weight_ih" in params or "weight_hh" in params:
+    if any(k.startswith(("weight_ih", "weight_hh")) for k in params):
         return _classify_recurrent(module, params, out)
     if stats:
         kind, n = "batchnorm", len(params["running_mean"])
@@ -231,17 +231,23 @@ def _classify(module: str, params: dict[str, torch.Tensor], out: dict[str, torch
 
 def _classify_recurrent(module: str, params: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> str:
     """An LSTM or GRU cell's tensors (missing biases become zeros) into ``out``: ``weight_hh`` with 4H rows is an
-    LSTM's, with 3H a GRU's; odd shapes are refused."""
+    LSTM's, with 3H a GRU's; odd shapes are refused. A bidirectional layer's reverse cell must match its forward
+    cell."""
+    reverse = {k[: -len(REVERSE)]: v for k, v in params.items() if k.endswith(REVERSE)}
+    params = {k: v for k, v in params.items() if not k.endswith(REVERSE)}
     if set(params) - set(RECURRENT_PARAMS) or not {"weight_ih", "weight_hh"} <= set(params):
         raise SpecError(f"module {module} mixes recurrent and other tensors: {', '.join(sorted(params))}")
+    if reverse and (set(reverse) != set(params) or any(reverse[k].shape != params[k].shape for k in params)):
+        raise SpecError(f"module {module}: its reverse direction's tensors do not match its forward direction's")
     w_ih, w_hh = params["weight_ih"], params["weight_hh"]
     rows = int(w_hh.shape[0]) if w_hh.dim() == 2 else 0
     kind = next((k for k, g in RECURRENT_GATES.items() if w_hh.dim() == 2 and rows == g * w_hh.shape[1]), None)
     if kind is None or w_ih.dim() != 2 or w_ih.shape[0] != rows:
         raise SpecError(f"unsupported layer {module}: weight_ih {list(w_ih.shape)} / weight_hh {list(w_hh.shape)} "
                         "are not an LSTM's (4H x in, 4H x H) or a GRU's (3H x in, 3H x H)")  # fmt: skip
-    for param in RECURRENT_PARAMS:
-        out[f"{module}.{param}"] = params.get(param, torch.zeros(rows, dtype=w_ih.dtype))
+    for suffix, cell in (("", params), (REVERSE, reverse)) if reverse else (("", params),):
+        for param in RECURRENT_PARAMS:
+            out[f"{module}.{param}{suffix}"] = cell.get(param, torch.zeros(rows, dtype=w_ih.dtype))
     return kind
 
 
@@ -310,7 +316,7 @@ def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.T
             if width is not None and fan_in != width:
                 raise SpecError(f"chain breaks at {m}: {fan_in} input channels, previous layer has {width}")
             if kind in RECURRENT_GATES:
-                layers.append(Layer(kind, m))
+                layers.append(Layer(kind, m, bidirectional=f"{m}.weight_ih{REVERSE}" in out))
                 dims = dims if width is not None else 1  # a first recurrent layer reads a sequence
             else:
                 k = int(w.shape[2])
@@ -331,7 +337,9 @@ def _build_chain(order: list[str], kinds: dict[str, str], out: dict[str, torch.T
                 layers.append(Layer("global_avg_pool"))
             layers.append(Layer("linear", m))
             dims = 0
-        width = int(out[f"{m}.weight_hh"].shape[1]) if kind in RECURRENT_GATES else int(w.shape[0])
+        width = int(w.shape[0])
+        if kind in RECURRENT_GATES:  # its hidden states: one per unit and direction
+            width = int(out[f"{m}.weight_hh"].shape[1]) * (2 if layers[-1].bidirectional else 1)
         carriers.append(len(layers) - 1)
     if input_shape is None:
         raise SpecError("no linear, conv or LSTM layer found")

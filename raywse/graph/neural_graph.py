@@ -27,6 +27,7 @@ from raywse.core.spec import (
     NEGATIVE_SLOPES,
     NORM_KINDS,
     PATCH_PARAMS,
+    REVERSE,
     ArchSpec,
     Layer,
     SpecError,
@@ -165,21 +166,8 @@ def _weight_blocks(
     in_start = 0
     for index, (nl, start) in enumerate(zip(chain.node_layers, starts, strict=True)):
         n = nl.out_nodes
-        if nl.layer.kind == "lstm":
-            w_ih, w_hh = (tensors[f"{nl.layer.name}.{p}"].detach().float() for p in ("weight_ih", "weight_hh"))
-            for gate in range(LSTM_GATES):
-                rows = slice(gate * n, (gate + 1) * n)
-                blocks.append(_dense_block(w_ih[rows, :, None, None], in_start, start + gate * n))
-                blocks.append(_dense_block(w_hh[rows, :, None, None], handed[index], start + gate * n))
-            blocks += [_diagonal(start + gate * n, handed[index], n) for gate in range(LSTM_GATES)]
-        elif nl.layer.kind == "gru":  # node sets r, z, m, n, then h (see NodeType)
-            w_ih, w_hh = (tensors[f"{nl.layer.name}.{p}"].detach().float() for p in ("weight_ih", "weight_hh"))
-            r, z, m, new, h = (start + i * n for i in range(5))
-            for gate, target in enumerate((r, z, new)):  # input edges into r, z and n
-                blocks.append(_dense_block(w_ih[gate * n : (gate + 1) * n, :, None, None], in_start, target))
-            for gate, target in enumerate((r, z, m)):  # recurrent edges into r, z and m
-                blocks.append(_dense_block(w_hh[gate * n : (gate + 1) * n, :, None, None], h, target))
-            blocks += [_diagonal(m, new, n), _diagonal(r, new, n), _diagonal(new, h, n), _diagonal(z, h, n)]
+        if nl.layer.kind in ("lstm", "gru"):
+            blocks += _recurrent_blocks(nl, tensors, start, in_start, handed[index])
         elif nl.layer.kind == "magnitude":
             blocks += [_diagonal(in_start, start, n), _diagonal(in_start + n, start, n)]
         elif nl.layer.kind == "embedding":  # the inputs are the tables' rows, one table after another
@@ -215,6 +203,30 @@ def _weight_blocks(
     return blocks
 
 
+def _recurrent_blocks(
+    nl: NodeLayer, tensors: Mapping[str, torch.Tensor], start: int, in_start: int, hidden_start: int
+) -> list[tuple[torch.Tensor, ...]]:
+    """The edges of an LSTM or GRU layer, per direction (see :func:`_weight_blocks`)."""
+    blocks, n = [], nl.out_nodes // nl.directions
+    for direction, suffix in enumerate(("", REVERSE)[: nl.directions]):
+        w_ih, w_hh = (tensors[f"{nl.layer.name}.{p}{suffix}"].detach().float() for p in ("weight_ih", "weight_hh"))
+        first, h = start + direction * (nl.handed_offset // nl.directions), hidden_start + direction * n
+        if nl.layer.kind == "lstm":
+            for gate in range(LSTM_GATES):
+                rows = slice(gate * n, (gate + 1) * n)
+                blocks.append(_dense_block(w_ih[rows, :, None, None], in_start, first + gate * n))
+                blocks.append(_dense_block(w_hh[rows, :, None, None], h, first + gate * n))
+            blocks += [_diagonal(first + gate * n, h, n) for gate in range(LSTM_GATES)]
+            continue
+        r, z, m, new = (first + i * n for i in range(4))  # node sets r, z, m, n, then h (see NodeType)
+        for gate, target in enumerate((r, z, new)):  # input edges into r, z and n
+            blocks.append(_dense_block(w_ih[gate * n : (gate + 1) * n, :, None, None], in_start, target))
+        for gate, target in enumerate((r, z, m)):  # recurrent edges into r, z and m
+            blocks.append(_dense_block(w_hh[gate * n : (gate + 1) * n, :, None, None], h, target))
+        blocks += [_diagonal(m, new, n), _diagonal(r, new, n), _diagonal(new, h, n), _diagonal(z, h, n)]
+    return blocks
+
+
 _GATES = (
     ("sigmoid", NodeType.LSTM_INPUT_GATE),
     ("sigmoid", NodeType.LSTM_FORGET_GATE),
@@ -226,22 +238,8 @@ _GATES = (
 def _node_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor]) -> list[tuple]:
     """``(bias [n], activation, slopes [n], node type)`` of each node set of a node layer, in node order."""
     n, act = nl.out_nodes, effective_activation(nl)
-    if nl.layer.kind == "lstm":
-        biases = sum(tensors[f"{nl.layer.name}.{p}"].detach().float() for p in ("bias_ih", "bias_hh"))
-        gates = [
-            (b, name, torch.zeros(n), ntype) for b, (name, ntype) in zip(biases.chunk(LSTM_GATES), _GATES, strict=True)
-        ]
-        return [*gates, (torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.LSTM_HIDDEN)]
-    if nl.layer.kind == "gru":
-        (ir, iz, i_n), (hr, hz, hn) = (tensors[f"{nl.layer.name}.{p}"].detach().float().chunk(3) for p in
-                                       ("bias_ih", "bias_hh"))  # fmt: skip
-        return [
-            (ir + hr, "sigmoid", torch.zeros(n), NodeType.GRU_RESET_GATE),
-            (iz + hz, "sigmoid", torch.zeros(n), NodeType.GRU_UPDATE_GATE),
-            (hn, "none", torch.ones(n), NodeType.GRU_RECURRENT_CANDIDATE),
-            (i_n, "tanh", torch.zeros(n), NodeType.GRU_CANDIDATE),
-            (torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.GRU_HIDDEN),
-        ]
+    if nl.layer.kind in ("lstm", "gru"):
+        return _recurrent_sets(nl, tensors, act)
     if nl.layer.kind == "magnitude":
         return [(torch.zeros(n), act, negative_slopes(nl, tensors), NodeType.MAGNITUDE)]
     if nl.layer.kind == "embedding":
@@ -262,6 +260,31 @@ def _node_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor]) -> list[tuple
         bias = bias + (tensors[f"{add.name}.bias"].detach().float() if add.name else 0)
     types = {"linear": NodeType.LINEAR, "layernorm": NodeType.LAYERNORM, "groupnorm": NodeType.GROUPNORM}
     return [(bias, act, negative_slopes(nl, tensors), types.get(nl.layer.kind, NodeType.CONV))]
+
+
+def _recurrent_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor], act: str) -> list[tuple]:
+    """An LSTM's or GRU's node sets: each direction's gates (a GRU's also its recurrent candidate term and its
+    candidate), then each direction's hidden state (the reverse direction's of its own type)."""
+    n = nl.out_nodes // nl.directions
+    slopes = negative_slopes(nl, tensors).reshape(nl.directions, n)
+    sets, hidden = [], []
+    for direction, suffix in enumerate(("", REVERSE)[: nl.directions]):
+        b_ih, b_hh = (tensors[f"{nl.layer.name}.{p}{suffix}"].detach().float() for p in ("bias_ih", "bias_hh"))
+        if nl.layer.kind == "lstm":
+            sets += [(b, name, torch.zeros(n), ntype) for b, (name, ntype) in zip((b_ih + b_hh).chunk(LSTM_GATES),
+                                                                                   _GATES, strict=True)]  # fmt: skip
+            types = (NodeType.LSTM_HIDDEN, NodeType.LSTM_REVERSE_HIDDEN)
+        else:
+            (ir, iz, i_n), (hr, hz, hn) = b_ih.chunk(3), b_hh.chunk(3)
+            sets += [
+                (ir + hr, "sigmoid", torch.zeros(n), NodeType.GRU_RESET_GATE),
+                (iz + hz, "sigmoid", torch.zeros(n), NodeType.GRU_UPDATE_GATE),
+                (hn, "none", torch.ones(n), NodeType.GRU_RECURRENT_CANDIDATE),
+                (i_n, "tanh", torch.zeros(n), NodeType.GRU_CANDIDATE),
+            ]
+            types = (NodeType.GRU_HIDDEN, NodeType.GRU_REVERSE_HIDDEN)
+        hidden.append((torch.zeros(n), act, slopes[direction], types[direction]))
+    return sets + hidden
 
 
 def _dense_block(kernels: torch.Tensor, src_start: int, dst_start: int) -> tuple[torch.Tensor, ...]:
@@ -305,13 +328,15 @@ def to_neural_graph(
     act_slope = [torch.ones(n_in)]
     node_type = [torch.full((n_in,), int(NodeType.INPUT))]
     sets = [node_set for nl in chain.node_layers for node_set in _node_sets(nl, folded)]
+    outputs, out_pos = chain.node_layers[-1].directions, 0  # a bidirectional last layer hands on two hidden sets
     for index, (bias, act, slope, ntype) in enumerate(sets, start=1):
         n_out = len(bias)
-        kind = NodeKind.OUTPUT if index == len(sets) else NodeKind.HIDDEN
+        kind = NodeKind.OUTPUT if index > len(sets) - outputs else NodeKind.HIDDEN
         x.append(bias)
         node_layer.append(torch.full((n_out,), index))
         node_kind.append(torch.full((n_out,), int(kind)))
-        node_pos.append(torch.arange(n_out) if kind == NodeKind.OUTPUT else torch.full((n_out,), -1))
+        node_pos.append(out_pos + torch.arange(n_out) if kind == NodeKind.OUTPUT else torch.full((n_out,), -1))
+        out_pos += n_out if kind == NodeKind.OUTPUT else 0
         node_act.append(torch.full((n_out,), ACTIVATIONS.index(act)))
         act_slope.append(slope)
         node_type.append(torch.full((n_out,), int(ntype)))
@@ -383,10 +408,11 @@ def graph_size(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> tuple[int
     for nl in chain.node_layers:
         out, fan_in, kind = nl.out_nodes, nl.in_nodes, nl.layer.kind
         nodes += nl.num_nodes
+        hidden = out // nl.directions  # per direction: its cell's weights read the inputs and its own states
         if kind == "lstm":
-            edges += LSTM_GATES * out * (fan_in + out + 1)
+            edges += LSTM_GATES * out * (fan_in + hidden + 1)
         elif kind == "gru":  # 3H × in + 3H × H weights, and 4H edges of weight 1
-            edges += 3 * out * (fan_in + out) + 4 * out
+            edges += 3 * out * (fan_in + hidden) + 4 * out
         elif kind == "attention":  # q, k, v from the inputs; q and k to the values of their head
             edges += (2 * nl.qk_nodes + out) * fan_in + 2 * nl.qk_nodes * out // nl.layer.heads
         else:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from raywse.core.forward import RECURRENT_STATES, activate, apply_layer, attention_projections
-from raywse.core.spec import EMBEDDING_TABLES, RECURRENT_PARAMS, ArchSpec, SpecError
+from raywse.core.forward import RECURRENT_STATES, activate, apply_layer, attention_projections, recurrent_states
+from raywse.core.spec import EMBEDDING_TABLES, ArchSpec, SpecError
 from raywse.graph.chain import Chain
 
 #: Probe inputs per network (the width of ``probe_act``).
@@ -157,9 +157,8 @@ def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor],
     else:
         columns = [value if value is not None else _node_values(x)]
     for nl in chain.node_layers:
-        name = nl.layer.name
         if nl.layer.kind in RECURRENT_STATES:  # its gates are nodes too
-            h, gates = RECURRENT_STATES[nl.layer.kind](x, *(tensors[f"{name}.{p}"] for p in RECURRENT_PARAMS))
+            h, gates = recurrent_states(nl.layer, tensors, x)
             columns.append(_node_values(gates))
             x = activate(h, nl.layer.activation)
         elif nl.layer.kind == "attention":  # and so are its queries and keys

@@ -86,6 +86,8 @@ class NodeType(IntEnum):
     GRU_CANDIDATE = 18
     GRU_HIDDEN = 19
     ATTENTION_CAUSAL_VALUE = 20
+    LSTM_REVERSE_HIDDEN = 21
+    GRU_REVERSE_HIDDEN = 22
 
 
 #: Neurons computing ``activation(weights · inputs + bias)``: the only ones weight-space rescaling and sign flips

@@ -30,11 +30,12 @@ from raywse.core.spec import (
     POSITIVELY_HOMOGENEOUS,
     RECURRENT_GATES,
     RECURRENT_PARAMS,
+    REVERSE,
     ArchSpec,
     Layer,
     SpecError,
 )
-from raywse.graph.block_perms import grouped_perm, head_perms
+from raywse.graph.block_perms import block_perm, grouped_perm, head_perms
 from raywse.graph.chain import Chain, NodeLayer, split_layers, walk
 from raywse.graph.schema import AFFINE_NODE_TYPES, HOMOGENEOUS_ACT_IDS, NODE_FIELDS, ODD_ACT_IDS, NodeKind, NodeType
 
@@ -111,8 +112,9 @@ def permute_hidden(
     """Randomly permute the neurons / filters / LSTM and GRU units of every hidden layer (function preserved exactly);
         layers joined by an identity residual (or a layer or group norm) get one permutation — a group norm's channels
         within their groups, and its groups as wholes — those tied to the output layer keep their
-    order, the layer before a magnitude layer is permuted in the pairs it feeds, and an attention layer permutes its
-        heads, then the query/key dimensions (together) and the value dimensions within each head."""
+    order, the layer before a magnitude layer is permuted in the pairs it feeds, an attention layer permutes its
+        heads, then the query/key dimensions (together) and the value dimensions within each head, and a
+        bidirectional LSTM or GRU its units within each direction."""
     chain = walk(spec, tensors)
     layers = chain.node_layers
     ties = _identity_ties(chain)
@@ -132,6 +134,10 @@ def permute_hidden(
         if nl.layer.kind == "attention" and perms[i] is not None and ties.count(ties[i]) == 1:
             qk_perms[i], perms[i] = head_perms(nl.layer.heads, nl.qk_nodes, nl.out_nodes, generator)
         elif nl.layer.kind == "attention":  # its values are tied to other layers: not permuted
+            keep_order(i)
+        elif nl.layer.bidirectional and perms[i] is not None and ties.count(ties[i]) == 1:  # within each direction
+            perms[i] = block_perm([0, 1], nl.out_nodes, generator)
+        elif nl.layer.bidirectional:
             keep_order(i)
 
     if layers[0].layer.kind in NORM_KINDS:  # normalises the inputs, which never move
@@ -185,12 +191,14 @@ def _permute_rows(out: dict[str, torch.Tensor], nl: NodeLayer, perm: Tensor, qk_
         for key in ("projection.weight", "projection.bias", "cls_token"):
             out[f"{name}.{key}"] = out[f"{name}.{key}"][perm]
         out[f"{name}.position_embeddings"] = out[f"{name}.position_embeddings"][:, perm]
-    elif nl.layer.kind in RECURRENT_GATES:
-        gates = RECURRENT_GATES[nl.layer.kind]
-        for param in RECURRENT_PARAMS:
-            t = out[f"{name}.{param}"]
-            out[f"{name}.{param}"] = t.reshape(gates, nl.out_nodes, *t.shape[1:])[:, perm].reshape(t.shape)
-        out[f"{name}.weight_hh"] = out[f"{name}.weight_hh"][:, perm]
+    elif nl.layer.kind in RECURRENT_GATES:  # a bidirectional layer's perm keeps each direction's units in its half
+        gates, n = RECURRENT_GATES[nl.layer.kind], nl.out_nodes // nl.directions
+        for direction, suffix in enumerate(("", REVERSE)[: nl.directions]):
+            own = perm[direction * n : (direction + 1) * n] - direction * n
+            for param in RECURRENT_PARAMS:
+                t = out[f"{name}.{param}{suffix}"]
+                out[f"{name}.{param}{suffix}"] = t.reshape(gates, n, *t.shape[1:])[:, own].reshape(t.shape)
+            out[f"{name}.weight_hh{suffix}"] = out[f"{name}.weight_hh{suffix}"][:, own]
     elif nl.layer.kind != "magnitude":
         names = [f"{name}.weight", f"{name}.bias"]
         names += [f"{add.name}.{p}" for _, add in nl.skips if add.name for p in ("weight", "bias")]  # projections in

@@ -213,8 +213,10 @@ def test_infers_1d_convs_and_torch_lstm_layers_with_their_function():
             lambda: {"rnn.weight_ih_l0": torch.ones(10, 2), "rnn.weight_hh_l0": torch.ones(10, 5)},
             "rnn.l0: .* are not an LSTM's \\(4H x in, 4H x H\\) or a GRU's",
         ),
-        (lambda: nn.LSTM(2, 3, bidirectional=True).state_dict(), "bias_hh_l0_reverse: bidirectional recurrent"),
-        (lambda: nn.GRU(2, 3, bidirectional=True).state_dict(), "bias_hh_l0_reverse: bidirectional recurrent"),
+        (
+            lambda: {**nn.LSTM(2, 3).state_dict(), "weight_ih_l0_reverse": torch.ones(12, 3)},
+            "module l0: its reverse direction's tensors do not match its forward direction's",
+        ),
         (lambda: Wrapped(nn.Conv3d(1, 2, 3)).state_dict(), "unsupported 5-D tensor"),
         (lambda: {"emb.weight": torch.randn(100, 8), "head.weight": torch.randn(3, 8)}, "chain breaks at head"),
         (lambda: Wrapped(nn.Linear(3, 4), nn.Linear(5, 2)).state_dict(), "chain breaks at layers.1: 5 inputs"),
