@@ -27,7 +27,7 @@ field                     shape / dtype      meaning
                                              state for its recurrent edges) → target;
                                              per weight tensor, target-major, row-major order
 ``edge_attr``             ``[E, kh*kw]``     the weight (kernel) of the edge, fitted to at most 3×3, centre-padded to
-                                             ``kernel_shape`` (:func:`raywse.graph.neural_graph.fit_kernels`)
+                                             ``kernel_shape`` (:func:`raywse.graph.kernels.fit_kernels`)
 ``probe_act``             ``[N, P]`` float   responses on the ``P`` probe inputs (:mod:`~raywse.graph.probes`)
 ``kernel_shape``          ``(kh, kw)``       edge feature layout
 ``model_id``              str                the checkpoint's id

@@ -33,7 +33,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
 from raywse.core.spec import ACTIVATIONS, SpecError
-from raywse.graph.neural_graph import pad_edge_features
+from raywse.graph.kernels import pad_edge_features
 from raywse.graph.probes import NO_PROBES, NUM_PROBES, probe_rows
 from raywse.graph.schema import NodeKind, NodeType
 from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nodes, scalable_nodes

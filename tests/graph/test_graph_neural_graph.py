@@ -9,7 +9,8 @@ from torch import nn
 
 from raywse.core.forward import forward
 from raywse.core.spec import ACTIVATIONS, ArchSpec, Layer, SpecError
-from raywse.graph.neural_graph import fit_kernels, fold_batchnorm, graph_size, pad_edge_features, to_neural_graph
+from raywse.graph.kernels import fit_kernels, pad_edge_features
+from raywse.graph.neural_graph import fold_batchnorm, graph_size, to_neural_graph
 
 
 def mlp(widths: list[int], act: str = "relu") -> tuple[ArchSpec, dict[str, torch.Tensor]]:

@@ -10,7 +10,8 @@ from netgraphs import SPECS
 from torch_geometric.data import Batch
 
 from raywse.core.spec import SpecError
-from raywse.graph.neural_graph import pad_edge_features, to_neural_graph
+from raywse.graph.kernels import pad_edge_features
+from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.symmetry import permute_graph_nodes, permute_hidden, rescale_graph_hidden, rescale_hidden
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
