@@ -1,5 +1,6 @@
 """GPU paths of the encoder, measured in one run: training-step and embedding throughput (graphs/s) on CUDA vs the
-CPU, the contrastive loop for one epoch on CUDA, and one DDP step over NCCL (world size 1).
+CPU (the main job's encoder, by blocks and by the PyG reference, and a larger one), the contrastive loop for one
+epoch of the main job's encoder on CUDA, and one DDP step over NCCL (world size 1).
 
 Needs only torch + torch-geometric (no Ray: the GPU image may not have it), and a graphify output:
 
@@ -26,7 +27,13 @@ from raywse.graph.arrow import table_to_graphs
 from raywse.models.contrastive import ContrastiveConfig, ContrastiveLoop, EmbedAndPredict, LabelledGraphs
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
-ENCODER = {"depth": 4, "hidden": 64, "edge_hidden": 16, "fourier_features": 4, "embed_dim": 64, "accuracy_head": True}
+#: The encoders measured: the main job's (``EncoderConfig()``, message passing by blocks), the same with the PyG
+#: edge-list reference, and a larger one.
+ENCODERS = {
+    "default": {},
+    "reference": {"dense_blocks": False},
+    "large": {"depth": 4, "hidden": 64, "edge_hidden": 16, "fourier_features": 4, "embed_dim": 64},
+}
 
 
 def load(graphs_dir: Path, zoo_dir: Path) -> LabelledGraphs:
@@ -82,18 +89,19 @@ def main() -> None:
         "cpu_threads": torch.get_num_threads(),
         "host": platform.node(),
         "graphs": len(graphs),
-        "encoder": ENCODER,
+        "encoders": ENCODERS,
     }
-    for name, device in (("cuda", gpu), ("cpu", torch.device("cpu"))):
-        encoder = NeuralGraphEncoder(EncoderConfig(**ENCODER))
-        for batch_graphs in (64, 256) if name == "cpu" else (64, 256, 1024):
-            for train in (True, False):
-                key = f"{name}_{'train' if train else 'embed'}_graphs_per_s@{batch_graphs}"
-                results[key] = round(throughput(encoder.to(device), graphs, device, batch_graphs, train), 1)
-                print(key, results[key], flush=True)
+    for encoder_name, overrides in ENCODERS.items():
+        for name, device in (("cuda", gpu), ("cpu", torch.device("cpu"))):
+            encoder = NeuralGraphEncoder(EncoderConfig(**overrides))
+            for batch_graphs in (64, 256) if name == "cpu" else (64, 256, 1024):
+                for train in (True, False):
+                    key = f"{encoder_name}_{name}_{'train' if train else 'embed'}_graphs_per_s@{batch_graphs}"
+                    results[key] = round(throughput(encoder.to(device), graphs, device, batch_graphs, train), 1)
+                    print(key, results[key], flush=True)
 
     # The contrastive loop for one epoch on CUDA (what a GPU Ray Train worker runs), then one DDP step over NCCL.
-    encoder = NeuralGraphEncoder(EncoderConfig(**ENCODER)).to(gpu)
+    encoder = NeuralGraphEncoder(EncoderConfig()).to(gpu)
     opt = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
     config = ContrastiveConfig(batch_tasks=16, models_per_task=8, temperature=0.1, accuracy_weight=0.5, seed=0)
     model = EmbedAndPredict(encoder).train()

@@ -3,7 +3,8 @@
 Pipeline: sign canonicalisation of odd-activation neurons and ReLU-scale canonicalisation of the weights and probe
 responses → per-(graph, layer) RMS normalisation → node / edge initialisation (Fourier-lifted scalars, the node's
 probe responses, learned embeddings) → ``depth`` bidirectional :class:`NeuralGraphConv` layers, run per weight
-tensor as dense blocks (:mod:`raywse.models.blocks`; ``dense_blocks=False`` runs the PyG edge-list reference) → readout
+tensor as dense blocks on the CPU (:mod:`raywse.models.blocks`; on a GPU, or with ``dense_blocks=False``, the PyG
+edge-list form, which computes the same) → readout
 (:func:`invariant_readout` of the hidden layers, plus the output neurons *in class order*: their states and their
 softmax responses on the probes) → MLP → learned embedding, concatenated with the *response fingerprint* (the
 class-order softmax responses through a fixed random projection drawn per probe set, so responses to different probe
@@ -67,7 +68,9 @@ class EncoderConfig:
     readout_classes: int = 10  # output neurons read in class order (more are dropped, fewer padded)
     fingerprint_dim: int = 256  # width of the response fingerprint (0: learned embedding only)
     fingerprint_weight: float = 0.8  # its share of the squared norm of the embedding
-    dense_blocks: bool = True  # message passing by weight-tensor blocks (fast); False: the PyG edge-list reference
+    # message passing by weight-tensor blocks on the CPU, where they are faster; on a GPU the PyG edge-list form is
+    # 2-2.4x faster (bench/README.md) and runs instead (the same embeddings); False: the edge-list form everywhere
+    dense_blocks: bool = True
     accuracy_head: bool = True
     seed: int = 0
 
@@ -203,7 +206,7 @@ class NeuralGraphEncoder(nn.Module):
         degree = sum(torch.bincount(ends, minlength=h.shape[0]) for ends in edge_index)
         inv_sqrt_deg = degree.to(h.dtype).clamp(min=1).rsqrt().unsqueeze(-1)
         edges_per_graph = torch.bincount(batch.batch[edge_index[1]], minlength=num_graphs).clamp(min=1)
-        if cfg.dense_blocks:  # edge states go into the grids; a large graph's a chunk at a time, never held whole
+        if cfg.dense_blocks and h.device.type == "cpu":  # edge states into the grids, a large graph's by chunks
             groups = block_layout(edge_index, node_key, num_keys)
             if len(edge_attr) <= EDGE_CHUNK:
                 every = self.edge_features(edge_attr, slots)

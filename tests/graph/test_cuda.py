@@ -1,0 +1,49 @@
+"""The encoder on a GPU reads every kind of neural graph as on the CPU: zoo-style chains (MLP, CNN with batch norm),
+BERT, GPT-2, ViT and bidirectional recurrent graphs embed to the same vectors on CUDA as on the CPU, by blocks and by
+the PyG reference. Runs where CUDA is present (the lent GPU machine: ``python -m pytest --noconftest
+tests/graph/test_cuda.py``); skipped elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from graph_nets import trained
+from test_bidirectional import net_and_spec
+from test_gpt2 import tiny_gpt2
+from test_transformer import tiny_bert
+from test_vit import tiny_vit
+from torch_geometric.data import Batch
+
+from raywse.graph.infer import infer_spec_and_tensors
+from raywse.graph.neural_graph import to_neural_graph
+from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def graphs() -> dict[str, object]:
+    heads = {"num_attention_heads": 4, "n_head": 4}
+    nets = {
+        "mlp": trained("mlp", "relu"),
+        "cnn_bn": trained("cnn_bn", "tanh"),
+        "bert": infer_spec_and_tensors(tiny_bert(), heads),
+        "gpt2": infer_spec_and_tensors(tiny_gpt2(), heads),
+        "vit": infer_spec_and_tensors(tiny_vit(), heads),
+        "bilstm": net_and_spec("lstm")[1:],
+        "bigru": net_and_spec("gru")[1:],
+    }
+    return {name: to_neural_graph(tensors, spec, name) for name, (spec, tensors) in nets.items()}
+
+
+@pytest.mark.parametrize("dense_blocks", [True, False])
+def test_cuda_embeddings_equal_cpu_embeddings_for_every_graph_kind(dense_blocks):
+    torch.manual_seed(0)
+    encoder = NeuralGraphEncoder(EncoderConfig(dense_blocks=dense_blocks)).eval()
+    for name, graph in graphs().items():
+        batch = Batch.from_data_list([encoder.prepare(graph)])
+        with torch.no_grad():
+            cpu = encoder(batch)
+            gpu = encoder.cuda()(batch.cuda()).cpu()
+            encoder.cpu()
+        assert torch.isfinite(gpu).all(), name
+        torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-5, msg=name)
