@@ -11,7 +11,7 @@ import torch
 
 from raywse.core.spec import ATTENTION_PROJECTIONS, ArchSpec, Layer, layer_shapes
 
-#: Families whose models read images (``[C, H, W]`` inputs).
+#: Families whose models read images (``[C, H, W]`` inputs; a transformer also reads a 1-D signal as ``[1, L]``).
 IMAGE_FAMILIES = ("cnn", "resnet", "transformer")
 #: The zoo's architecture families, in ``ZooConfig.arch_pool`` order.
 FAMILIES = ("mlp", *IMAGE_FAMILIES)
@@ -25,9 +25,10 @@ class Arch:
     average pooling, then ``widths`` hidden linear layers and the linear head); or a ResNet (a 3×3 stem conv of
     ``channels[0]``/``strides[0]``, then one basic block per further ``channels``/``strides`` entry — two 3×3 convs
     with batch norm and an identity shortcut, or a 1×1 projection where width or stride changes — global average
-    pooling and the linear head); or a transformer (a 3×3 stem conv of ``channels[0]``/``strides[0]``, and further
-    stride-2 ones of that width while the map has more than :data:`MAX_TOKENS` positions, whose map is read as a
-    sequence of positions, then one post-norm block per ``widths`` entry — ``heads``-head self-attention,
+    pooling and the linear head); or a transformer (a 3×3 stem conv of ``channels[0]``/``strides[0]`` — a 1-D conv
+    of width 3 on a ``[1, L]`` signal — and further stride-2 ones of that width while the map has more than
+    :data:`MAX_TOKENS` positions, whose map is read as a sequence of positions, then one post-norm block per
+    ``widths`` entry — ``heads``-head self-attention,
     its output projection, a residual add and a layer norm, then a feed-forward layer of that width and one back,
     a residual add and a layer norm — and the linear head on the flattened positions)."""
 
@@ -86,9 +87,11 @@ class Arch:
             layers.append(Layer(kind, name, activation, **fields))
             return name
 
+        conv = "conv1d" if len(input_shape) == 2 else "conv2d"  # a [C, L] signal's map is a sequence already
         for stride in self._stem_strides(input_shape):
-            stream = append("conv2d", self.activation, stride=stride, padding=1)
-        layers.append(Layer("to_sequence"))
+            stream = append(conv, self.activation, stride=stride, padding=1)
+        if conv == "conv2d":
+            layers.append(Layer("to_sequence"))
         for _ in self.widths:
             append("attention", heads=self.heads)
             append("linear")
@@ -105,7 +108,8 @@ class Arch:
     def _stem_strides(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """A transformer's stem: its first conv, then stride-2 convs until the map has at most
         :data:`MAX_TOKENS` positions (attention's cost grows with their square: 8×8 ``digits`` give 16 positions
-        after one conv, 14×14 ``mnist14`` 49 after one and 16 after two)."""
+        after one conv, 14×14 ``mnist14`` 49 after one and 16 after two, 40-sample ``mnist1d`` signals 20 after one
+        and 10 after two)."""
         strides, spatial = [self.strides[0]], tuple(input_shape[1:])
         spatial = tuple((d - 1) // strides[0] + 1 for d in spatial)
         while math.prod(spatial) > MAX_TOKENS:
@@ -131,12 +135,12 @@ class Arch:
         shapes: list[tuple[str, tuple[int, ...]]] = []
         spatial = tuple(input_shape[1:])  # the map's size, for a flatten
         for layer in spec.layers:
-            if layer.kind in ("linear", "conv2d"):
+            if layer.kind in ("linear", "conv1d", "conv2d"):
                 out = next(outs)
-                kernel = (3, 3) if layer.kind == "conv2d" else ()
+                kernel = {"linear": (), "conv1d": (3,), "conv2d": (3, 3)}[layer.kind]
                 shapes += [(f"{layer.name}.weight", (out, fan_in, *kernel)), (f"{layer.name}.bias", (out,))]
                 fan_in = widths[layer.name] = out
-                if layer.kind == "conv2d":  # 3x3, padding 1
+                if kernel:  # 3 (x3), padding 1
                     spatial = tuple((d - 1) // layer.stride + 1 for d in spatial)
             elif layer.kind == "flatten":
                 fan_in *= math.prod(spatial)
@@ -163,7 +167,7 @@ class Arch:
             return f"ResNet stem-blocks {convs} {self.activation}, batch norm + global avg pool + linear head"
         if self.family == "transformer":
             ffn = "-".join(map(str, self.widths))
-            return (f"Transformer conv3x3 stem {convs} (+ stride-2 convs to <= {MAX_TOKENS} positions), "
+            return (f"Transformer conv3(x3) stem {convs} (+ stride-2 convs to <= {MAX_TOKENS} positions), "
                     f"{len(self.widths)} post-norm blocks ({self.heads} heads, "
                     f"feed-forward {ffn} {self.activation}) + linear head on every position")  # fmt: skip
         head = f" + hidden {'-'.join(map(str, self.widths))}" if self.widths else ""
@@ -179,7 +183,7 @@ class Arch:
         outputs = layer_shapes(spec, shapes)
         total = 0
         for layer, out in zip(spec.layers, outputs, strict=True):
-            if layer.kind in ("linear", "conv2d") or (layer.kind == "add" and layer.name):
+            if layer.kind in ("linear", "conv1d", "conv2d") or (layer.kind == "add" and layer.name):
                 total += math.prod(shapes[f"{layer.name}.weight"]) * math.prod(out[1:])
             elif layer.kind == "attention":  # three projections per position, then scores and the weighted sum
                 width, positions = out
@@ -191,7 +195,7 @@ def normalised_biases(spec: ArchSpec) -> list[str]:
     """Biases of the linear/conv layers a batch norm directly follows: the norm subtracts them again, so they stay 0
     (as ``bias=False`` layers do in PyTorch)."""
     pairs = itertools.pairwise(spec.layers)
-    return [f"{a.name}.bias" for a, b in pairs if a.kind in ("linear", "conv2d") and b.kind == "batchnorm"]
+    return [f"{a.name}.bias" for a, b in pairs if a.kind in ("linear", "conv1d", "conv2d") and b.kind == "batchnorm"]
 
 
 def init_params(arch: Arch, input_shape: tuple[int, ...], num_classes: int, seed: int) -> dict[str, torch.Tensor]:

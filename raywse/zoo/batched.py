@@ -35,19 +35,23 @@ _PATCH_CACHE: list[tuple[torch.Tensor, int, tuple, int, torch.Tensor]] = []
 
 def first_layer_patches(x: torch.Tensor, input_shape: tuple[int, ...], stride: int) -> torch.Tensor:
     """3×3 patches (padding 1) of every image in ``x`` (flat ``[N, C*H*W]``): ``[N, Ho*Wo, C*9]``, ``(c, ky, kx)``
-    order as a flattened conv weight. Cached on the tensor (a Ray worker trains many groups of one task)."""
+    order as a flattened conv weight; for ``[C, L]`` signals width-3 patches ``[N, Lo, C*3]``. Cached on the tensor
+    (a Ray worker trains many groups of one task)."""
     for cx, version, shape, s, patches in _PATCH_CACHE:
         if cx is x and version == x._version and shape == tuple(input_shape) and s == stride:
             return patches
-    cols = F.unfold(x.view(len(x), *input_shape), 3, padding=1, stride=stride)  # [N, C*9, L]
+    if len(input_shape) == 2:  # a signal: a one-row image, a 1×3 kernel
+        cols = F.unfold(x.view(len(x), input_shape[0], 1, -1), (1, 3), padding=(0, 1), stride=(1, stride))
+    else:
+        cols = F.unfold(x.view(len(x), *input_shape), 3, padding=1, stride=stride)  # [N, C*9, L]
     patches = cols.transpose(1, 2).contiguous()
     _PATCH_CACHE.insert(0, (x, x._version, tuple(input_shape), stride, patches))
     del _PATCH_CACHE[4:]
     return patches
 
 
-def _out_hw(hw: tuple[int, int], stride: int) -> tuple[int, int]:
-    return (hw[0] - 1) // stride + 1, (hw[1] - 1) // stride + 1
+def _out_hw(hw: tuple[int, ...], stride: int) -> tuple[int, ...]:
+    return tuple((d - 1) // stride + 1 for d in hw)
 
 
 class _FirstConv(torch.autograd.Function):
@@ -91,26 +95,30 @@ def _fast_forward(
     current = ""
     tokens = False  # after a to_sequence: h is [M, B, L, C]
     for i, layer in enumerate(spec.layers):
+        if layer.kind == "attention" and not tokens:  # a 1-D conv stem's [B, M*C, L]: its positions are tokens
+            h, tokens = h.view(b, m, -1, h.shape[-1]).permute(1, 0, 3, 2), True
         if layer.kind in NODE_LAYER_KINDS:
             if current:
                 finished[current] = h
             current = layer.name
-        if layer.kind == "conv2d":
+        if layer.kind in ("conv1d", "conv2d"):
             w, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
-            if layer.padding != 1 or w.shape[-2:] != (3, 3):
-                raise ValueError("batched training supports 3x3 convs with padding 1 only")
+            if layer.padding != 1 or w.shape[3:] != (3,) * (w.dim() - 3):  # [M, C_out, C_in, kernel]
+                raise ValueError("batched training supports 3(x3) convs with padding 1 only")
             hw = _out_hw(hw, layer.stride)
             relu = layer.activation == "relu"
             if i == 0:
                 cout = w.shape[1]
                 if h.dim() == 2:  # one input for all models: one matmul [B*L, K] @ [K, M*C]
                     h = torch.addmm(bias.reshape(1, -1), h, w.reshape(m * cout, -1).T)
-                    h = (h.clamp_(min=0) if relu else h).view(b, *hw, m * cout).permute(0, 3, 1, 2).contiguous()
+                    h = (h.clamp_(min=0) if relu else h).view(b, -1, m * cout).transpose(1, 2)
+                    h = h.reshape(b, m * cout, *hw).contiguous()
                 else:
                     h = _FirstConv.apply(h, w, bias, relu)  # [M, B*L, C]
-                    h = h.view(m, b, *hw, cout).permute(1, 0, 4, 2, 3).reshape(b, m * cout, *hw)
+                    h = h.view(m, b, -1, cout).permute(1, 0, 3, 2).reshape(b, m * cout, *hw)
             else:
-                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), bias.reshape(-1), stride=layer.stride, padding=1, groups=m)
+                conv = F.conv2d if layer.kind == "conv2d" else F.conv1d
+                h = conv(h, w.reshape(-1, *w.shape[2:]), bias.reshape(-1), stride=layer.stride, padding=1, groups=m)
                 h = F.relu(h) if relu else h
             if not relu:
                 h = activate(h, layer.activation)
@@ -216,7 +224,7 @@ def train_batched(
     step = torch.zeros((), dtype=torch.float32)
     lr_col, wd_col = lr.view(m, 1).to(flat.dtype), weight_decay.view(m, 1).to(flat.dtype)
     use_wd = bool((weight_decay != 0).any())
-    is_cnn = spec.layers[0].kind == "conv2d"
+    is_cnn = spec.layers[0].kind in ("conv1d", "conv2d")
     source = first_layer_patches(x, spec.input_shape, spec.layers[0].stride) if is_cnn else x
     named = dict(zip(names, params, strict=True))
     snapshots = []
@@ -266,7 +274,7 @@ def _measure_batch_norm(
 def batched_accuracy(spec: ArchSpec, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """Accuracy of every stacked model on ``(x, y)`` (evaluated in sample chunks to bound memory)."""
     m = next(iter(params.values())).shape[0]
-    is_cnn = spec.layers[0].kind == "conv2d"
+    is_cnn = spec.layers[0].kind in ("conv1d", "conv2d")
     source = first_layer_patches(x, spec.input_shape, spec.layers[0].stride) if is_cnn else x
     correct = torch.zeros(m, dtype=torch.int64)
     chunk = 256

@@ -73,8 +73,11 @@ class TaskData:
         return float(torch.bincount(self.y_test).max()) / len(self.y_test)
 
     def input_shape_for(self, family: str) -> tuple[int, ...]:
-        """Input shape (no batch dim) a model of ``family`` consumes: ``(d,)`` for MLPs, the image shape for CNNs
-        and ResNets."""
+        """Input shape (no batch dim) a model of ``family`` consumes: ``(d,)`` for MLPs, the image shape for CNNs,
+        ResNets and transformers, ``(1, d)`` for a transformer on a 1-D signal (``mnist1d``: one channel, ``d``
+        steps)."""
+        if family == "transformer" and self.image_shape is None and self.dataset in SIGNAL_DATASETS:
+            return (1, int(self.x_train.shape[1]))
         if family in IMAGE_FAMILIES:
             if self.image_shape is None:
                 raise ValueError(f"task {self.name} has no image inputs for a {family}")
@@ -167,6 +170,9 @@ _DIGIT_MAPS: dict[str, tuple[tuple[int, ...] | None, list[int]]] = {
 }
 _IMG = ("mlp", *IMAGE_FAMILIES)
 _MLP = ("mlp",)
+#: Datasets of 1-D signals, read by MLPs as vectors and by transformers as ``[1, L]`` sequences.
+SIGNAL_DATASETS = ("mnist1d",)
+_SIGNAL = ("mlp", "transformer")
 
 
 def _task_table() -> dict[str, tuple[str, str, tuple[int, ...] | None, list[int], tuple[str, ...]]]:
@@ -178,9 +184,9 @@ def _task_table() -> dict[str, tuple[str, str, tuple[int, ...] | None, list[int]
         for transform in ("flip", "invert"):
             table[f"{dataset}/{transform}"] = (dataset, transform, None, list(range(10)), families)
     for name in ("all10", "shift1", "reverse", "shift5", "swap_pairs", "parity", "ge5", "loops", "prime", "mod3"):
-        table[f"mnist1d/{name}"] = ("mnist1d", "", *_DIGIT_MAPS[name], _MLP)
+        table[f"mnist1d/{name}"] = ("mnist1d", "", *_DIGIT_MAPS[name], _SIGNAL)
     for transform in ("flip", "invert"):
-        table[f"mnist1d/{transform}"] = ("mnist1d", transform, None, list(range(10)), _MLP)
+        table[f"mnist1d/{transform}"] = ("mnist1d", transform, None, list(range(10)), _SIGNAL)
     for name, classes in (("iris", 3), ("wine", 3), ("breast_cancer", 2)):
         table[name] = (name, "", None, list(range(classes)), _MLP)
         relabelled = "swap" if classes == 2 else "shift1"  # a second label map on the same inputs

@@ -28,7 +28,7 @@ def _records(zoo) -> list[ModelRecord]:
 
 def test_manifest_matches_files(tiny_zoo):
     records = _records(tiny_zoo)
-    assert 50 <= len(records) <= 120
+    assert 50 <= len(records) <= 150
     ids = [r.model_id for r in records]
     assert len(ids) == len(set(ids))
     assert {r.path for r in records} == {f"models/{p.name}" for p in (tiny_zoo / "models").iterdir()}
@@ -212,18 +212,28 @@ def test_batched_resnets_train_as_if_alone_and_measure_their_batch_norm():
         assert abs(own - batched[m]) <= 1 / len(y)
 
 
-@pytest.mark.parametrize(("task", "stem_convs"), [("digits/all10", 1), ("mnist14/all10", 2)])
-def test_batched_transformers_train_as_if_alone_and_compute_what_their_checkpoints_compute(task, stem_convs):
+@pytest.mark.parametrize(
+    ("task", "stem_convs", "positions", "learned"),
+    [("digits/all10", 1, 16, 0.6), ("mnist14/all10", 2, 16, 0.6), ("mnist1d/all10", 2, 10, 0.25)],
+)
+def test_batched_transformers_train_as_if_alone_and_compute_what_their_checkpoints_compute(
+    task, stem_convs, positions, learned
+):
     """Attention, layer norms and residual adds stay per model: three transformers trained as one program end where
     each ends trained alone, learn, and the batched evaluation agrees with each checkpoint's own forward. The stem
-    downsamples 8×8 digits once and 14×14 ones twice: 16 positions either way."""
+    downsamples 8×8 digits once and 14×14 ones twice (16 positions either way), 40-sample MNIST-1D signals twice with
+    1-D convs (10 positions, no ``to_sequence``: a signal's map is a sequence already)."""
     from raywse.zoo.batched import batched_accuracy, model_accuracy
 
     arch = Arch("transformer", (16, 32), "gelu", (8,), (2,), heads=2)  # two blocks
     data = load_task(task)
     spec = arch.spec(data.input_shape_for("transformer"))
-    assert [ly.kind for ly in spec.layers].count("attention") == 2 and spec.layers[stem_convs].kind == "to_sequence"
-    assert layer_shapes(spec, dict(arch.param_shapes(spec.input_shape, 10)))[stem_convs] == (8, MAX_TOKENS)
+    kinds = [ly.kind for ly in spec.layers]
+    signal = len(spec.input_shape) == 2
+    assert kinds.count("attention") == 2 and kinds[stem_convs] == ("attention" if signal else "to_sequence")
+    assert kinds[:stem_convs] == ["conv1d" if signal else "conv2d"] * stem_convs
+    assert layer_shapes(spec, dict(arch.param_shapes(spec.input_shape, 10)))[stem_convs] == (8, positions)
+    assert positions <= MAX_TOKENS
     seeds, steps, batch = [3, 4, 5], 150, 32
     inits = [init_params(arch, spec.input_shape, 10, s) for s in seeds]
     spec.validate(inits[0])
@@ -241,4 +251,4 @@ def test_batched_transformers_train_as_if_alone_and_compute_what_their_checkpoin
     for m in range(len(seeds)):
         own = model_accuracy(spec, {k: v[m] for k, v in out.items()}, x, y)
         assert abs(own - batched[m]) <= 1 / len(y)
-    assert max(batched) > 0.6, batched  # learned (chance: 0.1)
+    assert max(batched) > learned, batched  # learned (chance: 0.1)
