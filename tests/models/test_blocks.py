@@ -38,7 +38,7 @@ def test_blocks_and_reference_give_the_same_embeddings_and_gradients_on_zoo_grap
         rep_r.square().sum().backward()
         for (name, p_b), p_r in zip(blocks.named_parameters(), reference.parameters(), strict=True):
             if p_b.grad is not None:
-                assert relative(p_b.grad, p_r.grad) < 1e-4, name
+                assert relative(p_b.grad, p_r.grad) < 3e-4, name  # float32 sums in another order, ~130 graphs
         blocks.zero_grad()
         reference.zero_grad()
 
