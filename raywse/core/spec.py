@@ -264,7 +264,7 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
             raise fail(f"weight_ih {list(w_ih)} / weight_hh {list(w_hh)} are not {cell}")
         if len(x) not in (1, 2) or x[0] != w_ih[1]:
             raise fail(f"weight_ih {list(w_ih)} cannot read an input of shape {list(x)} ([features] or [C, L])")
-        reverse = [(p, shapes[f"{layer.name}.{p}_reverse"]) for p in RECURRENT_PARAMS if layer.bidirectional]
+        reverse = [(p, shapes[f"{layer.name}.{p}{REVERSE}"]) for p in RECURRENT_PARAMS if layer.bidirectional]
         if any(shape != shapes[f"{layer.name}.{p}"] for p, shape in reverse):
             raise fail("the reverse direction's tensors are not shaped as the forward direction's")
         return (hidden * (2 if layer.bidirectional else 1), *x[1:])
@@ -284,6 +284,8 @@ def _shape_after(layer: Layer, shapes: Mapping[str, tuple[int, ...]], x: tuple[i
             raise fail(f"biases or widths ({q[0]}, {v[0]}) do not split into {layer.heads} heads")
         return (v[0], x[1])
     if kind == "patch_embedding":
+        if layer.padding:
+            raise fail(f"padding {layer.padding}: a patch embedding's patches do not overlap the border (padding 0)")
         w, b, cls, table = (shapes[f"{layer.name}.{p}"] for p in PATCH_PARAMS)
         if len(w) != 4 or len(x) != 3 or x[0] != w[1] or b != w[:1] or cls != w[:1]:
             raise fail(f"projection {list(w)} / bias {list(b)} / class token {list(cls)} cannot read {list(x)}")

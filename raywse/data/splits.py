@@ -38,9 +38,9 @@ class SplitConfig:
 
 
 def arch_key(row: dict) -> str:
-    """Coarse architecture key: family plus the number of conv (CNN) or hidden linear (MLP) layers."""
+    """Coarse architecture key: family plus the number of conv (1-D or 2-D) or hidden linear (MLP) layers."""
     spec = ArchSpec.from_json(row["layer_spec"])
-    convs = sum(1 for ly in spec.layers if ly.kind == "conv2d")
+    convs = sum(1 for ly in spec.layers if ly.kind in ("conv1d", "conv2d"))
     linears = sum(1 for ly in spec.layers if ly.kind == "linear")
     return f"{row['family']}-{convs}conv" if convs else f"{row['family']}-{linears - 1}hidden"
 

@@ -4,7 +4,8 @@ Shared by graph conversion and the weight-space symmetries: every node layer bec
 how many neurons feed it, the spatial block each incoming edge carries (conv kernel — ``1×k`` for a 1-D conv — or the
 block of a linear layer after ``flatten``), the parameter-free / batch-norm layers that follow it up to the next node
 layer, and the residual connections (``add`` followers) that feed its neurons from an earlier node layer. An LSTM
-layer is five node sets of its hidden size: its four gates, then the hidden state it hands on; an attention layer
+layer is five node sets of its hidden size: its four gates, then the hidden state it hands on (a bidirectional one:
+each direction's gates, then both hidden states); an attention layer
 three: its queries, keys, then the attended values it hands on. A first ``embedding`` layer's inputs are the rows of
 its tables: tokens, positions, token types; a first ``patch_embedding`` layer's inputs are the image channels, then
 the class token's row and the position table's rows.

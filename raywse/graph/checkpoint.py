@@ -61,8 +61,8 @@ def graphify_checkpoint(
 #: What spec inference reads from a Hugging Face ``config.json`` next to a checkpoint.
 #: (BERT's and ViT's names, then GPT-2's.)
 CONFIG_HINTS = (
-    "num_attention_heads", "layer_norm_eps", "hidden_act", "image_size", "n_head", "layer_norm_epsilon",
-    "activation_function",
+    "num_attention_heads", "layer_norm_eps", "hidden_act", "image_size", "pooler_act", "n_head", "layer_norm_epsilon",
+    "activation_function", "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
 )  # fmt: skip
 
 

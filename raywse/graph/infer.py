@@ -1,13 +1,15 @@
 """Infer a sequential :class:`~raywse.core.spec.ArchSpec` for a foreign checkpoint that carries none, or refuse.
 
 Checkpoints named like torchvision's ResNet go to :mod:`raywse.graph.infer_resnet` (residual blocks), those named like
-Hugging Face's BERT to :mod:`raywse.graph.infer_bert`; every other one is read as a chain:
+Hugging Face's BERT, GPT-2 or ViT to :mod:`raywse.graph.infer_bert`, :mod:`~raywse.graph.infer_gpt2` or
+:mod:`~raywse.graph.infer_vit`; every other one is read as a chain:
 
 Tensors are grouped by module prefix (``layers.3.weight`` → module ``layers.3``) and modules are ordered by natural
 sort of their names (``layers.10`` after ``layers.2``). 2-D weights are linear layers, 3-D weights 1-D convs, 4-D
 weights square-kernel convs, ``weight_ih`` / ``weight_hh`` (/ ``bias_ih`` / ``bias_hh``) an LSTM cell, or a GRU cell
-when ``weight_hh`` has 3H rows (``nn.LSTM``'s and ``nn.GRU``'s ``weight_ih_l1`` is read as module ``{name}.l1``;
-bidirectional ones are refused), 1-D weights with running statistics batch norms, and a lone 1-D weight (no bias) a
+when ``weight_hh`` has 3H rows (``nn.LSTM``'s and ``nn.GRU``'s ``weight_ih_l1`` is read as module ``{name}.l1``,
+and ``weight_ih_l1_reverse`` as its reverse direction: a bidirectional layer), 1-D weights with running statistics batch
+norms, and a lone 1-D weight (no bias) a
 PReLU: it follows the
 layer of its own number in the same parent (``prelu3`` after ``conv3``, as in MTCNN), else the layer before it in
 name order. Output heads — the last layers, siblings named alike up to a final number (``conv4_1``, ``conv4_2``) that

@@ -50,6 +50,9 @@ def gpt2_spec_and_tensors(
     if not isinstance(heads, int) or heads < 1:
         raise SpecError("a GPT-2 checkpoint: its number of attention heads is not in its names; put the model's "
                         "config.json (n_head) next to it, or describe it with a spec file")  # fmt: skip
+    if hints.get("scale_attn_weights", True) is not True or hints.get("scale_attn_by_inverse_layer_idx", False):
+        raise SpecError("config.json: attention scores scaled other than by 1/sqrt(head width) (scale_attn_weights, "
+                        "scale_attn_by_inverse_layer_idx) are not supported")  # fmt: skip
     act = hf_activation(hints.get("activation_function", "gelu_new"))
     eps = hints.get("layer_norm_epsilon", 1e-5)
     if not isinstance(eps, int | float) or isinstance(eps, bool) or not eps > 0:

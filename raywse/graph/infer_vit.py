@@ -7,8 +7,9 @@ A ViT layer is pre-norm: ``h = h + O(attention(LN_before(h)))``, then ``h = h + 
 enters through a ``patch_embedding`` (the patch conv, the class token first, the position table added) and leaves
 through the final ``layernorm`` read at the class token's position, then the ``pooler`` (``tanh``) or the
 ``classifier`` when there is one. The number of heads comes from the model's ``config.json``
-(``num_attention_heads``, with ``layer_norm_eps``, ``hidden_act`` and ``image_size``: without it the patch grid is
-taken to be square). Query, key or value biases a checkpoint leaves out (``qkv_bias: false``) read as zeros.
+(``num_attention_heads``, with ``layer_norm_eps``, ``hidden_act``, ``pooler_act`` and ``image_size``: without it the
+patch grid is taken to be square). Query, key or value biases a checkpoint leaves out (``qkv_bias: false``) read as
+zeros.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def vit_spec_and_tensors(
     table = src.pop("embeddings.position_embeddings", None)
     if table is None or projection.dim() != 4:
         raise SpecError(f"{prefix}embeddings: a 4-D patch projection and a position table are needed")
+    if projection.shape[2] != projection.shape[3]:
+        raise SpecError(f"{prefix}embeddings: non-square {projection.shape[2]}x{projection.shape[3]} patches are not "
+                        "supported")  # fmt: skip
     out = {"embeddings.projection.weight": projection,
            "embeddings.cls_token": src.pop("embeddings.cls_token").reshape(-1),
            "embeddings.position_embeddings": table.reshape(-1, projection.shape[0])}  # fmt: skip
@@ -94,7 +98,7 @@ def vit_spec_and_tensors(
     if head:
         layers.append(Layer("linear", "classifier"))
     elif "pooler.dense.weight" in src:
-        layers.append(Layer("linear", "pooler.dense", "tanh"))
+        layers.append(Layer("linear", "pooler.dense", hf_activation(hints.get("pooler_act", "tanh"))))
     out |= head | src
     out = {n: t for n, t in out.items() if t is not None}
     spec = ArchSpec(_input_shape(projection, len(out["embeddings.position_embeddings"]), hints), tuple(layers))

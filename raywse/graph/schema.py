@@ -4,7 +4,8 @@ A neural graph is a ``torch_geometric.data.Data`` with one node per neuron (inpu
 linear / conv output neuron, layer by layer) and one edge per weight (per input-output pair for convs: the kernel is
 the edge's feature vector). An LSTM layer is five node sets (``node_layer`` values) of its hidden size — input,
 forget, cell and output gates, then the hidden state — with input edges and recurrent edges (from its hidden state)
-into each gate, and an edge of weight 1 from each gate to its unit's hidden state; a ``magnitude`` layer's neuron has
+into each gate, and an edge of weight 1 from each gate to its unit's hidden state (a bidirectional layer: each
+direction's four gate sets, then both hidden states, ten sets); a ``magnitude`` layer's neuron has
 edges of weight 1 from the two channels it pairs; a residual connection's identity is ``n`` edges of weight 1. An
 attention layer is three node sets — queries, keys, attended values — with edges of weight 1 from each query and key
 to each value of its head; a layer norm's feature has one edge, from its input, carrying its scale; an embedding's
@@ -63,7 +64,8 @@ class NodeType(IntEnum):
     attended value (``softmax(q·k / sqrt(d)) v`` over the positions, per head; a causal attention's attended value
     is its own type, as it reads only the earlier positions), a layer norm's feature (its input
     normalised over its layer's inputs, times its edge's weight, plus its bias), or a group norm's channel (likewise,
-    normalised over its group's channels and positions)."""
+    normalised over its group's channels and positions). A bidirectional LSTM's or GRU's reverse hidden state is its
+    own type (``*_REVERSE_HIDDEN``), so the two directions are told apart."""
 
     INPUT = 0
     LINEAR = 1

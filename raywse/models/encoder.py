@@ -69,7 +69,8 @@ class EncoderConfig:
     fingerprint_dim: int = 256  # width of the response fingerprint (0: learned embedding only)
     fingerprint_weight: float = 0.8  # its share of the squared norm of the embedding
     # message passing by weight-tensor blocks on the CPU, where they are faster; on a GPU the PyG edge-list form is
-    # 2-2.4x faster (bench/README.md) and runs instead (the same embeddings); False: the edge-list form everywhere
+    # 1.7-2.4x faster (bench/README.md) and runs instead (the same embeddings) unless a batch has more than
+    # EDGE_CHUNK edges (the blocks never hold every edge's state at once); False: the edge-list form everywhere
     dense_blocks: bool = True
     accuracy_head: bool = True
     seed: int = 0
@@ -206,7 +207,7 @@ class NeuralGraphEncoder(nn.Module):
         degree = sum(torch.bincount(ends, minlength=h.shape[0]) for ends in edge_index)
         inv_sqrt_deg = degree.to(h.dtype).clamp(min=1).rsqrt().unsqueeze(-1)
         edges_per_graph = torch.bincount(batch.batch[edge_index[1]], minlength=num_graphs).clamp(min=1)
-        if cfg.dense_blocks and h.device.type == "cpu":  # edge states into the grids, a large graph's by chunks
+        if cfg.dense_blocks and (h.device.type == "cpu" or len(edge_attr) > EDGE_CHUNK):  # a large graph by chunks
             groups = block_layout(edge_index, node_key, num_keys)
             if len(edge_attr) <= EDGE_CHUNK:
                 every = self.edge_features(edge_attr, slots)

@@ -55,8 +55,8 @@ def _out_hw(hw: tuple[int, ...], stride: int) -> tuple[int, ...]:
 
 
 class _FirstConv(torch.autograd.Function):
-    """The first 3×3 conv of ``M`` models as one ``bmm`` over precomputed patch columns ``[M, B*L, Cin*9]`` (the
-    input needs no gradient), with the ReLU fused: ``[M, B*L, Cout]``."""
+    """The first 3×3 (or width-3 1-D) conv of ``M`` models as one ``bmm`` over precomputed patch columns
+    ``[M, B*L, Cin*k]`` (the input needs no gradient), with the ReLU fused: ``[M, B*L, Cout]``."""
 
     @staticmethod
     def forward(ctx, cols, weight, bias, relu):  # noqa: ANN001, ANN205
@@ -161,6 +161,8 @@ def _attention(layer: Layer, params: dict[str, torch.Tensor], h: torch.Tensor) -
     """Multi-head self-attention of ``M`` stacked models over tokens ``[M, B, L, C]`` (each model its own weights),
     as three batched products over ``[M·B·heads, L, d]`` (written out: the CPU fallback of
     ``scaled_dot_product_attention`` spends most of a step on NaN guards around its softmax)."""
+    if layer.causal:
+        raise ValueError("batched training does not support causal attention")
     m, b, length, _ = h.shape
     q, k, v = (
         torch.baddbmm(params[f"{layer.name}.{p}.bias"].unsqueeze(1), h.flatten(1, 2),

@@ -1,6 +1,7 @@
 """The encoder on a GPU reads every kind of neural graph as on the CPU: zoo-style chains (MLP, CNN with batch norm),
-BERT, GPT-2, ViT and bidirectional recurrent graphs embed to the same vectors on CUDA as on the CPU, by blocks and by
-the PyG reference. Runs where CUDA is present (the lent GPU machine: ``python -m pytest --noconftest
+BERT, GPT-2, ViT and bidirectional recurrent graphs embed to the same vectors on CUDA as on the CPU — with
+``dense_blocks`` on (blocks on the CPU, the edge-list form on the GPU) and off (the edge list on both). Runs where CUDA
+is present (the lent GPU machine: ``python -m pytest --noconftest
 tests/graph/test_cuda.py``); skipped elsewhere."""
 
 from __future__ import annotations

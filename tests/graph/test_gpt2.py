@@ -152,3 +152,9 @@ def test_gpt2_files_take_their_heads_from_config_json_and_are_refused_without(tm
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", **HINTS}))
     g = graphify_checkpoint(str(tmp_path / "model.safetensors"), "gpt2")
     assert g.num_nodes == graph_size(*infer_spec_and_tensors(tiny_gpt2(), HINTS))[0]
+
+
+def test_attention_scaled_otherwise_is_refused():
+    for hint in ({"scale_attn_weights": False}, {"scale_attn_by_inverse_layer_idx": True}):
+        with pytest.raises(SpecError, match="attention scores scaled other than by 1/sqrt"):
+            infer_spec_and_tensors(tiny_gpt2(), HINTS | hint)

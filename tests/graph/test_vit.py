@@ -6,6 +6,7 @@ function and embedding."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -16,7 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from raywse.core.forward import forward
-from raywse.core.spec import SpecError
+from raywse.core.spec import ArchSpec, SpecError
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
 from raywse.graph.infer import infer_spec_and_tensors
 from raywse.graph.neural_graph import graph_size, to_neural_graph
@@ -167,3 +168,14 @@ def test_vit_files_take_their_heads_from_config_json_and_are_refused_without(tmp
     assert g.num_nodes == graph_size(*infer_spec_and_tensors(tiny_vit(), HINTS))[0]
     with pytest.raises(SpecError, match="tensor layers.0.mlp.extra.weight is outside ViT's layout"):
         infer_spec_and_tensors({**tiny_vit(), "layers.0.mlp.extra.weight": torch.ones(2)}, HINTS)
+
+
+def test_non_square_patches_and_a_padded_patch_embedding_are_refused_in_one_line():
+    tensors = tiny_vit()
+    tensors["embeddings.patch_embeddings.projection.weight"] = torch.randn(WIDTH, CHANNELS, PATCH, PATCH // 2)
+    with pytest.raises(SpecError, match="non-square 4x2 patches are not supported"):
+        infer_spec_and_tensors(tensors, HINTS)
+    spec, inferred = infer_spec_and_tensors(tiny_vit(), HINTS)
+    padded = ArchSpec(spec.input_shape, (dataclasses.replace(spec.layers[0], padding=1), *spec.layers[1:]))
+    with pytest.raises(SpecError, match="padding 1: a patch embedding's patches do not overlap the border"):
+        padded.validate(inferred)
