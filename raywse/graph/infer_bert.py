@@ -16,24 +16,13 @@ from collections.abc import Mapping
 
 import torch
 
-from raywse.core.spec import ACTIVATIONS, ArchSpec, Layer, SpecError
+from raywse.core.spec import ArchSpec, Layer, SpecError
+from raywse.graph.infer_hf import NOMINAL_TOKENS, BlockNames, block_layers, config_eps, config_heads, hf_activation
 
-#: Sequence length of an inferred BERT spec's input (the graph does not depend on it).
-NOMINAL_TOKENS = 16
 _WORDS = "embeddings.word_embeddings.weight"
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
 #: Buffers a BERT checkpoint may carry that are not weights.
 _BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
-
-
-#: Hugging Face's activation names (``hidden_act``, ``activation_function``) that are not raywse's own.
-_HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh"}
-
-
-def hf_activation(name: object) -> str:
-    """raywse's name for a Hugging Face activation name; ``unknown`` for one raywse cannot evaluate."""
-    act = _HF_ACTIVATIONS.get(str(name), str(name))
-    return act if act in ACTIVATIONS and act not in ("prelu", "unknown") else "unknown"
 
 
 def is_bert(tensors: Mapping[str, torch.Tensor]) -> bool:
@@ -51,29 +40,16 @@ def bert_spec_and_tensors(
     stray = sorted(n for n in tensors if not n.startswith(prefix))
     if stray:
         raise SpecError(f"tensor {stray[0]} is outside BERT's layout (everything else is under {prefix!r})")
-    heads = hints.get("num_attention_heads")
-    if not isinstance(heads, int) or heads < 1:
-        raise SpecError("a BERT checkpoint: its number of attention heads is not in its names; put the model's "
-                        "config.json (num_attention_heads) next to it, or describe it with a spec file")  # fmt: skip
-    act = hf_activation(hints.get("hidden_act", "gelu"))
-    eps = hints.get("layer_norm_eps", 1e-12)
-    if not isinstance(eps, int | float) or isinstance(eps, bool) or not eps > 0:
-        raise SpecError(f"config.json: layer_norm_eps {eps!r} is not a positive number")
-    layers = [Layer("embedding", "embeddings"), Layer("layernorm", "embeddings.LayerNorm", eps=float(eps))]
+    heads = config_heads(hints, "num_attention_heads", "BERT")
+    act, eps = hf_activation(hints.get("hidden_act", "gelu")), config_eps(hints, "layer_norm_eps", 1e-12)
+    layers = [Layer("embedding", "embeddings"), Layer("layernorm", "embeddings.LayerNorm", eps=eps)]
     stream = "embeddings.LayerNorm"  # what the next residual connection reads
     for i in sorted({int(m.group(1)) for n in out if (m := _LAYER.match(n))}):
         p = f"encoder.layer.{i}"
-        layers += [
-            Layer("attention", f"{p}.attention.self", heads=heads),
-            Layer("linear", f"{p}.attention.output.dense"),
-            Layer("add", source=stream),
-            Layer("layernorm", f"{p}.attention.output.LayerNorm", eps=float(eps)),
-            Layer("linear", f"{p}.intermediate.dense", act),
-            Layer("linear", f"{p}.output.dense"),
-            Layer("add", source=f"{p}.attention.output.LayerNorm"),
-            Layer("layernorm", f"{p}.output.LayerNorm", eps=float(eps)),
-        ]
-        stream = f"{p}.output.LayerNorm"
+        names = BlockNames(f"{p}.attention.self", f"{p}.attention.output.dense", f"{p}.intermediate.dense",
+                           f"{p}.output.dense", f"{p}.attention.output.LayerNorm", f"{p}.output.LayerNorm")  # fmt: skip
+        block, stream = block_layers(names, stream, heads, act, eps, pre_norm=False)
+        layers += block
     pooled = "pooler.dense.weight" in out
     layers += [Layer("first_step"), Layer("linear", "pooler.dense", "tanh")] if pooled else [Layer("global_avg_pool")]
     spec = ArchSpec((NOMINAL_TOKENS,), tuple(layers))

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import torch
 
 from raywse.core.spec import ArchSpec, Layer, SpecError
-from raywse.graph.infer_bert import NOMINAL_TOKENS, hf_activation
+from raywse.graph.infer_hf import NOMINAL_TOKENS, BlockNames, block_layers, config_eps, config_heads, hf_activation
 
 _LAYER = re.compile(r"^h\.(\d+)\.")
 #: Buffers a GPT-2 checkpoint may carry that are not weights (older ``transformers`` saved the causal mask).
@@ -46,17 +46,12 @@ def gpt2_spec_and_tensors(
         raise SpecError(f"tensor {stray[0]} is outside GPT-2's layout (everything else is under {prefix!r})")
     if _HEAD in tensors and not torch.equal(tensors[_HEAD], src["wte.weight"]):
         raise SpecError(f"{_HEAD} is not tied to {prefix}wte.weight: an untied language-model head is not supported")
-    heads = hints.get("n_head")
-    if not isinstance(heads, int) or heads < 1:
-        raise SpecError("a GPT-2 checkpoint: its number of attention heads is not in its names; put the model's "
-                        "config.json (n_head) next to it, or describe it with a spec file")  # fmt: skip
+    heads = config_heads(hints, "n_head", "GPT-2")
     if hints.get("scale_attn_weights", True) is not True or hints.get("scale_attn_by_inverse_layer_idx", False):
         raise SpecError("config.json: attention scores scaled other than by 1/sqrt(head width) (scale_attn_weights, "
                         "scale_attn_by_inverse_layer_idx) are not supported")  # fmt: skip
     act = hf_activation(hints.get("activation_function", "gelu_new"))
-    eps = hints.get("layer_norm_epsilon", 1e-5)
-    if not isinstance(eps, int | float) or isinstance(eps, bool) or not eps > 0:
-        raise SpecError(f"config.json: layer_norm_epsilon {eps!r} is not a positive number")
+    eps = config_eps(hints, "layer_norm_epsilon", 1e-5)
     if "wpe.weight" not in src:
         raise SpecError(f"a GPT-2 checkpoint without its position table {prefix}wpe.weight")
     words, positions = src.pop("wte.weight"), src.pop("wpe.weight")
@@ -72,18 +67,11 @@ def gpt2_spec_and_tensors(
                 t = src.pop(f"{name}.{w}", None)
                 if t is not None:
                     out[f"{name}.{w}"] = t.T if w == "weight" and t.dim() == 2 else t
-        layers += [
-            Layer("layernorm", f"{p}.ln_1", eps=float(eps)),
-            Layer("attention", f"{p}.attn", heads=heads, causal=True),
-            Layer("linear", f"{p}.attn.c_proj"),
-            Layer("add", source=stream),
-            Layer("layernorm", f"{p}.ln_2", eps=float(eps)),
-            Layer("linear", f"{p}.mlp.c_fc", act),
-            Layer("linear", f"{p}.mlp.c_proj"),
-            Layer("add", source=f"{p}.attn.c_proj"),
-        ]
-        stream = f"{p}.mlp.c_proj"
-    layers += [Layer("layernorm", "ln_f", eps=float(eps)), Layer("global_avg_pool")]
+        names = BlockNames(f"{p}.attn", f"{p}.attn.c_proj", f"{p}.mlp.c_fc", f"{p}.mlp.c_proj", f"{p}.ln_1",
+                           f"{p}.ln_2")  # fmt: skip
+        block, stream = block_layers(names, stream, heads, act, eps, pre_norm=True, causal=True)
+        layers += block
+    layers += [Layer("layernorm", "ln_f", eps=eps), Layer("global_avg_pool")]
     for name in [n for n in src if _NORM.match(n)]:
         out[name] = src.pop(name)
     if src:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import torch
 
 from raywse.core.spec import ArchSpec, Layer, SpecError
-from raywse.graph.infer_bert import hf_activation
+from raywse.graph.infer_hf import BlockNames, block_layers, config_eps, config_heads, hf_activation
 
 _PROJECTION = "embeddings.patch_embeddings.projection.weight"
 #: ``transformers`` 4.x names → the 5.x names the spec uses.
@@ -52,13 +52,8 @@ def vit_spec_and_tensors(
     stray = sorted(n for n in tensors if not n.startswith(prefix) and n not in head)
     if stray:
         raise SpecError(f"tensor {stray[0]} is outside ViT's layout (everything else is under {prefix!r})")
-    heads = hints.get("num_attention_heads")
-    if not isinstance(heads, int) or heads < 1:
-        raise SpecError("a ViT checkpoint: its number of attention heads is not in its names; put the model's "
-                        "config.json (num_attention_heads) next to it, or describe it with a spec file")  # fmt: skip
-    act, eps = hf_activation(hints.get("hidden_act", "gelu")), hints.get("layer_norm_eps", 1e-12)
-    if not isinstance(eps, int | float) or isinstance(eps, bool) or not eps > 0:
-        raise SpecError(f"config.json: layer_norm_eps {eps!r} is not a positive number")
+    heads = config_heads(hints, "num_attention_heads", "ViT")
+    act, eps = hf_activation(hints.get("hidden_act", "gelu")), config_eps(hints, "layer_norm_eps", 1e-12)
     projection = src.pop("embeddings.patch_embeddings.projection.weight")
     table = src.pop("embeddings.position_embeddings", None)
     if table is None or projection.dim() != 4:
@@ -81,18 +76,11 @@ def vit_spec_and_tensors(
             if bias is None and weight is not None:  # qkv_bias: false
                 bias = weight.new_zeros(len(weight))
             out[f"{p}.attention.{mine}.bias"] = bias
-        layers += [
-            Layer("layernorm", f"{p}.layernorm_before", eps=float(eps)),
-            Layer("attention", f"{p}.attention", heads=heads),
-            Layer("linear", f"{p}.attention.o_proj"),
-            Layer("add", source=stream),
-            Layer("layernorm", f"{p}.layernorm_after", eps=float(eps)),
-            Layer("linear", f"{p}.mlp.fc1", act),
-            Layer("linear", f"{p}.mlp.fc2"),
-            Layer("add", source=f"{p}.attention.o_proj"),
-        ]
-        stream = f"{p}.mlp.fc2"
-    layers += [Layer("layernorm", "layernorm", eps=float(eps)), Layer("first_step")]
+        names = BlockNames(f"{p}.attention", f"{p}.attention.o_proj", f"{p}.mlp.fc1", f"{p}.mlp.fc2",
+                           f"{p}.layernorm_before", f"{p}.layernorm_after")  # fmt: skip
+        block, stream = block_layers(names, stream, heads, act, eps, pre_norm=True)
+        layers += block
+    layers += [Layer("layernorm", "layernorm", eps=eps), Layer("first_step")]
     if head and "pooler.dense.weight" in src:
         raise SpecError("a ViT with both a pooler and a classifier: which one is the output is not in its names")
     if head:

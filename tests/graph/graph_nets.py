@@ -141,3 +141,17 @@ def blocks_vs_reference(graph) -> float:
     with torch.no_grad():
         a, b = blocks(blocks.prepare(graph)), reference.eval()(reference.prepare(graph))
     return float((a - b).norm() / b.norm())
+
+
+def seeded_tensors(seed: int, width: int):
+    """``(rand, norm)`` drawing from one seeded generator: ``rand(*shape, scale=0.3)`` random tensors, and
+    ``norm(name)`` a layer norm's weight (near 1) and bias of ``width`` features under ``name``."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
+        return scale * torch.randn(*shape, generator=gen)
+
+    def norm(name: str) -> dict[str, torch.Tensor]:
+        return {f"{name}.weight": 1 + rand(width, scale=0.1), f"{name}.bias": rand(width, scale=0.1)}
+
+    return rand, norm

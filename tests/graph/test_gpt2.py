@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from graph_nets import blocks_vs_reference, embedding_changes
+from graph_nets import blocks_vs_reference, embedding_changes, seeded_tensors
 from safetensors.torch import save_file
 from torch import nn
 
@@ -29,13 +29,7 @@ HINTS = {"n_head": HEADS, "layer_norm_epsilon": 1e-5, "activation_function": "ge
 def tiny_gpt2(seed: int = 0, prefix: str = "") -> dict[str, torch.Tensor]:
     """Random weights under Hugging Face ``GPT2Model`` names (``Conv1D`` weights are ``[in, out]``), with the causal
     mask buffer older ``transformers`` versions saved."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
-        return scale * torch.randn(*shape, generator=gen)
-
-    def norm(name: str) -> dict[str, torch.Tensor]:
-        return {f"{name}.weight": 1 + rand(WIDTH, scale=0.1), f"{name}.bias": rand(WIDTH, scale=0.1)}
+    rand, norm = seeded_tensors(seed, WIDTH)
 
     t = {"wte.weight": rand(VOCAB, WIDTH), "wpe.weight": rand(POSITIONS, WIDTH)}
     conv1d = {"attn.c_attn": (WIDTH, 3 * WIDTH), "attn.c_proj": (WIDTH, WIDTH), "mlp.c_fc": (WIDTH, FFN),

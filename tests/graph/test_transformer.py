@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from graph_nets import embedding_changes
+from graph_nets import embedding_changes, seeded_tensors
 from safetensors.torch import save_file
 from torch import nn
 
@@ -27,13 +27,7 @@ HINTS = {"num_attention_heads": HEADS, "layer_norm_eps": 1e-12, "hidden_act": "g
 
 def tiny_bert(seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights under Hugging Face ``BertModel`` names (with its ``position_ids`` buffer and a pooler)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
-        return scale * torch.randn(*shape, generator=gen)
-
-    def norm(name: str) -> dict[str, torch.Tensor]:
-        return {f"{name}.weight": 1 + rand(WIDTH, scale=0.1), f"{name}.bias": rand(WIDTH, scale=0.1)}
+    rand, norm = seeded_tensors(seed, WIDTH)
 
     t = {"embeddings.position_ids": torch.arange(POSITIONS).unsqueeze(0)}
     for table, rows in (("word", VOCAB), ("position", POSITIONS), ("token_type", TYPES)):

@@ -12,7 +12,7 @@ import re
 
 import pytest
 import torch
-from graph_nets import blocks_vs_reference, embedding_changes
+from graph_nets import blocks_vs_reference, embedding_changes, seeded_tensors
 from safetensors.torch import save_file
 from torch import nn
 
@@ -31,13 +31,7 @@ HINTS = {"num_attention_heads": HEADS, "layer_norm_eps": 1e-12, "hidden_act": "g
 
 def tiny_vit(seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights under ``transformers`` 5's ``ViTModel`` names, with a pooler."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
-        return scale * torch.randn(*shape, generator=gen)
-
-    def norm(name: str) -> dict[str, torch.Tensor]:
-        return {f"{name}.weight": 1 + rand(WIDTH, scale=0.1), f"{name}.bias": rand(WIDTH, scale=0.1)}
+    rand, norm = seeded_tensors(seed, WIDTH)
 
     t = {"embeddings.cls_token": rand(1, 1, WIDTH), "embeddings.position_embeddings": rand(1, PATCHES + 1, WIDTH),
          "embeddings.patch_embeddings.projection.weight": rand(WIDTH, CHANNELS, PATCH, PATCH),
