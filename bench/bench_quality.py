@@ -1,7 +1,9 @@
 """Encoder quality over seeds: train the encoder with several seeds on one zoo and evaluate each, so the summary's
 raywse row gets a mean ± sd instead of one run.
 
-Usage: ``python bench/bench_quality.py --run runs/demo [--seeds 0 1 2] [--epochs 10] [--out /tmp/raywse_quality]``.
+Usage: ``python bench/bench_quality.py --run runs/demo [--seeds 0 1 2] [--epochs 10] [--out /tmp/raywse_quality]``
+(``--run-seed 0 --seeds 1 2``: the main job's own encoder, trained with seed 0, is seed 0; run it from a checkout that
+does not change while it runs: its Ray workers import the code again).
 ``--run`` is a finished main-job directory (its ``zoo/``, ``graphs/`` and ``foreign/`` are reused); each seed trains
 ``TrainConfig(epochs, contrastive.seed=seed)`` exactly as the main job does and is evaluated with the reference rows
 ``arch_oracle`` and ``random_init_gnn`` (fixed seed) but without the fine-tuning experiment. Writes
@@ -33,6 +35,12 @@ def main() -> None:
     ap.add_argument("--run", required=True, help="a finished main-job directory")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=PipelineConfig().train.epochs, help="default: the main job's")
+    ap.add_argument(
+        "--run-seed",
+        type=int,
+        help="the main job's own encoder is this seed (it trained with the same "
+        "TrainConfig): its report's summary is read instead of training it again",
+    )
     ap.add_argument("--out", default="/tmp/raywse_quality")
     ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "quality.json"))
     args = ap.parse_args()
@@ -41,6 +49,9 @@ def main() -> None:
     result = {"machine": machine(), "load_at_start": load(), "command": "python bench/bench_quality.py "
               + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()),
               "seeds": {}}  # fmt: skip
+    if args.run_seed is not None:
+        metrics = json.loads((run.report / ReportFiles.METRICS).read_text())
+        result["seeds"][args.run_seed] = {"summary": metrics["summary"], "train_seconds": None, "from_run": True}
     for seed in args.seeds:
         base = TrainConfig(epochs=args.epochs)
         config = replace(base, contrastive=replace(base.contrastive, seed=seed))
