@@ -46,8 +46,9 @@ def main() -> None:
     args = ap.parse_args()
     run, out = RunLayout(Path(args.run).resolve()), Path(args.out)
     foreign = str(run.foreign) if (run.foreign / "manifest.csv").exists() else ""
-    result = {"machine": machine(), "load_at_start": load(), "command": "python bench/bench_quality.py "
-              + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+    flags = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                     for k, v in vars(args).items() if v is not None)  # fmt: skip
+    result = {"machine": machine(), "load_at_start": load(), "command": f"python bench/bench_quality.py {flags}",
               "seeds": {}}  # fmt: skip
     if args.run_seed is not None:
         metrics = json.loads((run.report / ReportFiles.METRICS).read_text())
