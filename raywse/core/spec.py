@@ -81,6 +81,8 @@ PATCH_PARAMS = ("projection.weight", "projection.bias", "cls_token", "position_e
 #: ``prelu`` names a ``prelu`` layer (learned slopes, one per channel or one shared), not a layer's ``activation``.
 #: ``gelu_tanh`` is GELU's tanh approximation (GPT-2's ``gelu_new``).
 ACTIVATIONS = ("none", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "unknown", "prelu", "gelu_tanh")
+#: The activations a layer's ``activation`` can name and :func:`raywse.core.forward.activate` evaluates.
+RUNNABLE_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("unknown", "prelu"))
 #: Activations f with f(s * x) = s * f(x) for s > 0: hidden neurons followed by one can be rescaled.
 POSITIVELY_HOMOGENEOUS = ("relu", "leaky_relu", "none", "prelu")
 #: The slope of each piecewise-linear activation below zero (PReLU's is learned: a tensor of its layer).

@@ -35,11 +35,11 @@ from collections.abc import Mapping
 import torch
 
 from raywse.core.spec import (
-    ACTIVATIONS,
     NODE_LAYER_KINDS,
     RECURRENT_GATES,
     RECURRENT_PARAMS,
     REVERSE,
+    RUNNABLE_ACTIVATIONS,
     ArchSpec,
     Layer,
     SpecError,
@@ -115,9 +115,8 @@ ACTIVATION_HINT = "activation"
 
 def check_activation_hint(activation: str) -> None:
     """:class:`SpecError` unless ``activation`` is one raywse can evaluate (a hint must make the network runnable)."""
-    runnable = [a for a in ACTIVATIONS if a not in ("unknown", "prelu")]
-    if activation not in runnable:
-        raise SpecError(f"unsupported activation hint {activation!r} (supported: {', '.join(runnable)})")
+    if activation not in RUNNABLE_ACTIVATIONS:
+        raise SpecError(f"unsupported activation hint {activation!r} (supported: {', '.join(RUNNABLE_ACTIVATIONS)})")
 
 
 def with_hidden_activation(spec: ArchSpec, activation: str) -> ArchSpec:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from raywse.core.spec import ACTIVATIONS, Layer, SpecError
+from raywse.core.spec import RUNNABLE_ACTIVATIONS, Layer, SpecError
 
 #: Sequence length of an inferred text transformer's input (the graph does not depend on it).
 NOMINAL_TOKENS = 16
@@ -18,7 +18,7 @@ _HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "g
 def hf_activation(name: object) -> str:
     """raywse's name for a Hugging Face activation name; ``unknown`` for one raywse cannot evaluate."""
     act = _HF_ACTIVATIONS.get(str(name), str(name))
-    return act if act in ACTIVATIONS and act not in ("prelu", "unknown") else "unknown"
+    return act if act in RUNNABLE_ACTIVATIONS else "unknown"
 
 
 def config_heads(hints: Mapping[str, object], key: str, family: str) -> int:
