@@ -140,9 +140,10 @@ def _weight_blocks(
                 row += len(t)
         elif nl.layer.kind == "patch_embedding":  # channels (kernels), then the class-token and position rows
             w, _, cls, table = (tensors[f"{nl.layer.name}.{p}"].detach().float() for p in PATCH_PARAMS)
+            channels = w.shape[1]
             blocks.append(_dense_block(fit_kernels(w), 0, start))
-            blocks.append(_dense_block(cls[:, None, None, None], len(w[0]), start))
-            blocks.append(_dense_block(table.T[:, :, None, None], len(w[0]) + 1, start))
+            blocks.append(_dense_block(cls[:, None, None, None], channels, start))
+            blocks.append(_dense_block(table.T[:, :, None, None], channels + 1, start))
         elif nl.layer.kind == "attention":
             name, qk, heads = nl.layer.name, nl.qk_nodes, nl.layer.heads
             for offset, p in zip((0, qk, 2 * qk), ATTENTION_PROJECTIONS, strict=True):

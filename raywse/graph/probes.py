@@ -152,8 +152,8 @@ def probe_responses(chain: Chain, spec: ArchSpec, tensors: Mapping[str, Tensor],
         rows = tuple(len(tensors[f"{first.name}.{t}.weight"]) for t in EMBEDDING_TABLES)
         columns = [_table_rows(x, rows)]
     elif first.kind == "patch_embedding":  # the class token and every position row: one of the positions each
-        rows = 1 + len(tensors[f"{first.name}.position_embeddings"])
-        columns = [torch.cat([_node_values(x), torch.full((len(x), rows), 1 / (rows - 1))], dim=1)]
+        positions = len(tensors[f"{first.name}.position_embeddings"])
+        columns = [torch.cat([_node_values(x), torch.full((len(x), 1 + positions), 1 / positions)], dim=1)]
     else:
         columns = [value if value is not None else _node_values(x)]
     for nl in chain.node_layers:
