@@ -17,6 +17,7 @@ an ``embedding`` owns ``{name}.word_embeddings.weight`` and the position and tok
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -204,19 +205,28 @@ class ArchSpec:
         extra = sorted(set(tensors) - expected)
         if extra:
             raise SpecError(f"tensors not described by the spec: {', '.join(extra[:5])}")
-        for name in self.tensor_names():
-            t = tensors[name]
-            if not t.is_floating_point():
-                raise SpecError(f"tensor {name} has dtype {t.dtype}, expected a floating-point dtype")
-            if not torch.isfinite(t).all():
-                raise SpecError(f"tensor {name} contains NaN or Inf values")
+        names = self.tensor_names()
+        for name in names:
+            if not tensors[name].is_floating_point():
+                raise SpecError(f"tensor {name} has dtype {tensors[name].dtype}, expected a floating-point dtype")
+        flat = [tensors[n].detach().reshape(-1).float() for n in names]
+        if flat and not bool(torch.isfinite(torch.cat(flat)).all()):  # one check of them all, then the one to blame
+            for name in names:  # (a float64 value beyond float32's range fails the first check but is finite)
+                if not torch.isfinite(tensors[name]).all():
+                    raise SpecError(f"tensor {name} contains NaN or Inf values")
         return layer_shapes(self, {name: tuple(tensors[name].shape) for name in expected})
 
 
 def layer_shapes(spec: ArchSpec, shapes: Mapping[str, tuple[int, ...]]) -> list[tuple[int, ...]]:
     """Each layer's output shape (no batch dimension) for tensors of ``shapes``, computed from the shapes alone;
     :class:`SpecError` naming the layer where they do not chain."""
-    return list(through_layers(spec, tuple(spec.input_shape), lambda ly, x, done: _shape_after(ly, shapes, x, done)))
+    return list(_layer_shapes(spec, tuple(sorted(shapes.items()))))
+
+
+@functools.lru_cache(maxsize=256)  # a zoo holds a few hundred architectures, each checked for every checkpoint
+def _layer_shapes(spec: ArchSpec, shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[tuple[int, ...], ...]:
+    by_name = dict(shapes)
+    return tuple(through_layers(spec, tuple(spec.input_shape), lambda ly, x, done: _shape_after(ly, by_name, x, done)))
 
 
 def through_layers(spec: ArchSpec, x, step) -> Iterator:
