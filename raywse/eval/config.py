@@ -18,7 +18,7 @@ POOLED = ("test_seed", "test_hparam", "test_family", "test_task")
 #: reads checkpoints and datasets rather than graphs).
 PROBE_OUTPUTS = "probe_outputs"
 #: Every embedder the evaluation can compare with raywse, in report order: the reference rows first.
-EVAL_BASELINES = (*BASELINES[:2], PROBE_OUTPUTS, *BASELINES[2:])
+EVAL_BASELINES = (*BASELINES[:3], PROBE_OUTPUTS, *BASELINES[3:])
 #: Hard retrieval settings, in report order.
 HARD = ("cross_family", "label_map", "lineage")
 

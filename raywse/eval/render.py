@@ -15,6 +15,8 @@ DESCRIPTIONS = {
     "models of the query's architecture rank first, in random order",
     "random_init_gnn": "reference row: the raywse encoder architecture with untrained, seeded weights (its "
     "embedding includes the same response fingerprint)",
+    "first_layer_sketch": "reference row, training-free: a sketch of the set of first-layer weight directions "
+    "(exactly invariant to the symmetries), which fine-tuning keeps: the lineage reference",
     "probe_outputs": "reference row, training-free: softmax outputs of each network on 64 fixed inputs from the train "
     "split of its dataset (its recorded input normalisation), compared by cosine",
     "weight_stats": "per-layer weight / bias statistics (Unterthiner et al. 2020), standardised",

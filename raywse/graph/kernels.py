@@ -85,3 +85,13 @@ def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
     out.edge_attr = center_pad_kernels(data.edge_attr.view(-1, kh, kw), (th, tw)).reshape(-1, th * tw).contiguous()
     out.kernel_shape = [(th, tw)] * len(data.kernel_shape) if collated else (th, tw)
     return out
+
+
+def kernel_cells(kernel_shape: tuple[int, int], grid: tuple[int, int] = MAX_KERNEL) -> torch.Tensor:
+    """``[kh * kw]``: the cell of a ``grid``-sized kernel (row-major) that each entry of a ``kernel_shape`` kernel
+    lands in when centre-padded to it (:func:`center_pad_kernels`); :class:`SpecError` for a larger kernel."""
+    (kh, kw), (gh, gw) = (tuple(int(v) for v in s) for s in (kernel_shape, grid))
+    if kh > gh or kw > gw:
+        raise SpecError(f"{kh}x{kw} kernels do not fit a {gh}x{gw} grid")
+    top, left = (gh - kh) // 2, (gw - kw) // 2
+    return torch.arange(gh * gw).view(gh, gw)[top : top + kh, left : left + kw].reshape(-1)

@@ -34,7 +34,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
 from raywse.core.spec import ACTIVATIONS, SpecError
-from raywse.graph.kernels import pad_edge_features
+from raywse.graph.kernels import kernel_cells, pad_edge_features
 from raywse.graph.probes import NO_PROBES, NUM_PROBES, probe_rows
 from raywse.graph.schema import NodeKind, NodeType
 from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nodes, scalable_nodes
@@ -127,12 +127,11 @@ class NeuralGraphEncoder(nn.Module):
     def kernel_slots(self, kernel_shape: tuple[int, int], model_id: str = "?") -> Tensor:
         """Position of each column of a graph's ``edge_attr`` (``kernel_shape`` kernels) in the encoder's
         ``side × side`` kernel grid, centre-padded; a :class:`~raywse.core.spec.SpecError` for larger kernels."""
-        kh, kw = (int(v) for v in kernel_shape)
         side = math.isqrt(self.config.edge_dim)
-        if kh > side or kw > side:
-            raise SpecError(f"graph {model_id} has {kh}x{kw} kernels: the encoder takes at most {side}x{side}")
-        top, left = (side - kh) // 2, (side - kw) // 2
-        return torch.arange(side * side).view(side, side)[top : top + kh, left : left + kw].reshape(-1)
+        try:
+            return kernel_cells(kernel_shape, (side, side))
+        except SpecError as exc:
+            raise SpecError(f"graph {model_id}: {exc} (the encoder takes at most {side}x{side})") from exc
 
     def _batch_slots(self, batch: Batch) -> Tensor:
         shapes = {tuple(int(v) for v in s) for s in batch.kernel_shape}

@@ -27,6 +27,7 @@ TINY = EvalConfig(
     baselines=(
         "arch_oracle",
         "random_init_gnn",
+        "first_layer_sketch",
         "probe_outputs",
         "weight_stats",
         "flat_mlp",
@@ -128,7 +129,7 @@ def test_summary_equals_recomputation(report_dir, tiny_zoo, config):
     assert not np.allclose(table_vectors(bare), table_vectors(hinted))  # probe features change what raywse sees
     sources = {g.probe_source for g in load_foreign(config.foreign_dir, hinted=True).graphs}
     assert sources == {f"train:{d}|file:probes.npz" for d in ("digits", "iris", "wine", "breast_cancer")}
-    for name in ("arch_oracle", "random_init_gnn"):  # the reference rows are described in the report
+    for name in ("arch_oracle", "random_init_gnn", "first_layer_sketch"):  # reference rows, described as such
         assert f"| {name} | reference row" in report
 
 

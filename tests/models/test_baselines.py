@@ -80,7 +80,7 @@ def test_nonequivariant_baseline_fails_permutation(graphs):
 
 
 def test_reference_rows_are_registered():
-    assert BASELINES[:2] == ("arch_oracle", "random_init_gnn")
+    assert BASELINES[:3] == ("arch_oracle", "random_init_gnn", "first_layer_sketch")
     settings = BaselineSettings(encoder=SMALL, seed=3)
     oracle, gnn = make_baseline("arch_oracle", settings), make_baseline("random_init_gnn", settings)
     assert oracle.name == "arch_oracle" and gnn.name == "random_init_gnn"

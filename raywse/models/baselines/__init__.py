@@ -7,7 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from raywse.models.baselines.nonequivariant import NonEquivariantEncoder, NonEquivariantGNNEmbedder
-from raywse.models.baselines.reference import ArchOracleEmbedder, RandomInitGNNEmbedder, architecture_key
+from raywse.models.baselines.reference import (
+    ArchOracleEmbedder,
+    FirstLayerSketchEmbedder,
+    RandomInitGNNEmbedder,
+    architecture_key,
+)
 from raywse.models.baselines.unlearned import InputSaliencyEmbedder, MetadataTextEmbedder
 from raywse.models.baselines.weights import FlatMLPEmbedder, WeightPCAEmbedder, WeightStatsEmbedder
 from raywse.models.embedder import Embedder
@@ -28,6 +33,7 @@ class BaselineSettings:
 _REGISTRY: dict[str, Callable[[BaselineSettings], Embedder]] = {
     "arch_oracle": lambda s: ArchOracleEmbedder(),
     "random_init_gnn": lambda s: RandomInitGNNEmbedder(s.encoder, seed=s.seed),
+    "first_layer_sketch": lambda s: FirstLayerSketchEmbedder(seed=s.seed),
     "weight_stats": lambda s: WeightStatsEmbedder(),
     "weight_pca": lambda s: WeightPCAEmbedder(seed=s.seed),
     "flat_mlp": lambda s: FlatMLPEmbedder(steps=s.flat_mlp_steps, seed=s.seed),
@@ -39,7 +45,8 @@ _REGISTRY: dict[str, Callable[[BaselineSettings], Embedder]] = {
         describe=lambda g: s.descriptions.get(g.model_id) or g.model_id, seed=s.seed
     ),
 }
-#: Every registered baseline, in report order (the reference rows ``arch_oracle`` and ``random_init_gnn`` first).
+#: Every registered baseline, in report order (the reference rows ``arch_oracle``, ``random_init_gnn`` and
+#: ``first_layer_sketch`` first).
 BASELINES = tuple(_REGISTRY)
 
 
@@ -54,6 +61,7 @@ __all__ = [
     "BASELINES",
     "ArchOracleEmbedder",
     "BaselineSettings",
+    "FirstLayerSketchEmbedder",
     "FlatMLPEmbedder",
     "InputSaliencyEmbedder",
     "MetadataTextEmbedder",

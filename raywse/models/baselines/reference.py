@@ -1,5 +1,6 @@
-"""Reference rows every method must beat: ``arch_oracle`` (the architecture alone, no weights) and
-``random_init_gnn`` (the raywse encoder with untrained, seeded weights).
+"""Reference rows every method must beat: ``arch_oracle`` (the architecture alone, no weights), ``random_init_gnn``
+(the raywse encoder with untrained, seeded weights) and ``first_layer_sketch`` (training-free, what the first layer's
+weights tell of a network's initialisation: :func:`~raywse.graph.lineage.first_layer_sketch`).
 
 :func:`architecture_key` is the one definition of "same architecture" in the evaluation: the layer structure a
 neural graph shows (node count, node type and activation of every node layer, and the kernel shape of its edges).
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 
 from raywse.core.spec import ACTIVATIONS
+from raywse.graph.lineage import first_layer_sketch
 from raywse.graph.schema import NodeType
 from raywse.models.embedder import GNNEmbedder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
@@ -79,3 +81,27 @@ class RandomInitGNNEmbedder(GNNEmbedder):
 
     def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> RandomInitGNNEmbedder:
         return self
+
+
+class FirstLayerSketchEmbedder:
+    """Training-free: each network's :func:`~raywse.graph.lineage.first_layer_sketch` (``dim`` wide), which ranks its
+    fine-tuned relatives first; ``fit`` does nothing."""
+
+    name = "first_layer_sketch"
+
+    def __init__(self, dim: int = 256, batch_size: int = 256, seed: int = 0) -> None:
+        self.dim, self.batch_size, self.seed = dim, batch_size, seed
+
+    def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> FirstLayerSketchEmbedder:
+        return self
+
+    def embed(self, graphs: list[Data]) -> np.ndarray:
+        out = np.zeros((len(graphs), self.dim), dtype=np.float32)
+        shapes = [tuple(int(v) for v in g.kernel_shape) for g in graphs]
+        for shape in sorted(set(shapes)):  # one kernel shape per batch
+            same = [i for i, s in enumerate(shapes) if s == shape]
+            for start in range(0, len(same), self.batch_size):
+                rows = same[start : start + self.batch_size]
+                batch = Batch.from_data_list([graphs[i] for i in rows])
+                out[rows] = first_layer_sketch(batch, self.dim, self.seed).numpy()
+        return out
