@@ -32,9 +32,10 @@ from raywse.graph.kernels import MAX_KERNEL, kernel_cells
 EDGE_CHUNK = 1 << 12
 
 
-def first_layer_sketch(batch: Batch, dim: int = 256, seed: int = 0) -> Tensor:
+def first_layer_sketch(batch: Batch, dim: int = 256, seed: int = 0, only: Tensor | None = None) -> Tensor:
     """``[B, dim]`` unit sketches of a batch of neural graphs of one kernel shape (zeros for a graph without a first
-    layer reading its inputs); the random directions come from ``seed`` and the input width.
+    layer reading its inputs, and for those that ``only``, a ``[B]`` bool mask, leaves out); the random directions come
+    from ``seed`` and the input width.
 
     Shapes:
         batch: ``N`` nodes, ``E`` edges with ``[E, kh * kw]`` kernels, ``B`` graphs.
@@ -42,19 +43,19 @@ def first_layer_sketch(batch: Batch, dim: int = 256, seed: int = 0) -> Tensor:
     shapes = {tuple(int(v) for v in s) for s in batch.kernel_shape}
     if len(shapes) != 1:
         raise ValueError(f"one kernel shape per batch, got {sorted(shapes)}")
-    cells = kernel_cells(shapes.pop())
+    cells = kernel_cells(shapes.pop()).to(batch.edge_index.device)
     grid = MAX_KERNEL[0] * MAX_KERNEL[1]
     src, dst = batch.edge_index
     layer, graph, num_graphs = batch.node_layer, batch.batch, int(batch.num_graphs)
     weights, bias = batch.edge_attr.float(), batch.x.view(-1).float()
-    first = torch.nonzero((layer[src] == 0) & (layer[dst] == 1)).view(-1)
-    neurons = layer == 1
+    neurons = (layer == 1) if only is None else (layer == 1) & only[graph]
+    first = torch.nonzero((layer[src] == 0) & neurons[dst]).view(-1)
     width_of = scatter((layer == 0).long(), graph, dim=0, dim_size=num_graphs, reduce="sum")[graph]
-    projected = torch.zeros(len(bias), dim)  # u_i · r_k before normalising
+    projected = weights.new_zeros(len(bias), dim)  # u_i · r_k before normalising
     diagonal = torch.zeros_like(projected)  # sum_c u_ic² r_kc², before normalising
     squared = (bias.pow(2) * neurons).index_add(0, dst[first], weights[first].pow(2).sum(-1))
     for width in width_of[neurons].unique().tolist():
-        directions = _directions(int(width), grid, dim, seed)  # [width * grid + 1, dim]: inputs' cells, then bias
+        directions = _directions(int(width), grid, dim, seed).to(weights.device)  # [width * grid + 1, dim]: cells, bias
         mine = first[width_of[dst[first]] == width]
         for start in range(0, len(mine), EDGE_CHUNK):
             e = mine[start : start + EDGE_CHUNK]

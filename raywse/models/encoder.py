@@ -8,8 +8,9 @@ edge-list form, which computes the same) → readout
 (:func:`invariant_readout` of the hidden layers, plus the output neurons *in class order*: their states and their
 softmax responses on the probes) → MLP → learned embedding, concatenated with the *response fingerprint* (the
 class-order softmax responses through a fixed random projection drawn per probe set, so responses to different probe
-sets are orthogonal) → L2-normalised embedding. The learned part is trained on the similarity of the whole embedding:
-it learns what the fingerprint alone gets wrong.
+sets are orthogonal; a network never run on probes gets its first-layer sketch, :mod:`raywse.graph.lineage`, in
+dimensions of its own instead) → L2-normalised embedding. The learned part is trained on the similarity of the whole
+embedding: it learns what the fingerprint alone gets wrong.
 
 Invariance: nothing reads the order or index of hidden nodes (probe responses move with their neurons). Hidden nodes are
 only distinguished by their features (bias, layer, activation, type) and their edges, and every reduction is a scatter
@@ -35,6 +36,7 @@ from torch_geometric.utils import scatter
 
 from raywse.core.spec import ACTIVATIONS, SpecError
 from raywse.graph.kernels import kernel_cells, pad_edge_features
+from raywse.graph.lineage import first_layer_sketch
 from raywse.graph.probes import NO_PROBES, NUM_PROBES, probe_rows
 from raywse.graph.schema import NodeKind, NodeType
 from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nodes, scalable_nodes
@@ -68,6 +70,9 @@ class EncoderConfig:
     readout_classes: int = 10  # output neurons read in class order (more are dropped, fewer padded)
     fingerprint_dim: int = 256  # width of the response fingerprint (0: learned embedding only)
     fingerprint_weight: float = 0.8  # its share of the squared norm of the embedding
+    # a network never run on probes (e.g. a foreign file of unknown activation) has no responses: its fingerprint is
+    # then its first-layer sketch (raywse.graph.lineage), this wide, in dimensions of its own (0: none)
+    sketch_dim: int = 256
     # message passing by weight-tensor blocks on the CPU, where they are faster; on a GPU the PyG edge-list form is
     # 1.7-2.4x faster (bench/README.md) and runs instead (the same embeddings) unless a batch has more than
     # EDGE_CHUNK edges (the blocks never hold every edge's state at once); False: the edge-list form everywhere
@@ -232,8 +237,9 @@ class NeuralGraphEncoder(nn.Module):
 
     @property
     def output_dim(self) -> int:
-        """Width of the embeddings: the learned part plus the fingerprint."""
-        return self.config.embed_dim + self.config.fingerprint_dim
+        """Width of the embeddings: the learned part, then the fingerprint (responses; the unprobed's sketch)."""
+        cfg = self.config
+        return cfg.embed_dim + (cfg.fingerprint_dim + cfg.sketch_dim if cfg.fingerprint_dim > 0 else 0)
 
     def fingerprint(self, responses: Tensor, sources: list[str]) -> Tensor:
         """``[B, fingerprint_dim]``: each graph's responses (normalised) through the fixed projection of its probe
@@ -264,7 +270,14 @@ class NeuralGraphEncoder(nn.Module):
         z = F.normalize(self.project(rep), dim=-1)
         if self.config.fingerprint_dim > 0:
             w = self.config.fingerprint_weight
-            fp = self.fingerprint(responses, _as_list(batch.probe_source))
+            sources = _as_list(batch.probe_source)
+            fp = self.fingerprint(responses, sources)  # zeros for a network never run on probes ...
+            if self.config.sketch_dim > 0:  # ... which has its first-layer sketch instead, in dimensions of its own
+                unprobed = torch.tensor([src == NO_PROBES for src in sources], device=fp.device)
+                sketch = fp.new_zeros(len(sources), self.config.sketch_dim)
+                if bool(unprobed.any()):
+                    sketch = first_layer_sketch(batch, self.config.sketch_dim, self.config.seed, unprobed).to(fp.dtype)
+                fp = torch.cat([fp, sketch], dim=-1)
             z = F.normalize(torch.cat([math.sqrt(1 - w) * z, math.sqrt(w) * fp], dim=-1), dim=-1)
         return z, rep
 

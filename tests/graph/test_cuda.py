@@ -1,5 +1,6 @@
 """The encoder on a GPU reads every kind of neural graph as on the CPU: zoo-style chains (MLP, CNN with batch norm),
-BERT, GPT-2, ViT and bidirectional recurrent graphs embed to the same vectors on CUDA as on the CPU — with
+BERT, GPT-2, ViT and bidirectional recurrent graphs, and graphs never run on probes (their first-layer sketch),
+embed to the same vectors on CUDA as on the CPU — with
 ``dense_blocks`` on (blocks on the CPU, the edge-list form on the GPU) and off (the edge list on both). Runs where CUDA
 is present (the lent GPU machine: ``python -m pytest --noconftest
 tests/graph/test_cuda.py``); skipped elsewhere."""
@@ -17,6 +18,7 @@ from torch_geometric.data import Batch
 
 from raywse.graph.infer import infer_spec_and_tensors
 from raywse.graph.neural_graph import to_neural_graph
+from raywse.graph.probes import NO_PROBES
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -33,7 +35,12 @@ def graphs() -> dict[str, object]:
         "bilstm": net_and_spec("lstm")[1:],
         "bigru": net_and_spec("gru")[1:],
     }
-    return {name: to_neural_graph(tensors, spec, name) for name, (spec, tensors) in nets.items()}
+    out = {name: to_neural_graph(tensors, spec, name) for name, (spec, tensors) in nets.items()}
+    for name in ("mlp", "cnn_bn", "vit"):  # never run on probes: the first-layer sketch is their fingerprint
+        unprobed = out[name].clone()
+        unprobed.probe_act, unprobed.probe_source = torch.zeros_like(unprobed.probe_act), NO_PROBES
+        out[f"{name}_unprobed"] = unprobed
+    return out
 
 
 @pytest.mark.parametrize("dense_blocks", [True, False])

@@ -66,7 +66,8 @@ def test_mixed_batch_and_accuracy_head(graphs):
     batch = Batch.from_data_list([encoder.prepare(g) for g in graphs])
     with torch.no_grad():
         z, acc = encoder.embed_and_predict(batch)
-    assert z.shape == (len(graphs), SMALL.embed_dim + SMALL.fingerprint_dim) and torch.isfinite(z).all()
+    assert z.shape == (len(graphs), SMALL.embed_dim + SMALL.fingerprint_dim + SMALL.sketch_dim)
+    assert torch.isfinite(z).all()
     assert torch.allclose(z.norm(dim=1), torch.ones(len(graphs)), atol=1e-5)
     assert acc.shape == (len(graphs),) and ((acc >= 0) & (acc <= 1)).all()
     # batched embedding equals one-by-one embedding (no cross-graph leakage)
@@ -85,8 +86,9 @@ def test_prepare_rejects_large_kernels(graphs):
 
 
 def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
-    """Same probe rows under another normalisation share a projection; other probe rows are near orthogonal; a
-    graph without probes keeps only its learned part (still unit norm)."""
+    """Same probe rows under another normalisation share a projection; other probe rows are near orthogonal; a graph
+    without probes has no response part but its first-layer sketch, in dimensions a probed graph leaves at zero."""
+    from raywse.graph.lineage import first_layer_sketch
     from raywse.graph.probes import NO_PROBES
 
     encoder = NeuralGraphEncoder(SMALL).eval()
@@ -98,8 +100,32 @@ def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
     assert torch.allclose(a, b) and abs(float(a @ c.T)) < 0.3
     hidden = g.clone()
     hidden.probe_act, hidden.probe_source = torch.zeros_like(g.probe_act), NO_PROBES
-    z = embed(encoder, [hidden])
-    assert torch.allclose(z.norm(), torch.tensor(1.0)) and not z[0, SMALL.embed_dim :].any()
+    z_hidden, z_probed = embed(encoder, [hidden]), embed(encoder, [g])
+    responses_part = slice(SMALL.embed_dim, SMALL.embed_dim + SMALL.fingerprint_dim)
+    sketch_part = slice(SMALL.embed_dim + SMALL.fingerprint_dim, None)
+    assert z_hidden.shape[1] == encoder.output_dim == SMALL.embed_dim + SMALL.fingerprint_dim + SMALL.sketch_dim
+    assert torch.allclose(z_hidden.norm(), torch.tensor(1.0)) and not z_hidden[0, responses_part].any()
+    sketch = first_layer_sketch(Batch.from_data_list([hidden]), SMALL.sketch_dim, SMALL.seed)
+    torch.testing.assert_close(z_hidden[0, sketch_part], sketch[0] * SMALL.fingerprint_weight**0.5)
+    assert z_probed[0, responses_part].any() and not z_probed[0, sketch_part].any()
+
+
+@pytest.mark.parametrize("kind", sorted(SPECS))
+def test_an_unprobed_graph_embeds_invariantly_too(trained, kind):
+    """Its sketch is invariant as the rest: permuted and rescaled twins of a network never run on probes embed alike."""
+    from raywse.graph.probes import NO_PROBES
+
+    torch.manual_seed(0)
+    encoder = NeuralGraphEncoder(SMALL).eval()
+    gen = torch.Generator().manual_seed(4)
+    tensors, spec = trained[kind][0], SPECS[kind]
+    nets = [tensors, permute_hidden(tensors, spec, gen), rescale_hidden(tensors, spec, gen)]
+    graphs = [to_neural_graph(t, spec, str(i)) for i, t in enumerate(nets)]
+    for graph in graphs:
+        graph.probe_act, graph.probe_source = torch.zeros_like(graph.probe_act), NO_PROBES
+    z = embed(encoder, graphs)
+    assert z[0, SMALL.embed_dim + SMALL.fingerprint_dim :].any()
+    assert max(rel(z[i], z[0]) for i in (1, 2)) <= 1e-5
 
 
 def test_an_encoder_exported_by_another_architecture_is_a_one_line_config_error(tmp_path):
