@@ -10,7 +10,8 @@ from raywse.eval.summary import summary_section
 #: What each embedder is, for the overview table (``{...}`` fields come from the evaluation config).
 DESCRIPTIONS = {
     RAYWSE: "permutation-equivariant GNN encoder over weights and probe responses, its learned embedding joined with "
-    "the response fingerprint (trained by `raywse train`, not refitted here)",
+    "the response fingerprint (a network never run on probes: its first-layer sketch) (trained by `raywse train`, "
+    "not refitted here)",
     "arch_oracle": "reference row, no weights: one-hot of the architecture (layer structure of the graph), so "
     "models of the query's architecture rank first, in random order",
     "random_init_gnn": "reference row: the raywse encoder architecture with untrained, seeded weights (its "
