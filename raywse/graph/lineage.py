@@ -57,11 +57,13 @@ def first_layer_sketch(batch: Batch, dim: int = 256, seed: int = 0, only: Tensor
     for width in width_of[neurons].unique().tolist():
         directions = _directions(int(width), grid, dim, seed).to(weights.device)  # [width * grid + 1, dim]: cells, bias
         mine = first[width_of[dst[first]] == width]
+        live = weights[mine].ne(0).any(0)  # kernel cells in use (a padded 1×1 kernel: the centre only)
         for start in range(0, len(mine), EDGE_CHUNK):
             e = mine[start : start + EDGE_CHUNK]
-            r = directions[batch.node_pos[src[e]].unsqueeze(1) * grid + cells.unsqueeze(0)]  # [e, K, dim]
-            projected.index_add_(0, dst[e], torch.einsum("ek,ekd->ed", weights[e], r))
-            diagonal.index_add_(0, dst[e], torch.einsum("ek,ekd->ed", weights[e].pow(2), r.pow(2)))
+            w = weights[e][:, live]
+            r = directions[batch.node_pos[src[e]].unsqueeze(1) * grid + cells[live].unsqueeze(0)]  # [e, K, dim]
+            projected.index_add_(0, dst[e], torch.einsum("ek,ekd->ed", w, r))
+            diagonal.index_add_(0, dst[e], torch.einsum("ek,ekd->ed", w.pow(2), r.pow(2)))
         here = neurons & (width_of == width)
         projected[here] += bias[here].unsqueeze(1) * directions[-1]
         diagonal[here] += bias[here].pow(2).unsqueeze(1) * directions[-1].pow(2)
