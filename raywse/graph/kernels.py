@@ -9,6 +9,8 @@ at the bottom/right.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data
@@ -58,19 +60,37 @@ def center_pad_kernels(kernels: torch.Tensor, kernel_shape: tuple[int, int]) -> 
     return F.pad(kernels, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
 
 
+def kernel_shape_of(data: Data) -> tuple[int, int]:
+    """The ``(kh, kw)`` of a graph's kernels, or of a ``Batch``'s (one per graph); :class:`SpecError` for a batch of
+    mixed kernel shapes."""
+    shape = data.kernel_shape
+    if isinstance(shape[0], list | tuple):  # a Batch holds one (kh, kw) per graph
+        shapes = {tuple(int(v) for v in s) for s in shape}
+        if len(shapes) != 1:
+            raise SpecError("mixed kernel shapes in one batch: pad each graph to one shape before batching "
+                            "(pad_edge_features; the encoder's prepare)")  # fmt: skip
+        return shapes.pop()
+    return int(shape[0]), int(shape[1])
+
+
+def kernel_shape_batches(graphs: Sequence[Data], batch_size: int) -> Iterator[list[int]]:
+    """Indices into ``graphs`` in batches of at most ``batch_size`` graphs of one kernel shape each (shapes in
+    sorted order), so each batch collates without padding."""
+    shapes = [kernel_shape_of(g) for g in graphs]
+    for shape in sorted(set(shapes)):
+        same = [i for i, s in enumerate(shapes) if s == shape]
+        for start in range(0, len(same), batch_size):
+            yield same[start : start + batch_size]
+
+
 def pad_edge_features(data: Data, kernel_shape: tuple[int, int]) -> Data:
     """``data`` with its ``edge_attr`` kernels centred-padded to ``kernel_shape`` (``data`` itself if they fit).
 
     Works on one graph or on a ``Batch`` whose graphs share a kernel shape; pad graphs one by one before batching
     mixed shapes (MLP 1×1 edges with CNN 3×3 edges). :class:`SpecError` for kernels larger than ``kernel_shape``.
     """
-    shape = data.kernel_shape
-    collated = isinstance(shape[0], list | tuple)  # a Batch holds one (kh, kw) per graph
-    if collated:
-        if len({tuple(s) for s in shape}) != 1:
-            raise SpecError("mixed kernel shapes in one batch: pad each graph with pad_edge_features before batching")
-        shape = shape[0]
-    kh, kw = (int(v) for v in shape)
+    collated = isinstance(data.kernel_shape[0], list | tuple)
+    kh, kw = kernel_shape_of(data)
     th, tw = (int(v) for v in kernel_shape)
     if data.edge_attr.shape[1] != kh * kw:
         raise SpecError(f"edge_attr width {data.edge_attr.shape[1]} does not match kernel_shape {(kh, kw)}")

@@ -26,24 +26,21 @@ from torch import Tensor
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
-from raywse.graph.kernels import MAX_KERNEL, kernel_cells
+from raywse.graph.kernels import MAX_KERNEL, kernel_cells, kernel_shape_of
 
 #: Edges projected at once (a large first layer, e.g. an embedding table, goes in chunks of ``[chunk, K, dim]``).
 EDGE_CHUNK = 1 << 12
 
 
 def first_layer_sketch(batch: Batch, dim: int = 256, seed: int = 0, only: Tensor | None = None) -> Tensor:
-    """``[B, dim]`` unit sketches of a batch of neural graphs of one kernel shape (zeros for a graph without a first
-    layer reading its inputs, and for those that ``only``, a ``[B]`` bool mask, leaves out); the random directions come
-    from ``seed`` and the input width.
+    """``[B, dim]`` unit sketches of a batch of neural graphs of one kernel shape (mixed ones:
+    :class:`~raywse.core.spec.SpecError`): zeros for a graph without a first layer reading its inputs, and for those
+    that ``only``, a ``[B]`` bool mask, leaves out. The random directions come from ``seed`` and the input width.
 
     Shapes:
         batch: ``N`` nodes, ``E`` edges with ``[E, kh * kw]`` kernels, ``B`` graphs.
     """
-    shapes = {tuple(int(v) for v in s) for s in batch.kernel_shape}
-    if len(shapes) != 1:
-        raise ValueError(f"one kernel shape per batch, got {sorted(shapes)}")
-    cells = kernel_cells(shapes.pop()).to(batch.edge_index.device)
+    cells = kernel_cells(kernel_shape_of(batch)).to(batch.edge_index.device)
     grid = MAX_KERNEL[0] * MAX_KERNEL[1]
     src, dst = batch.edge_index
     layer, graph, num_graphs = batch.node_layer, batch.batch, int(batch.num_graphs)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
 
+from raywse.graph.kernels import kernel_shape_batches, kernel_shape_of
 from raywse.models.encoder import NeuralGraphEncoder
 
 
@@ -29,21 +30,17 @@ def encode(
     take (kernels too large)."""
     encoder.eval()
     device = device or next(encoder.parameters()).device
-    shapes = [tuple(int(v) for v in g.kernel_shape) for g in graphs]
-    for graph, shape in zip(graphs, shapes, strict=True):
-        encoder.kernel_slots(shape, graph.model_id)
+    for graph in graphs:  # every graph's kernels fit the encoder, checked before any work
+        encoder.kernel_slots(kernel_shape_of(graph), graph.model_id)
     head = encoder.accuracy is not None
     vectors = torch.zeros(len(graphs), encoder.output_dim)
     accuracy = torch.zeros(len(graphs))
-    for shape in sorted(set(shapes)):
-        same = [i for i, s in enumerate(shapes) if s == shape]
-        for start in range(0, len(same), batch_size):
-            rows = same[start : start + batch_size]
-            batch = Batch.from_data_list([graphs[i] for i in rows]).to(device)
-            if head:
-                z, acc = encoder.embed_and_predict(batch)
-                accuracy[rows] = acc.float().cpu()
-            else:
-                z = encoder(batch)
-            vectors[rows] = z.float().cpu()
+    for rows in kernel_shape_batches(graphs, batch_size):
+        batch = Batch.from_data_list([graphs[i] for i in rows]).to(device)
+        if head:
+            z, acc = encoder.embed_and_predict(batch)
+            accuracy[rows] = acc.float().cpu()
+        else:
+            z = encoder(batch)
+        vectors[rows] = z.float().cpu()
     return Encoded(vectors.numpy(), accuracy.numpy() if head else None)

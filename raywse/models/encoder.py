@@ -35,7 +35,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
 from raywse.core.spec import ACTIVATIONS, SpecError
-from raywse.graph.kernels import kernel_cells, pad_edge_features
+from raywse.graph.kernels import kernel_cells, kernel_shape_of, pad_edge_features
 from raywse.graph.lineage import first_layer_sketch
 from raywse.graph.probes import NO_PROBES, NUM_PROBES, probe_rows
 from raywse.graph.schema import NodeKind, NodeType
@@ -139,10 +139,7 @@ class NeuralGraphEncoder(nn.Module):
             raise SpecError(f"graph {model_id}: {exc} (the encoder takes at most {side}x{side})") from exc
 
     def _batch_slots(self, batch: Batch) -> Tensor:
-        shapes = {tuple(int(v) for v in s) for s in batch.kernel_shape}
-        if len(shapes) != 1:
-            raise SpecError("mixed kernel shapes in one batch: prepare each graph before batching")
-        return self.kernel_slots(shapes.pop()).to(batch.edge_attr.device)
+        return self.kernel_slots(kernel_shape_of(batch)).to(batch.edge_attr.device)
 
     def node_features(
         self, batch: Batch, bias: Tensor, log_scale: Tensor, num_layers: Tensor, probes: Tensor, probed: Tensor
@@ -202,7 +199,7 @@ class NeuralGraphEncoder(nn.Module):
         del edge_key
         bias = bias / rms[node_key]
         num_layers = scatter(batch.node_layer, batch.batch, dim=0, dim_size=num_graphs, reduce="max")
-        probed = torch.tensor([src != NO_PROBES for src in _as_list(batch.probe_source)], device=probes.device)
+        probed = ~unprobed_mask(batch, probes.device)
         outputs = probes  # output neurons are never flipped or rescaled: these are the logits
         probes = probes / layer_rms(probes, node_key, num_keys)[node_key].unsqueeze(-1)
 
@@ -270,11 +267,10 @@ class NeuralGraphEncoder(nn.Module):
         z = F.normalize(self.project(rep), dim=-1)
         if self.config.fingerprint_dim > 0:
             w = self.config.fingerprint_weight
-            sources = _as_list(batch.probe_source)
-            fp = self.fingerprint(responses, sources)  # zeros for a network never run on probes ...
+            fp = self.fingerprint(responses, _as_list(batch.probe_source))  # zeros for a network never run on probes
             if self.config.sketch_dim > 0:  # ... which has its first-layer sketch instead, in dimensions of its own
-                unprobed = torch.tensor([src == NO_PROBES for src in sources], device=fp.device)
-                sketch = fp.new_zeros(len(sources), self.config.sketch_dim)
+                unprobed = unprobed_mask(batch, fp.device)
+                sketch = fp.new_zeros(len(unprobed), self.config.sketch_dim)
                 if bool(unprobed.any()):
                     sketch = first_layer_sketch(batch, self.config.sketch_dim, self.config.seed, unprobed).to(fp.dtype)
                 fp = torch.cat([fp, sketch], dim=-1)
@@ -295,6 +291,11 @@ class NeuralGraphEncoder(nn.Module):
     def predict_accuracy(self, batch: Data) -> Tensor:
         """Predicted test accuracy in [0, 1], ``[B]`` (needs ``accuracy_head=True``)."""
         return self.embed_and_predict(batch)[1]
+
+
+def unprobed_mask(batch: Batch, device: torch.device | str) -> Tensor:
+    """``[B]`` bool: which graphs' networks were never run on probes (``probe_source`` ``none``)."""
+    return torch.tensor([src == NO_PROBES for src in _as_list(batch.probe_source)], device=device)
 
 
 def _as_list(value) -> list:

@@ -15,6 +15,7 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from raywse.core.spec import ACTIVATIONS
+from raywse.graph.kernels import kernel_shape_batches
 from raywse.graph.lineage import first_layer_sketch
 from raywse.graph.schema import NodeType
 from raywse.models.embedder import GNNEmbedder
@@ -97,11 +98,6 @@ class FirstLayerSketchEmbedder:
 
     def embed(self, graphs: list[Data]) -> np.ndarray:
         out = np.zeros((len(graphs), self.dim), dtype=np.float32)
-        shapes = [tuple(int(v) for v in g.kernel_shape) for g in graphs]
-        for shape in sorted(set(shapes)):  # one kernel shape per batch
-            same = [i for i, s in enumerate(shapes) if s == shape]
-            for start in range(0, len(same), self.batch_size):
-                rows = same[start : start + self.batch_size]
-                batch = Batch.from_data_list([graphs[i] for i in rows])
-                out[rows] = first_layer_sketch(batch, self.dim, self.seed).numpy()
+        for rows in kernel_shape_batches(graphs, self.batch_size):
+            out[rows] = first_layer_sketch(Batch.from_data_list([graphs[i] for i in rows]), self.dim, self.seed).numpy()
         return out
