@@ -77,6 +77,7 @@ class ReportFiles:
     REPORT = "report.md"
     METRICS = "metrics.json"
     EMBEDDINGS = "embeddings"  # one <embedder>.parquet each
+    DATABASE_EMBEDDINGS = "embeddings/database"  # the zoo's as an index stores them, where that differs (raywse)
     FOREIGN_EMBEDDINGS = "embeddings/foreign"  # the foreign zoo's, one <embedder>.parquet each
     FOREIGN_HINTED_EMBEDDINGS = "embeddings/foreign_hinted"  # the same, graphified with their stated activations
     PROJECTION = "pca_raywse.png"

@@ -79,6 +79,8 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
         view = zoo_view(rows, table.column("model_id").to_pylist())
         z = table_vectors(table)
         out[path.stem] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed)
+        database = Path(out_dir) / ReportFiles.DATABASE_EMBEDDINGS / path.name
+        z_database = table_vectors(read_embeddings(database)) if database.exists() else z
         for suffix, sub in FOREIGN_SETS.items():
             foreign_path = Path(out_dir) / sub / path.name
             if foreign_rows and foreign_path.exists():
@@ -86,7 +88,7 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
                 ids = ftable.column("model_id").to_pylist()
                 foreign = ForeignZoo(ids, *foreign_labels(foreign_rows, ids), {}, [])
                 zf = table_vectors(ftable)
-                found = foreign_scores(zf, foreign, z, view, config.ks, config.curve_k, config.seed)
+                found = foreign_scores(zf, foreign, z_database, view, config.ks, config.curve_k, config.seed)
                 out[path.stem] |= {split + suffix: vals for split, vals in found.items()}
     return json_safe(out)
 
@@ -222,7 +224,7 @@ def _embed_and_score(
     labels = np.array([tasks.index(t) for t in view.task])
     train = np.flatnonzero(view.split == "train")
     train_graphs = [graphs[i] for i in train]
-    emb_dirs = (ReportFiles.EMBEDDINGS, *FOREIGN_SETS.values())
+    emb_dirs = (ReportFiles.EMBEDDINGS, ReportFiles.DATABASE_EMBEDDINGS, *FOREIGN_SETS.values())
     for stale in [p for d in emb_dirs for p in (out_dir / d).glob("*.parquet")]:  # from an earlier, other run
         stale.unlink()
     embeddings: dict[str, np.ndarray] = {}
@@ -233,12 +235,13 @@ def _embed_and_score(
     def with_foreign(embedder: Embedder) -> bool:
         return bool(foreigns) and getattr(embedder, "embeds_foreign", True)
 
-    def finish(name: str, emb_all: np.ndarray, took: float) -> None:
+    def finish(name: str, emb_all: np.ndarray, database: np.ndarray | None, took: float) -> None:
         emb_all = np.ascontiguousarray(emb_all, dtype=np.float32)
         embeddings[name], seconds[name] = emb_all[: len(graphs)], took
         tag = encoder_version if name == RAYWSE else name
         scored_foreigns = foreigns if with_foreign(embedders[name]) else {}
-        scores[name] = _save_and_score(name, tag, emb_all, view, scored_foreigns, out_dir, config)
+        stored = None if database is None else np.ascontiguousarray(database[: len(graphs)], dtype=np.float32)
+        scores[name] = _save_and_score(name, tag, emb_all, stored, view, scored_foreigns, out_dir, config)
         bar.update(1)
 
     far = {n: e for n, e in embedders.items() if n in config.remote_fits}
@@ -250,7 +253,7 @@ def _embed_and_score(
         start = time.perf_counter()
         embedder.fit(train_graphs, labels[train])
         emb_all = embedder.embed(inputs if with_foreign(embedder) else graphs)
-        finish(name, emb_all, time.perf_counter() - start)
+        finish(name, emb_all, getattr(embedder, "database", None), time.perf_counter() - start)
     seconds["finetune"] = meanwhile(embeddings)
     for name, ref in remote.items():
         bar.set_postfix_str(name)
@@ -267,21 +270,29 @@ def _save_and_score(
     name: str,
     tag: str,
     emb_all: np.ndarray,
+    database: np.ndarray | None,
     view: ZooView,
     foreigns: dict[str, ForeignZoo],
     out_dir: Path,
     config: EvalConfig,
 ) -> dict[str, dict]:
     """Save one embedder's embeddings (the zoo's rows first, then each foreign set's, in ``foreigns``' order), tagged
-    ``tag``, and score them: retrieval, each foreign set (its splits suffixed), accuracy and structure probes."""
+    ``tag``, and score them: retrieval, each foreign set (its splits suffixed), accuracy and structure probes.
+    ``database``: the zoo's rows as an index stores them, where that differs from ``emb_all`` (the database the
+    foreign queries search; zoo queries rank zoo models alike in either form)."""
     emb = emb_all[: len(view.ids)]
     write_embeddings(embeddings_table(view.ids, emb, tag), out_dir / ReportFiles.EMBEDDINGS / f"{name}.parquet")
+    if database is not None:
+        path = out_dir / ReportFiles.DATABASE_EMBEDDINGS / f"{name}.parquet"
+        write_embeddings(embeddings_table(view.ids, database, tag), path)
     scores = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed)
     start = len(view.ids)
     for suffix, zoo in foreigns.items():
         part, start = emb_all[start : start + len(zoo.ids)], start + len(zoo.ids)
         write_embeddings(embeddings_table(zoo.ids, part, tag), out_dir / FOREIGN_SETS[suffix] / f"{name}.parquet")
-        found = foreign_scores(part, zoo, emb, view, config.ks, config.curve_k, config.seed)
+        found = foreign_scores(
+            part, zoo, emb if database is None else database, view, config.ks, config.curve_k, config.seed
+        )
         scores |= {split + suffix: vals for split, vals in found.items()}
     for extra in (accuracy_metrics(emb, view, config.seed), structure_metrics(emb, view, config.seed)):
         for split, vals in extra.items():
@@ -299,7 +310,8 @@ def _fit_remotely(
     threads: int,
 ) -> dict[str, ray.ObjectRef]:
     """Start one Ray task per embedder (one CPU each) that fits it on the train graphs and embeds ``inputs`` (only
-    the first ``n_zoo`` when it does not embed foreign models); returns ``{name: ref to (embeddings, seconds)}``."""
+    the first ``n_zoo`` when it does not embed foreign models); returns ``{name: ref to (embeddings, database form or
+    None, seconds)}``."""
     if not embedders:
         return {}
     ensure_ray()
@@ -315,11 +327,13 @@ def _fit_remotely(
 def _fit_and_embed(
     embedder: Embedder, graphs: list, train: np.ndarray, labels: np.ndarray, limit: int | None, threads: int
 ) -> tuple[np.ndarray, float]:
-    """A Ray task: fit ``embedder`` on ``graphs[train]``, embed ``graphs[:limit]``; returns (embeddings, seconds)."""
+    """A Ray task: fit ``embedder`` on ``graphs[train]``, embed ``graphs[:limit]``; returns (embeddings, database
+    form or None, seconds)."""
     torch.set_num_threads(threads)
     start = time.perf_counter()
     embedder.fit([graphs[i] for i in train], labels)
-    return embedder.embed(graphs[:limit]), time.perf_counter() - start
+    embeddings = embedder.embed(graphs[:limit])
+    return embeddings, getattr(embedder, "database", None), time.perf_counter() - start
 
 
 def _foreign_counts(foreigns: dict[str, ForeignZoo], foreign_dir: str) -> dict | None:

@@ -1,8 +1,10 @@
 """Batch embedding of graph shards with Ray Data, and the incremental index build.
 
 ``embed_graphs`` reads the shards with ``ray.data.read_parquet`` and runs :class:`EmbedActor` in an actor pool: each
-actor loads the encoder once (on CUDA when it has a GPU) and embeds one Arrow batch per call. A graph the encoder
-cannot take (e.g. kernels larger than its ``edge_dim``) becomes an error row instead of failing the pipeline.
+actor loads the encoder once (on CUDA when it has a GPU) and embeds one Arrow batch per call, in the form an index
+stores (:meth:`~raywse.models.encoder.NeuralGraphEncoder.database_form`; queries are embedded in their own form).
+A graph the encoder cannot take (e.g. kernels larger than its ``edge_dim``) becomes an error row instead of failing
+the pipeline.
 
 ``build_index`` is incremental: with an index of the same encoder version in ``index_dir`` only the model ids not
 yet in it are embedded and added; an index of another encoder version is refused unless ``rebuild=True``.
@@ -49,7 +51,7 @@ RESULT_SCHEMA = EMBEDDINGS_SCHEMA.append(pa.field("error", pa.string()))
 
 
 class EmbedActor:
-    """Ray Data actor: loads the encoder once, embeds Arrow batches of graph rows."""
+    """Ray Data actor: loads the encoder once, embeds Arrow batches of graph rows (database form)."""
 
     def __init__(self, encoder_dir: str, use_gpu: bool = False):
         self.encoder, self.version = load_encoder(encoder_dir)
@@ -64,7 +66,8 @@ class EmbedActor:
                 graphs.append(graph)
             except SpecError as exc:  # e.g. kernels larger than the encoder's edge_dim
                 errors[graph.model_id] = str(exc)
-        vectors = iter(encode(self.encoder, graphs, batch_size=len(graphs) or 1, device=self.device).embeddings)
+        encoded = encode(self.encoder, graphs, batch_size=len(graphs) or 1, device=self.device, database=True)
+        vectors = iter(encoded.database)
         column = [None if m in errors else next(vectors).tolist() for m in ids]
         return pa.table(
             {

@@ -1,8 +1,10 @@
-"""Cosine-similarity FAISS index over model embeddings, one code path for CPU and GPU.
+"""Inner-product FAISS index over model embeddings, one code path for CPU and GPU.
 
-Vectors are float32 and L2-normalised, so inner product = cosine. Small collections use an exact ``IndexFlatIP``;
-above ``exact_threshold`` an ``IndexIVFFlat`` (inner-product metric, trained on a sample). With a GPU the index is
-built and searched on it (``index_cpu_to_all_gpus``) and copied back to CPU to save.
+Vectors are float32. Queries are L2-normalised; stored vectors are kept as given: an encoder's database form
+(:meth:`~raywse.models.encoder.NeuralGraphEncoder.database_form`), unit vectors but for the parts only some queries
+read, so a score is the cosine of the parts the query has (1 for a model found by itself). Small collections use an
+exact ``IndexFlatIP``; above ``exact_threshold`` an ``IndexIVFFlat`` (inner-product metric, trained on a sample).
+With a GPU the index is built and searched on it (``index_cpu_to_all_gpus``) and copied back to CPU to save.
 
 On disk an index directory holds ``CURRENT`` (the name of the live version) and ``versions/<n>/`` with
 ``index.faiss``, ``ids.parquet``, ``meta.json`` and optionally ``embeddings.parquet``. A save writes a complete new
@@ -93,9 +95,9 @@ class EmbeddingIndex:
     def build(
         cls, ids: list[str], vectors: np.ndarray, encoder_version: str, config: IndexConfig | None = None
     ) -> EmbeddingIndex:
-        """Build an exact (below ``config.exact_threshold``) or IVF index over ``vectors`` (normalised here)."""
+        """Build an exact (below ``config.exact_threshold``) or IVF index over ``vectors`` (stored as given)."""
         config = config or IndexConfig()
-        vectors = normalize(vectors)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         n, dim = vectors.shape
@@ -110,14 +112,15 @@ class EmbeddingIndex:
             index.train(vectors[np.sort(rng.choice(n, sample, replace=False))])
             _set_nprobe(index, config)
         out = cls(index, [], encoder_version, kind, config)
-        out._add_normalized(list(ids), vectors)
+        out._add(list(ids), vectors)
         return out
 
     def add(self, ids: list[str], vectors: np.ndarray) -> None:
         """Append vectors; refuses ids already in the index (or repeated in ``ids``)."""
-        self._add_normalized(list(ids), normalize(vectors) if len(ids) else np.zeros((0, self.dim), np.float32))
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32) if len(ids) else np.zeros((0, self.dim), np.float32)
+        self._add(list(ids), vectors)
 
-    def _add_normalized(self, ids: list[str], vectors: np.ndarray) -> None:
+    def _add(self, ids: list[str], vectors: np.ndarray) -> None:
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         if vectors.shape[1] != self.dim:
@@ -134,7 +137,8 @@ class EmbeddingIndex:
             self.ids.append(m)
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[list[list[str | None]], np.ndarray]:
-        """Top-``k`` neighbours by cosine: ``(ids [n][k], scores [n, k])``; k is capped at the index size.
+        """Top-``k`` neighbours by the inner product of the normalised queries with the stored vectors (cosine, for
+        unit ones): ``(ids [n][k], scores [n, k])``; k is capped at the index size.
 
         An IVF search that finds fewer than ``k`` candidates in its ``nprobe`` lists pads with ``None`` / ``-inf``.
         """

@@ -96,7 +96,7 @@ class Searcher:
         embedded = []
         for graph in graphs:
             try:
-                embedded.append((graph.model_id, encode(self.encoder, [graph]).embeddings[0]))
+                embedded.append((graph.model_id, encode(self.encoder, [graph], database=True).database[0]))
             except SpecError as exc:
                 errors[graph.model_id] = f"cannot encode: {exc}"
         with writer_lock(self.index_dir, lock_timeout_s):

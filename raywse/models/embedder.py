@@ -23,7 +23,12 @@ BASELINE_CONTRASTIVE = ContrastiveConfig(accuracy_weight=0.0, permute_views=True
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Maps neural graphs to fixed-size vectors."""
+    """Maps neural graphs to fixed-size vectors.
+
+    An embedder whose index stores other vectors than its queries use (the GNN embedders:
+    :meth:`~raywse.models.encoder.NeuralGraphEncoder.database_form`) keeps them in a ``database`` attribute after
+    ``embed``; for every other embedder a query and an indexed model are the same vector.
+    """
 
     name: str
 
@@ -59,6 +64,7 @@ class GNNEmbedder:
         self.train_steps, self.contrastive = train_steps, replace(contrastive, seed=seed)
         self.history: list[float] = []
         self.accuracy: np.ndarray | None = None  # the accuracy head's predictions of the last ``embed`` call
+        self.database: np.ndarray | None = None  # the last ``embed`` call's graphs as an index stores them
 
     @staticmethod
     def _new_encoder(config: EncoderConfig) -> NeuralGraphEncoder:
@@ -83,6 +89,6 @@ class GNNEmbedder:
         return self
 
     def embed(self, graphs: list[Data]) -> np.ndarray:
-        encoded = encode(self.encoder, graphs)
-        self.accuracy = encoded.accuracy
+        encoded = encode(self.encoder, graphs, database=True)
+        self.accuracy, self.database = encoded.accuracy, encoded.database
         return encoded.embeddings

@@ -15,19 +15,26 @@ from raywse.models.encoder import NeuralGraphEncoder
 
 @dataclass
 class Encoded:
-    """Embeddings ``[n, output_dim]`` float32, and the predicted accuracies ``[n]`` when the encoder has a head."""
+    """Embeddings ``[n, output_dim]`` float32 (query form), the predicted accuracies ``[n]`` when the encoder has a
+    head, and the embeddings as an index stores them when asked for
+    (:meth:`~raywse.models.encoder.NeuralGraphEncoder.database_form`)."""
 
     embeddings: np.ndarray
     accuracy: np.ndarray | None
+    database: np.ndarray | None = None
 
 
 @torch.no_grad()
 def encode(
-    encoder: NeuralGraphEncoder, graphs: list[Data], batch_size: int = 64, device: str | torch.device | None = None
+    encoder: NeuralGraphEncoder,
+    graphs: list[Data],
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    database: bool = False,
 ) -> Encoded:
     """Embed ``graphs`` in batches of one kernel shape each (eval mode, no gradients; kernels are never padded);
-    ``device`` defaults to the encoder's. Raises :class:`~raywse.core.spec.SpecError` for a graph the encoder cannot
-    take (kernels too large)."""
+    ``device`` defaults to the encoder's; ``database``: also their database form. Raises
+    :class:`~raywse.core.spec.SpecError` for a graph the encoder cannot take (kernels too large)."""
     encoder.eval()
     device = device or next(encoder.parameters()).device
     for graph in graphs:  # every graph's kernels fit the encoder, checked before any work
@@ -35,6 +42,7 @@ def encode(
     head = encoder.accuracy is not None
     vectors = torch.zeros(len(graphs), encoder.output_dim)
     accuracy = torch.zeros(len(graphs))
+    stored = torch.zeros_like(vectors) if database else None
     for rows in kernel_shape_batches(graphs, batch_size):
         batch = Batch.from_data_list([graphs[i] for i in rows]).to(device)
         if head:
@@ -43,4 +51,6 @@ def encode(
         else:
             z = encoder(batch)
         vectors[rows] = z.float().cpu()
-    return Encoded(vectors.numpy(), accuracy.numpy() if head else None)
+        if stored is not None:
+            stored[rows] = encoder.database_form(batch, z).float().cpu()
+    return Encoded(vectors.numpy(), accuracy.numpy() if head else None, None if stored is None else stored.numpy())

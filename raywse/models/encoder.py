@@ -278,8 +278,27 @@ class NeuralGraphEncoder(nn.Module):
         return z, rep
 
     def forward(self, batch: Data) -> Tensor:
-        """L2-normalised embeddings ``[B, output_dim]``."""
+        """L2-normalised embeddings ``[B, output_dim]`` (the query form; :meth:`database_form` for an index)."""
         return self._embed(batch)[0]
+
+    def database_form(self, batch: Data, z: Tensor) -> Tensor:
+        """The embeddings ``z`` of ``batch`` as an index stores them: a probed network's also carry its first-layer
+        sketch, weighted as an unprobed network's is, in the sketch's dimensions (so its norm is
+        ``sqrt(1 + fingerprint_weight)``); an unprobed network's is its query form.
+
+        A query never run on probes has only its learned part and its sketch, so it meets every indexed network on
+        those; a probed query's sketch dimensions are zero, so its scores are unchanged. Either way a score is the
+        cosine of the parts the query has (1 for a network found by itself).
+        """
+        cfg = self.config
+        batch = self._as_batch(batch)
+        probed = ~unprobed_mask(batch, z.device)
+        if cfg.fingerprint_dim == 0 or cfg.sketch_dim == 0 or not bool(probed.any()):
+            return z
+        sketch = first_layer_sketch(batch, cfg.sketch_dim, cfg.seed, probed).to(z.dtype)
+        return torch.cat(
+            [z[:, : -cfg.sketch_dim], z[:, -cfg.sketch_dim :] + math.sqrt(cfg.fingerprint_weight) * sketch], 1
+        )
 
     def embed_and_predict(self, batch: Data) -> tuple[Tensor, Tensor]:
         """Embeddings and predicted accuracy in [0, 1] from one forward pass."""

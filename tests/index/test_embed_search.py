@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 import raywse.index.embed as embed_mod
 from raywse.core.artifacts import GraphFiles
@@ -108,7 +109,10 @@ def test_incremental_build_embeds_only_new_ids(tiny_graphs, encoders, tmp_path, 
     direct_vecs = np.array(direct["vector"].to_pylist(), np.float32)
     rows = [order[m] for m in direct["model_id"].to_pylist()]
     np.testing.assert_allclose(ray_vecs[rows], direct_vecs, atol=1e-5)
-    ids, scores = index.search(direct_vecs, 1)
+    by_id = {g.model_id: g for g in load_graphs(tiny_graphs)}
+    encoder, _ = load_encoder(encoders["a"])
+    queries = encode(encoder, [by_id[m] for m in direct["model_id"].to_pylist()]).embeddings  # the query form
+    ids, scores = index.search(queries, 1)
     assert np.mean([row[0] == m for row, m in zip(ids, direct["model_id"].to_pylist(), strict=True)]) > 0.9
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-4)
 
@@ -179,10 +183,10 @@ def test_packaged_checkpoints_of_other_architectures_find_neighbours(tiny_graphs
     queries["minilm"] = (package_file(*MINILM), "")
     for name, (path, spec) in queries.items():
         found = search_checkpoint(path, tmp_path / "index", encoders["a"], k=3, spec=spec)
-        # the same answer as brute-force cosine over every indexed embedding
+        # the same answer as brute force: the unit query against every stored vector
         fallback = read_spec_file(spec) if spec else ""
         query = encode(encoder, [graphify_checkpoint(str(path), name, fallback_spec=fallback)]).embeddings[0]
-        scores = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+        scores = vectors @ query / np.linalg.norm(query)
         best = np.argsort(-scores)[:3]
         assert [n.model_id for n in found] == [ids[i] for i in best], name
         np.testing.assert_allclose([n.score for n in found], scores[best], atol=1e-4)
@@ -256,3 +260,23 @@ def test_a_searcher_adds_graphs_as_a_new_version_and_another_searcher_picks_it_u
     assert reader.refresh() and not reader.refresh()  # reloads once, then nothing changed
     assert reader.search_graph(new[0], k=1)[0].model_id == new[0].model_id
     assert writer.add_graphs(new[:1]) == ([], {new[0].model_id: "already in the index"})
+
+
+def test_a_query_never_run_on_probes_meets_indexed_networks_on_its_first_layer_sketch(
+    tiny_graphs, encoders, tmp_path, monkeypatch
+):
+    """The index stores probed networks with their first-layer sketch (the database form): the same network queried
+    without its probe responses (as a foreign file of unknown activation is) finds itself first, its score the
+    sketch's share plus the learned part's; the query form alone would score it at most the learned part's share."""
+    from raywse.graph.probes import NO_PROBES
+
+    monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
+    build_index(tiny_graphs, encoders["a"], tmp_path / "index")
+    searcher = Searcher(tmp_path / "index", encoders["a"])
+    weight = searcher.encoder.config.fingerprint_weight
+    for graph in load_graphs(tiny_graphs)[:3]:
+        unprobed = graph.clone()
+        unprobed.probe_act, unprobed.probe_source = torch.zeros_like(graph.probe_act), NO_PROBES
+        best = searcher.search_graph(unprobed, k=1)[0]
+        assert best.model_id == graph.model_id and best.score > weight
+        assert searcher.search_graph(graph, k=1)[0].score == pytest.approx(1.0, abs=1e-4)

@@ -20,15 +20,16 @@ from raywse.index.faiss_index import (
     current_version_dir,
     read_meta,
 )
+from raywse.metrics import normalize
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def clustered(n: int, dim: int = 32, clusters: int = 200, seed: int = 0, spread: float = 0.3) -> np.ndarray:
-    """Gaussian blobs around random centres (so nearest neighbours are meaningful)."""
+    """Unit vectors of Gaussian blobs around random centres (so nearest neighbours are meaningful)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    return centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+    return normalize(centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32))
 
 
 def ids_for(n: int, prefix: str = "m") -> list[str]:

@@ -110,6 +110,35 @@ def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
     assert z_probed[0, responses_part].any() and not z_probed[0, sketch_part].any()
 
 
+def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
+    """An index stores probed networks with their first-layer sketch as well: a probed query's scores of them are
+    unchanged, an unprobed query now meets them on its sketch too, and an unprobed network is stored as it queries."""
+    from raywse.graph.lineage import first_layer_sketch
+    from raywse.graph.probes import NO_PROBES
+
+    encoder = NeuralGraphEncoder(SMALL).eval()
+    probed = [encoder.prepare(g) for g in graphs if tuple(g.kernel_shape) == (1, 1)]
+    unprobed = []
+    for g in probed[:2]:
+        hidden = g.clone()
+        hidden.probe_act, hidden.probe_source = torch.zeros_like(g.probe_act), NO_PROBES
+        unprobed.append(hidden)
+    batch = Batch.from_data_list(probed + unprobed)
+    with torch.no_grad():
+        z = encoder(batch)
+        stored = encoder.database_form(batch, z)
+    n, w, sketch_part = len(probed), SMALL.fingerprint_weight, slice(SMALL.embed_dim + SMALL.fingerprint_dim, None)
+    torch.testing.assert_close(stored[:n].norm(dim=1), torch.full((n,), (1 + w) ** 0.5))
+    torch.testing.assert_close(stored[n:], z[n:])
+    sketches = first_layer_sketch(Batch.from_data_list(probed), SMALL.sketch_dim, SMALL.seed)
+    torch.testing.assert_close(stored[:n, sketch_part], sketches * w**0.5)
+    assert not z[:n, sketch_part].any()
+    torch.testing.assert_close(z[:n] @ stored[:n].T, z[:n] @ z[:n].T)
+    # an unprobed query's score of a probed network now includes their sketches' similarity (weighted)
+    gain = z[n:] @ stored[:n].T - z[n:] @ z[:n].T
+    torch.testing.assert_close(gain, w * (z[n:, sketch_part] / w**0.5) @ sketches.T)
+
+
 @pytest.mark.parametrize("kind", sorted(SPECS))
 def test_an_unprobed_graph_embeds_invariantly_too(trained, kind):
     """Its sketch is invariant as the rest: permuted and rescaled twins of a network never run on probes embed alike."""
