@@ -32,8 +32,13 @@ class EvalConfig:
     gnn_baseline_steps: int = field(default=40, metadata={"help": "contrastive steps of the non-equivariant GNN"})
     remote_fits: tuple[str, ...] = field(
         default=("gnn_nonequivariant", "flat_mlp"),
-        metadata={"help": "baselines fitted in Ray tasks (a CPU each) while the rest of the evaluation runs"},
+        metadata={"help": "baselines fitted in Ray tasks (remote_fit_cpus each) while the rest of the evaluation runs"},
     )
+    remote_fit_cpus: int = field(
+        default=2,
+        metadata={"help": "CPUs, and torch threads, of each remote fit (at most the cluster's; fits that cannot "
+                  "share the CPUs run one after another)"},
+    )  # fmt: skip
     torch_threads: int = field(default=1, metadata={"help": "intra-op threads (1 is fastest for tiny nets)"})
     ks: tuple[int, ...] = (1, 5, 10)
     curve_k: int = 20
@@ -59,5 +64,7 @@ class EvalConfig:
             raise ValueError(f"unknown remote_fits {unknown} (choose from {', '.join(EVAL_BASELINES)})")
         if set(self.remote_fits) & set(self.finetune_embedders):
             raise ValueError("finetune_embedders cannot be remote_fits (fine-tuning runs while the remote fits do)")
+        if self.remote_fit_cpus < 1:
+            raise ValueError(f"remote_fit_cpus must be at least 1, got {self.remote_fit_cpus}")
         if not {1, 10} <= set(self.ks):
             raise ValueError(f"ks must include 1 and 10 (the summary's precision@1 and precision@10), got {self.ks}")

@@ -245,7 +245,7 @@ def _embed_and_score(
         bar.update(1)
 
     far = {n: e for n, e in embedders.items() if n in config.remote_fits}
-    remote = _fit_remotely(far, inputs, len(graphs), train, labels[train], with_foreign, config.torch_threads)
+    remote = _fit_remotely(far, inputs, len(graphs), train, labels[train], with_foreign, config.remote_fit_cpus)
     for name, embedder in embedders.items():  # the remote fits run meanwhile
         if name in remote:
             continue
@@ -307,23 +307,25 @@ def _fit_remotely(
     train: np.ndarray,
     train_labels: np.ndarray,
     with_foreign: Callable[[Embedder], bool],
-    threads: int,
+    cpus: int,
 ) -> dict[str, ray.ObjectRef]:
-    """Start one Ray task per embedder (one CPU each) that fits it on the train graphs and embeds ``inputs`` (only
-    the first ``n_zoo`` when it does not embed foreign models); returns ``{name: ref to (embeddings, database form or
-    None, seconds)}``."""
+    """Start one Ray task per embedder (``cpus`` CPUs and torch threads each, at most the cluster's) that fits it on
+    the train graphs and embeds ``inputs`` (only the first ``n_zoo`` when it does not embed foreign models); returns
+    ``{name: ref to (embeddings, database form or None, seconds)}``."""
     if not embedders:
         return {}
     ensure_ray()
+    cpus = max(1, min(cpus, int(ray.cluster_resources().get("CPU", 1))))
     graphs_ref = ray.put(inputs)  # one copy in the object store, shared by every task
     refs = {}
     for name, embedder in embedders.items():
         limit = None if with_foreign(embedder) else n_zoo
-        refs[name] = _fit_and_embed.remote(embedder, graphs_ref, train, train_labels, limit, threads)
+        task = _fit_and_embed.options(num_cpus=cpus)
+        refs[name] = task.remote(embedder, graphs_ref, train, train_labels, limit, cpus)
     return refs
 
 
-@ray.remote(num_cpus=1)
+@ray.remote
 def _fit_and_embed(
     embedder: Embedder, graphs: list, train: np.ndarray, labels: np.ndarray, limit: int | None, threads: int
 ) -> tuple[np.ndarray, float]:
