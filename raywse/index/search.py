@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 class Neighbor:
     rank: int  # 1-based
     model_id: str
-    score: float  # cosine similarity
+    score: float  # cosine of the parts of the embedding the query has (1: the same network)
     task: str = ""  # metadata columns are empty / NaN without a zoo manifest or for ids not in it
     family: str = ""
     test_acc: float = math.nan
