@@ -267,7 +267,9 @@ def _foreign_section(foreign: dict | None, scores: dict) -> list[str]:
         f"{', '.join(foreign['tasks'])}; {len(refused)} refused by graphify"
         + (f" ({'; '.join(f'{p}: {r}' for p, r in list(refused.items())[:3])})" if refused else "")
         + ". `foreign`: learned foreign checkpoints as queries against the other foreign checkpoints; "
-        "`foreign_to_zoo`: those of a task the zoo has, against the whole zoo. Relevant = same task (learned). "
+        "`foreign_to_zoo`: those of a task the zoo has, against the whole zoo as an index stores it (the GNN "
+        "embedders' database form: a probed network with its first-layer sketch too, which a query never run on "
+        "probes meets it on). Relevant = same task (learned). "
         "`probe_outputs` cannot run a checkpoint whose activations are unknown, so it has no row here.",
         "",
     ]
