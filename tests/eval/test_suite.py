@@ -258,6 +258,8 @@ def test_config_needs_the_summary_ks():
         EvalConfig(remote_fits=("raywse",))
     with pytest.raises(ValueError, match="finetune_embedders cannot be remote_fits"):
         EvalConfig(remote_fits=("input_saliency",))
+    with pytest.raises(ValueError, match="remote_fit_cpus must be at least 1, got 0"):
+        EvalConfig(remote_fit_cpus=0)
 
 
 def test_probes(view):
