@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from raywse.graph.kernels import kernel_shape_batches
 from raywse.graph.probes import probe_rows
 from raywse.graph.schema import NodeKind, NodeType
 from raywse.graph.transforms import contrastive_view
@@ -98,9 +99,12 @@ class LabelledGraphs:
         return len(self.graphs)
 
 
+#: The views of a step as ``(rows, batch)`` pairs, one batch per kernel shape (a loop built with
+#: ``batched_views=False``): ``rows`` are the views' positions among the step's views.
+ShapeBatches = list[tuple[list[int], Batch]]
 #: ``views -> (embeddings [n, d], predicted accuracy [n] or None)``: one forward over the views of a step, a collated
-#: ``Batch`` (or a list of graphs, for a loop built with ``batched_views=False``).
-Forward = Callable[[Batch | list[Data]], tuple[Tensor, Tensor | None]]
+#: ``Batch`` (or :data:`ShapeBatches`).
+Forward = Callable[[Batch | ShapeBatches], tuple[Tensor, Tensor | None]]
 
 
 class EmbedAndPredict(nn.Module):
@@ -232,13 +236,17 @@ class ContrastiveLoop:
             loss = loss + cfg.accuracy_weight * accuracy_loss
         return loss, z1, z2
 
-    def views(self, members: list[int], gen: torch.Generator) -> Batch | list[Data]:
-        """Two views of every member (first views, then second views): made on the collated batch in one pass, or
-        one graph at a time (``batched_views=False``: graphs that cannot be collated, e.g. of mixed kernel widths)."""
+    def views(self, members: list[int], gen: torch.Generator) -> Batch | ShapeBatches:
+        """Two views of every member (first views, then second views), made on collated batches in one pass each:
+        the step's one batch, or (``batched_views=False``: graphs whose kernels differ and are not padded) one
+        batch per kernel shape, with the rows it holds."""
         originals = [self.data.graphs[i] for i in members] * 2
         if self.batched_views:
             return self.view(Batch.from_data_list(originals), gen)
-        return [self.view(g, gen) for g in originals]
+        return [
+            (rows, self.view(Batch.from_data_list([originals[i] for i in rows]), gen))
+            for rows in kernel_shape_batches(originals, len(originals))
+        ]
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass of ``steps_per_epoch`` optimiser steps; mean loss, alignment and uniformity."""

@@ -113,3 +113,28 @@ def test_random_init_gnn_is_seeded_and_untrained(graphs):
     np.testing.assert_array_equal(RandomInitGNNEmbedder(SMALL, seed=0).embed(graphs), before)
     assert not np.allclose(RandomInitGNNEmbedder(SMALL, seed=1).embed(graphs), before)
     assert before.shape == (len(graphs), SMALL.embed_dim + SMALL.fingerprint_dim + SMALL.sketch_dim)
+
+
+def test_flat_weights_of_a_viewed_batch_are_each_graphs_own(graphs):
+    """The flat-weights baseline flattens views batch by batch: row i is graph i's weights in edge order, then its
+    non-input biases, whichever edges a view dropped — the same as flattening the graph alone."""
+    from torch_geometric.data import Batch
+
+    from raywse.graph.schema import NodeKind
+    from raywse.graph.transforms import DropEdges
+    from raywse.models.baselines.weights import _flatten_all, _flatten_batch
+
+    same = [g for g in graphs if tuple(g.kernel_shape) == tuple(graphs[0].kernel_shape)][:4]
+    batch = Batch.from_data_list(same)
+    singles = np.concatenate([_flatten_all([g], 4096) for g in same])
+    np.testing.assert_array_equal(_flatten_batch(batch, 4096), singles)
+    np.testing.assert_array_equal(_flatten_all(list(reversed(graphs)), 4096)[::-1], _flatten_all(graphs, 4096))
+    dropped = DropEdges(0.3)(batch, torch.Generator().manual_seed(0))
+    assert dropped.edge_index.shape[1] < batch.edge_index.shape[1]
+    rows = _flatten_batch(dropped, 4096)
+    for i in range(len(same)):
+        weights = dropped.edge_attr[dropped.batch[dropped.edge_index[1]] == i].flatten()
+        biases = dropped.x.view(-1)[(dropped.batch == i) & (dropped.node_kind != NodeKind.INPUT)]
+        expected = torch.cat([weights, biases])[:4096].numpy()
+        np.testing.assert_array_equal(rows[i, : len(expected)], expected)
+        assert not rows[i, len(expected) :].any()

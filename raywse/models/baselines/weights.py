@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from torch import Tensor
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 
+from raywse.graph.kernels import kernel_shape_batches
 from raywse.graph.schema import NodeKind
-from raywse.models.contrastive import fit_steps
+from raywse.models.contrastive import ShapeBatches, fit_steps
 from raywse.models.embedder import BASELINE_CONTRASTIVE, labelled
 from raywse.models.features import mlp
 
@@ -42,18 +43,37 @@ def _layer_params(g: Data) -> list[tuple[Tensor, Tensor]]:
     return out
 
 
-def _flatten(g: Data, length: int) -> np.ndarray:
-    """All weights in edge order then all non-input biases, zero-padded / truncated to ``length``."""
-    flat = torch.cat([g.edge_attr.flatten(), g.x.view(-1)[g.node_kind != NodeKind.INPUT]]).float()
-    out = np.zeros(length, dtype=np.float32)
-    n = min(length, flat.numel())
-    out[:n] = flat[:n].numpy()
+def _flatten_batch(batch: Batch, length: int) -> np.ndarray:
+    """``[B, length]``: each graph of a batch of one kernel shape as all its weights in edge order, then all its
+    non-input biases, zero-padded / truncated to ``length``. A graph's edges are one run of the batch's edges, and
+    its nodes its ``ptr`` slice: views relabel nodes and drop edges, never reorder them."""
+    num = int(batch.num_graphs)
+    edges = torch.bincount(batch.batch[batch.edge_index[1]], minlength=num).tolist()
+    nodes = torch.diff(batch.ptr).tolist()
+    biases = batch.x.view(-1).float()
+    out = np.zeros((num, length), dtype=np.float32)
+    parts = zip(
+        torch.split(batch.edge_attr.float(), edges), torch.split(biases, nodes),
+        torch.split(batch.node_kind != NodeKind.INPUT, nodes), strict=True,
+    )  # fmt: skip
+    for row, (weights, bias, not_input) in enumerate(parts):
+        flat = torch.cat([weights.flatten(), bias[not_input]])[:length]
+        out[row, : len(flat)] = flat.numpy()
+    return out
+
+
+def _flatten_views(views: list[tuple[list[int], Batch]], length: int) -> np.ndarray:
+    """Batches of one kernel shape each, with the rows they fill: the rows' :func:`_flatten_batch`."""
+    out = np.zeros((sum(len(rows) for rows, _ in views), length), dtype=np.float32)
+    for rows, batch in views:
+        out[rows] = _flatten_batch(batch, length)
     return out
 
 
 def _flatten_all(graphs: list[Data], length: int) -> np.ndarray:
-    """``[len(graphs), length]``: :func:`_flatten` of each graph."""
-    return np.stack([_flatten(g, length) for g in graphs])
+    """``[len(graphs), length]``: :func:`_flatten_batch` of each graph (batched by kernel shape)."""
+    batches = [(rows, Batch.from_data_list([graphs[i] for i in rows])) for rows in kernel_shape_batches(graphs, 256)]
+    return _flatten_views(batches, length)
 
 
 class _Standardised:
@@ -155,9 +175,13 @@ class FlatMLPEmbedder:
         self.scale = float(flat[flat != 0].std()) if (flat != 0).any() else 1.0
         contrastive = replace(BASELINE_CONTRASTIVE, seed=self.seed)
         self.model.train()
+
+        def forward(views: ShapeBatches) -> tuple[Tensor, None]:
+            return self._encode(_flatten_views(views, self.length)), None
+
         self.history = fit_steps(
-            contrastive, labelled(graphs, labels), lambda views: (self._encode(_flatten_all(views, self.length)), None),
-            self.model.parameters(), self.steps, batched_views=False,  # unpadded graphs of mixed widths: a list
+            contrastive, labelled(graphs, labels), forward, self.model.parameters(), self.steps,
+            batched_views=False,  # kernels not padded: a batch per kernel shape
         )  # fmt: skip
         self.model.eval()
         return self
