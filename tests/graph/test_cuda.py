@@ -18,7 +18,7 @@ from torch_geometric.data import Batch
 
 from raywse.graph.infer import infer_spec_and_tensors
 from raywse.graph.neural_graph import to_neural_graph
-from raywse.graph.probes import NO_PROBES
+from raywse.graph.transforms import HideProbes
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -37,9 +37,7 @@ def graphs() -> dict[str, object]:
     }
     out = {name: to_neural_graph(tensors, spec, name) for name, (spec, tensors) in nets.items()}
     for name in ("mlp", "cnn_bn", "vit"):  # never run on probes: the first-layer sketch is their fingerprint
-        unprobed = out[name].clone()
-        unprobed.probe_act, unprobed.probe_source = torch.zeros_like(unprobed.probe_act), NO_PROBES
-        out[f"{name}_unprobed"] = unprobed
+        out[f"{name}_unprobed"] = HideProbes(1.0)(out[name], torch.Generator())
     return out
 
 

@@ -268,15 +268,14 @@ def test_a_query_never_run_on_probes_meets_indexed_networks_on_its_first_layer_s
     """The index stores probed networks with their first-layer sketch (the database form): the same network queried
     without its probe responses (as a foreign file of unknown activation is) finds itself first, its score the
     sketch's share plus the learned part's; the query form alone would score it at most the learned part's share."""
-    from raywse.graph.probes import NO_PROBES
+    from raywse.graph.transforms import HideProbes
 
     monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
     build_index(tiny_graphs, encoders["a"], tmp_path / "index")
     searcher = Searcher(tmp_path / "index", encoders["a"])
     weight = searcher.encoder.config.fingerprint_weight
     for graph in load_graphs(tiny_graphs)[:3]:
-        unprobed = graph.clone()
-        unprobed.probe_act, unprobed.probe_source = torch.zeros_like(graph.probe_act), NO_PROBES
+        unprobed = HideProbes(1.0)(graph, torch.Generator())  # as a foreign file of unknown activation
         best = searcher.search_graph(unprobed, k=1)[0]
         assert best.model_id == graph.model_id and best.score > weight
         assert searcher.search_graph(graph, k=1)[0].score == pytest.approx(1.0, abs=1e-4)

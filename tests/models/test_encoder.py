@@ -13,6 +13,7 @@ from raywse.core.spec import SpecError
 from raywse.graph.kernels import pad_edge_features
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.symmetry import permute_graph_nodes, permute_hidden, rescale_graph_hidden, rescale_hidden
+from raywse.graph.transforms import HideProbes
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 SMALL = EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16, accuracy_head=True)
@@ -20,6 +21,11 @@ SMALL = EncoderConfig(depth=2, hidden=32, edge_hidden=16, embed_dim=16, accuracy
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
+
+
+def unprobed(graph):
+    """``graph`` as if its network had never been run on probes (the training views' :class:`HideProbes`)."""
+    return HideProbes(1.0)(graph, torch.Generator())
 
 
 def embed(encoder: NeuralGraphEncoder, graphs) -> torch.Tensor:
@@ -89,7 +95,6 @@ def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
     """Same probe rows under another normalisation share a projection; other probe rows are near orthogonal; a graph
     without probes has no response part but its first-layer sketch, in dimensions a probed graph leaves at zero."""
     from raywse.graph.lineage import first_layer_sketch
-    from raywse.graph.probes import NO_PROBES
 
     encoder = NeuralGraphEncoder(SMALL).eval()
     g = next(g for g in graphs if tuple(g.kernel_shape) == (1, 1))
@@ -98,8 +103,7 @@ def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
     b = encoder.fingerprint(responses, ["train:digits|standard"])
     c = encoder.fingerprint(responses, ["train:mnist14|unit"])
     assert torch.allclose(a, b) and abs(float(a @ c.T)) < 0.3
-    hidden = g.clone()
-    hidden.probe_act, hidden.probe_source = torch.zeros_like(g.probe_act), NO_PROBES
+    hidden = unprobed(g)
     z_hidden, z_probed = embed(encoder, [hidden]), embed(encoder, [g])
     responses_part = slice(SMALL.embed_dim, SMALL.embed_dim + SMALL.fingerprint_dim)
     sketch_part = slice(SMALL.embed_dim + SMALL.fingerprint_dim, None)
@@ -114,16 +118,10 @@ def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
     """An index stores probed networks with their first-layer sketch as well: a probed query's scores of them are
     unchanged, an unprobed query now meets them on its sketch too, and an unprobed network is stored as it queries."""
     from raywse.graph.lineage import first_layer_sketch
-    from raywse.graph.probes import NO_PROBES
 
     encoder = NeuralGraphEncoder(SMALL).eval()
     probed = [encoder.prepare(g) for g in graphs if tuple(g.kernel_shape) == (1, 1)]
-    unprobed = []
-    for g in probed[:2]:
-        hidden = g.clone()
-        hidden.probe_act, hidden.probe_source = torch.zeros_like(g.probe_act), NO_PROBES
-        unprobed.append(hidden)
-    batch = Batch.from_data_list(probed + unprobed)
+    batch = Batch.from_data_list(probed + [unprobed(g) for g in probed[:2]])
     with torch.no_grad():
         z = encoder(batch)
         stored = encoder.database_form(batch, z)
@@ -142,17 +140,12 @@ def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
 @pytest.mark.parametrize("kind", sorted(SPECS))
 def test_an_unprobed_graph_embeds_invariantly_too(trained, kind):
     """Its sketch is invariant as the rest: permuted and rescaled twins of a network never run on probes embed alike."""
-    from raywse.graph.probes import NO_PROBES
-
     torch.manual_seed(0)
     encoder = NeuralGraphEncoder(SMALL).eval()
     gen = torch.Generator().manual_seed(4)
     tensors, spec = trained[kind][0], SPECS[kind]
     nets = [tensors, permute_hidden(tensors, spec, gen), rescale_hidden(tensors, spec, gen)]
-    graphs = [to_neural_graph(t, spec, str(i)) for i, t in enumerate(nets)]
-    for graph in graphs:
-        graph.probe_act, graph.probe_source = torch.zeros_like(graph.probe_act), NO_PROBES
-    z = embed(encoder, graphs)
+    z = embed(encoder, [unprobed(to_neural_graph(t, spec, str(i))) for i, t in enumerate(nets)])
     assert z[0, SMALL.embed_dim + SMALL.fingerprint_dim :].any()
     assert max(rel(z[i], z[0]) for i in (1, 2)) <= 1e-5
 
