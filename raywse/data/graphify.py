@@ -194,7 +194,7 @@ def graphify(
         items = [dataclasses.asdict(i) for i in todo]
         ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / config.batch_size)))
         # One operator over in-memory items: the per-operator resource reservation (for pipelines of several) only
-        # held tasks back here (6,186 demo checkpoints on 2 CPUs: 12.6 -> 7.9 s at batch 64, bench/README.md)
+        # held tasks back here (6,186 demo checkpoints on 2 CPUs: 12.6 -> 7.6 s at batch 64, bench/README.md)
         ds.context.op_resource_reservation_enabled = False
         status = ds.map_batches(
             graphify_batch,
