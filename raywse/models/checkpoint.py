@@ -19,6 +19,9 @@ from raywse.core.config import ConfigError
 from raywse.core.io import atomic_path, write_json_atomic
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
+#: Config fields added since the first export, at the value that reproduces an export that predates them.
+BEFORE_FIELDS = {"confidence_weight": 0.0}
+
 
 def export_encoder(state_dict: dict, config: EncoderConfig, encoder_dir: str | os.PathLike) -> str:
     """Write the encoder (weights, then config + version) atomically; returns the version."""
@@ -50,7 +53,7 @@ def load_encoder(encoder_dir: str | os.PathLike) -> tuple[NeuralGraphEncoder, st
             "(a partial export)"
         )
     try:
-        encoder = NeuralGraphEncoder(EncoderConfig(**meta["encoder"]))
+        encoder = NeuralGraphEncoder(EncoderConfig(**(BEFORE_FIELDS | meta["encoder"])))
         encoder.load_state_dict(torch.load(encoder_dir / EncoderFiles.WEIGHTS, map_location="cpu", weights_only=True))
     except (TypeError, RuntimeError) as exc:  # unknown config keys, or parameters of another architecture
         first = str(exc).strip().splitlines()[0]

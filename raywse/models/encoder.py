@@ -9,8 +9,10 @@ edge-list form, which computes the same) → readout
 softmax responses on the probes) → MLP → learned embedding, concatenated with the *response fingerprint* (the
 class-order softmax responses through a fixed random projection drawn per probe set, so responses to different probe
 sets are orthogonal; a network never run on probes gets its first-layer sketch, :mod:`raywse.graph.lineage`, in
-dimensions of its own instead) → L2-normalised embedding. The learned part is trained on the similarity of the whole
-embedding: it learns what the fingerprint alone gets wrong.
+dimensions of its own instead), then, lightly weighted, how confidently the network answers its probes
+(:func:`~raywse.models.pooling.confidence_statistics`, which the accuracy head reads too) → L2-normalised embedding
+(:attr:`NeuralGraphEncoder.parts`). The learned part is trained on the similarity of the whole embedding: it learns
+what the fingerprint alone gets wrong.
 
 Invariance: nothing reads the order or index of hidden nodes (probe responses move with their neurons). Hidden nodes are
 only distinguished by their features (bias, layer, activation, type) and their edges, and every reduction is a scatter
@@ -43,7 +45,7 @@ from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nod
 from raywse.models.blocks import block_layout, edge_grids, grid_sums
 from raywse.models.conv import NeuralGraphConv
 from raywse.models.features import fourier_lift, layer_keys, layer_rms, mlp, sparse_lifted_linear
-from raywse.models.pooling import class_order_readout, invariant_readout
+from raywse.models.pooling import CONFIDENCE_STATS, class_order_readout, confidence_statistics, invariant_readout
 
 #: Edges above which a batch's edge states are computed a block-group chunk at a time, straight into the grids
 #: (:func:`~raywse.models.blocks.edge_grids`), never all at once.
@@ -73,6 +75,9 @@ class EncoderConfig:
     # a network never run on probes (e.g. a foreign file of unknown activation) has no responses: its fingerprint is
     # then its first-layer sketch (raywse.graph.lineage), this wide, in dimensions of its own (0: none)
     sketch_dim: int = 256
+    # share of the squared norm for how confidently the network answers its probes (pooling.confidence_statistics,
+    # last in the embedding; 0: left out); the accuracy head reads these statistics either way
+    confidence_weight: float = 0.02
     # message passing by weight-tensor blocks on the CPU, where they are faster; on a GPU the PyG edge-list form is
     # 1.7-2.4x faster (bench/README.md) and runs instead (the same embeddings) unless a batch has more than
     # EDGE_CHUNK edges (the blocks never hold every edge's state at once); False: the edge-list form everywhere
@@ -84,6 +89,8 @@ class EncoderConfig:
         side = math.isqrt(self.edge_dim)
         if side * side != self.edge_dim:
             raise ValueError(f"edge_dim must be a perfect square (kernel area), got {self.edge_dim}")
+        if not 0 <= self.confidence_weight < 1:
+            raise ValueError(f"confidence_weight must be in [0, 1), got {self.confidence_weight}")
 
 
 class NeuralGraphEncoder(nn.Module):
@@ -115,7 +122,7 @@ class NeuralGraphEncoder(nn.Module):
         classes = cfg.readout_classes
         self.readout = mlp([4 * h + cfg.edge_hidden + classes * (h + cfg.num_probes), 2 * h, 2 * h], cfg.dropout)
         self.project = nn.Linear(2 * h, cfg.embed_dim)
-        self.accuracy = mlp([2 * h, h, 1]) if cfg.accuracy_head else None
+        self.accuracy = mlp([2 * h + CONFIDENCE_STATS, h, 1]) if cfg.accuracy_head else None
         self._projections: dict[tuple, Tensor] = {}
 
     def prepare(self, data: Data) -> Data:
@@ -233,10 +240,27 @@ class NeuralGraphEncoder(nn.Module):
         return rep, responses
 
     @property
-    def output_dim(self) -> int:
-        """Width of the embeddings: the learned part, then the fingerprint (responses; the unprobed's sketch)."""
+    def parts(self) -> dict[str, slice]:
+        """Where each part of an embedding lies, in order: ``learned``, the fingerprint's ``responses`` and
+        ``sketch`` (the unprobed's), ``confidence`` (a part the config leaves out is an empty slice)."""
         cfg = self.config
-        return cfg.embed_dim + (cfg.fingerprint_dim + cfg.sketch_dim if cfg.fingerprint_dim > 0 else 0)
+        fingerprint = cfg.fingerprint_dim > 0
+        widths = {
+            "learned": cfg.embed_dim,
+            "responses": cfg.fingerprint_dim,
+            "sketch": cfg.sketch_dim if fingerprint else 0,
+            "confidence": CONFIDENCE_STATS if cfg.confidence_weight > 0 else 0,
+        }
+        out, start = {}, 0
+        for name, width in widths.items():
+            out[name] = slice(start, start + width)
+            start += width
+        return out
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the embeddings (:attr:`parts`)."""
+        return self.parts["confidence"].stop
 
     def fingerprint(self, responses: Tensor, sources: list[str]) -> Tensor:
         """``[B, fingerprint_dim]``: each graph's responses (normalised) through the fixed projection of its probe
@@ -261,9 +285,10 @@ class NeuralGraphEncoder(nn.Module):
         return self._projections[key]
 
     def _embed(self, batch: Data) -> tuple[Tensor, Tensor]:
-        """``(embeddings, representation)``."""
+        """``(embeddings, what the accuracy head reads: the representation and the confidence statistics)``."""
         batch = self._as_batch(batch)
         rep, responses = self.representation(batch)
+        confidence = confidence_statistics(responses, self.config.readout_classes)
         z = F.normalize(self.project(rep), dim=-1)
         if self.config.fingerprint_dim > 0:
             w = self.config.fingerprint_weight
@@ -275,7 +300,11 @@ class NeuralGraphEncoder(nn.Module):
                     sketch = first_layer_sketch(batch, self.config.sketch_dim, self.config.seed, unprobed).to(fp.dtype)
                 fp = torch.cat([fp, sketch], dim=-1)
             z = F.normalize(torch.cat([math.sqrt(1 - w) * z, math.sqrt(w) * fp], dim=-1), dim=-1)
-        return z, rep
+        c = self.config.confidence_weight
+        if c > 0:  # each statistic lies in [0, 1]: this part's squared norm is at most c
+            part = confidence / math.sqrt(CONFIDENCE_STATS)
+            z = F.normalize(torch.cat([math.sqrt(1 - c) * z, math.sqrt(c) * part], dim=-1), dim=-1)
+        return z, torch.cat([rep, confidence], dim=-1)
 
     def forward(self, batch: Data) -> Tensor:
         """L2-normalised embeddings ``[B, output_dim]`` (the query form; :meth:`database_form` for an index)."""
@@ -296,16 +325,16 @@ class NeuralGraphEncoder(nn.Module):
         if cfg.fingerprint_dim == 0 or cfg.sketch_dim == 0 or not bool(probed.any()):
             return z
         sketch = first_layer_sketch(batch, cfg.sketch_dim, cfg.seed, probed).to(z.dtype)
-        return torch.cat(
-            [z[:, : -cfg.sketch_dim], z[:, -cfg.sketch_dim :] + math.sqrt(cfg.fingerprint_weight) * sketch], 1
-        )
+        stored = z.clone()
+        stored[:, self.parts["sketch"]] += math.sqrt(cfg.fingerprint_weight) * sketch
+        return stored
 
     def embed_and_predict(self, batch: Data) -> tuple[Tensor, Tensor]:
         """Embeddings and predicted accuracy in [0, 1] from one forward pass."""
         if self.accuracy is None:
             raise RuntimeError("encoder was built with accuracy_head=False")
-        z, rep = self._embed(batch)
-        return z, torch.sigmoid(self.accuracy(rep)).squeeze(-1)
+        z, head_input = self._embed(batch)
+        return z, torch.sigmoid(self.accuracy(head_input)).squeeze(-1)
 
     def predict_accuracy(self, batch: Data) -> Tensor:
         """Predicted test accuracy in [0, 1], ``[B]`` (needs ``accuracy_head=True``)."""

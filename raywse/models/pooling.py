@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
 from raywse.graph.schema import NodeKind
+
+#: Width of :func:`confidence_statistics`.
+CONFIDENCE_STATS = 6
 
 
 def invariant_readout(batch: Batch, h: Tensor, edge_mean: Tensor, node_key: Tensor, num_keys: int) -> Tensor:
@@ -67,3 +72,29 @@ def class_order_readout(batch: Batch, h: Tensor, logits: Tensor, probed: Tensor,
     responses = torch.zeros(num_graphs, classes, logits.shape[1], dtype=h.dtype, device=h.device)
     responses[g, pos] = probs
     return states.flatten(1), responses.transpose(1, 2).flatten(1)
+
+
+def confidence_statistics(responses: Tensor, classes: int) -> Tensor:
+    """How confidently a network answers its probes, from its class-order softmax responses: the mean and standard
+    deviation of the top probability, the mean margin between the top two, the mean and standard deviation of the
+    entropy (over ``log classes``), and the share of probes answered with probability above 0.9. Label-free and
+    invariant to every hidden symmetry; zeros for a network never run on probes (its responses are zeros).
+
+    Args:
+        responses: :func:`class_order_readout`'s responses (probe-major, ``classes`` slots per probe).
+        classes: output slots per probe.
+
+    Shapes:
+        ``responses [B, P * classes]`` → ``[B, CONFIDENCE_STATS]``.
+    """
+    probs = responses.view(len(responses), -1, classes)
+    top = probs.topk(min(2, classes), dim=-1).values
+    first = top[..., 0]
+    margin = first - top[..., 1] if classes > 1 else first
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1) / math.log(max(classes, 2))
+    confident = (first > 0.9).to(probs.dtype)
+    return torch.stack(
+        [first.mean(1), first.std(1, correction=0), margin.mean(1), entropy.mean(1), entropy.std(1, correction=0),
+         confident.mean(1)],
+        dim=-1,
+    )  # fmt: skip

@@ -112,7 +112,7 @@ def test_random_init_gnn_is_seeded_and_untrained(graphs):
     np.testing.assert_array_equal(a.fit(graphs, labels).embed(graphs), before)  # fit trains nothing
     np.testing.assert_array_equal(RandomInitGNNEmbedder(SMALL, seed=0).embed(graphs), before)
     assert not np.allclose(RandomInitGNNEmbedder(SMALL, seed=1).embed(graphs), before)
-    assert before.shape == (len(graphs), SMALL.embed_dim + SMALL.fingerprint_dim + SMALL.sketch_dim)
+    assert before.shape == (len(graphs), a.encoder.output_dim)
 
 
 def test_flat_weights_of_a_viewed_batch_are_each_graphs_own(graphs):

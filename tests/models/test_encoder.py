@@ -72,13 +72,47 @@ def test_mixed_batch_and_accuracy_head(graphs):
     batch = Batch.from_data_list([encoder.prepare(g) for g in graphs])
     with torch.no_grad():
         z, acc = encoder.embed_and_predict(batch)
-    assert z.shape == (len(graphs), SMALL.embed_dim + SMALL.fingerprint_dim + SMALL.sketch_dim)
+    assert z.shape == (len(graphs), encoder.output_dim)
     assert torch.isfinite(z).all()
     assert torch.allclose(z.norm(dim=1), torch.ones(len(graphs)), atol=1e-5)
     assert acc.shape == (len(graphs),) and ((acc >= 0) & (acc <= 1)).all()
     # batched embedding equals one-by-one embedding (no cross-graph leakage)
     single = torch.cat([embed(encoder, [g]) for g in graphs])
     assert rel(z, single) <= 1e-5
+
+
+def test_the_parts_of_an_embedding_tile_it_in_order():
+    widths = {"learned": 16, "responses": SMALL.fingerprint_dim, "sketch": SMALL.sketch_dim, "confidence": 6}
+    parts = NeuralGraphEncoder(SMALL).parts
+    assert list(parts) == list(widths) and [p.stop - p.start for p in parts.values()] == list(widths.values())
+    ends = [p.stop for p in parts.values()]
+    assert [p.start for p in parts.values()] == [0, *ends[:-1]]
+    bare = NeuralGraphEncoder(replace(SMALL, fingerprint_dim=0, confidence_weight=0.0))
+    assert bare.output_dim == 16 and bare.parts["sketch"] == slice(16, 16)
+    with pytest.raises(ValueError, match="confidence_weight"):
+        EncoderConfig(confidence_weight=1.0)
+
+
+def test_the_confidence_part_is_the_responses_statistics_and_the_head_reads_them(graphs):
+    """The last part of a probed network's embedding is :func:`confidence_statistics` of its class-order responses,
+    scaled to ``sqrt(confidence_weight / 6)`` before the final normalisation; the accuracy head's prediction moves
+    when only the statistics it is handed change."""
+    from raywse.models.pooling import CONFIDENCE_STATS, confidence_statistics
+
+    encoder = NeuralGraphEncoder(SMALL).eval()
+    batch = Batch.from_data_list([encoder.prepare(g) for g in graphs[:4]])
+    c = SMALL.confidence_weight
+    with torch.no_grad():
+        z, head_input = encoder._embed(batch)
+        stats = confidence_statistics(encoder.representation(batch)[1], SMALL.readout_classes)
+        before = encoder.accuracy(head_input)
+        head_input[:, -CONFIDENCE_STATS:] += 0.5
+        after = encoder.accuracy(head_input)
+    assert ((stats >= 0) & (stats <= 1)).all() and stats[:, 0].gt(0).all()
+    norm = (1 - c + c / 6 * stats.square().sum(1, keepdim=True)).sqrt()  # the rest was unit before it was joined
+    torch.testing.assert_close(z[:, encoder.parts["confidence"]] * norm, (c / 6) ** 0.5 * stats)
+    torch.testing.assert_close(head_input[:, :-CONFIDENCE_STATS], encoder.representation(batch)[0])
+    assert not torch.allclose(before, after)
 
 
 def test_prepare_rejects_large_kernels(graphs):
@@ -105,10 +139,10 @@ def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
     assert torch.allclose(a, b) and abs(float(a @ c.T)) < 0.3
     hidden = unprobed(g)
     z_hidden, z_probed = embed(encoder, [hidden]), embed(encoder, [g])
-    responses_part = slice(SMALL.embed_dim, SMALL.embed_dim + SMALL.fingerprint_dim)
-    sketch_part = slice(SMALL.embed_dim + SMALL.fingerprint_dim, None)
-    assert z_hidden.shape[1] == encoder.output_dim == SMALL.embed_dim + SMALL.fingerprint_dim + SMALL.sketch_dim
+    responses_part, sketch_part = encoder.parts["responses"], encoder.parts["sketch"]
+    assert z_hidden.shape[1] == encoder.output_dim
     assert torch.allclose(z_hidden.norm(), torch.tensor(1.0)) and not z_hidden[0, responses_part].any()
+    assert not z_hidden[0, encoder.parts["confidence"]].any()  # no responses, no confidence either
     sketch = first_layer_sketch(Batch.from_data_list([hidden]), SMALL.sketch_dim, SMALL.seed)
     torch.testing.assert_close(z_hidden[0, sketch_part], sketch[0] * SMALL.fingerprint_weight**0.5)
     assert z_probed[0, responses_part].any() and not z_probed[0, sketch_part].any()
@@ -125,7 +159,7 @@ def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
     with torch.no_grad():
         z = encoder(batch)
         stored = encoder.database_form(batch, z)
-    n, w, sketch_part = len(probed), SMALL.fingerprint_weight, slice(SMALL.embed_dim + SMALL.fingerprint_dim, None)
+    n, w, sketch_part = len(probed), SMALL.fingerprint_weight, encoder.parts["sketch"]
     torch.testing.assert_close(stored[:n].norm(dim=1), torch.full((n,), (1 + w) ** 0.5))
     torch.testing.assert_close(stored[n:], z[n:])
     sketches = first_layer_sketch(Batch.from_data_list(probed), SMALL.sketch_dim, SMALL.seed)
@@ -146,7 +180,7 @@ def test_an_unprobed_graph_embeds_invariantly_too(trained, kind):
     tensors, spec = trained[kind][0], SPECS[kind]
     nets = [tensors, permute_hidden(tensors, spec, gen), rescale_hidden(tensors, spec, gen)]
     z = embed(encoder, [unprobed(to_neural_graph(t, spec, str(i))) for i, t in enumerate(nets)])
-    assert z[0, SMALL.embed_dim + SMALL.fingerprint_dim :].any()
+    assert z[0, encoder.parts["sketch"]].any()
     assert max(rel(z[i], z[0]) for i in (1, 2)) <= 1e-5
 
 
@@ -165,3 +199,21 @@ def test_an_encoder_exported_by_another_architecture_is_a_one_line_config_error(
     with pytest.raises(ConfigError, match="another version of raywse's encoder") as err:
         load_encoder(tmp_path / "enc")
     assert "\n" not in str(err.value)
+
+
+def test_an_export_from_before_the_confidence_part_loads_without_it(tmp_path):
+    """A config.json written before ``confidence_weight`` existed describes an encoder without that part: it loads
+    with the embedding width its index was built with."""
+    import json
+
+    from raywse.models.checkpoint import export_encoder, load_encoder
+
+    config = EncoderConfig(depth=1, hidden=16, accuracy_head=False, confidence_weight=0.0)
+    export_encoder(NeuralGraphEncoder(config).state_dict(), config, tmp_path / "enc")
+    meta_path = tmp_path / "enc" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["encoder"]["confidence_weight"]
+    meta_path.write_text(json.dumps(meta))
+    encoder, _ = load_encoder(tmp_path / "enc")
+    assert encoder.config.confidence_weight == 0 and encoder.output_dim == encoder.parts["sketch"].stop
+    assert EncoderConfig().confidence_weight > 0  # ... while a new export has it
