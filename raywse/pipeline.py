@@ -15,13 +15,13 @@ from raywse.core.config import apply_json_overrides
 from raywse.core.console import say
 from raywse.core.ray_session import ensure_ray
 from raywse.data.graphify import GraphifyConfig, graphify
-from raywse.eval.config import EvalConfig
+from raywse.eval.config import GNN_NONEQUIVARIANT, EvalConfig
 from raywse.eval.report import evaluate
 from raywse.eval.summary import summary_console_table
 from raywse.index.embed import build_index
 from raywse.index.faiss_index import IndexConfig
 from raywse.models.checkpoint import has_encoder
-from raywse.train.trainer import TrainConfig, train_encoder, trained_rank_steps
+from raywse.train.trainer import TrainConfig, train_as, train_encoder, trained_rank_steps
 from raywse.tune.sweep import TuneConfig, run_sweep
 from raywse.zoo.build import build_zoo
 from raywse.zoo.datasets import write_zoo_probes
@@ -97,11 +97,14 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
             f"{len(summary['errors'])} errors), encoder {summary['encoder_version']}"
         )
     with step("evaluate", run.report):
-        # the trained baselines get raywse's budget: as many one-rank optimiser steps as all its ranks took
+        # flat_mlp gets raywse's budget: as many one-rank optimiser steps as all its ranks took (gnn_nonequivariant
+        # is trained as raywse was, from the run's saved TrainConfig)
         steps = trained_rank_steps(run.train)
         budget = {"gnn_baseline_steps": steps, "baseline_train_steps": steps} if steps else {}
         eval_config = EvalConfig(foreign_dir=str(run.foreign) if foreign else "", **budget)
-        report = evaluate(run.zoo, run.graphs, run.encoder, run.report, eval_config)
+        gnn_run = run.report / ReportFiles.BASELINE_RUNS / GNN_NONEQUIVARIANT
+        gnn_trainer = train_as(run.train, run.zoo, run.graphs, gnn_run)
+        report = evaluate(run.zoo, run.graphs, run.encoder, run.report, eval_config, gnn_trainer)
     metrics = json.loads((run.report / ReportFiles.METRICS).read_text())
     say(f"summary ({run.report / ReportFiles.METRICS}; definitions in the report):")
     for line in summary_console_table(metrics):

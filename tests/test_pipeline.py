@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raywse.core.artifacts import IndexFiles, ReportFiles, RunLayout
+from raywse.core.artifacts import EncoderFiles, IndexFiles, ReportFiles, RunLayout
 from raywse.eval.summary import SUMMARY_METRICS
+from raywse.models.baselines import NonEquivariantEncoder
+from raywse.models.checkpoint import load_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,3 +44,9 @@ def test_main_job_end_to_end_on_the_tiny_preset(tmp_path):
     assert metrics["summary"]["raywse"]["foreign_to_zoo_p10"] is not None
     assert metrics["counts"]["models"] == metrics["counts"]["manifest_models"]
     assert (run.report / ReportFiles.REPORT).read_text().startswith("# raywse evaluation report")
+    # the non-equivariant baseline trained as raywse was: Ray Train, the run's config, as many epochs and steps
+    raywse = json.loads((run.train / EncoderFiles.TRAIN_METRICS).read_text())
+    trained = {"epochs": len(raywse), "rank_steps": raywse[-1]["rank_steps"]}
+    assert metrics["trained_as_raywse"] == {"gnn_nonequivariant": trained} and trained["epochs"] == 2
+    baseline, _ = load_encoder(run.report / ReportFiles.BASELINE_RUNS / "gnn_nonequivariant" / EncoderFiles.DIR)
+    assert isinstance(baseline, NonEquivariantEncoder) and baseline.config.reads_node_order

@@ -49,6 +49,7 @@ class EncoderFiles:
     HISTORY = "history.json"  # inside each Ray Train checkpoint
     STATE = "state.pt"  # inside each Ray Train checkpoint
     TRAIN_METRICS = "train_metrics.json"
+    TRAIN_CONFIG = "train_config.json"  # the TrainConfig the run was trained with
 
 
 class IndexFiles:
@@ -80,6 +81,7 @@ class ReportFiles:
     DATABASE_EMBEDDINGS = "embeddings/database"  # the zoo's as an index stores them, where that differs (raywse)
     FOREIGN_EMBEDDINGS = "embeddings/foreign"  # the foreign zoo's, one <embedder>.parquet each
     FOREIGN_HINTED_EMBEDDINGS = "embeddings/foreign_hinted"  # the same, graphified with their stated activations
+    BASELINE_RUNS = "baselines"  # a baseline trained as raywse was: its training run, one directory each
     PROJECTION = "pca_raywse.png"
     PRECISION_CURVES = "precision_at_k.png"
 

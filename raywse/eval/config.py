@@ -19,6 +19,8 @@ POOLED = ("test_seed", "test_hparam", "test_family", "test_task")
 PROBE_OUTPUTS = "probe_outputs"
 #: Every embedder the evaluation can compare with raywse, in report order: the reference rows first.
 EVAL_BASELINES = (*BASELINES[:3], PROBE_OUTPUTS, *BASELINES[3:])
+#: The trained GNN baseline; trained as raywse was (Ray Train, its run's config) when that run saved its config.
+GNN_NONEQUIVARIANT = "gnn_nonequivariant"
 #: Hard retrieval settings, in report order.
 HARD = ("cross_family", "label_map", "lineage")
 
@@ -29,11 +31,16 @@ class EvalConfig:
 
     baselines: tuple[str, ...] = EVAL_BASELINES
     baseline_train_steps: int = field(default=100, metadata={"help": "contrastive steps of the flat-MLP baseline"})
-    gnn_baseline_steps: int = field(default=40, metadata={"help": "contrastive steps of the non-equivariant GNN"})
+    gnn_baseline_steps: int = field(
+        default=40,
+        metadata={"help": "contrastive steps of the non-equivariant GNN, fitted in one process when raywse's training "
+                  "run saved no config (else it is trained as raywse was, on Ray Train)"},
+    )  # fmt: skip
     remote_fits: tuple[str, ...] = field(
         default=("gnn_nonequivariant", "flat_mlp"),
-        metadata={"help": "baselines fitted in Ray tasks (remote_fit_cpus each) while the rest of the evaluation runs"},
-    )
+        metadata={"help": "baselines fitted in Ray tasks (remote_fit_cpus each) while the rest of the evaluation runs "
+                  "(not one trained on Ray Train: that runs first)"},
+    )  # fmt: skip
     remote_fit_cpus: int = field(
         default=2,
         metadata={"help": "CPUs, and torch threads, of each remote fit (at most the cluster's; fits that cannot "

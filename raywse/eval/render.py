@@ -10,12 +10,12 @@ from raywse.eval.summary import summary_section
 #: What each embedder is, for the overview table (``{...}`` fields come from the evaluation config).
 DESCRIPTIONS = {
     RAYWSE: "permutation-equivariant GNN encoder over weights and probe responses, its learned embedding joined with "
-    "the response fingerprint (a network never run on probes: its first-layer sketch) (trained by `raywse train`, "
-    "not refitted here)",
+    "the response fingerprint (a network never run on probes: its first-layer sketch) and, lightly weighted, the "
+    "confidence statistics of its responses (trained by `raywse train`, not refitted here)",
     "arch_oracle": "reference row, no weights: one-hot of the architecture (layer structure of the graph), so "
     "models of the query's architecture rank first, in random order",
     "random_init_gnn": "reference row: the raywse encoder architecture with untrained, seeded weights (its "
-    "embedding includes the same response fingerprint)",
+    "embedding includes the same response fingerprint and confidence statistics)",
     "first_layer_sketch": "reference row, training-free: a sketch of the set of first-layer weight directions "
     "(exactly invariant to the symmetries), which fine-tuning keeps: the lineage reference",
     "probe_outputs": "reference row, training-free: softmax outputs of each network on 64 fixed inputs from the train "
@@ -25,6 +25,9 @@ DESCRIPTIONS = {
     "flat_mlp": "MLP on flattened weights, raywse's contrastive loss and batches, {baseline_train_steps} steps",
     "gnn_nonequivariant": "raywse encoder (probe features, fingerprint) + hidden-neuron index embeddings, raywse's "
     "loss and batches, {gnn_baseline_steps} one-rank steps (raywse's budget)",
+    "gnn_nonequivariant_trained_as_raywse": "raywse encoder (probe features, fingerprint) + hidden-neuron index "
+    "embeddings, trained as raywse was: its training run's config on Ray Train ({epochs} epochs, {rank_steps} "
+    "optimiser steps over the ranks, the same loss), its views also permuting hidden neurons",
     "input_saliency": "mean absolute outgoing weight of each input position; training-free",
     "metadata_text": "TF-IDF + SVD of the manifest's free-text description (no weights)",
 }
@@ -63,8 +66,12 @@ def _name(embedder: str) -> str:
     return f"**{RAYWSE}**" if embedder == RAYWSE else embedder
 
 
-def _describe(name: str, cfg: dict) -> str:
-    return DESCRIPTIONS[name].format(**cfg) if name in DESCRIPTIONS else name
+def _describe(name: str, metrics: dict) -> str:
+    """The embedder's line, its fields read from the evaluation config (or from how it was trained as raywse)."""
+    trained = metrics.get("trained_as_raywse", {}).get(name)
+    if trained is not None:
+        return DESCRIPTIONS[f"{name}_trained_as_raywse"].format(**trained)
+    return DESCRIPTIONS[name].format(**metrics["config"]) if name in DESCRIPTIONS else name
 
 
 def _table(metrics: dict, split: str, columns: list[str]) -> list[str]:
@@ -130,7 +137,6 @@ def _overview(metrics: dict) -> list[str]:
 
 def _embedders(metrics: dict) -> list[str]:
     """One line per embedder."""
-    cfg = metrics["config"]
     return [
         "",
         "## Embedders",
@@ -138,7 +144,7 @@ def _embedders(metrics: dict) -> list[str]:
         "| embedder | what it is | fit + embed seconds |",
         "|---|---|---|",
         *[
-            f"| {name} | {_describe(name, cfg)} | {metrics['seconds'].get(name, 0.0):.1f} |"
+            f"| {name} | {_describe(name, metrics)} | {metrics['seconds'].get(name, 0.0):.1f} |"
             for name in metrics["embedders"]
         ],
     ]

@@ -47,7 +47,7 @@ from raywse.eval.symmetries import RESCALE_RANGE, randomised_graphs
 from raywse.eval.view import ZooView, zoo_view
 from raywse.models.baselines import BaselineSettings, make_baseline
 from raywse.models.checkpoint import load_encoder
-from raywse.models.embedder import Embedder, GNNEmbedder
+from raywse.models.embedder import Embedder, EncoderTrainer, GNNEmbedder
 from raywse.models.encoder import NeuralGraphEncoder
 
 
@@ -57,13 +57,16 @@ def evaluate(
     encoder_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     config: EvalConfig | None = None,
+    gnn_trainer: EncoderTrainer | None = None,
 ) -> Path:
-    """Run the whole evaluation; returns the path of the report (see the module docstring)."""
+    """Run the whole evaluation; returns the path of the report (see the module docstring). ``gnn_trainer`` trains
+    ``gnn_nonequivariant`` (the entry points: as raywse was, :func:`raywse.train.trainer.train_as`); without one it
+    is fitted in one process for ``config.gnn_baseline_steps``."""
     config = config or EvalConfig()
     threads = torch.get_num_threads()
     torch.set_num_threads(config.torch_threads)
     try:
-        return _evaluate(Path(zoo_dir), Path(graphs_dir), Path(encoder_dir), Path(out_dir), config)
+        return _evaluate(Path(zoo_dir), Path(graphs_dir), Path(encoder_dir), Path(out_dir), config, gnn_trainer)
     finally:
         torch.set_num_threads(threads)
 
@@ -110,13 +113,16 @@ def make_embedders(
     rows: list[dict],
     zoo_dir: str | os.PathLike,
     foreign_descriptions: dict[str, str] | None = None,
+    gnn_trainer: EncoderTrainer | None = None,
 ) -> dict[str, Embedder]:
-    """``{name: embedder}``: raywse (the trained encoder) and each configured baseline."""
+    """``{name: embedder}``: raywse (the trained encoder) and each configured baseline (``gnn_trainer``: how
+    ``gnn_nonequivariant`` is trained, else in this process for ``config.gnn_baseline_steps``)."""
     settings = BaselineSettings(
         encoder=encoder.config,
         descriptions={r["model_id"]: r.get("description") or r["task"] for r in rows} | (foreign_descriptions or {}),
         flat_mlp_steps=config.baseline_train_steps,
         gnn_steps=config.gnn_baseline_steps,
+        gnn_trainer=gnn_trainer,
         seed=config.seed,
     )
     baselines = {
@@ -139,7 +145,9 @@ def json_safe(obj):
     return obj
 
 
-def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path, config: EvalConfig) -> Path:
+def _evaluate(
+    zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path, config: EvalConfig, gnn_trainer: EncoderTrainer
+) -> Path:
     rows = read_zoo_manifest(zoo_dir)
     graph_ids = set(pq.read_table(graphs_dir / GraphFiles.MANIFEST, columns=["model_id"])["model_id"].to_pylist())
     ids = [r["model_id"] for r in rows if r["model_id"] in graph_ids]
@@ -153,7 +161,7 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
         if states_activations(config.foreign_dir):
             foreigns["_hinted"] = load_foreign(config.foreign_dir, hinted=True)
     foreign = foreigns.get("")
-    embedders = make_embedders(config, encoder, rows, zoo_dir, foreign.descriptions if foreign else None)
+    embedders = make_embedders(config, encoder, rows, zoo_dir, foreign.descriptions if foreign else None, gnn_trainer)
 
     bar = console.progress(len(embedders) + len(config.finetune_tasks), "embedders and fine-tuning", "step")
     finetune: dict[str, dict] = {}
@@ -191,6 +199,7 @@ def _evaluate(zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path,
                 "rescale_hidden": RESCALE_RANGE,
             },  # fmt: skip
             "encoder_version": version,
+            "trained_as_raywse": {n: e.training for n, e in embedders.items() if getattr(e, "training", None)},
             "seconds": seconds,
             "config": asdict(config),
         }
@@ -244,16 +253,23 @@ def _embed_and_score(
         scores[name] = _save_and_score(name, tag, emb_all, stored, view, scored_foreigns, out_dir, config)
         bar.update(1)
 
-    far = {n: e for n, e in embedders.items() if n in config.remote_fits}
-    remote = _fit_remotely(far, inputs, len(graphs), train, labels[train], with_foreign, config.remote_fit_cpus)
-    for name, embedder in embedders.items():  # the remote fits run meanwhile
-        if name in remote:
-            continue
+    def fit_here(name: str) -> None:
+        embedder = embedders[name]
         bar.set_postfix_str(name)
         start = time.perf_counter()
         embedder.fit(train_graphs, labels[train])
         emb_all = embedder.embed(inputs if with_foreign(embedder) else graphs)
         finish(name, emb_all, getattr(embedder, "database", None), time.perf_counter() - start)
+
+    # baselines trained on Ray Train first, here: their workers need the CPUs the Ray tasks below would hold
+    on_ray_train = [n for n, e in embedders.items() if getattr(e, "trainer", None) is not None]
+    for name in on_ray_train:
+        fit_here(name)
+    far = {n: e for n, e in embedders.items() if n in config.remote_fits and n not in on_ray_train}
+    remote = _fit_remotely(far, inputs, len(graphs), train, labels[train], with_foreign, config.remote_fit_cpus)
+    for name in embedders:  # the remote fits run meanwhile
+        if name not in remote and name not in on_ray_train:
+            fit_here(name)
     seconds["finetune"] = meanwhile(embeddings)
     for name, ref in remote.items():
         bar.set_postfix_str(name)

@@ -23,6 +23,16 @@ from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 BEFORE_FIELDS = {"confidence_weight": 0.0}
 
 
+def build_encoder(config: EncoderConfig) -> NeuralGraphEncoder:
+    """A fresh encoder of ``config``: raywse's, or the non-equivariant baseline's when ``config.reads_node_order``."""
+    if not config.reads_node_order:
+        return NeuralGraphEncoder(config)
+    # imported only here: the baselines package pulls in sklearn, which `raywse search` must not pay for
+    from raywse.models.baselines.nonequivariant import NonEquivariantEncoder
+
+    return NonEquivariantEncoder(config)
+
+
 def export_encoder(state_dict: dict, config: EncoderConfig, encoder_dir: str | os.PathLike) -> str:
     """Write the encoder (weights, then config + version) atomically; returns the version."""
     encoder_dir = Path(encoder_dir)
@@ -53,7 +63,7 @@ def load_encoder(encoder_dir: str | os.PathLike) -> tuple[NeuralGraphEncoder, st
             "(a partial export)"
         )
     try:
-        encoder = NeuralGraphEncoder(EncoderConfig(**(BEFORE_FIELDS | meta["encoder"])))
+        encoder = build_encoder(EncoderConfig(**(BEFORE_FIELDS | meta["encoder"])))
         encoder.load_state_dict(torch.load(encoder_dir / EncoderFiles.WEIGHTS, map_location="cpu", weights_only=True))
     except (TypeError, RuntimeError) as exc:  # unknown config keys, or parameters of another architecture
         first = str(exc).strip().splitlines()[0]

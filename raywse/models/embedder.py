@@ -6,6 +6,7 @@ returns a float32 ``(n, d)`` array.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
@@ -19,6 +20,9 @@ from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 #: How the trained baselines are fitted: supervised contrastive on two views of each model, permutations included.
 BASELINE_CONTRASTIVE = ContrastiveConfig(accuracy_weight=0.0, permute_views=True)
+#: Trains an encoder of the given config elsewhere (the evaluation: on Ray Train, as raywse's was) and returns its
+#: state dict and the metrics of each epoch (``loss``, ``rank_steps``, ...).
+EncoderTrainer = Callable[[EncoderConfig], tuple[dict, list[dict]]]
 
 
 @runtime_checkable
@@ -44,7 +48,9 @@ def labelled(graphs: list[Data], labels: np.ndarray | None) -> LabelledGraphs:
 
 
 class GNNEmbedder:
-    """Embeds graphs with a :class:`NeuralGraphEncoder`; ``fit`` trains it contrastively when ``train_steps > 0``."""
+    """Embeds graphs with a :class:`NeuralGraphEncoder`. ``fit`` trains it with ``trainer`` when one is given (which
+    trains on the data it was built for, not the graphs passed to ``fit``), else contrastively on the graphs passed,
+    in this process, when ``train_steps > 0``."""
 
     name = "gnn"
 
@@ -55,6 +61,7 @@ class GNNEmbedder:
         train_steps: int = 0,
         contrastive: ContrastiveConfig = BASELINE_CONTRASTIVE,
         seed: int = 0,
+        trainer: EncoderTrainer | None = None,
     ) -> None:
         if encoder is None:
             with torch.random.fork_rng():
@@ -62,6 +69,8 @@ class GNNEmbedder:
                 encoder = self._new_encoder(EncoderConfig())
         self.encoder = encoder.eval()
         self.train_steps, self.contrastive = train_steps, replace(contrastive, seed=seed)
+        self.trainer = trainer
+        self.training: dict | None = None  # with a trainer: the epochs and optimiser steps (over ranks) it took
         self.history: list[float] = []
         self.accuracy: np.ndarray | None = None  # the accuracy head's predictions of the last ``embed`` call
         self.database: np.ndarray | None = None  # the last ``embed`` call's graphs as an index stores them
@@ -78,7 +87,12 @@ class GNNEmbedder:
         return cls(encoder, **kwargs)
 
     def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> GNNEmbedder:
-        if self.train_steps > 0:
+        if self.trainer is not None:
+            state, epochs = self.trainer(self.encoder.config)
+            self.encoder.load_state_dict(state)
+            self.history = [m["loss"] for m in epochs]
+            self.training = {"epochs": len(epochs), "rank_steps": epochs[-1]["rank_steps"] if epochs else 0}
+        elif self.train_steps > 0:
             data = labelled([self.encoder.prepare(g) for g in graphs], labels)
             model = EmbedAndPredict(self.encoder).train()
             self.history = fit_steps(

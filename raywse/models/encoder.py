@@ -83,6 +83,9 @@ class EncoderConfig:
     # EDGE_CHUNK edges (the blocks never hold every edge's state at once); False: the edge-list form everywhere
     dense_blocks: bool = True
     accuracy_head: bool = True
+    # True only in the deliberately non-equivariant baseline (raywse.models.baselines.nonequivariant), which also
+    # embeds each hidden node's index within its layer; raywse.models.checkpoint.build_encoder picks the class by it
+    reads_node_order: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -23,15 +24,16 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from raywse.core.artifacts import EncoderFiles
-from raywse.core.config import ConfigError
+from raywse.core.config import ConfigError, apply_overrides
 from raywse.core.io import write_json_atomic
 from raywse.core.ray_session import cluster_gpus, ensure_ray, local_ray
 from raywse.data.graphify import shard_paths
 from raywse.data.labels import ZooLabels
 from raywse.graph.arrow import row_to_graph
-from raywse.models.checkpoint import export_encoder
+from raywse.models.checkpoint import build_encoder, export_encoder
 from raywse.models.contrastive import ContrastiveConfig, train_contrastive
-from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+from raywse.models.embedder import EncoderTrainer
+from raywse.models.encoder import EncoderConfig
 
 
 @dataclass
@@ -66,7 +68,7 @@ def train_loop_per_worker(config: dict) -> None:
     train = labels.label([row_to_graph(row) for row in ray.train.get_dataset_shard("train").iter_rows()], True)
     val = labels.label([row_to_graph(row) for row in ray.train.get_dataset_shard("val").iter_rows()])
     encoder_config = train_config.encoder_config()
-    encoder = NeuralGraphEncoder(encoder_config)
+    encoder = build_encoder(encoder_config)
 
     resume, history = None, []
     checkpoint = ray.train.get_checkpoint()
@@ -130,6 +132,7 @@ def train_encoder(
         export_encoder(state["encoder"], config.encoder_config(), encoder_dir)
         history = json.loads((Path(ckpt_dir) / EncoderFiles.HISTORY).read_text())
     write_json_atomic(history, out_dir / EncoderFiles.TRAIN_METRICS)
+    write_json_atomic(asdict(config), out_dir / EncoderFiles.TRAIN_CONFIG)
     return TrainResult(encoder_dir, history)
 
 
@@ -139,6 +142,35 @@ def _check_gpus(config: TrainConfig) -> None:
     if config.use_gpu and config.num_workers > gpus and local_ray():
         fix = f"set --train.num-workers {gpus}" if gpus else "leave --train.use-gpu off"
         raise ConfigError(f"train.use_gpu: {config.num_workers} workers need one GPU each, Ray sees {gpus}; {fix}")
+
+
+def saved_train_config(out_dir: str | os.PathLike) -> TrainConfig | None:
+    """The :class:`TrainConfig` the run in ``out_dir`` was trained with (None if it saved none: an older run)."""
+    path = Path(out_dir) / EncoderFiles.TRAIN_CONFIG
+    if not path.is_file():
+        return None
+    return apply_overrides(TrainConfig(), json.loads(path.read_text()), f"{path}: ")
+
+
+def train_as(
+    run_dir: str | os.PathLike, zoo_dir: str | os.PathLike, graphs_dir: str | os.PathLike, out_dir: str | os.PathLike
+) -> EncoderTrainer | None:
+    """A function that trains an encoder of a given config as the run in ``run_dir`` was trained (its saved
+    :class:`TrainConfig`: epochs, batches, loss, DDP ranks, on Ray Train over the same graph shards), its views also
+    permuting hidden neurons (what a non-equivariant encoder needs to learn what an equivariant one has built in), in
+    ``out_dir`` (emptied first: a rerun trains afresh); None when that run saved no config (an older run)."""
+    base = saved_train_config(run_dir)
+    if base is None:
+        return None
+
+    def train(encoder: EncoderConfig) -> tuple[dict, list[dict]]:
+        config = replace(base, encoder=encoder, contrastive=replace(base.contrastive, permute_views=True))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        result = train_encoder(zoo_dir, graphs_dir, out_dir, config)
+        state = torch.load(result.encoder_dir / EncoderFiles.WEIGHTS, map_location="cpu", weights_only=True)
+        return state, result.metrics
+
+    return train
 
 
 def trained_rank_steps(out_dir: str | os.PathLike) -> int:

@@ -79,6 +79,35 @@ def test_nonequivariant_baseline_fails_permutation(graphs):
             assert residual <= 1e-5
 
 
+def test_a_nonequivariant_export_loads_as_one_and_a_trainer_replaces_the_in_process_fit(graphs, tmp_path):
+    """Its config says it reads node order, so build_encoder / load_encoder rebuild the same class and embeddings;
+    an embedder given a trainer takes the trainer's weights for the encoder's config (the evaluation's Ray Train
+    run) and trains nothing in process."""
+    from raywse.models.checkpoint import build_encoder, export_encoder, load_encoder
+
+    torch.manual_seed(0)
+    trained = NonEquivariantEncoder(SMALL).eval()
+    assert trained.config.reads_node_order and not SMALL.reads_node_order
+    assert type(build_encoder(trained.config)) is NonEquivariantEncoder
+    assert type(build_encoder(SMALL)) is NeuralGraphEncoder
+    export_encoder(trained.state_dict(), trained.config, tmp_path / "enc")
+    loaded, _ = load_encoder(tmp_path / "enc")
+    assert type(loaded) is NonEquivariantEncoder
+    expected = GNNEmbedder(trained).embed(graphs)
+    np.testing.assert_allclose(GNNEmbedder(loaded).embed(graphs), expected, rtol=1e-5, atol=1e-6)
+
+    asked = []
+
+    def trainer(config: EncoderConfig) -> tuple[dict, list[dict]]:
+        asked.append(config)
+        return trained.state_dict(), [{"loss": 2.0, "rank_steps": 4}, {"loss": 1.5, "rank_steps": 8}]
+
+    embedder = make_baseline("gnn_nonequivariant", BaselineSettings(encoder=SMALL, gnn_steps=50, gnn_trainer=trainer))
+    np.testing.assert_allclose(embedder.fit(graphs).embed(graphs), expected, rtol=1e-5, atol=1e-6)
+    assert asked == [trained.config] and embedder.history == [2.0, 1.5]  # the trainer's epochs, none in process
+    assert embedder.training == {"epochs": 2, "rank_steps": 8}
+
+
 def test_reference_rows_are_registered():
     assert BASELINES[:3] == ("arch_oracle", "random_init_gnn", "first_layer_sketch")
     settings = BaselineSettings(encoder=SMALL, seed=3)

@@ -13,7 +13,7 @@ from raywse.core.config import ConfigError
 from raywse.models.checkpoint import load_encoder
 from raywse.models.contrastive import ContrastiveConfig
 from raywse.models.encoder import EncoderConfig
-from raywse.train.trainer import TrainConfig, train_encoder
+from raywse.train.trainer import TrainConfig, saved_train_config, train_encoder
 
 SMALL = TrainConfig(
     epochs=2,
@@ -42,6 +42,8 @@ def test_two_worker_ddp_trains_exports_and_resumes(tiny_zoo, tiny_graphs, tmp_pa
     assert second.metrics[:2] == first.metrics
     assert second.metrics[2]["finished_at"] > started
     assert load_encoder(second.encoder_dir)[1] != version
+    assert saved_train_config(tmp_path) == replace(SMALL, epochs=3)  # what the evaluation trains its baseline with
+    assert saved_train_config(tmp_path / "elsewhere") is None
 
 
 def test_a_gpu_run_the_local_ray_cannot_place_is_refused_not_left_waiting(tiny_zoo, tiny_graphs, tmp_path):

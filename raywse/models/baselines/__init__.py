@@ -15,7 +15,7 @@ from raywse.models.baselines.reference import (
 )
 from raywse.models.baselines.unlearned import InputSaliencyEmbedder, MetadataTextEmbedder
 from raywse.models.baselines.weights import FlatMLPEmbedder, WeightPCAEmbedder, WeightStatsEmbedder
-from raywse.models.embedder import Embedder
+from raywse.models.embedder import Embedder, EncoderTrainer
 from raywse.models.encoder import EncoderConfig
 
 
@@ -26,7 +26,8 @@ class BaselineSettings:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # the GNN baselines' architecture
     descriptions: Mapping[str, str] = field(default_factory=dict)  # model_id -> text, for metadata_text
     flat_mlp_steps: int = 100
-    gnn_steps: int = 40
+    gnn_steps: int = 40  # in-process steps of gnn_nonequivariant, when it has no gnn_trainer
+    gnn_trainer: EncoderTrainer | None = None  # trains gnn_nonequivariant's encoder (the evaluation: as raywse's)
     seed: int = 0
 
 
@@ -38,7 +39,7 @@ _REGISTRY: dict[str, Callable[[BaselineSettings], Embedder]] = {
     "weight_pca": lambda s: WeightPCAEmbedder(seed=s.seed),
     "flat_mlp": lambda s: FlatMLPEmbedder(steps=s.flat_mlp_steps, seed=s.seed),
     "gnn_nonequivariant": lambda s: NonEquivariantGNNEmbedder(
-        NonEquivariantEncoder(s.encoder), train_steps=s.gnn_steps, seed=s.seed
+        NonEquivariantEncoder(s.encoder), train_steps=s.gnn_steps, seed=s.seed, trainer=s.gnn_trainer
     ),
     "input_saliency": lambda s: InputSaliencyEmbedder(),
     "metadata_text": lambda s: MetadataTextEmbedder(

@@ -3,6 +3,8 @@ within its layer, so it reads hidden node order (trained with permutation views 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
@@ -24,10 +26,11 @@ def hidden_index(batch: Batch) -> Tensor:
 
 
 class NonEquivariantEncoder(NeuralGraphEncoder):
-    """The same encoder plus an embedding of each hidden node's index within its layer: NOT permutation invariant."""
+    """The same encoder plus an embedding of each hidden node's index within its layer: NOT permutation invariant.
+    Its config says so (``reads_node_order``), so an export of it loads as one."""
 
     def __init__(self, config: EncoderConfig | None = None, max_hidden_index: int = 1024) -> None:
-        super().__init__(config)
+        super().__init__(replace(config or EncoderConfig(), reads_node_order=True))
         self.max_hidden_index = max_hidden_index
         self.index_emb = nn.Embedding(max_hidden_index, self.config.hidden)
 
