@@ -22,21 +22,15 @@ from raywse.core.embeddings import read_embeddings, table_vectors
 from raywse.eval.config import RAYWSE
 from raywse.eval.probes import accuracy_metrics
 from raywse.eval.suite import retrieval_suite
+from raywse.eval.summary import SUMMARY_METRICS, summary_row
 from raywse.eval.view import zoo_view
 from raywse.models.checkpoint import load_encoder
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import load, machine  # noqa: E402
 
-#: The zoo columns of the summary: (setting, metric).
-COLUMNS = {
-    "task_p10_cross_arch": ("cross_arch", "precision@10"),
-    "cross_family_p10": ("cross_family", "precision@10"),
-    "label_map_p1": ("label_map", "precision@1"),
-    "lineage_map": ("lineage", "mAP"),
-    "acc_tau_pooled": ("held_out", "acc_kendall_tau"),
-    "acc_tau_within": ("held_out", "acc_kendall_tau_within"),
-}
+#: The zoo columns of the summary (the foreign ones need the foreign zoo's embeddings).
+ZOO_COLUMNS = tuple(m for m in SUMMARY_METRICS if not m.startswith("foreign"))
 
 
 def summary(z: np.ndarray, view, seed: int = 0) -> dict[str, float]:
@@ -44,7 +38,7 @@ def summary(z: np.ndarray, view, seed: int = 0) -> dict[str, float]:
     scores = retrieval_suite(z, view, seed=seed)
     for split, vals in accuracy_metrics(z, view, seed).items():
         scores.setdefault(split, {}).update(vals)
-    return {name: round(float(scores[split][metric]), 4) for name, (split, metric) in COLUMNS.items()}
+    return {name: round(float(value), 4) for name, value in summary_row(scores, ZOO_COLUMNS).items()}
 
 
 def main() -> None:

@@ -270,7 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             args.config = config_from_args(stage_config("demo"), args)
         with job_console(_log_file(args), verbose=args.verbose):
-            args.func(args)
+            try:
+                args.func(args)
+            finally:  # inside the redirection: what Ray still prints goes to the log
+                if "ray" in sys.modules:  # a stage used Ray (importing it here would cost every command)
+                    from raywse.core.ray_session import close_ray
+
+                    close_ray()
     except (*USER_ERRORS, CheckpointError, SpecError, IndexVersionError) as exc:
         print(f"raywse: error: {exc}", file=sys.stderr)
         return 2

@@ -44,9 +44,10 @@ def test_main_job_end_to_end_on_the_tiny_preset(tmp_path):
     assert metrics["summary"]["raywse"]["foreign_to_zoo_p10"] is not None
     assert metrics["counts"]["models"] == metrics["counts"]["manifest_models"]
     assert (run.report / ReportFiles.REPORT).read_text().startswith("# raywse evaluation report")
-    # the non-equivariant baseline trained as raywse was: Ray Train, the run's config, as many epochs and steps
+    # the non-equivariant baseline trained as raywse was: Ray Train, the run's config, as many epochs; the steps of an
+    # epoch follow the smallest rank's shard, which Ray Data draws anew (one step per rank and epoch either way)
     raywse = json.loads((run.train / EncoderFiles.TRAIN_METRICS).read_text())
-    trained = {"epochs": len(raywse), "rank_steps": raywse[-1]["rank_steps"]}
-    assert metrics["trained_as_raywse"] == {"gnn_nonequivariant": trained} and trained["epochs"] == 2
+    trained = metrics["trained_as_raywse"]["gnn_nonequivariant"]
+    assert trained["epochs"] == len(raywse) == 2 and abs(trained["rank_steps"] - raywse[-1]["rank_steps"]) <= 2 * 2
     baseline, _ = load_encoder(run.report / ReportFiles.BASELINE_RUNS / "gnn_nonequivariant" / EncoderFiles.DIR)
     assert isinstance(baseline, NonEquivariantEncoder) and baseline.config.reads_node_order

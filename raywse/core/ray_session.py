@@ -50,3 +50,10 @@ def local_ray() -> bool:
     """Whether Ray runs on this machine alone (no ``RAY_ADDRESS``): it has no autoscaler, so work asking for more
     GPUs than it has would wait for them forever."""
     return not os.environ.get("RAY_ADDRESS")
+
+
+def close_ray() -> None:
+    """Disconnect from Ray (and stop the local Ray this process started), so that nothing Ray still has to say —
+    a raylet's warning relayed late by a background thread — reaches the terminal after a job's last line."""
+    if ray.is_initialized():
+        ray.shutdown()
