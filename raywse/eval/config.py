@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raywse.data.splits import UNSEEN_TASKS
-from raywse.models.baselines import BASELINES
+from raywse.models.baselines import BASELINES, NonEquivariantGNNEmbedder
 
 #: The trained encoder's name among the embedders (every other embedder is a baseline).
 RAYWSE = "raywse"
@@ -20,7 +20,7 @@ PROBE_OUTPUTS = "probe_outputs"
 #: Every embedder the evaluation can compare with raywse, in report order: the reference rows first.
 EVAL_BASELINES = (*BASELINES[:3], PROBE_OUTPUTS, *BASELINES[3:])
 #: The trained GNN baseline; trained as raywse was (Ray Train, its run's config) when that run saved its config.
-GNN_NONEQUIVARIANT = "gnn_nonequivariant"
+GNN_NONEQUIVARIANT = NonEquivariantGNNEmbedder.name
 #: Hard retrieval settings, in report order.
 HARD = ("cross_family", "label_map", "lineage")
 

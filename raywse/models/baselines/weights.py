@@ -62,7 +62,7 @@ def _flatten_batch(batch: Batch, length: int) -> np.ndarray:
     return out
 
 
-def _flatten_views(views: list[tuple[list[int], Batch]], length: int) -> np.ndarray:
+def _flatten_views(views: ShapeBatches, length: int) -> np.ndarray:
     """Batches of one kernel shape each, with the rows they fill: the rows' :func:`_flatten_batch`."""
     out = np.zeros((sum(len(rows) for rows, _ in views), length), dtype=np.float32)
     for rows, batch in views:
