@@ -115,6 +115,7 @@ def test_rerun_is_idempotent(tiny_zoo):
     "arch,task",
     [
         (Arch("mlp", (32, 16), "gelu"), "digits/parity"),
+        (Arch("mlp", (32,), "tanh"), "digits/parity"),  # batched training's tanh is 2·sigmoid(2x) − 1
         (Arch("cnn", (16,), "relu", (4, 8), (1, 2)), "digits/all10"),
     ],
 )
