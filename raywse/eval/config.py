@@ -42,9 +42,10 @@ class EvalConfig:
                   "(not one trained on Ray Train: that runs first)"},
     )  # fmt: skip
     remote_fit_cpus: int = field(
-        default=2,
+        default=1,
         metadata={"help": "CPUs, and torch threads, of each remote fit (at most the cluster's; fits that cannot "
-                  "share the CPUs run one after another)"},
+                  "share the CPUs run one after another). One: Ray workers run at niceness 15, so a second thread "
+                  "waits on a core the evaluation's own process (niceness 0) is using"},
     )  # fmt: skip
     torch_threads: int = field(default=1, metadata={"help": "intra-op threads (1 is fastest for tiny nets)"})
     ks: tuple[int, ...] = (1, 5, 10)
