@@ -109,13 +109,11 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from raywse.core.artifacts import ReportFiles
-    from raywse.eval.config import GNN_NONEQUIVARIANT, EvalConfig
+    from raywse.eval.config import EvalConfig
     from raywse.eval.report import evaluate
     from raywse.train.trainer import train_as
 
-    gnn_run = Path(args.out) / ReportFiles.BASELINE_RUNS / GNN_NONEQUIVARIANT  # trained as the encoder's run was
-    trainer = train_as(Path(args.encoder).parent, args.zoo, args.graphs, gnn_run)
+    trainer = train_as(Path(args.encoder).parent, args.zoo, args.graphs)  # the baseline trains as the encoder did
     report = evaluate(args.zoo, args.graphs, args.encoder, args.out, config_from_args(EvalConfig, args), trainer)
     say(f"report: {report}")
 

@@ -15,7 +15,7 @@ from raywse.core.config import apply_json_overrides
 from raywse.core.console import say
 from raywse.core.ray_session import ensure_ray
 from raywse.data.graphify import GraphifyConfig, graphify
-from raywse.eval.config import GNN_NONEQUIVARIANT, EvalConfig
+from raywse.eval.config import EvalConfig
 from raywse.eval.report import evaluate
 from raywse.eval.summary import summary_console_table
 from raywse.index.embed import build_index
@@ -102,8 +102,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
         steps = trained_rank_steps(run.train)
         budget = {"gnn_baseline_steps": steps, "baseline_train_steps": steps} if steps else {}
         eval_config = EvalConfig(foreign_dir=str(run.foreign) if foreign else "", **budget)
-        gnn_run = run.report / ReportFiles.BASELINE_RUNS / GNN_NONEQUIVARIANT
-        gnn_trainer = train_as(run.train, run.zoo, run.graphs, gnn_run)
+        gnn_trainer = train_as(run.train, run.zoo, run.graphs)
         report = evaluate(run.zoo, run.graphs, run.encoder, run.report, eval_config, gnn_trainer)
     metrics = json.loads((run.report / ReportFiles.METRICS).read_text())
     say(f"summary ({run.report / ReportFiles.METRICS}; definitions in the report):")

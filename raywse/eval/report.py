@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from raywse.core.artifacts import GraphFiles, ReportFiles, read_zoo_manifest
 from raywse.core.embeddings import embeddings_table, read_embeddings, table_vectors, write_embeddings
 from raywse.core.io import atomic_path, write_json_atomic
 from raywse.core.ray_session import ensure_ray
-from raywse.eval.config import PROBE_OUTPUTS, RAYWSE, EvalConfig
+from raywse.eval.config import GNN_NONEQUIVARIANT, PROBE_OUTPUTS, RAYWSE, EvalConfig
 from raywse.eval.finetune import finetune_overall, finetune_task
 from raywse.eval.foreign import (
     ForeignZoo,
@@ -47,7 +48,7 @@ from raywse.eval.symmetries import RESCALE_RANGE, randomised_graphs
 from raywse.eval.view import ZooView, zoo_view
 from raywse.models.baselines import BaselineSettings, make_baseline
 from raywse.models.checkpoint import load_encoder
-from raywse.models.embedder import Embedder, EncoderTrainer, GNNEmbedder
+from raywse.models.embedder import Embedder, EncoderTrainer, GNNEmbedder, RunTrainer
 from raywse.models.encoder import NeuralGraphEncoder
 
 
@@ -57,11 +58,12 @@ def evaluate(
     encoder_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     config: EvalConfig | None = None,
-    gnn_trainer: EncoderTrainer | None = None,
+    gnn_trainer: RunTrainer | None = None,
 ) -> Path:
     """Run the whole evaluation; returns the path of the report (see the module docstring). ``gnn_trainer`` trains
-    ``gnn_nonequivariant`` (the entry points: as raywse was, :func:`raywse.train.trainer.train_as`); without one it
-    is fitted in one process for ``config.gnn_baseline_steps``."""
+    ``gnn_nonequivariant`` (the entry points: as raywse was, :func:`raywse.train.trainer.train_as`), its run under
+    ``out_dir/baselines/gnn_nonequivariant``; without one it is fitted in one process for
+    ``config.gnn_baseline_steps``."""
     config = config or EvalConfig()
     threads = torch.get_num_threads()
     torch.set_num_threads(config.torch_threads)
@@ -146,7 +148,7 @@ def json_safe(obj):
 
 
 def _evaluate(
-    zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path, config: EvalConfig, gnn_trainer: EncoderTrainer
+    zoo_dir: Path, graphs_dir: Path, encoder_dir: Path, out_dir: Path, config: EvalConfig, gnn_trainer: RunTrainer
 ) -> Path:
     rows = read_zoo_manifest(zoo_dir)
     graph_ids = set(pq.read_table(graphs_dir / GraphFiles.MANIFEST, columns=["model_id"])["model_id"].to_pylist())
@@ -161,7 +163,9 @@ def _evaluate(
         if states_activations(config.foreign_dir):
             foreigns["_hinted"] = load_foreign(config.foreign_dir, hinted=True)
     foreign = foreigns.get("")
-    embedders = make_embedders(config, encoder, rows, zoo_dir, foreign.descriptions if foreign else None, gnn_trainer)
+    gnn_run = out_dir / ReportFiles.BASELINE_RUNS / GNN_NONEQUIVARIANT
+    trainer = partial(gnn_trainer, out_dir=gnn_run) if gnn_trainer else None
+    embedders = make_embedders(config, encoder, rows, zoo_dir, foreign.descriptions if foreign else None, trainer)
 
     bar = console.progress(len(embedders) + len(config.finetune_tasks), "embedders and fine-tuning", "step")
     finetune: dict[str, dict] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -23,6 +24,8 @@ BASELINE_CONTRASTIVE = ContrastiveConfig(accuracy_weight=0.0, permute_views=True
 #: Trains an encoder of the given config elsewhere (the evaluation: on Ray Train, as raywse's was) and returns its
 #: state dict and the metrics of each epoch (``loss``, ``rank_steps``, ...).
 EncoderTrainer = Callable[[EncoderConfig], tuple[dict, list[dict]]]
+#: An :data:`EncoderTrainer` that also takes the directory its training run is written to (the caller's layout).
+RunTrainer = Callable[[EncoderConfig, Path], tuple[dict, list[dict]]]
 
 
 @runtime_checkable

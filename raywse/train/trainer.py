@@ -32,7 +32,7 @@ from raywse.data.labels import ZooLabels
 from raywse.graph.arrow import row_to_graph
 from raywse.models.checkpoint import build_encoder, export_encoder
 from raywse.models.contrastive import ContrastiveConfig, train_contrastive
-from raywse.models.embedder import EncoderTrainer
+from raywse.models.embedder import RunTrainer
 from raywse.models.encoder import EncoderConfig
 
 
@@ -153,17 +153,18 @@ def saved_train_config(out_dir: str | os.PathLike) -> TrainConfig | None:
 
 
 def train_as(
-    run_dir: str | os.PathLike, zoo_dir: str | os.PathLike, graphs_dir: str | os.PathLike, out_dir: str | os.PathLike
-) -> EncoderTrainer | None:
+    run_dir: str | os.PathLike, zoo_dir: str | os.PathLike, graphs_dir: str | os.PathLike
+) -> RunTrainer | None:
     """A function that trains an encoder of a given config as the run in ``run_dir`` was trained (its saved
     :class:`TrainConfig`: epochs, batches, loss, DDP ranks, on Ray Train over the same graph shards), its views also
     permuting hidden neurons (what a non-equivariant encoder needs to learn what an equivariant one has built in), in
-    ``out_dir`` (emptied first: a rerun trains afresh); None when that run saved no config (an older run)."""
+    the ``out_dir`` it is given (emptied first: a rerun trains afresh); None when that run saved no config (an older
+    run)."""
     base = saved_train_config(run_dir)
     if base is None:
         return None
 
-    def train(encoder: EncoderConfig) -> tuple[dict, list[dict]]:
+    def train(encoder: EncoderConfig, out_dir: Path) -> tuple[dict, list[dict]]:
         config = replace(base, encoder=encoder, contrastive=replace(base.contrastive, permute_views=True))
         shutil.rmtree(out_dir, ignore_errors=True)
         result = train_encoder(zoo_dir, graphs_dir, out_dir, config)
