@@ -11,6 +11,7 @@ from pathlib import Path
 
 from raywse.core.config import ConfigError, add_config_args, apply_json_overrides, config_from_args
 from raywse.core.console import job_console, say
+from raywse.core.records import RELATIONS
 
 USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, NotADirectoryError, ConfigError)
 
@@ -78,7 +79,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
     neighbours = search_checkpoint(
         args.checkpoint, args.index, args.encoder, args.zoo, k=args.k, probe_data=args.probe_data, spec=args.spec,
-        activation=args.activation,
+        activation=args.activation, relation=args.relation,
     )  # fmt: skip
     print(f"{'rank':>4}  {'model_id':<40} {'task':<18} {'family':<11} {'test_acc':>8} {'score':>7}")
     for n in neighbours:
@@ -215,6 +216,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                    "none, where its tensor names cannot tell the architecture (default: inferred)")  # fmt: skip
     p.add_argument("--activation", default="", help="hidden activation of an inferred chain (relu, tanh, ...): "
                    "weights cannot show it; with it the network runs on probes (default: no probes)")  # fmt: skip
+    p.add_argument("--relation", choices=RELATIONS, default=RELATIONS[0], help="function: models that do what it "
+                   "does; lineage: its parent, siblings and fine-tuned children, whatever they do "
+                   "(default: function)")  # fmt: skip
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("probes", help="write the zoo's probe inputs (.npz), to probe your own models on them")

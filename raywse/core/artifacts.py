@@ -79,6 +79,7 @@ class ReportFiles:
     METRICS = "metrics.json"
     EMBEDDINGS = "embeddings"  # one <embedder>.parquet each
     DATABASE_EMBEDDINGS = "embeddings/database"  # the zoo's as an index stores them, where that differs (raywse)
+    KINSHIP_EMBEDDINGS = "embeddings/kinship"  # the zoo's lineage queries, where they differ (the GNN embedders)
     FOREIGN_EMBEDDINGS = "embeddings/foreign"  # the foreign zoo's, one <embedder>.parquet each
     FOREIGN_HINTED_EMBEDDINGS = "embeddings/foreign_hinted"  # the same, graphified with their stated activations
     BASELINE_RUNS = "baselines"  # a baseline trained as raywse was: its training run, one directory each

@@ -86,6 +86,10 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
         out[path.stem] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed)
         database = Path(out_dir) / ReportFiles.DATABASE_EMBEDDINGS / path.name
         z_database = table_vectors(read_embeddings(database)) if database.exists() else z
+        kinship = Path(out_dir) / ReportFiles.KINSHIP_EMBEDDINGS / path.name
+        if kinship.exists():
+            kin = (table_vectors(read_embeddings(kinship)), z_database)
+            out[path.stem]["lineage"] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed, kin)["lineage"]
         for suffix, sub in FOREIGN_SETS.items():
             foreign_path = Path(out_dir) / sub / path.name
             if foreign_rows and foreign_path.exists():
@@ -237,9 +241,9 @@ def _embed_and_score(
     labels = np.array([tasks.index(t) for t in view.task])
     train = np.flatnonzero(view.split == "train")
     train_graphs = [graphs[i] for i in train]
-    emb_dirs = (ReportFiles.EMBEDDINGS, ReportFiles.DATABASE_EMBEDDINGS, *FOREIGN_SETS.values())
-    for stale in [p for d in emb_dirs for p in (out_dir / d).glob("*.parquet")]:  # from an earlier, other run
-        stale.unlink()
+    emb_dirs = (ReportFiles.EMBEDDINGS, ReportFiles.DATABASE_EMBEDDINGS, ReportFiles.KINSHIP_EMBEDDINGS)
+    for stale in [p for d in (*emb_dirs, *FOREIGN_SETS.values()) for p in (out_dir / d).glob("*.parquet")]:
+        stale.unlink()  # from an earlier, other run
     embeddings: dict[str, np.ndarray] = {}
     scores: dict[str, dict] = {}
     seconds: dict[str, float] = {}
@@ -248,13 +252,15 @@ def _embed_and_score(
     def with_foreign(embedder: Embedder) -> bool:
         return bool(foreigns) and getattr(embedder, "embeds_foreign", True)
 
-    def finish(name: str, emb_all: np.ndarray, database: np.ndarray | None, took: float) -> None:
+    def finish(
+        name: str, emb_all: np.ndarray, database: np.ndarray | None, kinship: np.ndarray | None, took: float
+    ) -> None:
         emb_all = np.ascontiguousarray(emb_all, dtype=np.float32)
         embeddings[name], seconds[name] = emb_all[: len(graphs)], took
         tag = encoder_version if name == RAYWSE else name
         scored_foreigns = foreigns if with_foreign(embedders[name]) else {}
-        stored = None if database is None else np.ascontiguousarray(database[: len(graphs)], dtype=np.float32)
-        scores[name] = _save_and_score(name, tag, emb_all, stored, view, scored_foreigns, out_dir, config)
+        zoo = [None if v is None else np.ascontiguousarray(v[: len(graphs)], np.float32) for v in (database, kinship)]
+        scores[name] = _save_and_score(name, tag, emb_all, *zoo, view, scored_foreigns, out_dir, config)
         bar.update(1)
 
     def fit_here(name: str) -> None:
@@ -263,7 +269,8 @@ def _embed_and_score(
         start = time.perf_counter()
         embedder.fit(train_graphs, labels[train])
         emb_all = embedder.embed(inputs if with_foreign(embedder) else graphs)
-        finish(name, emb_all, getattr(embedder, "database", None), time.perf_counter() - start)
+        extra = getattr(embedder, "database", None), getattr(embedder, "kinship", None)
+        finish(name, emb_all, *extra, time.perf_counter() - start)
 
     # baselines trained on Ray Train first, here: their workers need the CPUs the Ray tasks below would hold
     on_ray_train = [n for n, e in embedders.items() if getattr(e, "trainer", None) is not None]
@@ -291,6 +298,7 @@ def _save_and_score(
     tag: str,
     emb_all: np.ndarray,
     database: np.ndarray | None,
+    kinship: np.ndarray | None,
     view: ZooView,
     foreigns: dict[str, ForeignZoo],
     out_dir: Path,
@@ -299,13 +307,15 @@ def _save_and_score(
     """Save one embedder's embeddings (the zoo's rows first, then each foreign set's, in ``foreigns``' order), tagged
     ``tag``, and score them: retrieval, each foreign set (its splits suffixed), accuracy and structure probes.
     ``database``: the zoo's rows as an index stores them, where that differs from ``emb_all`` (the database the
-    foreign queries search; zoo queries rank zoo models alike in either form)."""
+    foreign queries search; zoo queries rank zoo models alike in either form); ``kinship``: the zoo's lineage
+    queries, where they differ from ``emb_all`` (the lineage setting ranks them against ``database``)."""
     emb = emb_all[: len(view.ids)]
-    write_embeddings(embeddings_table(view.ids, emb, tag), out_dir / ReportFiles.EMBEDDINGS / f"{name}.parquet")
-    if database is not None:
-        path = out_dir / ReportFiles.DATABASE_EMBEDDINGS / f"{name}.parquet"
-        write_embeddings(embeddings_table(view.ids, database, tag), path)
-    scores = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed)
+    for vectors, sub in ((emb, ReportFiles.EMBEDDINGS), (database, ReportFiles.DATABASE_EMBEDDINGS),
+                         (kinship, ReportFiles.KINSHIP_EMBEDDINGS)):  # fmt: skip
+        if vectors is not None:
+            write_embeddings(embeddings_table(view.ids, vectors, tag), out_dir / sub / f"{name}.parquet")
+    kin = None if kinship is None else (kinship, emb if database is None else database)
+    scores = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed, kin)
     start = len(view.ids)
     for suffix, zoo in foreigns.items():
         part, start = emb_all[start : start + len(zoo.ids)], start + len(zoo.ids)
@@ -348,14 +358,15 @@ def _fit_remotely(
 @ray.remote
 def _fit_and_embed(
     embedder: Embedder, graphs: list, train: np.ndarray, labels: np.ndarray, limit: int | None, threads: int
-) -> tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, float]:
     """A Ray task: fit ``embedder`` on ``graphs[train]``, embed ``graphs[:limit]``; returns (embeddings, database
-    form or None, seconds)."""
+    form or None, lineage queries or None, seconds)."""
     torch.set_num_threads(threads)
     start = time.perf_counter()
     embedder.fit([graphs[i] for i in train], labels)
     embeddings = embedder.embed(graphs[:limit])
-    return embeddings, getattr(embedder, "database", None), time.perf_counter() - start
+    extra = getattr(embedder, "database", None), getattr(embedder, "kinship", None)
+    return embeddings, *extra, time.perf_counter() - start
 
 
 def _foreign_counts(foreigns: dict[str, ForeignZoo], foreign_dir: str) -> dict | None:

@@ -25,11 +25,13 @@ def tie_keys(seed: int, query: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, int(query)]).random(n)
 
 
-def cosines(z: np.ndarray, queries: np.ndarray) -> np.ndarray:
+def cosines(z: np.ndarray, queries: np.ndarray, query_vectors: np.ndarray | None = None) -> np.ndarray:
     """``[len(queries), len(z)]`` inner products of unit vectors, summed in float64 and rounded to float32, so that
-    identical vectors tie exactly whatever order the product kernel sums in."""
+    identical vectors tie exactly whatever order the product kernel sums in. A query's vector is its row of ``z``, or
+    of ``query_vectors`` where given."""
     z64 = np.asarray(z, dtype=np.float64)
-    return (z64[np.asarray(queries, dtype=np.int64)] @ z64.T).astype(np.float32)
+    q64 = z64 if query_vectors is None else np.asarray(query_vectors, dtype=np.float64)
+    return (q64[np.asarray(queries, dtype=np.int64)] @ z64.T).astype(np.float32)
 
 
 def order_by(scores: np.ndarray, query: int, seed: int) -> np.ndarray:
@@ -52,14 +54,16 @@ class Rankings:
     databases one query is scored against (each a subset of the models) cost a mask each rather than a sort.
 
     Args:
-        z: ``[n, d]`` unit vectors.
+        z: ``[n, d]`` unit vectors (the database).
         seed: draws the tie-break order.
+        queries: ``[n, d]``: each model's query vector where it differs from its row of ``z`` (lineage queries).
     """
 
     BLOCK = 512  # query rows per similarity product
 
-    def __init__(self, z: np.ndarray, seed: int = 0):
+    def __init__(self, z: np.ndarray, seed: int = 0, queries: np.ndarray | None = None):
         self.z64, self.seed = np.asarray(z, dtype=np.float64), seed  # converted once, not per block of queries
+        self.q64 = None if queries is None else np.asarray(queries, dtype=np.float64)
         self._orders: dict[int, np.ndarray] = {}
 
     def prepare(self, queries: np.ndarray) -> None:
@@ -67,7 +71,7 @@ class Rankings:
         todo = np.array(sorted({int(q) for q in queries} - self._orders.keys()), dtype=np.int64)
         for start in range(0, len(todo), self.BLOCK):
             block = todo[start : start + self.BLOCK]
-            for q, scores in zip(block, cosines(self.z64, block), strict=True):
+            for q, scores in zip(block, cosines(self.z64, block, self.q64), strict=True):
                 self._orders[int(q)] = order_by(scores, int(q), self.seed).astype(np.int32)
 
     def order(self, query: int) -> np.ndarray:
@@ -108,10 +112,17 @@ def scored(relevance: list[np.ndarray], ks: tuple[int, ...], curve_k: int) -> di
 
 
 def retrieval_suite(
-    emb: np.ndarray, view: ZooView, ks: tuple[int, ...] = (1, 5, 10), curve_k: int = 20, seed: int = 0
+    emb: np.ndarray,
+    view: ZooView,
+    ks: tuple[int, ...] = (1, 5, 10),
+    curve_k: int = 20,
+    seed: int = 0,
+    kinship: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """Every retrieval metric of one embedder: split → metric (see the report for each setting's definition);
-    ``seed`` draws the tie-break order.
+    ``seed`` draws the tie-break order. ``kinship``: ``(lineage queries, database)`` of an embedder that answers
+    lineage queries with other vectors (:meth:`~raywse.models.encoder.NeuralGraphEncoder.kinship_form` against the
+    database form, compared as the index compares them); the ``lineage`` setting then ranks with those.
 
     Task settings query with held-out models that learned their task (pooled settings: every held-out split but
     ``test_lineage``, and no fine-tuned child); a model that did not learn is never relevant. A query's own run and
@@ -133,7 +144,8 @@ def retrieval_suite(
     out["same_family"] = score(held, lambda q: (view.family == view.family[q]) & view.unrelated(q))
     out.update(_cross_family(z, view, held, same_task, ks, curve_k, seed))
     out["label_map"] = score(held[view.group[held] != ""], lambda q: (view.group == view.group[q]) & view.unrelated(q))
-    out["lineage"] = _lineage(z, view, held_all, lambda q: view.run != view.run[q], ks, curve_k, seed)
+    kin = z if kinship is None else Rankings(kinship[1], seed, queries=kinship[0])
+    out["lineage"] = _lineage(kin, view, held_all, lambda q: view.run != view.run[q], ks, curve_k, seed)
     return out
 
 

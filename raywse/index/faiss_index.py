@@ -136,11 +136,14 @@ class EmbeddingIndex:
             self._positions[m] = len(self.ids)
             self.ids.append(m)
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[list[list[str | None]], np.ndarray]:
+    def search(
+        self, vectors: np.ndarray, k: int, exhaustive: bool = False
+    ) -> tuple[list[list[str | None]], np.ndarray]:
         """Top-``k`` neighbours by the inner product of the normalised queries with the stored vectors (cosine, for
         unit ones): ``(ids [n][k], scores [n, k])``; k is capped at the index size.
 
-        An IVF search that finds fewer than ``k`` candidates in its ``nprobe`` lists pads with ``None`` / ``-inf``.
+        An IVF search visits ``nprobe`` lists (every list when ``exhaustive``: exact); one that finds fewer than
+        ``k`` candidates there pads with ``None`` / ``-inf``.
         """
         queries = normalize(vectors)
         if queries.shape[1] != self.dim:
@@ -148,7 +151,11 @@ class EmbeddingIndex:
         k = min(k, len(self.ids))
         if k <= 0:
             return [[] for _ in range(len(queries))], np.zeros((len(queries), 0), np.float32)
-        scores, rows = self.index.search(queries, k)
+        if exhaustive and self.kind == "ivf":
+            nlist = faiss.extract_index_ivf(self.cpu_index()).nlist
+            scores, rows = self.index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nlist))
+        else:
+            scores, rows = self.index.search(queries, k)
         ids = [[self.ids[r] if r >= 0 else None for r in row] for row in rows]
         return ids, np.where(rows >= 0, scores, -np.inf).astype(np.float32)
 

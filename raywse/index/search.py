@@ -16,6 +16,7 @@ from torch_geometric.data import Data
 from raywse.core.artifacts import read_zoo_manifest
 from raywse.core.embeddings import embeddings_table
 from raywse.core.io import CheckpointError
+from raywse.core.records import RELATIONS
 from raywse.core.spec import SpecError
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, read_spec_file
 from raywse.graph.probes import ProbeFile
@@ -113,13 +114,23 @@ class Searcher:
             self.index, self.index_version = live, live_version(self.index_dir)
         return [m for m, _ in fresh], errors
 
-    def search_graph(self, graph: Data, k: int = 10) -> list[Neighbor]:
-        """The ``k`` indexed models nearest to one neural graph; :class:`CheckpointError` if it cannot be encoded."""
+    def search_graph(self, graph: Data, k: int = 10, relation: str = "function") -> list[Neighbor]:
+        """The ``k`` indexed models nearest to one neural graph by ``relation`` (:data:`RELATIONS`);
+        :class:`CheckpointError` if it cannot be encoded, :class:`ValueError` for an unknown relation."""
+        if relation not in RELATIONS:
+            raise ValueError(f"unknown relation {relation!r}: one of {', '.join(RELATIONS)}")
+        lineage = relation == "lineage"
+        if lineage and not self.encoder.keeps_sketch:
+            raise ValueError("this encoder keeps no first-layer sketch: it cannot search by lineage")
         try:
-            query = encode(self.encoder, [graph]).embeddings
+            encoded = encode(self.encoder, [graph], kinship=lineage)
         except SpecError as exc:
             raise CheckpointError(f"cannot encode {graph.model_id}: {exc}") from exc
-        ids, scores = self.index.search(query, k)
+        # a lineage query lies in the sketch's dimensions only: an IVF index's lists, clustered by function, cannot
+        # say where its relatives are, so it visits every list
+        ids, scores = self.index.search(encoded.kinship if lineage else encoded.embeddings, k, exhaustive=lineage)
+        if lineage:  # an indexed sketch is stored at the fingerprint's weight: a score is the sketches' cosine
+            scores = scores / math.sqrt(self.encoder.config.fingerprint_weight)
         neighbours = []
         for rank, (model_id, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1):
             if model_id is None:  # IVF found fewer than k candidates
@@ -147,8 +158,9 @@ def search_checkpoint(
     probe_data: str = "",
     spec: str = "",
     activation: str = "",
+    relation: str = "function",
 ) -> list[Neighbor]:
-    """The ``k`` indexed models nearest to the checkpoint at ``path``.
+    """The ``k`` indexed models nearest to the checkpoint at ``path`` by ``relation`` (:data:`RELATIONS`).
 
     ``zoo_manifest`` (a zoo dir or its ``manifest.parquet``) adds task, family and accuracy; ``probe_data`` is a
     probe file of the checkpoint's input space (:func:`~raywse.zoo.datasets.probes_for_metadata` picks the probes);
@@ -166,4 +178,4 @@ def search_checkpoint(
         )
     except GraphifyError as exc:
         raise CheckpointError(f"cannot graphify {path} ({exc.stage}): {exc.reason}") from exc
-    return Searcher(index_dir, encoder_dir, zoo_manifest).search_graph(graph, k)
+    return Searcher(index_dir, encoder_dir, zoo_manifest).search_graph(graph, k, relation)

@@ -34,7 +34,9 @@ class Embedder(Protocol):
 
     An embedder whose index stores other vectors than its queries use (the GNN embedders:
     :meth:`~raywse.models.encoder.NeuralGraphEncoder.database_form`) keeps them in a ``database`` attribute after
-    ``embed``; for every other embedder a query and an indexed model are the same vector.
+    ``embed``; for every other embedder a query and an indexed model are the same vector. One that answers lineage
+    queries with other vectors (the GNN embedders' first-layer sketch:
+    :meth:`~raywse.models.encoder.NeuralGraphEncoder.kinship_form`) keeps those in a ``kinship`` attribute.
     """
 
     name: str
@@ -77,6 +79,7 @@ class GNNEmbedder:
         self.history: list[float] = []
         self.accuracy: np.ndarray | None = None  # the accuracy head's predictions of the last ``embed`` call
         self.database: np.ndarray | None = None  # the last ``embed`` call's graphs as an index stores them
+        self.kinship: np.ndarray | None = None  # ... and their lineage queries (None: the encoder keeps no sketch)
 
     @staticmethod
     def _new_encoder(config: EncoderConfig) -> NeuralGraphEncoder:
@@ -106,6 +109,6 @@ class GNNEmbedder:
         return self
 
     def embed(self, graphs: list[Data]) -> np.ndarray:
-        encoded = encode(self.encoder, graphs, database=True)
-        self.accuracy, self.database = encoded.accuracy, encoded.database
+        encoded = encode(self.encoder, graphs, database=True, kinship=self.encoder.keeps_sketch)
+        self.accuracy, self.database, self.kinship = encoded.accuracy, encoded.database, encoded.kinship
         return encoded.embeddings

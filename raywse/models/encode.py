@@ -16,12 +16,14 @@ from raywse.models.encoder import NeuralGraphEncoder
 @dataclass
 class Encoded:
     """Embeddings ``[n, output_dim]`` float32 (query form), the predicted accuracies ``[n]`` when the encoder has a
-    head, and the embeddings as an index stores them when asked for
-    (:meth:`~raywse.models.encoder.NeuralGraphEncoder.database_form`)."""
+    head, and when asked for the embeddings as an index stores them
+    (:meth:`~raywse.models.encoder.NeuralGraphEncoder.database_form`) and the lineage queries
+    (:meth:`~raywse.models.encoder.NeuralGraphEncoder.kinship_form`)."""
 
     embeddings: np.ndarray
     accuracy: np.ndarray | None
     database: np.ndarray | None = None
+    kinship: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -31,10 +33,11 @@ def encode(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     database: bool = False,
+    kinship: bool = False,
 ) -> Encoded:
     """Embed ``graphs`` in batches of one kernel shape each (eval mode, no gradients; kernels are never padded);
-    ``device`` defaults to the encoder's; ``database``: also their database form. Raises
-    :class:`~raywse.core.spec.SpecError` for a graph the encoder cannot take (kernels too large)."""
+    ``device`` defaults to the encoder's; ``database``, ``kinship``: also their database form, their lineage
+    queries. Raises :class:`~raywse.core.spec.SpecError` for a graph the encoder cannot take (kernels too large)."""
     encoder.eval()
     device = device or next(encoder.parameters()).device
     for graph in graphs:  # every graph's kernels fit the encoder, checked before any work
@@ -43,6 +46,7 @@ def encode(
     vectors = torch.zeros(len(graphs), encoder.output_dim)
     accuracy = torch.zeros(len(graphs))
     stored = torch.zeros_like(vectors) if database else None
+    kin = torch.zeros_like(vectors) if kinship else None
     for rows in kernel_shape_batches(graphs, batch_size):
         batch = Batch.from_data_list([graphs[i] for i in rows]).to(device)
         if head:
@@ -53,4 +57,11 @@ def encode(
         vectors[rows] = z.float().cpu()
         if stored is not None:
             stored[rows] = encoder.database_form(batch, z).float().cpu()
-    return Encoded(vectors.numpy(), accuracy.numpy() if head else None, None if stored is None else stored.numpy())
+        if kin is not None:
+            kin[rows] = encoder.kinship_form(batch).cpu()
+    return Encoded(
+        vectors.numpy(),
+        accuracy.numpy() if head else None,
+        None if stored is None else stored.numpy(),
+        None if kin is None else kin.numpy(),
+    )

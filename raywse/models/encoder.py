@@ -74,7 +74,7 @@ class EncoderConfig:
     fingerprint_weight: float = 0.8  # its share of the squared norm of the embedding
     # a network never run on probes (e.g. a foreign file of unknown activation) has no responses: its fingerprint is
     # then its first-layer sketch (raywse.graph.lineage), this wide, in dimensions of its own (0: none)
-    sketch_dim: int = 256
+    sketch_dim: int = 1024
     # share of the squared norm for how confidently the network answers its probes (pooling.confidence_statistics,
     # last in the embedding; 0: left out); the accuracy head reads these statistics either way
     confidence_weight: float = 0.02
@@ -261,6 +261,11 @@ class NeuralGraphEncoder(nn.Module):
         return out
 
     @property
+    def keeps_sketch(self) -> bool:
+        """Whether embeddings carry the first-layer sketch (so the encoder answers lineage queries)."""
+        return self.config.fingerprint_dim > 0 and self.config.sketch_dim > 0
+
+    @property
     def output_dim(self) -> int:
         """Width of the embeddings (:attr:`parts`)."""
         return self.parts["confidence"].stop
@@ -331,6 +336,19 @@ class NeuralGraphEncoder(nn.Module):
         stored = z.clone()
         stored[:, self.parts["sketch"]] += math.sqrt(cfg.fingerprint_weight) * sketch
         return stored
+
+    def kinship_form(self, batch: Data) -> Tensor:
+        """``[B, output_dim]`` lineage queries: each graph's first-layer sketch alone, in the sketch's dimensions
+        (zeros elsewhere). Against the :meth:`database_form` it scores an indexed network by how much of the query's
+        initialisation it shares (:mod:`raywse.graph.lineage`: its parent, siblings and fine-tuned children first),
+        whatever either network does. :class:`ValueError` for an encoder that keeps no sketch."""
+        cfg = self.config
+        if not self.keeps_sketch:
+            raise ValueError("this encoder keeps no first-layer sketch (fingerprint_dim or sketch_dim is 0)")
+        batch = self._as_batch(batch)
+        out = batch.edge_attr.new_zeros(int(batch.num_graphs), self.output_dim, dtype=torch.float32)
+        out[:, self.parts["sketch"]] = first_layer_sketch(batch, cfg.sketch_dim, cfg.seed)
+        return out
 
     def embed_and_predict(self, batch: Data) -> tuple[Tensor, Tensor]:
         """Embeddings and predicted accuracy in [0, 1] from one forward pass."""

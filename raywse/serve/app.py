@@ -5,7 +5,8 @@ Routes (``route_prefix="/"``):
 - ``GET /healthz`` → ``200 {"status": "ok", "encoder_version", "indexed"}`` once the replica is loaded;
 - ``POST /search?k=10`` with the raw bytes of a ``.safetensors`` checkpoint as the body → ``200 {"neighbours":
   [{"rank", "model_id", "score", "task", "family", "test_acc"}, ...], "encoder_version", "probe_source",
-  "took_ms"}``;
+  "took_ms"}`` (``&relation=lineage``: its relatives instead of the models that do what it does; ``&activation=``:
+  the hidden activation of an inferred chain);
 - ``POST /index`` with ``{"paths": [...]}`` (absolute paths of checkpoints under one of the service's index roots, on
   storage every replica can read; optional ``"ids"`` of the same length, else each file's stem; ``403`` when the
   service has no index root) → ``200 {"added": [...], "errors": [{"path", "reason"}], "indexed",
@@ -14,7 +15,7 @@ Routes (``route_prefix="/"``):
   version from its next request — readers never see a half-written index.
 
 Bad input never takes a replica down: an empty, oversize, truncated, non-safetensors (pickle included) or NaN upload,
-an unsupported network or a bad ``k`` is a ``4xx`` with ``{"error": "<one line>"}``.
+an unsupported network, a bad ``k`` or an unknown relation is a ``4xx`` with ``{"error": "<one line>"}``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from starlette.responses import JSONResponse
 
 from raywse.core.artifacts import EncoderFiles
 from raywse.core.io import CheckpointError, parse_checkpoint_bytes
+from raywse.core.records import RELATIONS
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, graphify_tensors
 from raywse.graph.probes import ProbeFile
 from raywse.index.faiss_index import current_version_dir
@@ -115,9 +117,13 @@ class SearchService:
         self.searcher = Searcher(config.index_dir, config.encoder_dir, config.zoo_dir)
         self.probe_file = ProbeFile(config.probe_data) if config.probe_data else None
 
-    def search_bytes(self, data: bytes, k: int, activation: str = "") -> dict:
-        """Neighbours of an uploaded checkpoint (``activation``: the hidden activation of an inferred chain, as
-        ``raywse search --activation``); :class:`BadRequest` for anything wrong with the upload."""
+    def search_bytes(self, data: bytes, k: int, activation: str = "", relation: str = RELATIONS[0]) -> dict:
+        """Neighbours of an uploaded checkpoint (``activation``, ``relation``: as ``raywse search``'s);
+        :class:`BadRequest` for anything wrong with the upload."""
+        if relation not in RELATIONS:
+            raise BadRequest(400, f"unknown relation {relation!r}: one of {', '.join(RELATIONS)}")
+        if relation == "lineage" and not self.searcher.encoder.keeps_sketch:
+            raise BadRequest(422, "this service's encoder keeps no first-layer sketch: it cannot search by lineage")
         if not data:
             raise BadRequest(400, "empty upload: send the raw bytes of a .safetensors checkpoint as the body")
         if len(data) > self.config.max_upload_bytes:
@@ -129,7 +135,7 @@ class SearchService:
         try:
             probes = probes_for_metadata(metadata, self.probe_file)
             graph = graphify_tensors(tensors, metadata, "upload", probes=probes, activation=activation)
-            neighbours = self.searcher.search_graph(graph, k)
+            neighbours = self.searcher.search_graph(graph, k, relation)
         except GraphifyError as exc:
             raise BadRequest(422, f"cannot graphify the upload ({exc.stage}): {exc.reason}") from exc
         except CheckpointError as exc:
@@ -178,8 +184,9 @@ class SearchService:
                 self.searcher.refresh()
                 params = request.query_params
                 out = self.search_bytes(
-                    await request.body(), _parse_k(params.get("k", "10")), params.get("activation", "")
-                )
+                    await request.body(), _parse_k(params.get("k", "10")), params.get("activation", ""),
+                    params.get("relation", RELATIONS[0]),
+                )  # fmt: skip
             elif route == "/index" and request.method == "POST":
                 # in a thread: the replica keeps answering searches (the index in service is swapped once saved)
                 out = await asyncio.to_thread(self.index_paths, *_parse_index_request(await request.body()))

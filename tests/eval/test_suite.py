@@ -167,6 +167,24 @@ def test_retrieval_suite_on_task_separated_embeddings(view):
     assert out["lineage"]["precision@1"] == 1.0  # each child's parent is its closest model
 
 
+def test_lineage_ranks_the_kinship_queries_against_the_database_and_nothing_else_does(view):
+    """An embedder with lineage queries of its own (the GNN embedders' first-layer sketch against their database
+    form): the lineage setting ranks with those — here they find each child's parent, which the task embeddings,
+    scrambled for the children, do not — and every task setting is scored as without them."""
+    emb = task_embeddings(view)
+    emb[[9, 11]] = emb[[11, 9]]  # each child now looks like a model of another task
+    kin = np.eye(len(view.ids), dtype=np.float32)
+    kin[9], kin[11] = kin[1], kin[4]  # ... but shares its parent's sketch
+    database = kin * 2.0  # stored at another scale, as the database form stores the sketch
+    plain = retrieval_suite(emb, view, ks=(1, 5, 10), curve_k=5)
+    with_kin = retrieval_suite(emb, view, ks=(1, 5, 10), curve_k=5, kinship=(kin, database))
+    assert plain["lineage"]["precision@1"] < 1.0
+    assert with_kin["lineage"]["precision@1"] == 1.0 and with_kin["lineage"]["queries"] == 2
+    assert repr({k: v for k, v in with_kin.items() if k != "lineage"}) == repr(
+        {k: v for k, v in plain.items() if k != "lineage"}
+    )  # repr: equal NaNs (no test_task queries) compare equal
+
+
 def test_unlearned_models_are_never_relevant_and_own_runs_never_retrieved(view):
     """A model that did not learn its task neither queries nor counts as relevant; a query's own run (its other
     snapshots) never enters its database."""

@@ -65,7 +65,7 @@ def test_a_fine_tuned_child_keeps_its_parents_sketch_and_another_seed_does_not(a
     kin, unrelated = float(s[0] @ s[1]), float(s[0] @ s[2])
     print(f"{arch}: weights moved <= {moved:.0%}; sketch cosine to the parent: child {kin:.3f}, other {unrelated:.3f}")
     assert moved > 0.05  # the child really trained on
-    assert kin > 0.8 and kin > unrelated + 0.4
+    assert kin > 0.5 and kin > unrelated + 0.4  # a sharp kernel: only directions that nearly agree count
 
 
 def test_on_the_tiny_zoo_a_childs_nearest_other_run_is_its_kin(tiny_zoo, tiny_graphs):

@@ -279,3 +279,39 @@ def test_a_query_never_run_on_probes_meets_indexed_networks_on_its_first_layer_s
         best = searcher.search_graph(unprobed, k=1)[0]
         assert best.model_id == graph.model_id and best.score > weight
         assert searcher.search_graph(graph, k=1)[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_lineage_search_finds_a_fine_tuned_childs_relatives_in_an_ivf_index(
+    tiny_zoo, tiny_graphs, encoders, tmp_path, monkeypatch
+):
+    """Every fine-tuned child of the tiny zoo, its hidden neurons randomly permuted, rescaled and flipped as the
+    evaluation does, queried by lineage: the best model outside its own run is its parent's run or a sibling for
+    nearly all, the search over an IVF index visiting one list of three returns what a brute-force ranking of the
+    stored vectors does, and an unknown relation is refused."""
+    from raywse.core.artifacts import read_zoo_manifest
+    from raywse.eval.symmetries import randomised_graphs
+    from raywse.index.faiss_index import IndexConfig
+
+    monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
+    build_index(tiny_graphs, encoders["a"], tmp_path / "index", IndexConfig(exact_threshold=10, nlist=3, nprobe=1))
+    searcher = Searcher(tmp_path / "index", encoders["a"])
+    assert searcher.index.kind == "ivf"
+    table = index_embeddings(tmp_path / "index")
+    ids, stored = table.column("model_id").to_pylist(), table_vectors(table)
+    rows = read_zoo_manifest(tiny_zoo)
+    run_of = {r["model_id"]: r.get("run_id") or r["model_id"] for r in rows}
+    parent_of = {r["model_id"]: r.get("parent_id") or "" for r in rows}
+    children = [r for r in rows if r.get("parent_id")]
+    assert len(children) >= 10
+    kin = []
+    for row, graph in zip(children, randomised_graphs(tiny_zoo, children, seed=0), strict=True):
+        found = searcher.search_graph(graph, k=len(ids), relation="lineage")
+        query = encode(searcher.encoder, [graph], kinship=True).kinship[0]
+        assert [n.model_id for n in found[:5]] == [ids[i] for i in np.argsort(-(stored @ query))[:5]]
+        assert found[0].score <= 1.0 + 1e-4  # the cosine of two first-layer sketches
+        best = next(n.model_id for n in found if run_of[n.model_id] != run_of[row["model_id"]])
+        kin.append(run_of[best] == run_of[row["parent_id"]] or parent_of[best] == row["parent_id"])
+    print(f"lineage search: best other-run model is kin for {np.mean(kin):.0%} of {len(children)} children")
+    assert np.mean(kin) >= 0.9
+    with pytest.raises(ValueError, match="unknown relation 'parent'"):
+        searcher.search_graph(graph, relation="parent")

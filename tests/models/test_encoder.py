@@ -171,6 +171,26 @@ def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
     torch.testing.assert_close(gain, w * (z[n:, sketch_part] / w**0.5) @ sketches.T)
 
 
+def test_a_lineage_query_is_the_first_layer_sketch_alone_and_scores_the_stored_sketches(graphs):
+    """The kinship form: probed or not, a network's first-layer sketch in the sketch's dimensions and nothing else,
+    so against the database form it scores a probed network by the two sketches' cosine (times the stored weight)."""
+    from raywse.graph.lineage import first_layer_sketch
+
+    encoder = NeuralGraphEncoder(SMALL).eval()
+    probed = [encoder.prepare(g) for g in graphs if tuple(g.kernel_shape) == (1, 1)]
+    batch = Batch.from_data_list(probed + [unprobed(g) for g in probed[:2]])
+    with torch.no_grad():
+        stored = encoder.database_form(batch, encoder(batch))
+        kin = encoder.kinship_form(batch)
+    sketches = first_layer_sketch(batch, SMALL.sketch_dim, SMALL.seed)
+    sketch_part, n = encoder.parts["sketch"], len(probed)
+    torch.testing.assert_close(kin[:, sketch_part], sketches)
+    assert kin.shape == stored.shape and kin.norm() == pytest.approx(len(kin) ** 0.5, rel=1e-5)
+    torch.testing.assert_close(kin[:n] @ stored[:n].T, SMALL.fingerprint_weight**0.5 * sketches[:n] @ sketches[:n].T)
+    with pytest.raises(ValueError, match="keeps no first-layer sketch"):
+        NeuralGraphEncoder(replace(SMALL, sketch_dim=0)).kinship_form(batch)
+
+
 @pytest.mark.parametrize("kind", sorted(SPECS))
 def test_an_unprobed_graph_embeds_invariantly_too(trained, kind):
     """Its sketch is invariant as the rest: permuted and rescaled twins of a network never run on probes embed alike."""

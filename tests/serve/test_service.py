@@ -125,6 +125,10 @@ def test_search_finds_an_indexed_checkpoint_first_with_its_metadata(service, tin
     assert (first["task"], first["family"]) == (record["task"], record["family"])
     assert body["probe_source"] == f"train:{record['dataset']}|{record['input_norm']}"
     assert body["took_ms"] > 0 and body["encoder_version"]
+    status, body = request(f"{service}/search?k=3&relation=lineage", (tiny_zoo / record["path"]).read_bytes())
+    assert status == 200, body
+    assert body["neighbours"][0]["model_id"] == record["model_id"]  # its own first-layer sketch
+    assert abs(body["neighbours"][0]["score"] - 1.0) < 1e-4
 
 
 def test_every_bad_upload_is_a_one_line_4xx_and_the_service_stays_up(service, tiny_zoo):
@@ -149,6 +153,8 @@ def test_every_bad_upload_is_a_one_line_4xx_and_the_service_stays_up(service, ti
         assert set(body) == {"error"} and body["error"] and "\n" not in body["error"], (name, body)
     assert request(f"{service}/search?k=zero", good)[0] == 400
     assert request(f"{service}/search?k=0", good)[0] == 400
+    status, body = request(f"{service}/search?relation=parent", good)
+    assert status == 400 and "unknown relation 'parent'" in body["error"], body
     assert request(f"{service}/nowhere")[0] == 404
     status, body = request(f"{service}/healthz")
     assert status == 200 and body["status"] == "ok" and body["indexed"] > 0

@@ -90,7 +90,7 @@ class FirstLayerSketchEmbedder:
 
     name = "first_layer_sketch"
 
-    def __init__(self, dim: int = 256, batch_size: int = 256, seed: int = 0) -> None:
+    def __init__(self, dim: int = 1024, batch_size: int = 256, seed: int = 0) -> None:
         self.dim, self.batch_size, self.seed = dim, batch_size, seed
 
     def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> FirstLayerSketchEmbedder:
