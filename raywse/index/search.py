@@ -120,8 +120,8 @@ class Searcher:
         if relation not in RELATIONS:
             raise ValueError(f"unknown relation {relation!r}: one of {', '.join(RELATIONS)}")
         lineage = relation == "lineage"
-        if lineage and not self.encoder.keeps_sketch:
-            raise ValueError("this encoder keeps no first-layer sketch: it cannot search by lineage")
+        if lineage and not self.encoder.answers_lineage:
+            raise ValueError("this encoder has no lineage part (kinship_dim is 0): it cannot search by lineage")
         try:
             encoded = encode(self.encoder, [graph], kinship=lineage)
         except SpecError as exc:
@@ -129,8 +129,6 @@ class Searcher:
         # a lineage query lies in the sketch's dimensions only: an IVF index's lists, clustered by function, cannot
         # say where its relatives are, so it visits every list
         ids, scores = self.index.search(encoded.kinship if lineage else encoded.embeddings, k, exhaustive=lineage)
-        if lineage:  # an indexed sketch is stored at the fingerprint's weight: a score is the sketches' cosine
-            scores = scores / math.sqrt(self.encoder.config.fingerprint_weight)
         neighbours = []
         for rank, (model_id, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1):
             if model_id is None:  # IVF found fewer than k candidates

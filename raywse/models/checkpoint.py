@@ -20,7 +20,7 @@ from raywse.core.io import atomic_path, write_json_atomic
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 #: Config fields added since the first export, at the value that reproduces an export that predates them.
-BEFORE_FIELDS = {"confidence_weight": 0.0}
+BEFORE_FIELDS = {"confidence_weight": 0.0, "kinship_dim": 0}
 
 
 def build_encoder(config: EncoderConfig) -> NeuralGraphEncoder:

@@ -109,6 +109,6 @@ class GNNEmbedder:
         return self
 
     def embed(self, graphs: list[Data]) -> np.ndarray:
-        encoded = encode(self.encoder, graphs, database=True, kinship=self.encoder.keeps_sketch)
+        encoded = encode(self.encoder, graphs, database=True, kinship=self.encoder.answers_lineage)
         self.accuracy, self.database, self.kinship = encoded.accuracy, encoded.database, encoded.kinship
         return encoded.embeddings

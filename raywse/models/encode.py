@@ -55,10 +55,11 @@ def encode(
         else:
             z = encoder(batch)
         vectors[rows] = z.float().cpu()
-        if stored is not None:
-            stored[rows] = encoder.database_form(batch, z).float().cpu()
+        lineage = encoder.kinship_form(batch) if kin is not None else None
         if kin is not None:
-            kin[rows] = encoder.kinship_form(batch).cpu()
+            kin[rows] = lineage.cpu()
+        if stored is not None:
+            stored[rows] = encoder.database_form(batch, z, lineage).float().cpu()
     return Encoded(
         vectors.numpy(),
         accuracy.numpy() if head else None,

@@ -8,11 +8,13 @@ edge-list form, which computes the same) → readout
 (:func:`invariant_readout` of the hidden layers, plus the output neurons *in class order*: their states and their
 softmax responses on the probes) → MLP → learned embedding, concatenated with the *response fingerprint* (the
 class-order softmax responses through a fixed random projection drawn per probe set, so responses to different probe
-sets are orthogonal; a network never run on probes gets its first-layer sketch, :mod:`raywse.graph.lineage`, in
+sets are orthogonal; a network never run on probes gets its first-layer moments, :mod:`raywse.graph.lineage`, in
 dimensions of its own instead), then, lightly weighted, how confidently the network answers its probes
 (:func:`~raywse.models.pooling.confidence_statistics`, which the accuracy head reads too) → L2-normalised embedding
-(:attr:`NeuralGraphEncoder.parts`). The learned part is trained on the similarity of the whole embedding: it learns
-what the fingerprint alone gets wrong.
+(:attr:`NeuralGraphEncoder.parts`; last, the lineage part, zero in a query and the network's first-layer sketch in
+what an index stores: :meth:`~NeuralGraphEncoder.database_form`, :meth:`~NeuralGraphEncoder.kinship_form`).
+The learned part is trained on the similarity of the whole embedding: it learns what the fingerprint alone gets
+wrong.
 
 Invariance: nothing reads the order or index of hidden nodes (probe responses move with their neurons). Hidden nodes are
 only distinguished by their features (bias, layer, activation, type) and their edges, and every reduction is a scatter
@@ -38,7 +40,7 @@ from torch_geometric.utils import scatter
 
 from raywse.core.spec import ACTIVATIONS, SpecError
 from raywse.graph.kernels import kernel_cells, kernel_shape_of, pad_edge_features
-from raywse.graph.lineage import first_layer_sketch
+from raywse.graph.lineage import first_layer_moments, first_layer_sketch
 from raywse.graph.probes import NO_PROBES, NUM_PROBES, probe_rows
 from raywse.graph.schema import NodeKind, NodeType
 from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nodes, scalable_nodes
@@ -73,11 +75,14 @@ class EncoderConfig:
     fingerprint_dim: int = 256  # width of the response fingerprint (0: learned embedding only)
     fingerprint_weight: float = 0.8  # its share of the squared norm of the embedding
     # a network never run on probes (e.g. a foreign file of unknown activation) has no responses: its fingerprint is
-    # then its first-layer sketch (raywse.graph.lineage), this wide, in dimensions of its own (0: none)
-    sketch_dim: int = 1024
+    # then its first-layer moments (raywse.graph.lineage), this wide, in dimensions of its own (0: none)
+    sketch_dim: int = 256
     # share of the squared norm for how confidently the network answers its probes (pooling.confidence_statistics,
     # last in the embedding; 0: left out); the accuracy head reads these statistics either way
     confidence_weight: float = 0.02
+    # width of the lineage part (raywse.graph.lineage.first_layer_sketch), last: zero in a query, the network's
+    # first-layer sketch in what an index stores, a lineage query's only part (0: no lineage search)
+    kinship_dim: int = 1024
     # message passing by weight-tensor blocks on the CPU, where they are faster; on a GPU the PyG edge-list form is
     # 1.7-2.4x faster (bench/README.md) and runs instead (the same embeddings) unless a batch has more than
     # EDGE_CHUNK edges (the blocks never hold every edge's state at once); False: the edge-list form everywhere
@@ -245,7 +250,8 @@ class NeuralGraphEncoder(nn.Module):
     @property
     def parts(self) -> dict[str, slice]:
         """Where each part of an embedding lies, in order: ``learned``, the fingerprint's ``responses`` and
-        ``sketch`` (the unprobed's), ``confidence`` (a part the config leaves out is an empty slice)."""
+        ``sketch`` (the unprobed's), ``confidence`` and ``kinship`` (the lineage part; a part the config leaves out is
+        an empty slice)."""
         cfg = self.config
         fingerprint = cfg.fingerprint_dim > 0
         widths = {
@@ -253,6 +259,7 @@ class NeuralGraphEncoder(nn.Module):
             "responses": cfg.fingerprint_dim,
             "sketch": cfg.sketch_dim if fingerprint else 0,
             "confidence": CONFIDENCE_STATS if cfg.confidence_weight > 0 else 0,
+            "kinship": cfg.kinship_dim,
         }
         out, start = {}, 0
         for name, width in widths.items():
@@ -261,14 +268,14 @@ class NeuralGraphEncoder(nn.Module):
         return out
 
     @property
-    def keeps_sketch(self) -> bool:
-        """Whether embeddings carry the first-layer sketch (so the encoder answers lineage queries)."""
-        return self.config.fingerprint_dim > 0 and self.config.sketch_dim > 0
+    def answers_lineage(self) -> bool:
+        """Whether stored embeddings carry the lineage part (so the encoder answers lineage queries)."""
+        return self.config.kinship_dim > 0
 
     @property
     def output_dim(self) -> int:
         """Width of the embeddings (:attr:`parts`)."""
-        return self.parts["confidence"].stop
+        return self.parts["kinship"].stop
 
     def fingerprint(self, responses: Tensor, sources: list[str]) -> Tensor:
         """``[B, fingerprint_dim]``: each graph's responses (normalised) through the fixed projection of its probe
@@ -305,49 +312,55 @@ class NeuralGraphEncoder(nn.Module):
                 unprobed = unprobed_mask(batch, fp.device)
                 sketch = fp.new_zeros(len(unprobed), self.config.sketch_dim)
                 if bool(unprobed.any()):
-                    sketch = first_layer_sketch(batch, self.config.sketch_dim, self.config.seed, unprobed).to(fp.dtype)
+                    sketch = first_layer_moments(batch, self.config.sketch_dim, self.config.seed, unprobed).to(fp.dtype)
                 fp = torch.cat([fp, sketch], dim=-1)
             z = F.normalize(torch.cat([math.sqrt(1 - w) * z, math.sqrt(w) * fp], dim=-1), dim=-1)
         c = self.config.confidence_weight
         if c > 0:  # each statistic lies in [0, 1]: this part's squared norm is at most c
             part = confidence / math.sqrt(CONFIDENCE_STATS)
             z = F.normalize(torch.cat([math.sqrt(1 - c) * z, math.sqrt(c) * part], dim=-1), dim=-1)
+        z = F.pad(z, (0, self.config.kinship_dim))  # the lineage part: zero in a query
         return z, torch.cat([rep, confidence], dim=-1)
 
     def forward(self, batch: Data) -> Tensor:
         """L2-normalised embeddings ``[B, output_dim]`` (the query form; :meth:`database_form` for an index)."""
         return self._embed(batch)[0]
 
-    def database_form(self, batch: Data, z: Tensor) -> Tensor:
+    def database_form(self, batch: Data, z: Tensor, kinship: Tensor | None = None) -> Tensor:
         """The embeddings ``z`` of ``batch`` as an index stores them: a probed network's also carry its first-layer
-        sketch, weighted as an unprobed network's is, in the sketch's dimensions (so its norm is
-        ``sqrt(1 + fingerprint_weight)``); an unprobed network's is its query form.
+        moments, weighted as an unprobed network's are, in the sketch's dimensions, and every network's lineage part
+        is its first-layer sketch (so a probed network's norm is ``sqrt(2 + fingerprint_weight)``).
 
-        A query never run on probes has only its learned part and its sketch, so it meets every indexed network on
-        those; a probed query's sketch dimensions are zero, so its scores are unchanged. Either way a score is the
-        cosine of the parts the query has (1 for a network found by itself).
+        A query never run on probes has only its learned part and its moments, so it meets every indexed network on
+        those; a probed query's sketch dimensions are zero, so its scores are unchanged; a task query's lineage part
+        is zero, a lineage query's (:meth:`kinship_form`) all it has. Either way a score is the cosine of the parts
+        the query has (1 for a network found by itself). ``kinship``: the batch's :meth:`kinship_form`, where
+        already computed.
         """
         cfg = self.config
         batch = self._as_batch(batch)
         probed = ~unprobed_mask(batch, z.device)
-        if cfg.fingerprint_dim == 0 or cfg.sketch_dim == 0 or not bool(probed.any()):
-            return z
-        sketch = first_layer_sketch(batch, cfg.sketch_dim, cfg.seed, probed).to(z.dtype)
         stored = z.clone()
-        stored[:, self.parts["sketch"]] += math.sqrt(cfg.fingerprint_weight) * sketch
+        if cfg.fingerprint_dim > 0 and cfg.sketch_dim > 0 and bool(probed.any()):
+            moments = first_layer_moments(batch, cfg.sketch_dim, cfg.seed, probed).to(z.dtype)
+            stored[:, self.parts["sketch"]] += math.sqrt(cfg.fingerprint_weight) * moments
+        if self.answers_lineage:
+            lineage = self.parts["kinship"]
+            stored[:, lineage] = (self.kinship_form(batch) if kinship is None else kinship)[:, lineage].to(z.dtype)
         return stored
 
     def kinship_form(self, batch: Data) -> Tensor:
-        """``[B, output_dim]`` lineage queries: each graph's first-layer sketch alone, in the sketch's dimensions
-        (zeros elsewhere). Against the :meth:`database_form` it scores an indexed network by how much of the query's
-        initialisation it shares (:mod:`raywse.graph.lineage`: its parent, siblings and fine-tuned children first),
-        whatever either network does. :class:`ValueError` for an encoder that keeps no sketch."""
+        """``[B, output_dim]`` lineage queries: each graph's first-layer sketch alone, in the lineage part (zeros
+        elsewhere). Against the :meth:`database_form` it scores an indexed network by the cosine of the two sketches:
+        how much of the query's initialisation it shares (:mod:`raywse.graph.lineage`: its parent, siblings and
+        fine-tuned children first), whatever either network does. :class:`ValueError` for an encoder without a
+        lineage part."""
         cfg = self.config
-        if not self.keeps_sketch:
-            raise ValueError("this encoder keeps no first-layer sketch (fingerprint_dim or sketch_dim is 0)")
+        if not self.answers_lineage:
+            raise ValueError("this encoder has no lineage part (kinship_dim is 0): it cannot search by lineage")
         batch = self._as_batch(batch)
         out = batch.edge_attr.new_zeros(int(batch.num_graphs), self.output_dim, dtype=torch.float32)
-        out[:, self.parts["sketch"]] = first_layer_sketch(batch, cfg.sketch_dim, cfg.seed)
+        out[:, self.parts["kinship"]] = first_layer_sketch(batch, cfg.kinship_dim, cfg.seed)
         return out
 
     def embed_and_predict(self, batch: Data) -> tuple[Tensor, Tensor]:

@@ -122,8 +122,8 @@ class SearchService:
         :class:`BadRequest` for anything wrong with the upload."""
         if relation not in RELATIONS:
             raise BadRequest(400, f"unknown relation {relation!r}: one of {', '.join(RELATIONS)}")
-        if relation == "lineage" and not self.searcher.encoder.keeps_sketch:
-            raise BadRequest(422, "this service's encoder keeps no first-layer sketch: it cannot search by lineage")
+        if relation == "lineage" and not self.searcher.encoder.answers_lineage:
+            raise BadRequest(422, "this service's encoder has no lineage part: it cannot search by lineage")
         if not data:
             raise BadRequest(400, "empty upload: send the raw bytes of a .safetensors checkpoint as the body")
         if len(data) > self.config.max_upload_bytes:

@@ -1,5 +1,6 @@
-"""The first-layer sketch: exactly invariant to the symmetries, close for a fine-tuned relative, far for another
-initialisation — on nets trained here and on the tiny zoo's own fine-tuned children, with symmetries randomised."""
+"""The first-layer sketch and moments: exactly invariant to the symmetries; the sketch close for a fine-tuned relative,
+far for another initialisation — on nets trained here and on the tiny zoo's own fine-tuned children, with symmetries
+randomised."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch_geometric.data import Batch
 
 from raywse.core.artifacts import read_zoo_manifest
 from raywse.eval.symmetries import randomised_graphs
-from raywse.graph.lineage import first_layer_sketch
+from raywse.graph.lineage import first_layer_moments, first_layer_sketch
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.symmetry import flip_hidden, permute_hidden, rescale_hidden
 from raywse.models.baselines import FirstLayerSketchEmbedder
@@ -20,8 +21,8 @@ from raywse.models.baselines import FirstLayerSketchEmbedder
 ARCHS = ("mlp", "cnn_gap", "cnn_bn")
 
 
-def sketch(spec, *nets: dict[str, torch.Tensor]) -> torch.Tensor:
-    return first_layer_sketch(Batch.from_data_list([to_neural_graph(t, spec, str(i)) for i, t in enumerate(nets)]))
+def sketch(spec, *nets: dict[str, torch.Tensor], of=first_layer_sketch) -> torch.Tensor:
+    return of(Batch.from_data_list([to_neural_graph(t, spec, str(i)) for i, t in enumerate(nets)]))
 
 
 def train_on(spec, tensors: dict[str, torch.Tensor], shift: int, steps: int, lr: float, seed: int) -> dict:
@@ -39,13 +40,14 @@ def train_on(spec, tensors: dict[str, torch.Tensor], shift: int, steps: int, lr:
     return {k: v.detach() for k, v in tensors.items()}
 
 
+@pytest.mark.parametrize("of", [first_layer_sketch, first_layer_moments], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("act", ["relu", "tanh"])
-def test_the_sketch_ignores_permutation_rescale_and_sign(arch, act):
+def test_the_sketches_ignore_permutation_rescale_and_sign(arch, act, of):
     spec, tensors = trained(arch, act)
     gen = torch.Generator().manual_seed(3)
     twin = flip_hidden(tensors, spec, gen) if act == "tanh" else rescale_hidden(tensors, spec, gen)
-    s = sketch(spec, tensors, permute_hidden(tensors, spec, gen), twin)
+    s = sketch(spec, tensors, permute_hidden(tensors, spec, gen), twin, of=of)
     assert s[0].norm() == pytest.approx(1.0, abs=1e-6)
     residual = float((s[1:] - s[0]).norm(dim=1).max())
     print(f"{arch}/{act}: largest change under a permutation and a {'flip' if act == 'tanh' else 'rescale'}: "

@@ -82,12 +82,13 @@ def test_mixed_batch_and_accuracy_head(graphs):
 
 
 def test_the_parts_of_an_embedding_tile_it_in_order():
-    widths = {"learned": 16, "responses": SMALL.fingerprint_dim, "sketch": SMALL.sketch_dim, "confidence": 6}
+    widths = {"learned": 16, "responses": SMALL.fingerprint_dim, "sketch": SMALL.sketch_dim, "confidence": 6,
+              "kinship": SMALL.kinship_dim}  # fmt: skip
     parts = NeuralGraphEncoder(SMALL).parts
     assert list(parts) == list(widths) and [p.stop - p.start for p in parts.values()] == list(widths.values())
     ends = [p.stop for p in parts.values()]
     assert [p.start for p in parts.values()] == [0, *ends[:-1]]
-    bare = NeuralGraphEncoder(replace(SMALL, fingerprint_dim=0, confidence_weight=0.0))
+    bare = NeuralGraphEncoder(replace(SMALL, fingerprint_dim=0, confidence_weight=0.0, kinship_dim=0))
     assert bare.output_dim == 16 and bare.parts["sketch"] == slice(16, 16)
     with pytest.raises(ValueError, match="confidence_weight"):
         EncoderConfig(confidence_weight=1.0)
@@ -127,8 +128,8 @@ def test_prepare_rejects_large_kernels(graphs):
 
 def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
     """Same probe rows under another normalisation share a projection; other probe rows are near orthogonal; a graph
-    without probes has no response part but its first-layer sketch, in dimensions a probed graph leaves at zero."""
-    from raywse.graph.lineage import first_layer_sketch
+    without probes has no response part but its first-layer moments, in dimensions a probed graph leaves at zero."""
+    from raywse.graph.lineage import first_layer_moments
 
     encoder = NeuralGraphEncoder(SMALL).eval()
     g = next(g for g in graphs if tuple(g.kernel_shape) == (1, 1))
@@ -143,15 +144,15 @@ def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
     assert z_hidden.shape[1] == encoder.output_dim
     assert torch.allclose(z_hidden.norm(), torch.tensor(1.0)) and not z_hidden[0, responses_part].any()
     assert not z_hidden[0, encoder.parts["confidence"]].any()  # no responses, no confidence either
-    sketch = first_layer_sketch(Batch.from_data_list([hidden]), SMALL.sketch_dim, SMALL.seed)
+    sketch = first_layer_moments(Batch.from_data_list([hidden]), SMALL.sketch_dim, SMALL.seed)
     torch.testing.assert_close(z_hidden[0, sketch_part], sketch[0] * SMALL.fingerprint_weight**0.5)
     assert z_probed[0, responses_part].any() and not z_probed[0, sketch_part].any()
 
 
 def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
-    """An index stores probed networks with their first-layer sketch as well: a probed query's scores of them are
+    """An index stores probed networks with their first-layer moments as well: a probed query's scores of them are
     unchanged, an unprobed query now meets them on its sketch too, and an unprobed network is stored as it queries."""
-    from raywse.graph.lineage import first_layer_sketch
+    from raywse.graph.lineage import first_layer_moments, first_layer_sketch
 
     encoder = NeuralGraphEncoder(SMALL).eval()
     probed = [encoder.prepare(g) for g in graphs if tuple(g.kernel_shape) == (1, 1)]
@@ -160,9 +161,12 @@ def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
         z = encoder(batch)
         stored = encoder.database_form(batch, z)
     n, w, sketch_part = len(probed), SMALL.fingerprint_weight, encoder.parts["sketch"]
-    torch.testing.assert_close(stored[:n].norm(dim=1), torch.full((n,), (1 + w) ** 0.5))
-    torch.testing.assert_close(stored[n:], z[n:])
-    sketches = first_layer_sketch(Batch.from_data_list(probed), SMALL.sketch_dim, SMALL.seed)
+    torch.testing.assert_close(stored[:n].norm(dim=1), torch.full((n,), (2 + w) ** 0.5))
+    lineage = encoder.parts["kinship"]
+    torch.testing.assert_close(stored[:, lineage], first_layer_sketch(batch, SMALL.kinship_dim, SMALL.seed))
+    torch.testing.assert_close(stored[n:, : lineage.start], z[n:, : lineage.start])
+    assert not z[:, lineage].any()
+    sketches = first_layer_moments(Batch.from_data_list(probed), SMALL.sketch_dim, SMALL.seed)
     torch.testing.assert_close(stored[:n, sketch_part], sketches * w**0.5)
     assert not z[:n, sketch_part].any()
     torch.testing.assert_close(z[:n] @ stored[:n].T, z[:n] @ z[:n].T)
@@ -172,8 +176,8 @@ def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
 
 
 def test_a_lineage_query_is_the_first_layer_sketch_alone_and_scores_the_stored_sketches(graphs):
-    """The kinship form: probed or not, a network's first-layer sketch in the sketch's dimensions and nothing else,
-    so against the database form it scores a probed network by the two sketches' cosine (times the stored weight)."""
+    """The kinship form: probed or not, a network's first-layer sketch in the lineage part and nothing else, so
+    against the database form it scores an indexed network by the cosine of the two sketches."""
     from raywse.graph.lineage import first_layer_sketch
 
     encoder = NeuralGraphEncoder(SMALL).eval()
@@ -182,13 +186,13 @@ def test_a_lineage_query_is_the_first_layer_sketch_alone_and_scores_the_stored_s
     with torch.no_grad():
         stored = encoder.database_form(batch, encoder(batch))
         kin = encoder.kinship_form(batch)
-    sketches = first_layer_sketch(batch, SMALL.sketch_dim, SMALL.seed)
-    sketch_part, n = encoder.parts["sketch"], len(probed)
-    torch.testing.assert_close(kin[:, sketch_part], sketches)
-    assert kin.shape == stored.shape and kin.norm() == pytest.approx(len(kin) ** 0.5, rel=1e-5)
-    torch.testing.assert_close(kin[:n] @ stored[:n].T, SMALL.fingerprint_weight**0.5 * sketches[:n] @ sketches[:n].T)
-    with pytest.raises(ValueError, match="keeps no first-layer sketch"):
-        NeuralGraphEncoder(replace(SMALL, sketch_dim=0)).kinship_form(batch)
+    sketches = first_layer_sketch(batch, SMALL.kinship_dim, SMALL.seed)
+    lineage = encoder.parts["kinship"]
+    torch.testing.assert_close(kin[:, lineage], sketches)
+    assert kin.shape == stored.shape and not kin[:, : lineage.start].any()
+    torch.testing.assert_close(kin @ stored.T, sketches @ sketches.T)
+    with pytest.raises(ValueError, match="no lineage part"):
+        NeuralGraphEncoder(replace(SMALL, kinship_dim=0)).kinship_form(batch)
 
 
 @pytest.mark.parametrize("kind", sorted(SPECS))
@@ -221,9 +225,9 @@ def test_an_encoder_exported_by_another_architecture_is_a_one_line_config_error(
     assert "\n" not in str(err.value)
 
 
-def test_an_export_from_before_the_confidence_part_loads_without_it(tmp_path):
-    """A config.json written before ``confidence_weight`` existed describes an encoder without that part: it loads
-    with the embedding width its index was built with."""
+def test_an_export_from_before_the_confidence_and_lineage_parts_loads_without_them(tmp_path):
+    """A config.json written before ``confidence_weight`` and ``kinship_dim`` existed describes an encoder without
+    those parts: it loads with the embedding width its index was built with."""
     import json
 
     from raywse.models.checkpoint import export_encoder, load_encoder
@@ -232,8 +236,9 @@ def test_an_export_from_before_the_confidence_part_loads_without_it(tmp_path):
     export_encoder(NeuralGraphEncoder(config).state_dict(), config, tmp_path / "enc")
     meta_path = tmp_path / "enc" / "config.json"
     meta = json.loads(meta_path.read_text())
-    del meta["encoder"]["confidence_weight"]
+    del meta["encoder"]["confidence_weight"], meta["encoder"]["kinship_dim"]
     meta_path.write_text(json.dumps(meta))
     encoder, _ = load_encoder(tmp_path / "enc")
-    assert encoder.config.confidence_weight == 0 and encoder.output_dim == encoder.parts["sketch"].stop
-    assert EncoderConfig().confidence_weight > 0  # ... while a new export has it
+    assert encoder.config.confidence_weight == 0 and encoder.config.kinship_dim == 0
+    assert encoder.output_dim == encoder.parts["sketch"].stop
+    assert EncoderConfig().confidence_weight > 0 and EncoderConfig().kinship_dim > 0  # ... while a new export has them
