@@ -12,7 +12,7 @@ DESCRIPTIONS = {
     RAYWSE: "permutation-equivariant GNN encoder over weights and probe responses, its learned embedding joined with "
     "the response fingerprint (a network never run on probes: its first-layer sketch) and, lightly weighted, the "
     "confidence statistics of its responses (trained by `raywse train`, not refitted here); its lineage queries are "
-    "its first-layer sketch alone",
+    "its first-layer sketch and a code of its layer structure",
     "arch_oracle": "reference row, no weights: one-hot of the architecture (layer structure of the graph), so "
     "models of the query's architecture rank first, in random order",
     "random_init_gnn": "reference row: the raywse encoder architecture with untrained, seeded weights (its "
@@ -162,9 +162,9 @@ def _hard_splits(scores: dict, ks: list[int]) -> list[str]:
         "binary digits tasks, digits all10/shift1); the database holds only the query's group; relevant = same task.",
         "- **lineage**: fine-tuned children as queries against all other models; relevant = parent and siblings. The "
         "GNN embedders (raywse and the GNN rows) answer with their lineage queries, as `raywse search --relation "
-        "lineage` does: the first-layer sketch alone against the index, so they rank as `first_layer_sketch` does "
-        "(their task embeddings rank a child among the models of its new task: lineage mAP 0.159 on session 14's "
-        "run); every other row ranks with its one embedding.",
+        "lineage` does: the first-layer sketch with a code of the layer structure, against the index (their task "
+        "embeddings rank a child among the models of its new task: lineage mAP 0.159 on session 14's run); every "
+        "other row ranks with its one embedding.",
         "",
         f"| embedder | cross-family P@{ks[-1]} | cross-family mAP | label-map P@1 | label-map mAP | lineage MRR | "
         "lineage mAP | acc. R² (held-out) | acc. Kendall τ (held-out) |",

@@ -13,7 +13,7 @@ import torch
 from raywse.core.spec import ArchSpec
 from raywse.data.splits import assign_splits
 from raywse.graph.neural_graph import to_neural_graph
-from raywse.models.baselines import architecture_key
+from raywse.graph.structure import architecture_key
 from raywse.zoo.arch import Arch
 from raywse.zoo.datasets import list_tasks
 
@@ -29,7 +29,7 @@ class ZooView:
     parent: np.ndarray
     test_acc: np.ndarray
     group: np.ndarray  # label-map group ("" when no other task shares the inputs and output count)
-    arch: np.ndarray  # architecture key (raywse.models.baselines.architecture_key: the layer structure of the graph)
+    arch: np.ndarray  # architecture key (raywse.graph.structure.architecture_key: the layer structure of the graph)
     run: np.ndarray  # training run (the snapshots of one run share it)
     parent_run: np.ndarray  # the training run of the model's parent ("" for a model trained from scratch)
     learned: np.ndarray  # bool: test accuracy >= the task's chance rate + 0.1 (only learned models are relevant)
@@ -65,7 +65,7 @@ def _architecture(layer_spec: str, arch: str, num_classes: int) -> str:
 
 
 def manifest_architecture(row: dict) -> str:
-    """The :func:`~raywse.models.baselines.architecture_key` of a zoo model from its manifest row alone: the neural
+    """The :func:`~raywse.graph.structure.architecture_key` of a zoo model from its manifest row alone: the neural
     graph of zero weights shaped by the row's ``layer_spec``, ``hparams["arch"]`` and ``num_classes`` (the key
     depends on shapes only, so it equals the key of the model's own graph). A row without an ``arch`` in its
     hyper-parameters gets its layer spec and class count as the key."""

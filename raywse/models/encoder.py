@@ -43,6 +43,7 @@ from raywse.graph.kernels import kernel_cells, kernel_shape_of, pad_edge_feature
 from raywse.graph.lineage import first_layer_moments, first_layer_sketch
 from raywse.graph.probes import NO_PROBES, NUM_PROBES, probe_rows
 from raywse.graph.schema import NodeKind, NodeType
+from raywse.graph.structure import structure_codes
 from raywse.graph.symmetry import canonicalize_scale, canonicalize_sign, odd_nodes, scalable_nodes
 from raywse.models.blocks import block_layout, edge_grids, grid_sums
 from raywse.models.conv import NeuralGraphConv
@@ -80,9 +81,13 @@ class EncoderConfig:
     # share of the squared norm for how confidently the network answers its probes (pooling.confidence_statistics,
     # last in the embedding; 0: left out); the accuracy head reads these statistics either way
     confidence_weight: float = 0.02
-    # width of the lineage part (raywse.graph.lineage.first_layer_sketch), last: zero in a query, the network's
-    # first-layer sketch in what an index stores, a lineage query's only part (0: no lineage search)
+    # the lineage part, last: zero in a task query; in what an index stores and in a lineage query, the network's
+    # first-layer sketch (raywse.graph.lineage), kinship_dim wide (0: no lineage search), then its structure's code
+    # (raywse.graph.structure: relatives share the layer structure), structure_dim wide, with this share of the
+    # part's squared norm
     kinship_dim: int = 1024
+    structure_dim: int = 128
+    kinship_structure_weight: float = 0.2
     # message passing by weight-tensor blocks on the CPU, where they are faster; on a GPU the PyG edge-list form is
     # 1.7-2.4x faster (bench/README.md) and runs instead (the same embeddings) unless a batch has more than
     # EDGE_CHUNK edges (the blocks never hold every edge's state at once); False: the edge-list form everywhere
@@ -99,6 +104,8 @@ class EncoderConfig:
             raise ValueError(f"edge_dim must be a perfect square (kernel area), got {self.edge_dim}")
         if not 0 <= self.confidence_weight < 1:
             raise ValueError(f"confidence_weight must be in [0, 1), got {self.confidence_weight}")
+        if not 0 <= self.kinship_structure_weight <= 1:
+            raise ValueError(f"kinship_structure_weight must be in [0, 1], got {self.kinship_structure_weight}")
 
 
 class NeuralGraphEncoder(nn.Module):
@@ -259,7 +266,7 @@ class NeuralGraphEncoder(nn.Module):
             "responses": cfg.fingerprint_dim,
             "sketch": cfg.sketch_dim if fingerprint else 0,
             "confidence": CONFIDENCE_STATS if cfg.confidence_weight > 0 else 0,
-            "kinship": cfg.kinship_dim,
+            "kinship": cfg.kinship_dim + cfg.structure_dim if cfg.kinship_dim > 0 else 0,
         }
         out, start = {}, 0
         for name, width in widths.items():
@@ -319,7 +326,7 @@ class NeuralGraphEncoder(nn.Module):
         if c > 0:  # each statistic lies in [0, 1]: this part's squared norm is at most c
             part = confidence / math.sqrt(CONFIDENCE_STATS)
             z = F.normalize(torch.cat([math.sqrt(1 - c) * z, math.sqrt(c) * part], dim=-1), dim=-1)
-        z = F.pad(z, (0, self.config.kinship_dim))  # the lineage part: zero in a query
+        z = F.pad(z, (0, self.parts["kinship"].stop - z.shape[1]))  # the lineage part: zero in a task query
         return z, torch.cat([rep, confidence], dim=-1)
 
     def forward(self, batch: Data) -> Tensor:
@@ -350,17 +357,21 @@ class NeuralGraphEncoder(nn.Module):
         return stored
 
     def kinship_form(self, batch: Data) -> Tensor:
-        """``[B, output_dim]`` lineage queries: each graph's first-layer sketch alone, in the lineage part (zeros
-        elsewhere). Against the :meth:`database_form` it scores an indexed network by the cosine of the two sketches:
-        how much of the query's initialisation it shares (:mod:`raywse.graph.lineage`: its parent, siblings and
-        fine-tuned children first), whatever either network does. :class:`ValueError` for an encoder without a
+        """``[B, output_dim]`` lineage queries: each graph's first-layer sketch and structure code alone, in the
+        lineage part (zeros elsewhere; ``kinship_structure_weight``). Against the :meth:`database_form` it scores an
+        indexed network by how much of the query's initialisation it shares (:mod:`raywse.graph.lineage`: its parent,
+        siblings and fine-tuned children first) and whether it has the query's layer structure, whatever either
+        network does. :class:`ValueError` for an encoder without a
         lineage part."""
         cfg = self.config
         if not self.answers_lineage:
             raise ValueError("this encoder has no lineage part (kinship_dim is 0): it cannot search by lineage")
         batch = self._as_batch(batch)
         out = batch.edge_attr.new_zeros(int(batch.num_graphs), self.output_dim, dtype=torch.float32)
-        out[:, self.parts["kinship"]] = first_layer_sketch(batch, cfg.kinship_dim, cfg.seed)
+        a = cfg.kinship_structure_weight
+        sketch = first_layer_sketch(batch, cfg.kinship_dim, cfg.seed)
+        code = structure_codes(batch, cfg.structure_dim, cfg.seed).to(sketch.device)
+        out[:, self.parts["kinship"]] = torch.cat([math.sqrt(1 - a) * sketch, math.sqrt(a) * code], dim=1)
         return out
 
     def embed_and_predict(self, batch: Data) -> tuple[Tensor, Tensor]:

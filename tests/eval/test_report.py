@@ -19,7 +19,7 @@ from raywse.eval.report import FOREIGN_SETS, evaluate, make_embedders, recompute
 from raywse.eval.summary import RETRIEVAL_SUMMARY, SUMMARY_METRICS
 from raywse.eval.symmetries import randomised_graphs
 from raywse.eval.view import zoo_view
-from raywse.models.baselines import architecture_key
+from raywse.graph.structure import architecture_key
 from raywse.models.checkpoint import export_encoder, load_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 

@@ -9,7 +9,7 @@ from raywse.core.forward import forward
 from raywse.core.io import load_checkpoint
 from raywse.core.spec import ArchSpec
 from raywse.eval.symmetries import randomise_symmetries, randomised_graphs, symmetry_seed
-from raywse.models.baselines import architecture_key
+from raywse.graph.structure import architecture_key
 from raywse.zoo.datasets import load_task
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from raywse.graph.structure import architecture_key
 from raywse.graph.symmetry import permute_graph_nodes
 from raywse.models.baselines import (
     BASELINES,
@@ -22,7 +23,6 @@ from raywse.models.baselines import (
     RandomInitGNNEmbedder,
     WeightPCAEmbedder,
     WeightStatsEmbedder,
-    architecture_key,
     make_baseline,
 )
 from raywse.models.embedder import BASELINE_CONTRASTIVE, Embedder, GNNEmbedder

@@ -83,7 +83,7 @@ def test_mixed_batch_and_accuracy_head(graphs):
 
 def test_the_parts_of_an_embedding_tile_it_in_order():
     widths = {"learned": 16, "responses": SMALL.fingerprint_dim, "sketch": SMALL.sketch_dim, "confidence": 6,
-              "kinship": SMALL.kinship_dim}  # fmt: skip
+              "kinship": SMALL.kinship_dim + SMALL.structure_dim}  # fmt: skip
     parts = NeuralGraphEncoder(SMALL).parts
     assert list(parts) == list(widths) and [p.stop - p.start for p in parts.values()] == list(widths.values())
     ends = [p.stop for p in parts.values()]
@@ -152,7 +152,7 @@ def test_fingerprints_compare_only_responses_to_the_same_probe_rows(graphs):
 def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
     """An index stores probed networks with their first-layer moments as well: a probed query's scores of them are
     unchanged, an unprobed query now meets them on its sketch too, and an unprobed network is stored as it queries."""
-    from raywse.graph.lineage import first_layer_moments, first_layer_sketch
+    from raywse.graph.lineage import first_layer_moments
 
     encoder = NeuralGraphEncoder(SMALL).eval()
     probed = [encoder.prepare(g) for g in graphs if tuple(g.kernel_shape) == (1, 1)]
@@ -163,7 +163,7 @@ def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
     n, w, sketch_part = len(probed), SMALL.fingerprint_weight, encoder.parts["sketch"]
     torch.testing.assert_close(stored[:n].norm(dim=1), torch.full((n,), (2 + w) ** 0.5))
     lineage = encoder.parts["kinship"]
-    torch.testing.assert_close(stored[:, lineage], first_layer_sketch(batch, SMALL.kinship_dim, SMALL.seed))
+    torch.testing.assert_close(stored[:, lineage], encoder.kinship_form(batch)[:, lineage])
     torch.testing.assert_close(stored[n:, : lineage.start], z[n:, : lineage.start])
     assert not z[:, lineage].any()
     sketches = first_layer_moments(Batch.from_data_list(probed), SMALL.sketch_dim, SMALL.seed)
@@ -175,10 +175,12 @@ def test_the_database_form_adds_probed_sketches_and_keeps_probed_scores(graphs):
     torch.testing.assert_close(gain, w * (z[n:, sketch_part] / w**0.5) @ sketches.T)
 
 
-def test_a_lineage_query_is_the_first_layer_sketch_alone_and_scores_the_stored_sketches(graphs):
-    """The kinship form: probed or not, a network's first-layer sketch in the lineage part and nothing else, so
-    against the database form it scores an indexed network by the cosine of the two sketches."""
+def test_a_lineage_query_is_the_sketch_and_structure_alone_and_scores_what_the_index_stores(graphs):
+    """The kinship form: probed or not, a network's first-layer sketch joined with its structure's code in the
+    lineage part and nothing else, so against the database form it scores an indexed network by how alike their
+    sketches are, plus the structure's share when they have one structure."""
     from raywse.graph.lineage import first_layer_sketch
+    from raywse.graph.structure import structure_codes
 
     encoder = NeuralGraphEncoder(SMALL).eval()
     probed = [encoder.prepare(g) for g in graphs if tuple(g.kernel_shape) == (1, 1)]
@@ -186,11 +188,12 @@ def test_a_lineage_query_is_the_first_layer_sketch_alone_and_scores_the_stored_s
     with torch.no_grad():
         stored = encoder.database_form(batch, encoder(batch))
         kin = encoder.kinship_form(batch)
+    a, lineage = SMALL.kinship_structure_weight, encoder.parts["kinship"]
     sketches = first_layer_sketch(batch, SMALL.kinship_dim, SMALL.seed)
-    lineage = encoder.parts["kinship"]
-    torch.testing.assert_close(kin[:, lineage], sketches)
+    codes = structure_codes(batch, SMALL.structure_dim, SMALL.seed)
+    torch.testing.assert_close(kin[:, lineage], torch.cat([(1 - a) ** 0.5 * sketches, a**0.5 * codes], dim=1))
     assert kin.shape == stored.shape and not kin[:, : lineage.start].any()
-    torch.testing.assert_close(kin @ stored.T, sketches @ sketches.T)
+    torch.testing.assert_close(kin @ stored.T, kin @ kin.T)
     with pytest.raises(ValueError, match="no lineage part"):
         NeuralGraphEncoder(replace(SMALL, kinship_dim=0)).kinship_form(batch)
 

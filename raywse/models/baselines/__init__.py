@@ -11,7 +11,6 @@ from raywse.models.baselines.reference import (
     ArchOracleEmbedder,
     FirstLayerSketchEmbedder,
     RandomInitGNNEmbedder,
-    architecture_key,
 )
 from raywse.models.baselines.unlearned import InputSaliencyEmbedder, MetadataTextEmbedder
 from raywse.models.baselines.weights import FlatMLPEmbedder, WeightPCAEmbedder, WeightStatsEmbedder
@@ -71,6 +70,5 @@ __all__ = [
     "RandomInitGNNEmbedder",
     "WeightPCAEmbedder",
     "WeightStatsEmbedder",
-    "architecture_key",
     "make_baseline",
 ]

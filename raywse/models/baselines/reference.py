@@ -2,10 +2,7 @@
 (the raywse encoder with untrained, seeded weights) and ``first_layer_sketch`` (training-free, what the first layer's
 weights tell of a network's initialisation: :func:`~raywse.graph.lineage.first_layer_sketch`).
 
-:func:`architecture_key` is the one definition of "same architecture" in the evaluation: the layer structure a
-neural graph shows (node count, node type and activation of every node layer, and the kernel shape of its edges).
-Two models with the same key are indistinguishable without reading weights; strides and the spatial size of a
-CNN's input are not part of it, as the graph does not show them (after global pooling).
+``arch_oracle`` reads :func:`~raywse.graph.structure.architecture_key`, the one definition of "same architecture".
 """
 
 from __future__ import annotations
@@ -14,30 +11,11 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
 
-from raywse.core.spec import ACTIVATIONS
 from raywse.graph.kernels import kernel_shape_batches
 from raywse.graph.lineage import first_layer_sketch
-from raywse.graph.schema import NodeType
+from raywse.graph.structure import architecture_key
 from raywse.models.embedder import GNNEmbedder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
-
-
-def _names(values: torch.Tensor, names: list[str] | tuple[str, ...]) -> str:
-    return "/".join(names[int(v)] for v in torch.unique(values))
-
-
-def architecture_key(g: Data) -> str:
-    """The graph's layer structure as text, e.g. ``64 input | 32 linear relu | 10 linear none | kernel 1x1``."""
-    types = [t.name.lower() for t in NodeType]
-    parts = []
-    for layer in range(int(g.node_layer.max()) + 1):
-        mask = g.node_layer == layer
-        text = f"{int(mask.sum())} {_names(g.node_type[mask], types)}"
-        if layer > 0:  # input nodes carry no activation
-            text += " " + _names(g.node_act[mask], ACTIVATIONS)
-        parts.append(text)
-    kh, kw = (int(v) for v in g.kernel_shape)
-    return " | ".join(parts) + f" | kernel {kh}x{kw}"
 
 
 class ArchOracleEmbedder:
