@@ -1,13 +1,19 @@
-"""Lineage in raywse's embedding: what appending the first-layer sketch to it would buy and cost.
+"""Lineage search: the first-layer sketches alone, the lineage part's structure share, and why it is a part of its own.
 
-Usage: ``python bench/bench_lineage.py --run runs/demo [--dim 64] [--weights 0 0.2 0.3 0.4 0.5]``.
-``--run`` is a finished main-job directory: its zoo, and raywse's saved evaluation embeddings (symmetries randomised
-as the evaluation randomises them, the same seed). Each model's :func:`~raywse.graph.lineage.first_layer_sketch`
-``φ`` (``--dim`` wide) is computed on the same randomised graphs and joined to raywse's embedding ``z`` as its tensor
-square, ``[√(1 − w) z, √w vec(φ φᵀ)]``, so that cosines add as ``(1 − w) cos z + w (cos φ)²`` — the square keeps the
-weak chance similarity of unrelated sketches (≈ ±0.2) from blurring the ranking, a relative's (≈ 0.9) stays. Every
-weight ``w`` is scored with the evaluation's own suite and accuracy probes (the summary's columns but the foreign
-ones), and the sketch alone (``--dim-alone`` wide) is scored on lineage. Writes ``bench/results/lineage.json``.
+Usage: ``python bench/bench_lineage.py --run runs/demo``. ``--run`` is a finished main-job directory: its zoo and
+raywse's saved evaluation embeddings. The zoo's graphs are rebuilt with their symmetries randomised as the evaluation
+randomises them (the same seed), and every row is scored with the evaluation's own lineage setting (fine-tuned
+children against every model outside their run; relevant = the parent's run and the siblings), overall and per family:
+
+- ``first_layer_moments`` (the second-moment sketch: session 10's lineage reference, now an unprobed network's
+  fingerprint) and ``first_layer_sketch`` (the kernel sketch) at several ``σ``, each with the score ``σ`` was chosen
+  by: on the train split, each snapshot finding its run's other snapshots (mAP) — no test child is read for it;
+- the encoder's lineage part, the sketch joined with the layer structure's code (``raywse.graph.structure``) at
+  several structure shares — the share of 0.2 the encoder uses was picked on these test children;
+- raywse's task embedding joined with the sketch in *one* vector at several shares (what a single index would trade:
+  the summary's task columns and lineage).
+
+Writes ``bench/results/lineage.json``.
 """
 
 from __future__ import annotations
@@ -19,44 +25,65 @@ from pathlib import Path
 
 import numpy as np
 from _machine import load, machine
+from torch_geometric.data import Batch
 
 from raywse.core.artifacts import ReportFiles, RunLayout, read_zoo_manifest
 from raywse.core.embeddings import read_embeddings, table_vectors
-from raywse.eval.probes import accuracy_metrics
-from raywse.eval.suite import retrieval_suite
-from raywse.eval.summary import summarize
+from raywse.eval.suite import _lineage, retrieval_suite
 from raywse.eval.symmetries import randomised_graphs
 from raywse.eval.view import zoo_view
-from raywse.models.baselines import FirstLayerSketchEmbedder
+from raywse.graph.kernels import kernel_shape_batches
+from raywse.graph.lineage import first_layer_moments, first_layer_sketch
+from raywse.graph.structure import structure_codes
+from raywse.metrics import normalize
 
-COLUMNS = ("task_p10_cross_arch", "cross_family_p10", "label_map_p1", "lineage_map", "acc_tau_pooled", "acc_tau_within")
-
-
-def unit(z: np.ndarray) -> np.ndarray:
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-
-
-def tensor_square(phi: np.ndarray) -> np.ndarray:
-    """``[n, d(d+1)/2]``: the upper triangle of each ``φ φᵀ``, off-diagonal entries × √2 (inner products square)."""
-    rows, cols = np.triu_indices(phi.shape[1])
-    return phi[:, rows] * phi[:, cols] * np.where(rows == cols, 1.0, np.sqrt(2.0))
+TASK_COLUMNS = {"cross_arch": "precision@10", "cross_family": "precision@10", "label_map": "precision@1"}
 
 
-def scores(z: np.ndarray, view, seed: int) -> dict:
-    """The summary's columns (foreign ones aside) for embeddings ``z`` of ``view``'s models."""
-    found = retrieval_suite(z, view, seed=seed)
-    for split, vals in accuracy_metrics(z, view, seed).items():
-        found.setdefault(split, {}).update(vals)
-    row = summarize({"x": found})["x"]
-    return {c: row[c] for c in COLUMNS}
+def embed(graphs: list, fn, dim: int, **kwargs) -> np.ndarray:
+    """``fn(batch, dim, **kwargs)`` over ``graphs`` in batches of one kernel shape."""
+    out = np.zeros((len(graphs), dim), dtype=np.float32)
+    for rows in kernel_shape_batches(graphs, 256):
+        out[rows] = fn(Batch.from_data_list([graphs[i] for i in rows]), dim, **kwargs).numpy()
+    return out
+
+
+def lineage(z: np.ndarray, view, seed: int) -> dict:
+    """Lineage mAP of unit-normalised ``z``, overall and per family of the child."""
+    held = np.flatnonzero(view.held_out)
+    known = set(view.ids)
+    children = np.array([q for q in held if view.parent[q] in known], dtype=np.int64)
+    zn = normalize(z)
+
+    def score(queries: np.ndarray) -> float:
+        return round(_lineage(zn, view, queries, lambda q: view.run != view.run[q], (1, 5, 10), 20, seed)["mAP"], 3)
+
+    return {"all": score(children), **{f: score(children[view.family[children] == f])
+                                       for f in sorted(set(view.family[children]))}}  # fmt: skip
+
+
+def snapshots_map(z: np.ndarray, view) -> float:
+    """Train split only: each snapshot's mAP at finding the other snapshots of its run (the ``σ`` criterion)."""
+    train = np.flatnonzero(view.split == "train")
+    zn, run = normalize(z)[train], view.run[train]
+    sims = zn @ zn.T
+    np.fill_diagonal(sims, -np.inf)
+    aps = []
+    for i in range(len(train)):
+        relevant = run == run[i]
+        relevant[i] = False
+        if relevant.any():
+            hits = relevant[np.argsort(-sims[i], kind="stable")][:-1]
+            aps.append(float(((np.cumsum(hits) / np.arange(1, len(hits) + 1)) * hits).sum() / hits.sum()))
+    return round(float(np.mean(aps)), 4)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a finished main-job directory")
-    ap.add_argument("--dim", type=int, default=64, help="sketch width joined to raywse (its square: dim(dim+1)/2)")
-    ap.add_argument("--dim-alone", type=int, default=256, help="sketch width scored alone")
-    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.2, 0.3, 0.4, 0.5])
+    ap.add_argument("--sigmas", type=float, nargs="+", default=[2.0, 2.5, 3.0, 4.0])
+    ap.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.4])
+    ap.add_argument("--joined", type=float, nargs="+", default=[0.0, 0.2, 0.5])
     ap.add_argument("--seed", type=int, default=0, help="the evaluation's seed (symmetries and tie-breaks)")
     ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "lineage.json"))
     args = ap.parse_args()
@@ -66,27 +93,46 @@ def main() -> None:
     rows = read_zoo_manifest(run.zoo)
     by_id = {r["model_id"]: r for r in rows}
     view = zoo_view(rows, ids)
-    weights = " ".join(map(str, args.weights))
-    command = (f"python bench/bench_lineage.py --run {args.run} --dim {args.dim} --dim-alone {args.dim_alone} "
-               f"--weights {weights} --seed {args.seed}")  # fmt: skip
+    command = (f"python bench/bench_lineage.py --run {args.run} --sigmas {' '.join(map(str, args.sigmas))} "
+               f"--shares {' '.join(map(str, args.shares))} --joined {' '.join(map(str, args.joined))} "
+               f"--seed {args.seed}")  # fmt: skip
     result = {"machine": machine(), "load_at_start": load(), "command": command, "run": str(run.root),
               "models": len(ids)}  # fmt: skip
     start = time.perf_counter()
     graphs = randomised_graphs(run.zoo, [by_id[m] for m in ids], args.seed)
     result["randomise_s"] = round(time.perf_counter() - start, 1)
-    start = time.perf_counter()
-    alone = FirstLayerSketchEmbedder(dim=args.dim_alone, seed=args.seed).embed(graphs)
-    result["sketch_alone_s"] = round(time.perf_counter() - start, 1)
-    result["sketch_alone"] = {"dim": args.dim_alone, **scores(alone, view, args.seed)}
-    print("sketch alone:", result["sketch_alone"], flush=True)
-    z = unit(table_vectors(table))
-    code = tensor_square(FirstLayerSketchEmbedder(dim=args.dim, seed=args.seed).embed(graphs))
+
+    moments = embed(graphs, first_layer_moments, 256, seed=args.seed)
+    result["moments"] = {"dim": 256, "lineage": lineage(moments, view, args.seed)}
+    print("moments:", result["moments"], flush=True)
+    result["sketch"] = []
+    for sigma in args.sigmas:
+        start = time.perf_counter()
+        sketch = embed(graphs, first_layer_sketch, 1024, seed=args.seed, sigma=sigma)
+        took = round(time.perf_counter() - start, 1)
+        row = {"sigma": sigma, "dim": 1024, "seconds": took, "train_snapshots_map": snapshots_map(sketch, view),
+               "lineage": lineage(sketch, view, args.seed)}  # fmt: skip
+        result["sketch"].append(row)
+        print("sketch:", row, flush=True)
+
+    sketch = embed(graphs, first_layer_sketch, 1024, seed=args.seed)  # the default σ, as the encoder uses it
+    codes = embed(graphs, lambda batch, dim, seed: structure_codes(batch, dim, seed), 128, seed=args.seed)
+    result["lineage_part"] = []
+    for share in args.shares:
+        part = np.hstack([np.sqrt(1 - share) * sketch, np.sqrt(share) * codes])
+        row = {"structure_share": share, "lineage": lineage(part, view, args.seed)}
+        result["lineage_part"].append(row)
+        print("lineage part:", row, flush=True)
+
+    z = normalize(table_vectors(table))
     result["joined"] = []
-    for w in args.weights:
-        joined = np.hstack([np.sqrt(1 - w) * z, np.sqrt(w) * code]) if w else z
-        row = {"weight": w, "dims": joined.shape[1], **scores(joined.astype(np.float32), view, args.seed)}
+    for w in args.joined:
+        joined = np.hstack([np.sqrt(1 - w) * z, np.sqrt(w) * sketch]).astype(np.float32)
+        found = retrieval_suite(joined, view, seed=args.seed)
+        row = {"weight": w, **{k: round(found[k][m], 3) for k, m in TASK_COLUMNS.items()},
+               "lineage": round(found["lineage"]["mAP"], 3)}  # fmt: skip
         result["joined"].append(row)
-        print(row, flush=True)
+        print("joined:", row, flush=True)
     result["load_at_end"] = load()
     Path(args.results).write_text(json.dumps(result, indent=1))
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 #: What a search looks for: ``function``, networks that do what the query does (its embedding); ``lineage``, networks
 #: that share its initialisation — its parent, its siblings, its fine-tuned children — whatever they do now (its
-#: first-layer sketch alone, ``NeuralGraphEncoder.kinship_form``). Both search one index.
+#: first-layer sketch and a code of its layer structure, ``NeuralGraphEncoder.kinship_form``). Both search one index.
 RELATIONS = ("function", "lineage")
 
 

@@ -10,7 +10,7 @@ from raywse.eval.summary import summary_section
 #: What each embedder is, for the overview table (``{...}`` fields come from the evaluation config).
 DESCRIPTIONS = {
     RAYWSE: "permutation-equivariant GNN encoder over weights and probe responses, its learned embedding joined with "
-    "the response fingerprint (a network never run on probes: its first-layer sketch) and, lightly weighted, the "
+    "the response fingerprint (a network never run on probes: its first-layer moments) and, lightly weighted, the "
     "confidence statistics of its responses (trained by `raywse train`, not refitted here); its lineage queries are "
     "its first-layer sketch and a code of its layer structure",
     "arch_oracle": "reference row, no weights: one-hot of the architecture (layer structure of the graph), so "
@@ -279,7 +279,7 @@ def _foreign_section(foreign: dict | None, scores: dict) -> list[str]:
         + (f" ({'; '.join(f'{p}: {r}' for p, r in list(refused.items())[:3])})" if refused else "")
         + ". `foreign`: learned foreign checkpoints as queries against the other foreign checkpoints; "
         "`foreign_to_zoo`: those of a task the zoo has, against the whole zoo as an index stores it (the GNN "
-        "embedders' database form: a probed network with its first-layer sketch too, which a query never run on "
+        "embedders' database form: a probed network with its first-layer moments too, which a query never run on "
         "probes meets it on). Relevant = same task (learned). "
         "`probe_outputs` cannot run a checkpoint whose activations are unknown, so it has no row here.",
         "",

@@ -35,7 +35,7 @@ class Embedder(Protocol):
     An embedder whose index stores other vectors than its queries use (the GNN embedders:
     :meth:`~raywse.models.encoder.NeuralGraphEncoder.database_form`) keeps them in a ``database`` attribute after
     ``embed``; for every other embedder a query and an indexed model are the same vector. One that answers lineage
-    queries with other vectors (the GNN embedders' first-layer sketch:
+    queries with other vectors (the GNN embedders' first-layer sketch and structure code:
     :meth:`~raywse.models.encoder.NeuralGraphEncoder.kinship_form`) keeps those in a ``kinship`` attribute.
     """
 

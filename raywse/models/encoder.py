@@ -11,8 +11,9 @@ class-order softmax responses through a fixed random projection drawn per probe 
 sets are orthogonal; a network never run on probes gets its first-layer moments, :mod:`raywse.graph.lineage`, in
 dimensions of its own instead), then, lightly weighted, how confidently the network answers its probes
 (:func:`~raywse.models.pooling.confidence_statistics`, which the accuracy head reads too) → L2-normalised embedding
-(:attr:`NeuralGraphEncoder.parts`; last, the lineage part, zero in a query and the network's first-layer sketch in
-what an index stores: :meth:`~NeuralGraphEncoder.database_form`, :meth:`~NeuralGraphEncoder.kinship_form`).
+(:attr:`NeuralGraphEncoder.parts`; last, the lineage part: zero in a task query, the network's first-layer sketch and
+a code of its layer structure in what an index stores and in a lineage query: :meth:`~NeuralGraphEncoder.database_form`,
+:meth:`~NeuralGraphEncoder.kinship_form`).
 The learned part is trained on the similarity of the whole embedding: it learns what the fingerprint alone gets
 wrong.
 
@@ -315,7 +316,7 @@ class NeuralGraphEncoder(nn.Module):
         if self.config.fingerprint_dim > 0:
             w = self.config.fingerprint_weight
             fp = self.fingerprint(responses, _as_list(batch.probe_source))  # zeros for a network never run on probes
-            if self.config.sketch_dim > 0:  # ... which has its first-layer sketch instead, in dimensions of its own
+            if self.config.sketch_dim > 0:  # ... which has its first-layer moments instead, in dimensions of its own
                 unprobed = unprobed_mask(batch, fp.device)
                 sketch = fp.new_zeros(len(unprobed), self.config.sketch_dim)
                 if bool(unprobed.any()):
@@ -336,7 +337,7 @@ class NeuralGraphEncoder(nn.Module):
     def database_form(self, batch: Data, z: Tensor, kinship: Tensor | None = None) -> Tensor:
         """The embeddings ``z`` of ``batch`` as an index stores them: a probed network's also carry its first-layer
         moments, weighted as an unprobed network's are, in the sketch's dimensions, and every network's lineage part
-        is its first-layer sketch (so a probed network's norm is ``sqrt(2 + fingerprint_weight)``).
+        is its lineage query's (so a probed network's norm is ``sqrt(2 + fingerprint_weight)``).
 
         A query never run on probes has only its learned part and its moments, so it meets every indexed network on
         those; a probed query's sketch dimensions are zero, so its scores are unchanged; a task query's lineage part
