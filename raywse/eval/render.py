@@ -162,9 +162,9 @@ def _hard_splits(scores: dict, ks: list[int]) -> list[str]:
         "binary digits tasks, digits all10/shift1); the database holds only the query's group; relevant = same task.",
         "- **lineage**: fine-tuned children as queries against all other models; relevant = parent and siblings. The "
         "GNN embedders (raywse and the GNN rows) answer with their lineage queries, as `raywse search --relation "
-        "lineage` does: the first-layer sketch with a code of the layer structure, against the index (their task "
-        "embeddings rank a child among the models of its new task: lineage mAP 0.159 on session 14's run); every "
-        "other row ranks with its one embedding.",
+        "lineage` does: the first-layer sketch with a code of the layer structure, against the index — training-free "
+        "and the same for the three, so their lineage column says nothing of training; the structure's share (0.2) "
+        "was picked on these children. Every other row ranks with its one embedding.",
         "",
         f"| embedder | cross-family P@{ks[-1]} | cross-family mAP | label-map P@1 | label-map mAP | lineage MRR | "
         "lineage mAP | acc. R² (held-out) | acc. Kendall τ (held-out) |",

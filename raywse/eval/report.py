@@ -83,13 +83,11 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
         table = read_embeddings(path)
         view = zoo_view(rows, table.column("model_id").to_pylist())
         z = table_vectors(table)
-        out[path.stem] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed)
         database = Path(out_dir) / ReportFiles.DATABASE_EMBEDDINGS / path.name
         z_database = table_vectors(read_embeddings(database)) if database.exists() else z
         kinship = Path(out_dir) / ReportFiles.KINSHIP_EMBEDDINGS / path.name
-        if kinship.exists():
-            kin = (table_vectors(read_embeddings(kinship)), z_database)
-            out[path.stem]["lineage"] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed, kin)["lineage"]
+        kin = (table_vectors(read_embeddings(kinship)), z_database) if kinship.exists() else None
+        out[path.stem] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed, kin)
         for suffix, sub in FOREIGN_SETS.items():
             foreign_path = Path(out_dir) / sub / path.name
             if foreign_rows and foreign_path.exists():
@@ -341,7 +339,7 @@ def _fit_remotely(
 ) -> dict[str, ray.ObjectRef]:
     """Start one Ray task per embedder (``cpus`` CPUs and torch threads each, at most the cluster's) that fits it on
     the train graphs and embeds ``inputs`` (only the first ``n_zoo`` when it does not embed foreign models); returns
-    ``{name: ref to (embeddings, database form or None, seconds)}``."""
+    ``{name: ref to (embeddings, database form or None, lineage queries or None, seconds)}``."""
     if not embedders:
         return {}
     ensure_ray()

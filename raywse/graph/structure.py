@@ -31,10 +31,8 @@ def architecture_key(g: Data) -> str:
 def architecture_keys(batch: Batch) -> list[str]:
     """:func:`architecture_key` of every graph of a batch (of one kernel shape), without splitting it."""
     shape, ptr = kernel_shape_of(batch), batch.ptr.tolist()
-    return [
-        _key(batch.node_layer[a:b], batch.node_type[a:b], batch.node_act[a:b], shape)
-        for a, b in zip(ptr[:-1], ptr[1:], strict=True)
-    ]
+    layer, node_type, act = (t.cpu() for t in (batch.node_layer, batch.node_type, batch.node_act))  # one copy each
+    return [_key(layer[a:b], node_type[a:b], act[a:b], shape) for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
 
 
 def structure_codes(batch: Batch, dim: int, seed: int = 0) -> Tensor:

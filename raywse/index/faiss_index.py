@@ -14,7 +14,9 @@ version directory, then atomically replaces ``CURRENT``; a save killed midway le
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import functools
 import json
 import math
 import os
@@ -41,6 +43,7 @@ from raywse.metrics import normalize
 
 IVF_TRAIN_PER_LIST = 64  # k-means sample per inverted list (FAISS advises 30-256; 256 made 1M CPU builds slow)
 IVF_MIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid
+GPU_MAX_NPROBE = 2048  # FAISS's GPU IVF visits at most this many lists per query
 
 #: Test hook: called with the version dir after ``index.faiss`` is written and before ``CURRENT`` switches.
 _before_commit: Callable[[Path], None] | None = None
@@ -142,8 +145,10 @@ class EmbeddingIndex:
         """Top-``k`` neighbours by the inner product of the normalised queries with the stored vectors (cosine, for
         unit ones): ``(ids [n][k], scores [n, k])``; k is capped at the index size.
 
-        An IVF search visits ``nprobe`` lists (every list when ``exhaustive``: exact); one that finds fewer than
-        ``k`` candidates there pads with ``None`` / ``-inf``.
+        An IVF search visits ``nprobe`` lists (every list when ``exhaustive``: exact; on a GPU at most
+        :data:`GPU_MAX_NPROBE`); one that finds fewer than ``k`` candidates there pads with ``None`` / ``-inf``. An
+        exhaustive search sets the index's ``nprobe`` for its duration: searches of one index must not run
+        concurrently with it (the service answers searches one at a time, on its event loop).
         """
         queries = normalize(vectors)
         if queries.shape[1] != self.dim:
@@ -152,12 +157,26 @@ class EmbeddingIndex:
         if k <= 0:
             return [[] for _ in range(len(queries))], np.zeros((len(queries), 0), np.float32)
         if exhaustive and self.kind == "ivf":
-            nlist = faiss.extract_index_ivf(self.cpu_index()).nlist
-            scores, rows = self.index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nlist))
+            with self._probing(self.nlist):
+                scores, rows = self.index.search(queries, k)
         else:
             scores, rows = self.index.search(queries, k)
         ids = [[self.ids[r] if r >= 0 else None for r in row] for row in rows]
         return ids, np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+
+    @functools.cached_property
+    def nlist(self) -> int:
+        """Inverted lists of an IVF index (read once: on a GPU it takes a copy to the host)."""
+        return faiss.extract_index_ivf(self.cpu_index()).nlist
+
+    @contextlib.contextmanager
+    def _probing(self, nprobe: int) -> Iterator[None]:
+        limit = GPU_MAX_NPROBE if self.config.gpu() else nprobe
+        _set_nprobe(self.index, dataclasses.replace(self.config, nprobe=min(nprobe, limit)))
+        try:
+            yield
+        finally:
+            _set_nprobe(self.index, self.config)
 
     def cpu_index(self) -> faiss.Index:
         return faiss.index_gpu_to_cpu(self.index) if self.config.gpu() else self.index

@@ -14,6 +14,7 @@ import pyarrow as pa
 from torch_geometric.data import Data
 
 from raywse.core.artifacts import read_zoo_manifest
+from raywse.core.config import ConfigError
 from raywse.core.embeddings import embeddings_table
 from raywse.core.io import CheckpointError
 from raywse.core.records import RELATIONS
@@ -116,18 +117,22 @@ class Searcher:
 
     def search_graph(self, graph: Data, k: int = 10, relation: str = "function") -> list[Neighbor]:
         """The ``k`` indexed models nearest to one neural graph by ``relation`` (:data:`RELATIONS`);
-        :class:`CheckpointError` if it cannot be encoded, :class:`ValueError` for an unknown relation."""
+        :class:`CheckpointError` if it cannot be encoded, :class:`ValueError` for an unknown relation and
+        :class:`~raywse.core.config.ConfigError` for a lineage search with an encoder that has no lineage part."""
         if relation not in RELATIONS:
             raise ValueError(f"unknown relation {relation!r}: one of {', '.join(RELATIONS)}")
         lineage = relation == "lineage"
         if lineage and not self.encoder.answers_lineage:
-            raise ValueError("this encoder has no lineage part (kinship_dim is 0): it cannot search by lineage")
+            raise ConfigError(
+                "this encoder has no lineage part (an export from before session 15): it cannot search "
+                "by lineage; retrain it to add one"
+            )
         try:
             encoded = encode(self.encoder, [graph], kinship=lineage)
         except SpecError as exc:
             raise CheckpointError(f"cannot encode {graph.model_id}: {exc}") from exc
-        # a lineage query lies in the sketch's dimensions only: an IVF index's lists, clustered by function, cannot
-        # say where its relatives are, so it visits every list
+        # a lineage query lies in the lineage part only: an IVF index's lists, trained on the stored vectors, say
+        # little of where its relatives are, so it visits every list
         ids, scores = self.index.search(encoded.kinship if lineage else encoded.embeddings, k, exhaustive=lineage)
         neighbours = []
         for rank, (model_id, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1):

@@ -337,7 +337,8 @@ class NeuralGraphEncoder(nn.Module):
     def database_form(self, batch: Data, z: Tensor, kinship: Tensor | None = None) -> Tensor:
         """The embeddings ``z`` of ``batch`` as an index stores them: a probed network's also carry its first-layer
         moments, weighted as an unprobed network's are, in the sketch's dimensions, and every network's lineage part
-        is its lineage query's (so a probed network's norm is ``sqrt(2 + fingerprint_weight)``).
+        is its lineage query's (so a probed network with a first layer has norm
+        ``sqrt(2 + fingerprint_weight)``).
 
         A query never run on probes has only its learned part and its moments, so it meets every indexed network on
         those; a probed query's sketch dimensions are zero, so its scores are unchanged; a task query's lineage part

@@ -89,3 +89,17 @@ def test_on_the_tiny_zoo_a_childs_nearest_other_run_is_its_kin(tiny_zoo, tiny_gr
         hits.append(run[best] == run_of[parent[q]] or parent[best] == parent[q])
     print(f"tiny zoo: nearest other-run model is kin for {np.mean(hits):.0%} of {len(children)} children")
     assert np.mean(hits) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("arch", "head"),
+    [
+        ("cnn_gap", [0.025760404765605927, -0.04756901413202286, 0.06126750633120537, -0.039721764624118805]),
+        ("mlp", [-0.07452389597892761, 0.05710858479142189, 0.13037821650505066, 0.048663992434740067]),
+    ],
+)
+def test_the_moments_are_drawn_as_they_always_were(arch, head):
+    """An index stores probed networks with their moments: the first entries of these nets' moments, as the sketch
+    of sessions 10–14 computed them, must not move, or such an index no longer meets its unprobed queries."""
+    spec, tensors = trained(arch, "relu")
+    np.testing.assert_allclose(sketch(spec, tensors, of=first_layer_moments)[0, :4].numpy(), head, atol=1e-4)
