@@ -92,13 +92,14 @@ def _project(
     diag = torch.zeros_like(projected) if moments else None
     squared = (bias.pow(2) * neurons).index_add(0, dst[first], weights[first].pow(2).sum(-1))
     for width in width_of[neurons].unique().tolist():
+        table = _table(int(width), grid, dim, seed).to(weights.device) if moments else None
         mine = first[width_of[dst[first]] == width]
         live = weights[mine].ne(0).any(0)  # kernel cells in use (a padded 1×1 kernel: the centre only)
         for start in range(0, len(mine), EDGE_CHUNK):
             e = mine[start : start + EDGE_CHUNK]
             pos, cell = batch.node_pos[src[e]].unsqueeze(1), cells[live].unsqueeze(0)
-            if moments:  # rows input-major, then the bias: width * grid + 1 of them
-                r = _table(int(width), grid, dim, seed).to(weights.device)[pos * grid + cell]  # [e, K, dim]
+            if table is not None:  # rows input-major, then the bias: width * grid + 1 of them
+                r = table[pos * grid + cell]  # [e, K, dim]
             else:  # rows cell-major, then the bias
                 r = _directions(cell * width + pos, int(width), dim, seed).to(weights.device)
             w = weights[e][:, live]
@@ -106,9 +107,9 @@ def _project(
             if diag is not None:
                 diag.index_add_(0, dst[e], torch.einsum("ek,ekd->ed", w.pow(2), r.pow(2)))
         here = neurons & (width_of == width)
-        bias_row = torch.tensor([grid * width])  # after every input's cells
-        table = _table(int(width), grid, dim, seed) if moments else None
-        r_bias = (table[bias_row] if moments else _directions(bias_row, int(width), dim, seed)).to(weights.device)
+        bias_row = torch.tensor([grid * width])  # after every input's cells, in either layout
+        r_bias = table[bias_row] if table is not None else _directions(bias_row, int(width), dim, seed)
+        r_bias = r_bias.to(weights.device)
         projected[here] += bias[here].unsqueeze(1) * r_bias
         if diag is not None:
             diag[here] += bias[here].pow(2).unsqueeze(1) * r_bias.pow(2)

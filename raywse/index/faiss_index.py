@@ -156,10 +156,8 @@ class EmbeddingIndex:
         k = min(k, len(self.ids))
         if k <= 0:
             return [[] for _ in range(len(queries))], np.zeros((len(queries), 0), np.float32)
-        if exhaustive and self.kind == "ivf":
-            with self._probing(self.nlist):
-                scores, rows = self.index.search(queries, k)
-        else:
+        every_list = exhaustive and self.kind == "ivf"
+        with self._probing(self.nlist) if every_list else contextlib.nullcontext():
             scores, rows = self.index.search(queries, k)
         ids = [[self.ids[r] if r >= 0 else None for r in row] for row in rows]
         return ids, np.where(rows >= 0, scores, -np.inf).astype(np.float32)

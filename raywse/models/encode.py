@@ -55,8 +55,9 @@ def encode(
         else:
             z = encoder(batch)
         vectors[rows] = z.float().cpu()
-        lineage = encoder.kinship_form(batch) if kin is not None else None
-        if kin is not None:
+        lineage = None
+        if kin is not None:  # computed once: the database form carries it too
+            lineage = encoder.kinship_form(batch)
             kin[rows] = lineage.cpu()
         if stored is not None:
             stored[rows] = encoder.database_form(batch, z, lineage).float().cpu()

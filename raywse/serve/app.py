@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from raywse.core.artifacts import EncoderFiles
+from raywse.core.config import ConfigError
 from raywse.core.io import CheckpointError, parse_checkpoint_bytes
 from raywse.core.records import RELATIONS
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, graphify_tensors
@@ -122,8 +123,6 @@ class SearchService:
         :class:`BadRequest` for anything wrong with the upload."""
         if relation not in RELATIONS:
             raise BadRequest(400, f"unknown relation {relation!r}: one of {', '.join(RELATIONS)}")
-        if relation == "lineage" and not self.searcher.encoder.answers_lineage:
-            raise BadRequest(422, "this service's encoder has no lineage part: it cannot search by lineage")
         if not data:
             raise BadRequest(400, "empty upload: send the raw bytes of a .safetensors checkpoint as the body")
         if len(data) > self.config.max_upload_bytes:
@@ -138,7 +137,7 @@ class SearchService:
             neighbours = self.searcher.search_graph(graph, k, relation)
         except GraphifyError as exc:
             raise BadRequest(422, f"cannot graphify the upload ({exc.stage}): {exc.reason}") from exc
-        except CheckpointError as exc:
+        except (CheckpointError, ConfigError) as exc:  # ConfigError: a lineage search with an encoder without one
             raise BadRequest(422, str(exc)) from exc
         return {
             "neighbours": [{k: _json_safe(v) for k, v in asdict(n).items()} for n in neighbours],
