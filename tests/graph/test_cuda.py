@@ -1,7 +1,8 @@
 """The encoder on a GPU reads every kind of neural graph as on the CPU: zoo-style chains (MLP, CNN with batch norm),
 BERT, GPT-2, ViT and bidirectional recurrent graphs, and graphs never run on probes (their first-layer sketch),
-embed to the same vectors on CUDA as on the CPU — with
-``dense_blocks`` on (blocks on the CPU, the edge-list form on the GPU) and off (the edge list on both). Runs where CUDA
+embed to the same vectors on CUDA as on the CPU (query form, as the index stores them, and as lineage queries) — with
+``dense_blocks`` on (blocks on the CPU, the edge-list form on the GPU) and off (the edge list on both), and the
+non-equivariant baseline (forward and backward). Runs where CUDA
 is present (the lent GPU machine: ``python -m pytest --noconftest
 tests/graph/test_cuda.py``); skipped elsewhere."""
 
@@ -19,6 +20,8 @@ from torch_geometric.data import Batch
 from raywse.graph.infer import infer_spec_and_tensors
 from raywse.graph.neural_graph import to_neural_graph
 from raywse.graph.transforms import HideProbes
+from raywse.models.baselines.nonequivariant import NonEquivariantEncoder
+from raywse.models.encode import encode
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -41,10 +44,13 @@ def graphs() -> dict[str, object]:
     return out
 
 
-@pytest.mark.parametrize("dense_blocks", [True, False])
-def test_cuda_embeddings_equal_cpu_embeddings_for_every_graph_kind(dense_blocks):
+@pytest.mark.parametrize("kind", ["blocks", "edge_list", "nonequivariant"])
+def test_cuda_embeddings_equal_cpu_embeddings_for_every_graph_kind(kind):
+    """The main job's encoder (by blocks or by edge list) and the non-equivariant baseline, which the evaluation
+    trains on the GPU too when ``--train.use-gpu`` is set."""
     torch.manual_seed(0)
-    encoder = NeuralGraphEncoder(EncoderConfig(dense_blocks=dense_blocks)).eval()
+    config = EncoderConfig(dense_blocks=kind == "blocks")
+    encoder = (NonEquivariantEncoder(config) if kind == "nonequivariant" else NeuralGraphEncoder(config)).eval()
     for name, graph in graphs().items():
         batch = Batch.from_data_list([encoder.prepare(graph)])
         with torch.no_grad():
@@ -53,3 +59,32 @@ def test_cuda_embeddings_equal_cpu_embeddings_for_every_graph_kind(dense_blocks)
             encoder.cpu()
         assert torch.isfinite(gpu).all(), name
         torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_cuda_database_and_lineage_forms_equal_cpu_ones():
+    """What the index stores and what a lineage query sends (first-layer sketch, moments, structure code) are
+    computed on the GPU as on the CPU."""
+    torch.manual_seed(0)
+    encoder = NeuralGraphEncoder(EncoderConfig()).eval()
+    prepared = [encoder.prepare(graph) for graph in graphs().values()]
+    cpu = encode(encoder, prepared, database=True, kinship=True)
+    gpu = encode(encoder.cuda(), prepared, database=True, kinship=True)
+    for form in ("embeddings", "database", "kinship"):
+        ours, theirs = getattr(gpu, form), getattr(cpu, form)
+        assert abs(theirs).sum(axis=1).min() > 0, form
+        torch.testing.assert_close(torch.from_numpy(ours), torch.from_numpy(theirs), rtol=1e-4, atol=1e-5, msg=form)
+
+
+def test_cuda_training_step_of_the_nonequivariant_baseline():
+    """A backward pass of the baseline on the GPU (its hidden-index embedding included) gives the CPU's gradients."""
+    torch.manual_seed(0)
+    encoder = NonEquivariantEncoder(EncoderConfig())
+    batch = Batch.from_data_list([encoder.prepare(g) for g in graphs().values()])
+    target = torch.randn(batch.num_graphs, encoder.output_dim)  # embeddings are unit vectors: a loss they can move
+    grads = []
+    for device in ("cpu", "cuda"):
+        encoder.to(device).zero_grad()
+        (encoder(batch.to(device)) * target.to(device)).sum().backward()
+        assert encoder.index_emb.weight.grad.abs().sum() > 0
+        grads.append(torch.cat([p.grad.flatten().cpu() for p in encoder.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5 * float(grads[0].abs().max()))

@@ -21,7 +21,7 @@ def hidden_index(batch: Batch) -> Tensor:
     sorted_key = key[order]
     starts = torch.searchsorted(sorted_key, sorted_key, right=False)
     index = torch.empty_like(key)
-    index[order] = torch.arange(key.numel()) - starts
+    index[order] = torch.arange(key.numel(), device=key.device) - starts
     return index
 
 

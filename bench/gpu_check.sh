@@ -1,0 +1,31 @@
+#!/bin/bash
+# One call on a lent GPU machine whose image has torch + PyG but no Ray or FAISS (bench/README.md, "Session 16"):
+# unpack Ray + faiss-cpu + the missing pure-Python packages, then the CUDA tests, the main job on the tiny preset with
+# Ray Train on the GPU, and the Ray GPU paths side by side. Everything lands in $OUT (default /tmp/gpu_check).
+# The archive .device/site.tar.xz (42 MB) was built here for CPython 3.12:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d w ray==2.60.0 faiss-cpu==1.15.1 \
+#     jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 pydantic==2.14.4 \
+#     pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 mlxtend==0.25.0 mnist1d==0.0.2.post1 \
+#     tensorboardx==2.6.5
+#   for f in w/*.whl; do unzip -q -o $f -d site; done
+#   rm -rf site/ray/jars site/ray/rllib site/ray/llm site/ray/dashboard/client/build
+#   tar -cJf .device/site.tar.xz -C site .
+OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+T0=$(date +%s)
+mkdir -p /tmp/site && tar -xJf .device/site.tar.xz -C /tmp/site || exit 3
+export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nproc; uptime;
+  python3 -c "import sys,torch,ray,faiss,torch_geometric as g;print(sys.version);print('torch',torch.__version__,torch.version.cuda,'ray',ray.__version__,'faiss',faiss.__version__,'gpus',faiss.get_num_gpus(),'pyg',g.__version__)"; } 2>&1 | tee $OUT/machine.txt
+echo "unpacked at +$(( $(date +%s)-T0 ))s"
+timeout 150 python3 -m pytest -q -p no:cacheprovider --noconftest tests/graph/test_cuda.py 2>&1 | tail -15 | tee $OUT/test_cuda.txt
+echo "tests done at +$(( $(date +%s)-T0 ))s"
+uptime
+( time timeout 300 python3 jobs/pipeline.py --out-dir /tmp/gpurun --zoo-preset tiny --train.epochs 5 --train.use-gpu --train.num-workers 1 ) > $OUT/pipeline.log 2>&1
+echo "pipeline rc=$? at +$(( $(date +%s)-T0 ))s"; tail -25 $OUT/pipeline.log
+cp /tmp/gpurun/train/train_metrics.json $OUT/ 2>/dev/null; find /tmp/gpurun -name metrics.json -path '*report*' -exec cp {} $OUT/report_metrics.json \;
+python3 -c "import json;[print(m.get('epoch'),m['device'],round(m['loss'],3)) for m in json.load(open('$OUT/train_metrics.json'))]" 2>&1 | tail -6
+uptime
+cd bench && timeout 240 python3 bench_gpu_ray.py --zoo /tmp/gpurun/zoo --graphs /tmp/gpurun/graphs --encoder /tmp/gpurun/train/encoder --out $OUT/gpu_ray.json 2>&1 | grep -v "^(\|Warning\|warn" | tail -20
+echo "bench done at +$(( $(date +%s)-T0 ))s"
