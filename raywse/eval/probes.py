@@ -84,6 +84,18 @@ def accuracy_metrics(emb: np.ndarray, view: ZooView, seed: int = 0) -> dict[str,
     return out
 
 
+def recorded_accuracy_reference(view: ZooView) -> dict[str, float]:
+    """For scale beside the accuracy goals: how well each held-out model's own train-split accuracy, as the zoo
+    recorded it (metadata no embedder reads), ranks the held-out models' test accuracy (``acc_tau_pooled``,
+    ``acc_tau_within``, as the summary defines them); ``{}`` when a held-out model has no recorded value."""
+    if view.train_acc is None or not view.held_out.any() or np.isnan(view.train_acc[view.held_out]).any():
+        return {}
+    held = accuracy_scores(lambda mask: view.train_acc[mask], view, "recorded").get("held_out")
+    if not held:
+        return {}
+    return {"acc_tau_pooled": held["recorded_kendall_tau"], "acc_tau_within": held["recorded_kendall_tau_within"]}
+
+
 def head_accuracy_metrics(pred: np.ndarray | None, view: ZooView) -> dict[str, dict]:
     """The encoder's own accuracy head (``pred``: its predictions for the models of ``view``) scored like the ridge
     probe (``head_R2``, ``head_kendall_tau``); ``{}`` when the encoder has no head (``pred`` is None)."""

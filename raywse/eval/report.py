@@ -40,7 +40,7 @@ from raywse.eval.foreign import (
 )
 from raywse.eval.plots import plot_precision_curves, plot_projection
 from raywse.eval.probe_outputs import ProbeOutputsEmbedder
-from raywse.eval.probes import accuracy_metrics, head_accuracy_metrics, structure_metrics
+from raywse.eval.probes import accuracy_metrics, head_accuracy_metrics, recorded_accuracy_reference, structure_metrics
 from raywse.eval.render import render_report
 from raywse.eval.suite import retrieval_suite
 from raywse.eval.summary import GOALS, NOT_MEASURED, RETRIEVAL_SUMMARY, summarize
@@ -193,6 +193,7 @@ def _evaluate(
             "summary": summarize(scores),
             "summary_goals": GOALS,
             "summary_not_measured": {} if foreign else NOT_MEASURED,
+            "accuracy_reference": recorded_accuracy_reference(view),
             "foreign": _foreign_counts(foreigns, config.foreign_dir),
             "embedders": scores,
             "finetune": finetune,

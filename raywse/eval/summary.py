@@ -105,7 +105,8 @@ def summary_section(metrics: dict) -> list[str]:
         cells = ["not measured" if m in unmeasured else _fmt(row.get(m)) for m in SUMMARY_METRICS]
         lines.append(f"| {f'**{name}**' if name == RAYWSE else name} | {' | '.join(cells)} |")
     lines.append(f"| goal | {' | '.join(f'≥ {goals[m]:.2f}' if m in goals else '' for m in SUMMARY_METRICS)} |")
-    lines += ["", *_goal_lines(summary.get(RAYWSE, {}), goals, unmeasured), *_rows_above(summary), ""]
+    lines += ["", *_goal_lines(summary.get(RAYWSE, {}), goals, unmeasured), *_rows_above(summary)]
+    lines += [*_accuracy_reference(metrics.get("accuracy_reference") or {}), ""]
     return lines + [f"- `{m}`: {DEFINITIONS[m]}." for m in SUMMARY_METRICS if m in DEFINITIONS]
 
 
@@ -149,6 +150,17 @@ def _rows_above(summary: dict) -> list[str]:
     return [f"- Rows above raywse: {'; '.join(parts)}."]
 
 
+def _accuracy_reference(reference: dict) -> list[str]:
+    """The recorded train accuracy's τ, for scale beside the accuracy goals (not a row: it is metadata)."""
+    if not reference:
+        return []
+    return [
+        "- For scale beside the accuracy goals (not a row: metadata no embedder reads): each held-out model's own "
+        "train-split accuracy, as the zoo recorded it, ranks the held-out models' test accuracy at "
+        f"acc_tau_pooled {reference['acc_tau_pooled']:.3f} / acc_tau_within {reference['acc_tau_within']:.3f}."
+    ]
+
+
 #: Short column names for the terminal table, in :data:`SUMMARY_METRICS` order.
 SHORT_NAMES = ("cross_arch", "cross_fam", "label_map", "lineage", "acc_τ", "acc_τ_in", "foreign", "f→zoo")
 
@@ -168,4 +180,8 @@ def summary_console_table(metrics: dict) -> list[str]:
         p10 = [_fmt(hinted.get(split, {}).get("precision@10")) for split in ("foreign_hinted", "foreign_to_zoo_hinted")]
         lines.append(f"raywse on the foreign files with their activation and the zoo's probe inputs: foreign {p10[0]}, "
                      f"f→zoo {p10[1]} (the report's foreign section)")  # fmt: skip
+    reference = metrics.get("accuracy_reference") or {}
+    if reference:  # what the accuracy goals ask, beside what the zoo's own metadata achieves
+        lines.append(f"each held-out model's recorded train accuracy as the prediction: acc_τ "
+                     f"{_fmt(reference['acc_tau_pooled'])}, acc_τ_in {_fmt(reference['acc_tau_within'])}")  # fmt: skip
     return lines

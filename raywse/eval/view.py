@@ -33,6 +33,7 @@ class ZooView:
     run: np.ndarray  # training run (the snapshots of one run share it)
     parent_run: np.ndarray  # the training run of the model's parent ("" for a model trained from scratch)
     learned: np.ndarray  # bool: test accuracy >= the task's chance rate + 0.1 (only learned models are relevant)
+    train_acc: np.ndarray | None = None  # the zoo's recorded train-split accuracy (metadata: no embedder reads it)
 
     @property
     def held_out(self) -> np.ndarray:
@@ -94,4 +95,5 @@ def zoo_view(rows: list[dict], ids: list[str]) -> ZooView:
         run=np.array([run_of[r["model_id"]] for r in sel]),
         parent_run=np.array([run_of.get(r.get("parent_id") or "", "") for r in sel]),
         learned=np.array([bool(r.get("learned", True)) for r in sel], dtype=bool),
+        train_acc=np.array([r.get("train_acc", np.nan) for r in sel], dtype=np.float64),
     )

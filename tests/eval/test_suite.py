@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 
 from raywse.eval.config import HARD, HELD_OUT, RAYWSE, EvalConfig
-from raywse.eval.probes import accuracy_metrics, held_masks, structure_metrics, within_group_tau
+from raywse.eval.probes import (
+    accuracy_metrics,
+    held_masks,
+    recorded_accuracy_reference,
+    structure_metrics,
+    within_group_tau,
+)
 from raywse.eval.render import _comparison_lines, _fmt, render_report
 from raywse.eval.report import json_safe
 from raywse.eval.suite import Rankings, rank, ranked_relevance, retrieval_suite, scored, tie_keys
-from raywse.eval.summary import GOALS, NOT_MEASURED, SUMMARY_METRICS, summarize
+from raywse.eval.summary import GOALS, NOT_MEASURED, SUMMARY_METRICS, summarize, summary_console_table
 from raywse.eval.view import ZooView
 from raywse.metrics import kendall_tau, normalize, relevance_metrics
 
@@ -292,6 +298,29 @@ def test_probes(view):
     assert structure["held_out"]["kmeans_purity"] == pytest.approx(1.0)
 
 
+def test_recorded_train_accuracy_is_scored_as_the_summary_scores_accuracy(view):
+    """The reference beside the accuracy goals: the recorded train accuracy as the prediction, held-out models only."""
+    assert recorded_accuracy_reference(view) == {}  # nothing recorded
+    view.task, view.family = np.full(len(view.ids), "t0"), np.full(len(view.ids), "mlp")  # one group to rank within
+    assert view.held_out.sum() >= 3
+    view.train_acc = view.test_acc.copy()
+    assert recorded_accuracy_reference(view) == pytest.approx({"acc_tau_pooled": 1.0, "acc_tau_within": 1.0})
+    view.train_acc = 1.0 - view.test_acc  # ranks every held-out model backwards
+    assert recorded_accuracy_reference(view) == pytest.approx({"acc_tau_pooled": -1.0, "acc_tau_within": -1.0})
+    view.train_acc = np.where(view.held_out, np.nan, 0.5)
+    assert recorded_accuracy_reference(view) == {}
+
+
+def test_console_table_rows_goals_and_the_accuracy_reference():
+    row = dict.fromkeys(SUMMARY_METRICS, 0.5)
+    metrics = {"summary": {"rival": row, RAYWSE: row | {"lineage_map": None}}, "summary_goals": GOALS}
+    lines = summary_console_table(metrics)
+    assert [line.split()[0] for line in lines[1:]] == [RAYWSE, "rival", "goal"]  # raywse first
+    assert lines[1].split()[1:] == ["0.500", "0.500", "0.500", "n/a", "0.500", "0.500", "0.500", "0.500"]
+    metrics["accuracy_reference"] = {"acc_tau_pooled": 0.849, "acc_tau_within": 0.65}
+    assert summary_console_table(metrics)[-1].endswith("acc_τ 0.849, acc_τ_in 0.650")
+
+
 def test_render_helpers():
     assert _fmt(None) == "n/a"
     assert _fmt(0.12345) == "0.123"
@@ -322,6 +351,7 @@ def test_render_report_sections_in_order(view):
             "summary": summarize(scores),
             "summary_goals": GOALS,
             "summary_not_measured": NOT_MEASURED,
+            "accuracy_reference": {"acc_tau_pooled": 0.849, "acc_tau_within": 0.65},
             "embedders": scores,
             "finetune": {
                 "t0": {
@@ -365,6 +395,7 @@ def test_render_report_sections_in_order(view):
     assert "- `foreign_p10`: not measured: no foreign zoo given (EvalConfig.foreign_dir)." in report
     assert "- `foreign_to_zoo_p10`: not measured: no foreign zoo given (EvalConfig.foreign_dir)." in report
     assert f"- Rows above raywse: task_p10_cross_arch (raywse {p10:.3f}): input_saliency 0.500." in report
+    assert "test accuracy at acc_tau_pooled 0.849 / acc_tau_within 0.650." in report
     assert f"| {RAYWSE} | permutation-equivariant GNN encoder" in report and "| 1.2 |" in report
     assert "- label-map precision@1: raywse 1.000 beats input_saliency 0.250." in report
     # a tie is no win
