@@ -12,20 +12,25 @@
 #   rm -rf site/ray/jars site/ray/rllib site/ray/llm site/ray/dashboard/client/build
 #   tar -cJf .device/site.tar.xz -C site .
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
+failed=0  # the script's exit status: 1 when any of the three checks failed
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)
 mkdir -p /tmp/site && tar -xJf .device/site.tar.xz -C /tmp/site || exit 3
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nproc; uptime;
-  python3 -c "import sys,torch,ray,faiss,torch_geometric as g;print(sys.version);print('torch',torch.__version__,torch.version.cuda,'ray',ray.__version__,'faiss',faiss.__version__,'gpus',faiss.get_num_gpus(),'pyg',g.__version__)"; } 2>&1 | tee $OUT/machine.txt
+  python3 -c "import sys,torch,ray,faiss,torch_geometric as g;print(sys.version);print('torch',torch.__version__,torch.version.cuda,'ray',ray.__version__,'faiss',faiss.__version__,'gpus',faiss.get_num_gpus(),'pyg',g.__version__)"; } 2>&1 | tee "$OUT/machine.txt"
 echo "unpacked at +$(( $(date +%s)-T0 ))s"
-timeout 150 python3 -m pytest -q -p no:cacheprovider --noconftest tests/graph/test_cuda.py 2>&1 | tail -15 | tee $OUT/test_cuda.txt
+timeout 150 python3 -m pytest -q -p no:cacheprovider --noconftest tests/graph/test_cuda.py > "$OUT/test_cuda.txt" 2>&1 || failed=1
+tail -15 "$OUT/test_cuda.txt"
 echo "tests done at +$(( $(date +%s)-T0 ))s"
 uptime
-( time timeout 300 python3 jobs/pipeline.py --out-dir /tmp/gpurun --zoo-preset tiny --train.epochs 5 --train.use-gpu --train.num-workers 1 ) > $OUT/pipeline.log 2>&1
-echo "pipeline rc=$? at +$(( $(date +%s)-T0 ))s"; tail -25 $OUT/pipeline.log
-cp /tmp/gpurun/train/train_metrics.json $OUT/ 2>/dev/null; find /tmp/gpurun -name metrics.json -path '*report*' -exec cp {} $OUT/report_metrics.json \;
+( time timeout 300 python3 jobs/pipeline.py --out-dir /tmp/gpurun --zoo-preset tiny --train.epochs 5 --train.use-gpu --train.num-workers 1 ) > "$OUT/pipeline.log" 2>&1
+rc=$?; [ $rc -eq 0 ] || failed=1
+echo "pipeline rc=$rc at +$(( $(date +%s)-T0 ))s"; tail -25 "$OUT/pipeline.log"
+cp /tmp/gpurun/train/train_metrics.json "$OUT/" 2>/dev/null; find /tmp/gpurun -name metrics.json -path '*report*' -exec cp {} "$OUT/report_metrics.json" \;
 python3 -c "import json;[print(m.get('epoch'),m['device'],round(m['loss'],3)) for m in json.load(open('$OUT/train_metrics.json'))]" 2>&1 | tail -6
 uptime
-cd bench && timeout 240 python3 bench_gpu_ray.py --zoo /tmp/gpurun/zoo --graphs /tmp/gpurun/graphs --encoder /tmp/gpurun/train/encoder --out $OUT/gpu_ray.json 2>&1 | grep -v "^(\|Warning\|warn" | tail -20
+cd bench && timeout 240 python3 bench_gpu_ray.py --zoo /tmp/gpurun/zoo --graphs /tmp/gpurun/graphs --encoder /tmp/gpurun/train/encoder --out "$OUT/gpu_ray.json" > "$OUT/bench.log" 2>&1 || failed=1
+grep -v "^(\|Warning\|warn" "$OUT/bench.log" | tail -20
 echo "bench done at +$(( $(date +%s)-T0 ))s"
+exit $failed

@@ -87,7 +87,8 @@ def accuracy_metrics(emb: np.ndarray, view: ZooView, seed: int = 0) -> dict[str,
 def recorded_accuracy_reference(view: ZooView) -> dict[str, float]:
     """For scale beside the accuracy goals: how well each held-out model's own train-split accuracy, as the zoo
     recorded it (metadata no embedder reads), ranks the held-out models' test accuracy (``acc_tau_pooled``,
-    ``acc_tau_within``, as the summary defines them); ``{}`` when a held-out model has no recorded value."""
+    ``acc_tau_within``, as the summary defines them; NaN where nothing can be ranked); ``{}`` when a held-out model
+    has no recorded value or fewer than two models are held out."""
     if view.train_acc is None or not view.held_out.any() or np.isnan(view.train_acc[view.held_out]).any():
         return {}
     held = accuracy_scores(lambda mask: view.train_acc[mask], view, "recorded").get("held_out")

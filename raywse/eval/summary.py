@@ -154,10 +154,12 @@ def _accuracy_reference(reference: dict) -> list[str]:
     """The recorded train accuracy's τ, for scale beside the accuracy goals (not a row: it is metadata)."""
     if not reference:
         return []
+    pooled, within = reference.get("acc_tau_pooled"), reference.get("acc_tau_within")
+    why = " (no group of ≥ 3 held-out models to rank within)" if within is None else ""
     return [
         "- For scale beside the accuracy goals (not a row: metadata no embedder reads): each held-out model's own "
         "train-split accuracy, as the zoo recorded it, ranks the held-out models' test accuracy at "
-        f"acc_tau_pooled {reference['acc_tau_pooled']:.3f} / acc_tau_within {reference['acc_tau_within']:.3f}."
+        f"acc_tau_pooled {_fmt(pooled)} / acc_tau_within {_fmt(within)}{why}."
     ]
 
 

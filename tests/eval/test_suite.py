@@ -20,7 +20,14 @@ from raywse.eval.probes import (
 from raywse.eval.render import _comparison_lines, _fmt, render_report
 from raywse.eval.report import json_safe
 from raywse.eval.suite import Rankings, rank, ranked_relevance, retrieval_suite, scored, tie_keys
-from raywse.eval.summary import GOALS, NOT_MEASURED, SUMMARY_METRICS, summarize, summary_console_table
+from raywse.eval.summary import (
+    GOALS,
+    NOT_MEASURED,
+    SUMMARY_METRICS,
+    summarize,
+    summary_console_table,
+    summary_section,
+)
 from raywse.eval.view import ZooView
 from raywse.metrics import kendall_tau, normalize, relevance_metrics
 
@@ -301,9 +308,17 @@ def test_probes(view):
 def test_recorded_train_accuracy_is_scored_as_the_summary_scores_accuracy(view):
     """The reference beside the accuracy goals: the recorded train accuracy as the prediction, held-out models only."""
     assert recorded_accuracy_reference(view) == {}  # nothing recorded
+    view.train_acc = view.test_acc.copy()
+    within = recorded_accuracy_reference(view)["acc_tau_within"]
+    assert math.isnan(within)  # the fixture's held-out (task, family) groups are all smaller than 3
+    metrics = json_safe({"summary": {}, "summary_goals": GOALS, "summary_not_measured": {},
+                         "accuracy_reference": recorded_accuracy_reference(view)})  # fmt: skip
+    assert "acc_tau_pooled 1.000 / acc_tau_within n/a" in "\n".join(summary_section(metrics))
     view.task, view.family = np.full(len(view.ids), "t0"), np.full(len(view.ids), "mlp")  # one group to rank within
     assert view.held_out.sum() >= 3
-    view.train_acc = view.test_acc.copy()
+    # right on the held-out models, backwards on the rest (and unknown on some of those): only held-out ones count
+    view.train_acc = np.where(view.held_out, view.test_acc, 1.0 - view.test_acc)
+    view.train_acc[np.flatnonzero(~view.held_out)[:2]] = np.nan
     assert recorded_accuracy_reference(view) == pytest.approx({"acc_tau_pooled": 1.0, "acc_tau_within": 1.0})
     view.train_acc = 1.0 - view.test_acc  # ranks every held-out model backwards
     assert recorded_accuracy_reference(view) == pytest.approx({"acc_tau_pooled": -1.0, "acc_tau_within": -1.0})
