@@ -5,11 +5,11 @@ Usage: ``python bench/bench_learned_part.py --run RUN`` (a main-job output: ``RU
 
 raywse's task embedding joins a learned part (the GNN's projection, trained) with a fixed part (a random projection of
 the network's softmax responses on its probe set, weight ``fingerprint_weight``). On the learned models of the ``val``
-and ``test_seed`` splits (seen tasks, unseen seeds), with the pool as its own database, this scores leave-one-out
-same-task precision@10 of the learned part alone, of the fixed part alone, and of the two joined at several weights —
-for the trained encoder and for the same configuration untrained (the ``random_init_gnn`` row's encoder, seed 0).
-No symmetry randomisation, no confidence statistics or first-layer moments: a diagnostic of the parts, not a summary
-metric.
+and ``test_seed`` splits (seen tasks, unseen seeds), each split its own database, this scores leave-one-out same-task
+precision@10 (:func:`raywse.metrics.self_retrieval`, as training's validation scores it) of the learned part alone,
+of the fixed part alone, and of the two joined at several weights — for the trained encoder and for the same
+configuration untrained (the ``random_init_gnn`` row's encoder, seed 0). No symmetry randomisation, no confidence
+statistics or first-layer moments: a diagnostic of the parts, not a summary metric.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from torch_geometric.data import Batch
 from raywse.core.artifacts import ZooFiles
 from raywse.data.graphify import load_graphs
 from raywse.data.splits import assign_splits
+from raywse.metrics import self_retrieval
 from raywse.models.checkpoint import load_encoder
 from raywse.models.encoder import NeuralGraphEncoder
 
@@ -48,14 +49,6 @@ def parts(encoder: NeuralGraphEncoder, graphs: list) -> tuple[np.ndarray, np.nda
             learned.append(F.normalize(encoder.project(rep), dim=-1))
             fixed.append(encoder.fingerprint(responses, list(batch.probe_source)))
     return torch.cat(learned).numpy(), torch.cat(fixed).numpy()
-
-
-def precision_at_10(z: np.ndarray, task: np.ndarray, queries: np.ndarray) -> float:
-    """Leave-one-out same-task precision@10 of ``queries`` against every other row of ``z`` (cosine)."""
-    z = z / np.linalg.norm(z, axis=1, keepdims=True)
-    scores = z @ z.T
-    np.fill_diagonal(scores, -np.inf)
-    return float(np.mean([(task[np.argsort(-scores[q])[:10]] == task[q]).mean() for q in queries]))
 
 
 def main() -> None:
@@ -81,7 +74,8 @@ def main() -> None:
         for w in WEIGHTS:
             joined = np.concatenate([math.sqrt(1 - w) * learned, math.sqrt(w) * fixed], axis=1)
             results[f"{name}_fixed_share_{w}"] = {
-                s: round(precision_at_10(joined, task, np.flatnonzero(splits == s)), 3) for s in ("val", "test_seed")
+                s: round(self_retrieval(joined[splits == s], task[splits == s], ks=(10,))["precision@10"], 3)
+                for s in ("val", "test_seed")
             }
             print(name, w, results[f"{name}_fixed_share_{w}"], flush=True)
     results |= {"run": str(args.run), "machine": machine(), "load_before": load_before, "load_after": load()}
