@@ -89,9 +89,9 @@ def recorded_accuracy_reference(view: ZooView) -> dict[str, float]:
     recorded it (metadata no embedder reads), ranks the held-out models' test accuracy (``acc_tau_pooled``,
     ``acc_tau_within``, as the summary defines them; NaN where nothing can be ranked); ``{}`` when a held-out model
     has no recorded value or fewer than two models are held out."""
-    if view.train_acc is None or not view.held_out.any() or np.isnan(view.train_acc[view.held_out]).any():
+    if view.train_acc is None or np.isnan(view.train_acc[view.held_out]).any():
         return {}
-    held = accuracy_scores(lambda mask: view.train_acc[mask], view, "recorded").get("held_out")
+    held = accuracy_scores(lambda mask: view.train_acc[mask], view, "recorded").get("held_out")  # None below 2
     if not held:
         return {}
     return {"acc_tau_pooled": held["recorded_kendall_tau"], "acc_tau_within": held["recorded_kendall_tau_within"]}
