@@ -7,7 +7,9 @@ A step draws ``batch_tasks`` tasks — the first at random, a ``hard_task_fracti
 random views (:func:`raywse.graph.transforms.contrastive_view`). The loss is supervised contrastive over every view
 (same task = positive, never a negative; negatives gathered across DDP ranks), plus an instance term (NT-Xent between
 the two views of one model, so near-duplicates and lineage stay close) and, with an accuracy head, a mean-squared
-error plus a within-task ranking loss on the predicted accuracy. :func:`train_contrastive` is the epoch loop; it hands
+error plus a within-task ranking loss on the predicted accuracy. The next step's draw and views are made in a thread
+while a step trains (on a core the step leaves idle, where there is one: one Ray Train worker on a 2-core machine
+trains 12 % faster; on a GPU they overlap its step, not measured there yet). :func:`train_contrastive` is the epoch loop; it hands
 each epoch's metrics and state to a ``report`` function, which is all that differs between Ray Train
 (``ray.train.report`` with a checkpoint) and Tune (``tune.report``).
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -252,17 +255,28 @@ class ContrastiveLoop:
         """One pass of ``steps_per_epoch`` optimiser steps; mean loss, alignment and uniformity."""
         seed = self.config.seed * 100_003 + epoch * 101 + self.rank
         rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
-        totals = {"loss": 0.0, "alignment": 0.0, "uniformity": 0.0}
-        for _ in range(self.steps_per_epoch):
+
+        def next_step() -> tuple[list[int], Batch | ShapeBatches]:
             members = self.sampler.draw(rng)
-            z, acc_pred = self.forward(self.views(members, gen))
-            loss, z1, z2 = self.loss(members, z, acc_pred)
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
-            totals["loss"] += loss.item()
-            totals["alignment"] += alignment(z1.detach(), z2.detach()).item()
-            totals["uniformity"] += uniformity(z1.detach()).item()
+            return members, self.views(members, gen)
+
+        totals = {"loss": 0.0, "alignment": 0.0, "uniformity": 0.0}
+        # the next step's draw and views are made in a thread while this step trains (one producer: the same random
+        # draws in the same order as one after the other); it uses a core the step leaves idle, if there is one
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="views") as pool:
+            upcoming = pool.submit(next_step)
+            for step in range(self.steps_per_epoch):
+                members, views = upcoming.result()
+                if step + 1 < self.steps_per_epoch:
+                    upcoming = pool.submit(next_step)
+                z, acc_pred = self.forward(views)
+                loss, z1, z2 = self.loss(members, z, acc_pred)
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                totals["loss"] += loss.item()
+                totals["alignment"] += alignment(z1.detach(), z2.detach()).item()
+                totals["uniformity"] += uniformity(z1.detach()).item()
         return {k: v / self.steps_per_epoch for k, v in totals.items()}
 
 
