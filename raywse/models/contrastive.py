@@ -9,8 +9,8 @@ random views (:func:`raywse.graph.transforms.contrastive_view`). The loss is sup
 the two views of one model, so near-duplicates and lineage stay close) and, with an accuracy head, a mean-squared
 error plus a within-task ranking loss on the predicted accuracy. The next step's draw and views are made in a thread
 while a step trains (on a core the step leaves idle, where there is one: one Ray Train worker on a 2-core machine
-trains 12 % faster; on a GPU they overlap its step, not measured there yet). :func:`train_contrastive` is the epoch loop; it hands
-each epoch's metrics and state to a ``report`` function, which is all that differs between Ray Train
+trains 12 % faster; on a GPU they overlap its step, not measured there yet). :func:`train_contrastive` is the epoch
+loop; it hands each epoch's metrics and state to a ``report`` function, which is all that differs between Ray Train
 (``ray.train.report`` with a checkpoint) and Tune (``tune.report``).
 """
 
