@@ -8,7 +8,7 @@ random views (:func:`raywse.graph.transforms.contrastive_view`). The loss is sup
 (same task = positive, never a negative; negatives gathered across DDP ranks), plus an instance term (NT-Xent between
 the two views of one model, so near-duplicates and lineage stay close) and, with an accuracy head, a mean-squared
 error plus a within-task ranking loss on the predicted accuracy. The next step's draw and views are made in a thread
-while a step trains (on a core the step leaves idle, where there is one: one Ray Train worker on a 2-core machine
+while a step trains, in a thread where torch's threads leave a core idle (one Ray Train worker on a 2-core machine
 trains 12 % faster; on a GPU they overlap its step, not measured there yet). :func:`train_contrastive` is the epoch
 loop; it hands each epoch's metrics and state to a ``report`` function, which is all that differs between Ray Train
 (``ray.train.report`` with a checkpoint) and Tune (``tune.report``).
@@ -17,9 +17,10 @@ loop; it hands each epoch's metrics and state to a ``report`` function, which is
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -261,9 +262,9 @@ class ContrastiveLoop:
             return members, self.views(members, gen)
 
         totals = {"loss": 0.0, "alignment": 0.0, "uniformity": 0.0}
-        # the next step's draw and views are made in a thread while this step trains (one producer: the same random
-        # draws in the same order as one after the other); it uses a core the step leaves idle, if there is one
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="views") as pool:
+        # the next step's draw and views are made while this step trains, in a thread where torch leaves a core
+        # idle, else in this one (one producer either way: the same random draws in the same order)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="views") if _spare_core() else _InLine() as pool:
             upcoming = pool.submit(next_step)
             for step in range(self.steps_per_epoch):
                 members, views = upcoming.result()
@@ -278,6 +279,29 @@ class ContrastiveLoop:
                 totals["alignment"] += alignment(z1.detach(), z2.detach()).item()
                 totals["uniformity"] += uniformity(z1.detach()).item()
         return {k: v / self.steps_per_epoch for k, v in totals.items()}
+
+
+def _spare_core() -> bool:
+    """Whether this process may use more cores than torch's intra-op threads (one Ray Train worker per core does): a
+    views thread beside torch's own threads would oversubscribe the cores (one process on two threads and two
+    cores: an epoch 15 s -> 25 s, measured)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return torch.get_num_threads() < cores
+
+
+class _InLine:
+    """``submit`` runs the function at once (what a one-thread executor does, in this thread)."""
+
+    def __enter__(self) -> _InLine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, fn: Callable[[], object]) -> Future:
+        future: Future = Future()
+        future.set_result(fn())
+        return future
 
 
 def validate(encoder: NeuralGraphEncoder, val: LabelledGraphs, device="cpu") -> dict[str, float]:

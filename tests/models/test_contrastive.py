@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from raywse.data.graphify import load_graphs
@@ -69,12 +70,17 @@ def test_gather_across_ranks_returns_every_row_and_sums_each_ranks_gradient(tmp_
         assert grad == [[4 * v for v in row] for row in z], rank
 
 
-def test_an_epoch_with_its_views_made_ahead_equals_the_steps_one_after_the_other(tiny_zoo, tiny_graphs):
+@pytest.mark.parametrize("views_thread", [True, False])
+def test_an_epoch_with_its_views_made_ahead_equals_the_steps_one_after_the_other(
+    tiny_zoo, tiny_graphs, monkeypatch, views_thread
+):
     import copy
     import random
 
+    from raywse.models import contrastive
     from raywse.models.contrastive import ContrastiveLoop, EmbedAndPredict, LabelledGraphs
 
+    monkeypatch.setattr(contrastive, "_spare_core", lambda: views_thread)
     data = ZooLabels.from_zoo(tiny_zoo).label(load_graphs(tiny_graphs))
     config = ContrastiveConfig(batch_tasks=4, models_per_task=4, seed=3)
     torch.manual_seed(0)
