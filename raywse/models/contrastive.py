@@ -7,20 +7,16 @@ A step draws ``batch_tasks`` tasks — the first at random, a ``hard_task_fracti
 random views (:func:`raywse.graph.transforms.contrastive_view`). The loss is supervised contrastive over every view
 (same task = positive, never a negative; negatives gathered across DDP ranks), plus an instance term (NT-Xent between
 the two views of one model, so near-duplicates and lineage stay close) and, with an accuracy head, a mean-squared
-error plus a within-task ranking loss on the predicted accuracy. The next step's draw and views are made in a thread
-while a step trains, in a thread where torch's threads leave a core idle (one Ray Train worker on a 2-core machine
-trains 12 % faster; on a GPU they overlap its step, not measured there yet). :func:`train_contrastive` is the epoch
-loop; it hands each epoch's metrics and state to a ``report`` function, which is all that differs between Ray Train
+error plus a within-task ranking loss on the predicted accuracy. :func:`train_contrastive` is the epoch loop; it hands
+each epoch's metrics and state to a ``report`` function, which is all that differs between Ray Train
 (``ray.train.report`` with a checkpoint) and Tune (``tune.report``).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import random
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -256,52 +252,18 @@ class ContrastiveLoop:
         """One pass of ``steps_per_epoch`` optimiser steps; mean loss, alignment and uniformity."""
         seed = self.config.seed * 100_003 + epoch * 101 + self.rank
         rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
-
-        def next_step() -> tuple[list[int], Batch | ShapeBatches]:
-            members = self.sampler.draw(rng)
-            return members, self.views(members, gen)
-
         totals = {"loss": 0.0, "alignment": 0.0, "uniformity": 0.0}
-        # the next step's draw and views are made while this step trains, in a thread where torch leaves a core
-        # idle, else in this one (one producer either way: the same random draws in the same order)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="views") if _spare_core() else _InLine() as pool:
-            upcoming = pool.submit(next_step)
-            for step in range(self.steps_per_epoch):
-                members, views = upcoming.result()
-                if step + 1 < self.steps_per_epoch:
-                    upcoming = pool.submit(next_step)
-                z, acc_pred = self.forward(views)
-                loss, z1, z2 = self.loss(members, z, acc_pred)
-                self.optimizer.zero_grad()
-                loss.backward()
-                self.optimizer.step()
-                totals["loss"] += loss.item()
-                totals["alignment"] += alignment(z1.detach(), z2.detach()).item()
-                totals["uniformity"] += uniformity(z1.detach()).item()
+        for _ in range(self.steps_per_epoch):
+            members = self.sampler.draw(rng)
+            z, acc_pred = self.forward(self.views(members, gen))
+            loss, z1, z2 = self.loss(members, z, acc_pred)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            totals["loss"] += loss.item()
+            totals["alignment"] += alignment(z1.detach(), z2.detach()).item()
+            totals["uniformity"] += uniformity(z1.detach()).item()
         return {k: v / self.steps_per_epoch for k, v in totals.items()}
-
-
-def _spare_core() -> bool:
-    """Whether this process may use more cores than torch's intra-op threads (one Ray Train worker per core does): a
-    views thread beside torch's own threads would oversubscribe the cores (one process on two threads and two
-    cores: an epoch 15 s -> 25 s, measured)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return torch.get_num_threads() < cores
-
-
-class _InLine:
-    """``submit`` runs the function at once (what a one-thread executor does, in this thread)."""
-
-    def __enter__(self) -> _InLine:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def submit(self, fn: Callable[[], object]) -> Future:
-        future: Future = Future()
-        future.set_result(fn())
-        return future
 
 
 def validate(encoder: NeuralGraphEncoder, val: LabelledGraphs, device="cpu") -> dict[str, float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from raywse.data.graphify import load_graphs
@@ -68,40 +67,3 @@ def test_gather_across_ranks_returns_every_row_and_sums_each_ranks_gradient(tmp_
         assert everything == rows and labels == [0, 0, 0, 1, 1, 1]
         # d/dz of the loss on both ranks: 2 z each, summed over the 2 ranks
         assert grad == [[4 * v for v in row] for row in z], rank
-
-
-@pytest.mark.parametrize("views_thread", [True, False])
-def test_an_epoch_with_its_views_made_ahead_equals_the_steps_one_after_the_other(
-    tiny_zoo, tiny_graphs, monkeypatch, views_thread
-):
-    import copy
-    import random
-
-    from raywse.models import contrastive
-    from raywse.models.contrastive import ContrastiveLoop, EmbedAndPredict, LabelledGraphs
-
-    monkeypatch.setattr(contrastive, "_spare_core", lambda: views_thread)
-    data = ZooLabels.from_zoo(tiny_zoo).label(load_graphs(tiny_graphs))
-    config = ContrastiveConfig(batch_tasks=4, models_per_task=4, seed=3)
-    torch.manual_seed(0)
-    encoder = NeuralGraphEncoder(EncoderConfig(depth=1, hidden=16, embed_dim=16))
-    graphs = LabelledGraphs([encoder.prepare(g) for g in data.graphs], data.task, data.accuracy)
-    twin = EmbedAndPredict(copy.deepcopy(encoder))
-    model = EmbedAndPredict(encoder)
-    loop = ContrastiveLoop(config, graphs, model, torch.optim.AdamW(model.parameters(), lr=config.lr))
-    ahead = loop.train_epoch(epoch=1)["loss"]
-
-    serial = ContrastiveLoop(config, graphs, twin, torch.optim.AdamW(twin.parameters(), lr=config.lr))
-    seed = config.seed * 100_003 + 1 * 101  # train_epoch's seed of epoch 1, rank 0
-    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(serial.steps_per_epoch):
-        members = serial.sampler.draw(rng)
-        loss = serial.loss(members, *twin(serial.views(members, gen)))[0]
-        serial.optimizer.zero_grad()
-        loss.backward()
-        serial.optimizer.step()
-        losses.append(loss.item())
-    assert ahead == sum(losses) / len(losses)
-    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(a, b)
