@@ -21,13 +21,12 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from _machine import load, machine
 from torch_geometric.data import Batch
 
-from raywse.core.artifacts import ZooFiles
+from raywse.core.artifacts import RunLayout, read_zoo_manifest
 from raywse.data.graphify import load_graphs
 from raywse.data.splits import assign_splits
 from raywse.metrics import self_retrieval
@@ -56,16 +55,15 @@ def main() -> None:
     ap.add_argument("--run", required=True, type=Path, help="a main-job output directory")
     args = ap.parse_args()
     load_before = load()
-    rows = pq.read_table(args.run / "zoo" / ZooFiles.MANIFEST).to_pylist()
+    run = RunLayout(args.run)
+    rows = read_zoo_manifest(run.zoo)
     split, by_id = assign_splits(rows), {r["model_id"]: r for r in rows}
     graphs = [
-        g
-        for g in load_graphs(args.run / "graphs")
-        if split[g.model_id] in ("val", "test_seed") and by_id[g.model_id]["learned"]
+        g for g in load_graphs(run.graphs) if split[g.model_id] in ("val", "test_seed") and by_id[g.model_id]["learned"]
     ]
     task = np.array([by_id[g.model_id]["task"] for g in graphs])
     splits = np.array([split[g.model_id] for g in graphs])
-    trained, version = load_encoder(args.run / "train" / "encoder")
+    trained, version = load_encoder(run.encoder)
     torch.manual_seed(0)
     untrained = NeuralGraphEncoder(trained.config)
     results: dict = {"encoder_version": version, "models": {s: int((splits == s).sum()) for s in ("val", "test_seed")}}

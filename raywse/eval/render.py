@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from raywse.core.artifacts import ReportFiles
 from raywse.eval.config import HARD, HELD_OUT, RAYWSE
-from raywse.eval.summary import summary_section
+from raywse.eval.summary import _fmt, summary_section
 
 #: What each embedder is, for the overview table (``{...}`` fields come from the evaluation config).
 DESCRIPTIONS = {
@@ -53,10 +53,6 @@ def render_report(metrics: dict) -> str:
         *_figures(),
     ]
     return "\n".join(lines)
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _pm(half_width: float | None) -> str:
