@@ -77,7 +77,7 @@ def main() -> None:
     scratch = args.out.parent / "gpu_ray_scratch"
     for name, setup in (
         ("train_gpu_1_worker", replace(config, num_workers=1, use_gpu=True)),
-        ("train_cpu_1_worker", replace(config, num_workers=1)),
+        ("train_cpu_1_worker", replace(config, num_workers=1, use_gpu=False)),
     ):
         results[name] = timed_training(args.zoo, args.graphs, scratch / name, setup)
         print(name, results[name], flush=True)

@@ -186,7 +186,7 @@ def main() -> None:
     result["ray_startup_s"] = round(time.perf_counter() - t0, 2)
     result["ray_train"] = []
     for workers in (1, 2):
-        cfg = TrainConfig(epochs=args.epochs, num_workers=workers, run_name=f"bench_w{workers}")
+        cfg = TrainConfig(epochs=args.epochs, num_workers=workers, use_gpu=False, run_name=f"bench_w{workers}")
         run = ray_train(zoo, graphs_dir, out / f"ray_w{workers}", cfg, len(train))
         result["ray_train"].append(run)
         print("ray train:", json.dumps(run))

@@ -1,7 +1,8 @@
 #!/bin/bash
 # One call on a lent GPU machine whose image has torch + PyG but no Ray or FAISS (bench/README.md, "Session 16"):
-# unpack Ray + faiss-cpu + the missing pure-Python packages, then the CUDA tests, the main job on the tiny preset with
-# Ray Train on the GPU, and the Ray GPU paths side by side. Everything lands in $OUT (default /tmp/gpu_check).
+# unpack Ray + faiss-cpu + the missing pure-Python packages, then the CUDA tests, the main job on the tiny preset as a
+# user runs it (no device flags: training, the index's embedding actors and the evaluation's baseline find the GPU by
+# themselves), and with BENCH=1 the Ray GPU paths side by side. Everything lands in $OUT (default /tmp/gpu_check).
 # The archive .device/site.tar.xz (42 MB) was built here for CPython 3.12:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d w ray==2.60.0 faiss-cpu==1.15.1 \
@@ -12,7 +13,7 @@
 #   rm -rf site/ray/jars site/ray/rllib site/ray/llm site/ray/dashboard/client/build
 #   tar -cJf .device/site.tar.xz -C site .
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
-failed=0  # the script's exit status: 1 when any of the three checks failed
+failed=0  # the script's exit status: 1 when any of the checks failed
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)
 mkdir -p /tmp/site && tar -xJf .device/site.tar.xz -C /tmp/site || exit 3
@@ -24,12 +25,17 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider --noconftest tests/graph/te
 tail -15 "$OUT/test_cuda.txt"
 echo "tests done at +$(( $(date +%s)-T0 ))s"
 uptime
-( time timeout 300 python3 jobs/pipeline.py --out-dir /tmp/gpurun --zoo-preset tiny --train.epochs 5 --train.use-gpu --train.num-workers 1 ) > "$OUT/pipeline.log" 2>&1
+( time timeout 420 python3 jobs/pipeline.py --out-dir /tmp/gpurun --zoo-preset tiny --train.epochs 5 ) > "$OUT/pipeline.log" 2>&1
 rc=$?; [ $rc -eq 0 ] || failed=1
 echo "pipeline rc=$rc at +$(( $(date +%s)-T0 ))s"; tail -25 "$OUT/pipeline.log"
-cp /tmp/gpurun/train/train_metrics.json "$OUT/" 2>/dev/null; find /tmp/gpurun -name metrics.json -path '*report*' -exec cp {} "$OUT/report_metrics.json" \;
-python3 -c "import json;[print(m.get('epoch'),m['device'],round(m['loss'],3)) for m in json.load(open('$OUT/train_metrics.json'))]" 2>&1 | tail -6
+cp /tmp/gpurun/train/train_metrics.json /tmp/gpurun/train/train_config.json "$OUT/" 2>/dev/null
+find /tmp/gpurun -name metrics.json -path '*report*' -exec cp {} "$OUT/report_metrics.json" \;
+cp /tmp/gpurun/report/baselines/gnn_nonequivariant/train_metrics.json "$OUT/nonequivariant_train_metrics.json" 2>/dev/null
+for f in train_metrics nonequivariant_train_metrics; do echo "$f:"
+  python3 -c "import json;[print(m.get('epoch'),m['device'],round(m['loss'],3)) for m in json.load(open('$OUT/$f.json'))]" 2>&1 | tail -6
+done; cat "$OUT/train_config.json"; echo
 uptime
+[ "${BENCH:-0}" = 1 ] || exit $failed
 cd bench && timeout 240 python3 bench_gpu_ray.py --zoo /tmp/gpurun/zoo --graphs /tmp/gpurun/graphs --encoder /tmp/gpurun/train/encoder --out "$OUT/gpu_ray.json" > "$OUT/bench.log" 2>&1 || failed=1
 grep -v "^(\|Warning\|warn" "$OUT/bench.log" | tail -20
 echo "bench done at +$(( $(date +%s)-T0 ))s"

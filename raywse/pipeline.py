@@ -86,15 +86,17 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
         else:
             history = train_encoder(run.zoo, run.graphs, run.train, train_config).metrics
             last = history[-1] if history else {}
+            loss, val = _number(last.get("loss")), _number(last.get("val_mAP"))
             say(
-                f"      {len(history)} epochs, {last.get('rank_steps', 0)} optimiser steps over all ranks; last "
-                f"epoch: loss {_number(last.get('loss'))}, val mAP {_number(last.get('val_mAP'))}"
+                f"      {len(history)} epochs on {last.get('device', '?')}, {last.get('rank_steps', 0)} optimiser "
+                f"steps over all ranks; last epoch: loss {loss}, val mAP {val}"
             )
     with step("index", run.index):
         summary = build_index(run.graphs, run.encoder, run.index, IndexConfig())
         say(
-            f"      {summary['count']} models in the {summary['kind']} index ({summary['embedded']} embedded now, "
-            f"{len(summary['errors'])} errors), encoder {summary['encoder_version']}"
+            f"      {summary['count']} models in the {summary['kind']} index{' on the GPU' * summary['faiss_on_gpu']} "
+            f"({summary['embedded']} embedded now by {summary['embedded_by'] or 'none'}, {len(summary['errors'])} "
+            f"errors), encoder {summary['encoder_version']}"
         )
     with step("evaluate", run.report):
         # flat_mlp gets raywse's budget: as many one-rank optimiser steps as all its ranks took (gnn_nonequivariant

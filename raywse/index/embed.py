@@ -90,6 +90,19 @@ def _paths_for(graphs_dir: Path, model_ids: list[str] | None) -> list[str]:
     return [str((graphs_dir / GraphFiles.SHARDS / s).resolve()) for s in sorted(shards)]
 
 
+def actor_placement(use_gpu: bool | None = None, num_actors: int | None = None) -> tuple[bool, int]:
+    """Whether the embedding actors take a GPU each, and how many run (Ray started): see :func:`embed_graphs`."""
+    gpus = cluster_gpus()
+    use_gpu = gpus > 0 if use_gpu is None else use_gpu
+    if use_gpu:
+        local = local_ray()  # GPU actors beyond a local Ray's GPUs would wait forever
+        if local and not gpus:
+            raise ConfigError("index.use_gpu: Ray sees no GPU on this machine; leave --use-gpu off")
+        return True, min(num_actors or gpus, gpus) if local else num_actors or max(1, gpus)
+    spare = max(1, cluster_cpus() - 1)  # one CPU stays free to read and split the shards: else the split never runs
+    return False, min(num_actors or spare, spare)
+
+
 def embed_graphs(
     graphs_dir: str | os.PathLike,
     encoder_dir: str | os.PathLike,
@@ -109,16 +122,7 @@ def embed_graphs(
     if not paths:
         return RESULT_SCHEMA.empty_table()
     ensure_ray()
-    gpus = cluster_gpus()
-    use_gpu = gpus > 0 if use_gpu is None else use_gpu
-    if use_gpu:
-        local = local_ray()  # GPU actors beyond a local Ray's GPUs would wait forever
-        if local and not gpus:
-            raise ConfigError("index.use_gpu: Ray sees no GPU on this machine; leave --use-gpu off")
-        num_actors = min(num_actors or gpus, gpus) if local else num_actors or max(1, gpus)
-    else:  # one CPU stays free to read and split the shards: with actors on every CPU the split never runs
-        spare = max(1, cluster_cpus() - 1)
-        num_actors = min(num_actors or spare, spare)
+    use_gpu, num_actors = actor_placement(use_gpu, num_actors)
     ds = ray.data.read_parquet(paths)
     if model_ids is not None:
         wanted = pa.array(sorted(set(model_ids)), pa.string())
@@ -144,6 +148,8 @@ class IndexBuildSummary:
     index_dir: str
     encoder_version: str
     kind: str  # "flat" | "ivf"
+    faiss_on_gpu: bool  # FAISS holds the index on the GPUs (a GPU build that sees one)
+    embedded_by: str  # e.g. "1 GPU actor", "3 CPU actors"; "" when nothing was embedded
     count: int  # vectors in the index after this run
     embedded: int  # graphs embedded by this run
     reused: int  # already in the index, not re-embedded
@@ -177,8 +183,13 @@ def build_index(
             old = index_embeddings(index_dir)
         todo = [m for m in all_ids if index is None or m not in index]
 
+        device, use_gpu = "", config.use_gpu
+        if todo:
+            ensure_ray()
+            use_gpu, num_actors = actor_placement(use_gpu, num_actors)
+            device = f"{num_actors} {'GPU' if use_gpu else 'CPU'} actor{'s' * (num_actors > 1)}"
         result = embed_graphs(
-            graphs_dir, encoder_dir, todo, batch_size=batch_size, num_actors=num_actors, use_gpu=config.use_gpu
+            graphs_dir, encoder_dir, todo, batch_size=batch_size, num_actors=num_actors, use_gpu=use_gpu
         )
         failed = pc.is_valid(result.column("error"))
         errors = dict(zip(*result.filter(failed).select(["model_id", "error"]).to_pydict().values(), strict=True))
@@ -198,6 +209,8 @@ def build_index(
         index_dir=str(index_dir),
         encoder_version=version,
         kind=index.kind,
+        faiss_on_gpu=index.on_gpu,
+        embedded_by=device,
         count=len(index),
         embedded=new.num_rows,
         reused=len(all_ids) - len(todo),

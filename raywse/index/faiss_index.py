@@ -85,6 +85,11 @@ class EmbeddingIndex:
             raise ValueError("duplicate model ids in the index")
 
     @property
+    def on_gpu(self) -> bool:
+        """Whether the FAISS index lives on the GPUs."""
+        return self.config.gpu()
+
+    @property
     def dim(self) -> int:
         return self.index.d
 

@@ -44,7 +44,12 @@ class TrainConfig:
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     num_workers: int = field(default=2, metadata={"help": "Ray Train workers (DDP ranks)"})
-    use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker, NCCL backend"})
+    use_gpu: bool | None = field(
+        default=None,
+        metadata={
+            "help": "one GPU per worker, NCCL backend; unset: GPUs when Ray sees any (a local Ray: one worker each)"
+        },
+    )
     run_name: str = field(default="encoder", metadata={"help": "Ray Train run name (same name + out dir = resume)"})
 
     def encoder_config(self) -> EncoderConfig:
@@ -100,7 +105,7 @@ def train_encoder(
 ) -> TrainResult:
     """Train on the zoo's ``train`` split with Ray Train; export the encoder to ``out_dir/encoder/``."""
     ensure_ray()
-    _check_gpus(config)
+    config = place_workers(config)
     out_dir = Path(out_dir).resolve()
     labels = ZooLabels.from_zoo(zoo_dir)
     train_ids, val_ids = set(labels.ids("train")), set(labels.ids("val"))
@@ -136,12 +141,21 @@ def train_encoder(
     return TrainResult(encoder_dir, history)
 
 
-def _check_gpus(config: TrainConfig) -> None:
-    """A GPU run asking a local Ray for more workers than it has GPUs would wait forever: refused in one line."""
+def place_workers(config: TrainConfig) -> TrainConfig:
+    """Settle where the workers run: ``use_gpu=None`` trains on GPUs when Ray sees any (on a local Ray, which cannot
+    add GPUs, at most one worker per GPU), else on CPUs; an explicit GPU run asking a local Ray for more workers than
+    it has GPUs would wait forever, so it is refused in one line."""
     gpus = cluster_gpus()
+    if config.use_gpu is None:
+        if not gpus:
+            return replace(config, use_gpu=False)
+        return replace(
+            config, use_gpu=True, num_workers=min(config.num_workers, gpus) if local_ray() else config.num_workers
+        )
     if config.use_gpu and config.num_workers > gpus and local_ray():
         fix = f"set --train.num-workers {gpus}" if gpus else "leave --train.use-gpu off"
         raise ConfigError(f"train.use_gpu: {config.num_workers} workers need one GPU each, Ray sees {gpus}; {fix}")
+    return config
 
 
 def saved_train_config(out_dir: str | os.PathLike) -> TrainConfig | None:

@@ -47,7 +47,7 @@ def graphs() -> dict[str, object]:
 @pytest.mark.parametrize("kind", ["blocks", "edge_list", "nonequivariant"])
 def test_cuda_embeddings_equal_cpu_embeddings_for_every_graph_kind(kind):
     """The main job's encoder (by blocks or by edge list) and the non-equivariant baseline, which the evaluation
-    trains on the GPU too when ``--train.use-gpu`` is set."""
+    trains on the GPU too when the main job's training does."""
     torch.manual_seed(0)
     config = EncoderConfig(dense_blocks=kind == "blocks")
     encoder = (NonEquivariantEncoder(config) if kind == "nonequivariant" else NeuralGraphEncoder(config)).eval()

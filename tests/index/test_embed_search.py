@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,7 @@ def test_incremental_build_embeds_only_new_ids(tiny_graphs, encoders, tmp_path, 
         set(pq.read_table(tiny_graphs / GraphFiles.MANIFEST)["model_id"].to_pylist()) - set(first_ids)
     )
     assert (second["count"], second["embedded"], second["reused"]) == (total, total - len(first_ids), len(first_ids))
+    assert re.fullmatch(r"[1-9]\d* CPU actors?", second["embedded_by"]) and second["faiss_on_gpu"] is False  # no GPU
 
     index = EmbeddingIndex.load(index_dir, expected_encoder_version=first["encoder_version"])
     assert len(index) == len(set(index.ids)) == index.index.ntotal == total
@@ -118,7 +120,7 @@ def test_incremental_build_embeds_only_new_ids(tiny_graphs, encoders, tmp_path, 
 
     embedded.clear()
     third = build_index(tiny_graphs, encoders["a"], index_dir)
-    assert (third["embedded"], third["saved"], embedded) == (0, False, [])
+    assert (third["embedded"], third["saved"], third["embedded_by"], embedded) == (0, False, "", [])
 
 
 def test_several_cpu_actors_embed_every_graph_once_with_the_in_process_vectors(tiny_graphs, encoders, tmp_path):
