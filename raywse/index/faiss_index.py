@@ -44,6 +44,7 @@ from raywse.metrics import normalize
 IVF_TRAIN_PER_LIST = 64  # k-means sample per inverted list (FAISS advises 30-256; 256 made 1M CPU builds slow)
 IVF_MIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid
 GPU_MAX_NPROBE = 2048  # FAISS's GPU IVF visits at most this many lists per query
+GPU_MAX_K = 2048  # FAISS's GPU search returns at most this many neighbours per query
 
 #: Test hook: called with the version dir after ``index.faiss`` is written and before ``CURRENT`` switches.
 _before_commit: Callable[[Path], None] | None = None
@@ -153,7 +154,8 @@ class EmbeddingIndex:
         An IVF search visits ``nprobe`` lists (every list when ``exhaustive``: exact; on a GPU at most
         :data:`GPU_MAX_NPROBE`); one that finds fewer than ``k`` candidates there pads with ``None`` / ``-inf``. An
         exhaustive search sets the index's ``nprobe`` for its duration: searches of one index must not run
-        concurrently with it (the service answers searches one at a time, on its event loop).
+        concurrently with it (the service answers searches one at a time, on its event loop). On a GPU, a ``k``
+        past :data:`GPU_MAX_K` is answered by a host copy of the index.
         """
         queries = normalize(vectors)
         if queries.shape[1] != self.dim:
@@ -161,6 +163,11 @@ class EmbeddingIndex:
         k = min(k, len(self.ids))
         if k <= 0:
             return [[] for _ in range(len(queries))], np.zeros((len(queries), 0), np.float32)
+        if k > GPU_MAX_K and self.on_gpu:
+            host = dataclasses.replace(self.config, use_gpu=False)
+            return EmbeddingIndex(self.cpu_index(), list(self.ids), self.encoder_version, self.kind, host).search(
+                vectors, k, exhaustive
+            )
         every_list = exhaustive and self.kind == "ivf"
         with self._probing(self.nlist) if every_list else contextlib.nullcontext():
             scores, rows = self.index.search(queries, k)
