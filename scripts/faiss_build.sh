@@ -33,7 +33,7 @@ elif [ "$cc" -ge 70 ] && [ "$cc" -lt 90 ]; then
 elif [ "$cc" -ge 90 ]; then
   echo "faiss_build: the FAISS build with code for compute capability $cap (faiss-gpu-cu12-cuvs) needs CPython 3.12" \
     "and glibc >= 2.39, this environment has Python $py and glibc $glibc; using the CPU build" \
-    "(for GPU FAISS, rerun with PYTHON=python3.12 on such a system)" >&2
+    "(for GPU FAISS, rerun with PYTHON=python3.12 on such a system, or build it: docs/faiss_gpu.md)" >&2
   echo cpu
 else
   echo cpu
