@@ -21,7 +21,7 @@ from raywse.eval.summary import summary_console_table
 from raywse.index.embed import build_index
 from raywse.index.faiss_index import IndexConfig
 from raywse.models.checkpoint import has_encoder
-from raywse.train.trainer import TrainConfig, train_as, train_encoder, trained_rank_steps
+from raywse.train.trainer import TrainConfig, saved_train_config, train_as, train_encoder, trained_rank_steps
 from raywse.tune.sweep import TuneConfig, run_sweep
 from raywse.zoo.build import build_zoo
 from raywse.zoo.datasets import write_zoo_probes
@@ -85,18 +85,18 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
             say(f"      reusing the exported encoder in {run.encoder}")
         else:
             history = train_encoder(run.zoo, run.graphs, run.train, train_config).metrics
-            last = history[-1] if history else {}
+            last, workers = (history[-1] if history else {}), saved_train_config(run.train).num_workers
             loss, val = _number(last.get("loss")), _number(last.get("val_mAP"))
             say(
-                f"      {len(history)} epochs on {last.get('device', '?')}, {last.get('rank_steps', 0)} optimiser "
-                f"steps over all ranks; last epoch: loss {loss}, val mAP {val}"
+                f"      {len(history)} epochs, {workers} worker{'s' * (workers > 1)} on {last.get('device', '?')}, "
+                f"{last.get('rank_steps', 0)} optimiser steps over all ranks; last epoch: loss {loss}, val mAP {val}"
             )
     with step("index", run.index):
         summary = build_index(run.graphs, run.encoder, run.index, IndexConfig())
         say(
             f"      {summary['count']} models in the {summary['kind']} index{' on the GPU' * summary['faiss_on_gpu']} "
-            f"({summary['embedded']} embedded now by {summary['embedded_by'] or 'none'}, {len(summary['errors'])} "
-            f"errors), encoder {summary['encoder_version']}"
+            f"({summary['embedded']} embedded now{' by ' * bool(summary['embedded_by'])}{summary['embedded_by']}, "
+            f"{len(summary['errors'])} errors), encoder {summary['encoder_version']}"
         )
     with step("evaluate", run.report):
         # flat_mlp gets raywse's budget: as many one-rank optimiser steps as all its ranks took (gnn_nonequivariant

@@ -155,7 +155,7 @@ class EmbeddingIndex:
         :data:`GPU_MAX_NPROBE`); one that finds fewer than ``k`` candidates there pads with ``None`` / ``-inf``. An
         exhaustive search sets the index's ``nprobe`` for its duration: searches of one index must not run
         concurrently with it (the service answers searches one at a time, on its event loop). On a GPU, a ``k``
-        past :data:`GPU_MAX_K` is answered by a host copy of the index.
+        past :data:`GPU_MAX_K` is answered by a host copy of the index, made for that search.
         """
         queries = normalize(vectors)
         if queries.shape[1] != self.dim:

@@ -142,16 +142,14 @@ def train_encoder(
 
 
 def place_workers(config: TrainConfig) -> TrainConfig:
-    """Settle where the workers run: ``use_gpu=None`` trains on GPUs when Ray sees any (on a local Ray, which cannot
-    add GPUs, at most one worker per GPU), else on CPUs; an explicit GPU run asking a local Ray for more workers than
-    it has GPUs would wait forever, so it is refused in one line."""
+    """Settle where the workers run: ``use_gpu=None`` trains on the GPUs Ray sees now, at most one worker per GPU
+    (a cluster that would add GPU machines only does so for an explicit ``use_gpu=True``), else on CPUs; an explicit
+    GPU run asking a local Ray for more workers than it has GPUs would wait forever, so it is refused in one line."""
     gpus = cluster_gpus()
     if config.use_gpu is None:
         if not gpus:
             return replace(config, use_gpu=False)
-        return replace(
-            config, use_gpu=True, num_workers=min(config.num_workers, gpus) if local_ray() else config.num_workers
-        )
+        return replace(config, use_gpu=True, num_workers=min(config.num_workers, gpus))
     if config.use_gpu and config.num_workers > gpus and local_ray():
         fix = f"set --train.num-workers {gpus}" if gpus else "leave --train.use-gpu off"
         raise ConfigError(f"train.use_gpu: {config.num_workers} workers need one GPU each, Ray sees {gpus}; {fix}")
@@ -179,7 +177,9 @@ def train_as(
         return None
 
     def train(encoder: EncoderConfig, out_dir: Path) -> tuple[dict, list[dict]]:
-        config = replace(base, encoder=encoder, contrastive=replace(base.contrastive, permute_views=True))
+        # where the run trained on GPUs, the baseline takes the GPUs of the machine it trains on, if any
+        contrastive = replace(base.contrastive, permute_views=True)
+        config = replace(base, encoder=encoder, contrastive=contrastive, use_gpu=None if base.use_gpu else False)
         shutil.rmtree(out_dir, ignore_errors=True)
         result = train_encoder(zoo_dir, graphs_dir, out_dir, config)
         state = torch.load(result.encoder_dir / EncoderFiles.WEIGHTS, map_location="cpu", weights_only=True)
