@@ -21,7 +21,7 @@ from raywse.eval.summary import summary_console_table
 from raywse.index.embed import build_index
 from raywse.index.faiss_index import IndexConfig
 from raywse.models.checkpoint import has_encoder
-from raywse.train.trainer import TrainConfig, saved_train_config, train_as, train_encoder, trained_rank_steps
+from raywse.train.trainer import TrainConfig, train_as, train_encoder, trained_rank_steps
 from raywse.tune.sweep import TuneConfig, run_sweep
 from raywse.zoo.build import build_zoo
 from raywse.zoo.datasets import write_zoo_probes
@@ -84,8 +84,9 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Path]:
         if has_encoder(run.encoder):
             say(f"      reusing the exported encoder in {run.encoder}")
         else:
-            history = train_encoder(run.zoo, run.graphs, run.train, train_config).metrics
-            last, workers = (history[-1] if history else {}), saved_train_config(run.train).num_workers
+            result = train_encoder(run.zoo, run.graphs, run.train, train_config)
+            history, workers = result.metrics, result.config.num_workers
+            last = history[-1] if history else {}
             loss, val = _number(last.get("loss")), _number(last.get("val_mAP"))
             say(
                 f"      {len(history)} epochs, {workers} worker{'s' * (workers > 1)} on {last.get('device', '?')}, "

@@ -181,7 +181,7 @@ class EmbeddingIndex:
 
     @contextlib.contextmanager
     def _probing(self, nprobe: int) -> Iterator[None]:
-        limit = GPU_MAX_NPROBE if self.config.gpu() else nprobe
+        limit = GPU_MAX_NPROBE if self.on_gpu else nprobe
         _set_nprobe(self.index, dataclasses.replace(self.config, nprobe=min(nprobe, limit)))
         try:
             yield
@@ -189,7 +189,7 @@ class EmbeddingIndex:
             _set_nprobe(self.index, self.config)
 
     def cpu_index(self) -> faiss.Index:
-        return faiss.index_gpu_to_cpu(self.index) if self.config.gpu() else self.index
+        return faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
 
     def save(self, index_dir: str | os.PathLike, embeddings: pa.Table | None = None) -> Path:
         """Write a new version (plus ``embeddings.parquet`` when given) and switch ``CURRENT`` to it atomically."""

@@ -47,7 +47,7 @@ class TrainConfig:
     use_gpu: bool | None = field(
         default=None,
         metadata={
-            "help": "one GPU per worker, NCCL backend; unset: GPUs when Ray sees any (a local Ray: one worker each)"
+            "help": "one GPU per worker, NCCL backend; unset: the GPUs Ray sees, if any, at most one worker per GPU"
         },
     )
     run_name: str = field(default="encoder", metadata={"help": "Ray Train run name (same name + out dir = resume)"})
@@ -61,6 +61,7 @@ class TrainConfig:
 class TrainResult:
     encoder_dir: Path
     metrics: list[dict]  # one dict per epoch, all epochs of the run (including those before a resume)
+    config: TrainConfig  # what ran: where the workers trained settled (:func:`place_workers`)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -138,7 +139,7 @@ def train_encoder(
         history = json.loads((Path(ckpt_dir) / EncoderFiles.HISTORY).read_text())
     write_json_atomic(history, out_dir / EncoderFiles.TRAIN_METRICS)
     write_json_atomic(asdict(config), out_dir / EncoderFiles.TRAIN_CONFIG)
-    return TrainResult(encoder_dir, history)
+    return TrainResult(encoder_dir, history, config)
 
 
 def place_workers(config: TrainConfig) -> TrainConfig:

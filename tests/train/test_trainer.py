@@ -44,7 +44,7 @@ def test_two_worker_ddp_trains_exports_and_resumes(tiny_zoo, tiny_graphs, tmp_pa
     assert second.metrics[2]["finished_at"] > started
     assert load_encoder(second.encoder_dir)[1] != version
     # What the evaluation trains its baseline with, where it ran settled: no GPU here, so on the CPUs.
-    assert saved_train_config(tmp_path) == replace(SMALL, epochs=3, use_gpu=False)
+    assert saved_train_config(tmp_path) == replace(SMALL, epochs=3, use_gpu=False) == second.config
     assert saved_train_config(tmp_path / "elsewhere") is None
 
 
