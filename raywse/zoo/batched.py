@@ -132,11 +132,13 @@ def _fast_forward(
                 cout = w.shape[1]
                 if h.dim() == 2:  # one input for all models: one matmul [B*L, K] @ [K, M*C]
                     h = torch.addmm(bias.reshape(1, -1), h, w.reshape(m * cout, -1).T)
-                    h = (h.clamp_(min=0) if relu else h).view(b, -1, m * cout).transpose(1, 2)
-                    h = h.reshape(b, m * cout, *hw).contiguous()
+                    h = (h.clamp_(min=0) if relu else h).view(b, *hw, m * cout)
                 else:
                     h = _FirstConv.apply(h, w, bias, relu)  # [M, B*L, C]
-                    h = h.view(m, b, -1, cout).permute(1, 0, 3, 2).reshape(b, m * cout, *hw)
+                    h = h.view(m, b, -1, cout).transpose(0, 1).transpose(1, 2).reshape(b, *hw, m * cout)
+                h = h.movedim(-1, 1)  # [B, M*C, *hw]; a 2-D map stays channels-last in memory
+                if h.dim() == 3:
+                    h = h.contiguous()
             else:
                 conv = F.conv2d if layer.kind == "conv2d" else F.conv1d
                 h = conv(h, w.reshape(-1, *w.shape[2:]), bias.reshape(-1), stride=layer.stride, padding=1, groups=m)
@@ -145,7 +147,8 @@ def _fast_forward(
                 h = _activate(h, layer.activation)
             continue
         if layer.kind == "global_avg_pool":
-            h = h.mean(dim=2) if tokens else h.mean(dim=(2, 3)).view(b, m, -1).transpose(0, 1)
+            # channels last: the mean's gradient keeps the map's memory layout (a mixed one slows the next backward)
+            h = h.mean(dim=2) if tokens else h.movedim(1, -1).mean(dim=(1, 2)).view(b, m, -1).transpose(0, 1)
             tokens = False
         elif layer.kind == "linear":
             w, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
@@ -157,8 +160,8 @@ def _fast_forward(
                 h = torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
         elif layer.kind == "flatten" and tokens:  # [M, B, L, C] -> [M, B, C*L], channel-major as torch.flatten
             h, tokens = h.transpose(2, 3).flatten(2), False
-        elif layer.kind == "to_sequence":  # [B, M*C, H, W] -> [M, B, H*W, C]
-            h, tokens = h.flatten(2).view(b, m, -1, h.shape[2] * h.shape[3]).permute(1, 0, 3, 2), True
+        elif layer.kind == "to_sequence":  # [B, M*C, H, W] (channels last) -> [M, B, H*W, C], a view
+            h, tokens = h.movedim(1, -1).reshape(b, h.shape[2] * h.shape[3], m, -1).permute(2, 0, 1, 3), True
         elif layer.kind == "attention":
             h = _attention(layer, params, h)
         elif layer.kind == "layernorm":
@@ -192,7 +195,7 @@ def _attention(layer: Layer, params: dict[str, torch.Tensor], h: torch.Tensor) -
     weight, bias = torch.cat([wq * d**-0.5, wk, wv], 1), torch.cat([bq * d**-0.5, bk, bv], 1)  # [M, 3C, C], [M, 3C]
     qkv = torch.baddbmm(bias.unsqueeze(1), h.flatten(1, 2), weight.transpose(1, 2))  # [M, B*L, 3C]
     q, k, v = qkv.view(m, b, length, 3, heads, d).permute(3, 0, 1, 4, 2, 5).reshape(3, m * b * heads, length, d)
-    weights = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)
+    weights = _softmax(torch.bmm(q, k.transpose(1, 2)))
     return torch.bmm(weights, v).view(m, b, heads, length, d).transpose(2, 3).reshape(m, b, length, width)
 
 
@@ -205,6 +208,15 @@ def _batch_norm(layer: Layer, params: dict[str, torch.Tensor], h: torch.Tensor, 
     training = bn == "batch"
     mean, var = (None, None) if training else (p["running_mean"].reshape(-1), p["running_var"].reshape(-1))
     return F.batch_norm(h, mean, var, p["weight"].reshape(-1), p["bias"].reshape(-1), training, 0.0, layer.eps)
+
+
+def _softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension. This CPU build's ``torch.softmax`` runs 5x slower than the written-out form
+    on rows shorter than 16 (the 10 positions of an MNIST-1D transformer), 2x faster on rows of 16 or more."""
+    if scores.shape[-1] >= 16:
+        return torch.softmax(scores, dim=-1)
+    e = (scores - scores.amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
 
 
 def train_batched(

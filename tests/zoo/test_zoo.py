@@ -253,3 +253,17 @@ def test_batched_transformers_train_as_if_alone_and_compute_what_their_checkpoin
         own = model_accuracy(spec, {k: v[m] for k, v in out.items()}, x, y)
         assert abs(own - batched[m]) <= 1 / len(y)
     assert max(batched) > learned, batched  # learned (chance: 0.1)
+
+
+@pytest.mark.parametrize("length", [10, 16])
+def test_batched_softmax_matches_torch_in_value_and_gradient(length):
+    from raywse.zoo.batched import _softmax
+
+    scores = (torch.randn(64, length, length, generator=torch.Generator().manual_seed(length)) * 4).requires_grad_()
+    weights = torch.randn(64, length, length)
+    ours = _softmax(scores)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), scores)
+    theirs = torch.softmax(scores, dim=-1)
+    (expected,) = torch.autograd.grad((theirs * weights).sum(), scores)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-4)
