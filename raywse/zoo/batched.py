@@ -1,9 +1,10 @@
 """Batched training: many same-shaped tiny networks trained as ONE tensor program.
 
 ``M`` models of one architecture keep their parameters stacked (``[M, *shape]``). Linear layers are batched matmuls
-(``baddbmm``), conv layers one grouped convolution (``groups=M`` over an input ``[B, M*Cin, H, W]``); every model
-draws its own minibatch indices and has its own learning rate and weight decay (broadcast tensors). The optimizer is
-a hand-written Adam over the stacked tensors, so a step costs O(#layers) kernel launches, not O(M).
+(``baddbmm``), conv layers one grouped convolution (``groups=M`` over an input ``[B, M*Cin, H, W]``, channels-last in
+memory: this CPU build's grouped convolutions and batch norm run faster so); every model draws its own minibatch
+indices and has its own learning rate and weight decay (broadcast tensors). The optimizer is a hand-written Adam
+over the stacked tensors, so a step costs O(#layers) kernel launches, not O(M).
 
 :func:`train_reference` trains one model the plain way (``nn.Module`` + ``torch.optim.Adam``) on the same minibatches;
 it is the semantics :func:`train_batched` must reproduce, and the baseline the bench compares against.
@@ -104,7 +105,8 @@ def _fast_forward(
 ) -> torch.Tensor:
     """Forward ``M`` stacked models. ``first`` is the network input: for a CNN the first layer's patch columns,
     ``[M, B*L, K]`` per model or ``[B*L, K]`` shared by all models; for an MLP ``[M, B, d]`` or ``[B, d]``. The first
-    conv is a ``bmm`` (or one matmul for shared inputs), later convs one grouped conv over ``[B, M*C, H, W]``, a
+    conv is a ``bmm`` (or one matmul for shared inputs), later convs one grouped conv over ``[B, M*C, H, W]`` (2-D maps
+    channels-last, read by pooling and ``to_sequence`` through channels-last views, so gradients keep that layout), a
     residual projection a grouped 1×1 conv; after a ``to_sequence`` the features are tokens ``[M, B, L, C]``
     (attention, per-position linear layers and layer norms batched over the models). Batch norm normalises with the
     batch's statistics (``bn="batch"``, training), or the stored running ones (``bn="running"``); ``bn="measure"``
