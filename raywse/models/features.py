@@ -31,12 +31,12 @@ def sparse_lifted_linear(values: Tensor, freqs: Tensor, linear: nn.Linear, slots
     zero = fourier_lift(values.new_zeros(1), freqs)[0]
     out = (linear.bias + (weight * zero).sum((1, 2))).expand(values.shape[0], -1)
     rows, columns = torch.nonzero(values, as_tuple=True)
+    order = torch.argsort(columns, stable=True)  # the nonzeros column by column: one product per column, one add
+    rows, columns = rows[order], columns[order]
     delta = fourier_lift(values[rows, columns], freqs) - zero
-    for c in range(values.shape[1]):
-        at = torch.nonzero(columns == c).flatten()
-        if len(at):
-            out = out.index_add(0, rows[at], delta[at] @ weight[:, int(slots[c])].t())
-    return out
+    counts = torch.bincount(columns, minlength=values.shape[1]).tolist()
+    products = [part @ weight[:, int(slots[c])].t() for c, part in enumerate(torch.split(delta, counts)) if len(part)]
+    return out.index_add(0, rows, torch.cat(products)) if products else out
 
 
 def layer_keys(batch: Tensor, node_layer: Tensor, num_layers: int) -> Tensor:
