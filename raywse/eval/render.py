@@ -138,10 +138,11 @@ def _embedders(metrics: dict) -> list[str]:
         "",
         "## Embedders",
         "",
-        "| embedder | what it is | fit + embed seconds |",
-        "|---|---|---|",
+        "| embedder | what it is | fit + embed seconds | scoring seconds |",
+        "|---|---|---|---|",
         *[
-            f"| {name} | {_describe(name, metrics)} | {metrics['seconds'].get(name, 0.0):.1f} |"
+            f"| {name} | {_describe(name, metrics)} | {metrics['seconds'].get(name, 0.0):.1f} | "
+            f"{metrics['seconds'].get(f'{name} scoring', float('nan')):.1f} |"
             for name in metrics["embedders"]
         ],
     ]

@@ -235,7 +235,7 @@ def _embed_and_score(
     embeddings (tagged with the encoder's version, or a baseline's name) and score them; ``meanwhile(embeddings)``
     runs once the embedders fitted here are done, before waiting for those fitted in Ray tasks (its seconds are
     recorded as ``finetune``). Returns ``(embeddings, scores, seconds)`` keyed by embedder name (scores: embedder →
-    split → metric)."""
+    split → metric; seconds: fitting and embedding, and as ``"<name> scoring"`` saving and scoring)."""
     tasks = sorted(set(view.task))
     labels = np.array([tasks.index(t) for t in view.task])
     train = np.flatnonzero(view.split == "train")
@@ -259,7 +259,9 @@ def _embed_and_score(
         tag = encoder_version if name == RAYWSE else name
         scored_foreigns = foreigns if with_foreign(embedders[name]) else {}
         zoo = [None if v is None else np.ascontiguousarray(v[: len(graphs)], np.float32) for v in (database, kinship)]
+        start = time.perf_counter()
         scores[name] = _save_and_score(name, tag, emb_all, *zoo, view, scored_foreigns, out_dir, config)
+        seconds[f"{name} scoring"] = time.perf_counter() - start
         bar.update(1)
 
     def fit_here(name: str) -> None:
@@ -288,7 +290,7 @@ def _embed_and_score(
     return (
         {n: embeddings[n] for n in in_order},
         {n: scores[n] for n in in_order},
-        {n: seconds[n] for n in [*in_order, "finetune"]},
+        {n: seconds[n] for n in [*in_order, "finetune", *(f"{n} scoring" for n in in_order)]},
     )
 
 

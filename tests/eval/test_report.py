@@ -141,6 +141,9 @@ def test_remote_fits_equal_local_fits(report_dir, tiny_zoo, tiny_graphs, exporte
     first_rows = [report.index(f"| {name} |") for name in config.baselines]
     assert first_rows == sorted(first_rows)  # the report keeps the configured order, remote fits included
     assert set(config.remote_fits) <= set(metrics["seconds"])
+    for name in metrics["embedders"]:  # fitting and embedding, then saving and scoring, timed apart
+        assert metrics["seconds"][name] > 0 and metrics["seconds"][f"{name} scoring"] > 0
+    assert "| fit + embed seconds | scoring seconds |" in report
     ids = read_embeddings(report_dir / ReportFiles.EMBEDDINGS / "flat_mlp.parquet").column("model_id").to_pylist()
     view = zoo_view(rows, ids)
     by_id = {r["model_id"]: r for r in rows}
