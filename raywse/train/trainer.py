@@ -110,12 +110,14 @@ def train_encoder(
     out_dir = Path(out_dir).resolve()
     labels = ZooLabels.from_zoo(zoo_dir)
     train_ids, val_ids = set(labels.ids("train")), set(labels.ids("val"))
-    graphs = ray.data.read_parquet(shard_paths(graphs_dir))
-    # Materialised up front: the training workers may hold every CPU, leaving none for Ray Data to run the filter.
+    # Read once for both splits (Ray Data's read costs ~6 s on the demo's shards, its filter ~1 s), and materialised up
+    # front: the training workers may hold every CPU, leaving none for Ray Data to run the filter.
+    graphs = ray.data.read_parquet(shard_paths(graphs_dir)).materialize()
     datasets = {
         "train": graphs.filter(expr=col("model_id").is_in(sorted(train_ids))).materialize(),
         "val": graphs.filter(expr=col("model_id").is_in(sorted(val_ids))).materialize(),
     }
+    del graphs  # the splits are materialised: the whole read need not stay in the object store while training
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": config, "labels": labels},
