@@ -134,13 +134,14 @@ def _fast_forward(
                 cout = w.shape[1]
                 if h.dim() == 2:  # one input for all models: one matmul [B*L, K] @ [K, M*C]
                     h = torch.addmm(bias.reshape(1, -1), h, w.reshape(m * cout, -1).T)
-                    h = (h.clamp_(min=0) if relu else h).view(b, *hw, m * cout)
+                    h = (h.clamp_(min=0) if relu else h).view(b, *hw, m, cout)
                 else:
-                    h = _FirstConv.apply(h, w, bias, relu)  # [M, B*L, C]
-                    h = h.view(m, b, -1, cout).transpose(0, 1).transpose(1, 2).reshape(b, *hw, m * cout)
-                h = h.movedim(-1, 1)  # [B, M*C, *hw]; a 2-D map stays channels-last in memory
-                if h.dim() == 3:
-                    h = h.contiguous()
+                    h = _FirstConv.apply(h, w, bias, relu).view(m, b, *hw, cout).movedim(0, -2)  # [B, *hw, M, C]
+                # [B, M*C, *hw], at most one copy: a 2-D map channels-last in memory, a 1-D one channels-first
+                if len(hw) == 2:
+                    h = h.reshape(b, *hw, m * cout).movedim(-1, 1)
+                else:
+                    h = h.movedim(1, -1).reshape(b, m * cout, *hw)
             else:
                 conv = F.conv2d if layer.kind == "conv2d" else F.conv1d
                 h = conv(h, w.reshape(-1, *w.shape[2:]), bias.reshape(-1), stride=layer.stride, padding=1, groups=m)
