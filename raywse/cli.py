@@ -73,14 +73,13 @@ def _cmd_search(args: argparse.Namespace) -> None:
     # imported and ~0.7 s when the interpreter tears their modules down (measured: bench/README.md). Reference
     # counting still frees what the query allocates.
     gc.disable()
-    from raywse.index.search import search_checkpoint
+    from raywse.index.search import Searcher, query_graph
 
     gc.freeze()  # the imported modules: not scanned at exit
 
-    neighbours = search_checkpoint(
-        args.checkpoint, args.index, args.encoder, args.zoo, k=args.k, probe_data=args.probe_data, spec=args.spec,
-        activation=args.activation, relation=args.relation,
-    )  # fmt: skip
+    graph = query_graph(args.checkpoint, args.probe_data, args.spec, args.activation, args.infer_probes)
+    print(f"probes: {graph.probe_source}", file=sys.stderr)  # what the network was run on (stdout: the table)
+    neighbours = Searcher(args.index, args.encoder, args.zoo).search_graph(graph, args.k, args.relation)
     print(f"{'rank':>4}  {'model_id':<40} {'task':<18} {'family':<11} {'test_acc':>8} {'score':>7}")
     for n in neighbours:
         print(f"{n.rank:>4}  {n.model_id:<40} {n.task:<18} {n.family:<11} {n.test_acc:>8.3f} {n.score:>7.4f}")
@@ -211,11 +210,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--zoo", help="zoo directory, to show task, family and accuracy of neighbours")
     p.add_argument("-k", type=int, default=10, help="neighbours to show (default: 10)")
     p.add_argument("--probe-data", default="", help=".npy/.npz probe inputs of the checkpoint's input space "
-                   "(default: Gaussian probes)")  # fmt: skip
+                   "(default: the zoo's probe set it answers most informatively, else Gaussian probes)")  # fmt: skip
     p.add_argument("--spec", default="", help="JSON spec file (input_shape, layers) for a checkpoint that carries "
                    "none, where its tensor names cannot tell the architecture (default: inferred)")  # fmt: skip
     p.add_argument("--activation", default="", help="hidden activation of an inferred chain (relu, tanh, ...): "
-                   "weights cannot show it; with it the network runs on probes (default: no probes)")  # fmt: skip
+                   "weights cannot show it (default: inferred with the probes)")  # fmt: skip
+    p.add_argument("--no-infer-probes", dest="infer_probes", action="store_false", help="do not try the zoo's "
+                   "probe sets and activations where the input domain or activation is unknown (then: Gaussian "
+                   "probes, and no probes for an unknown activation)")  # fmt: skip
     p.add_argument("--relation", choices=RELATIONS, default=RELATIONS[0], help="function: models that do what it "
                    "does; lineage: its parent, siblings and fine-tuned children, whatever they do "
                    "(default: function)")  # fmt: skip

@@ -33,6 +33,7 @@ from raywse.graph.infer import check_activation_hint
 from raywse.graph.names import natural_key
 from raywse.graph.probes import ProbeFile
 from raywse.zoo.datasets import probes_for_metadata
+from raywse.zoo.probe_catalogue import zoo_catalogue
 
 
 @dataclass
@@ -40,7 +41,9 @@ class GraphifyConfig:
     """How to graphify: ``batch_size`` checkpoints per Ray Data batch (= per shard); ``probe_data``: a ``.npy`` /
     ``.npz`` probe file for checkpoints outside a zoo manifest (:class:`~raywse.graph.probes.ProbeFile`); ``spec``: a
     JSON spec file for checkpoints that carry no spec, instead of inferring one
-    (:func:`~raywse.graph.checkpoint.read_spec_file`); ``activation``: the hidden activation of inferred chains."""
+    (:func:`~raywse.graph.checkpoint.read_spec_file`); ``activation``: the hidden activation of inferred chains;
+    ``infer_probes``: where a checkpoint's input domain or hidden activation is unknown, probe it on the zoo's probe
+    set (and with the activation) it answers most informatively (:mod:`raywse.graph.probe_inference`)."""
 
     batch_size: int = 64
     progress: bool = True
@@ -49,8 +52,12 @@ class GraphifyConfig:
         default="", metadata={"help": "JSON spec file for checkpoints without one (else inferred from names)"}
     )
     activation: str = dataclasses.field(
-        default="", metadata={"help": "hidden activation of inferred chains (else unknown: no probe features)"}
+        default="", metadata={"help": "hidden activation of inferred chains (else inferred with the probes)"}
     )
+    infer_probes: bool = dataclasses.field(
+        default=True, metadata={"help": "probe checkpoints of unknown input domain or activation on the zoo's "
+                                        "probe set they answer most informatively (else Gaussian / no probes)"}
+    )  # fmt: skip
 
 
 @dataclass
@@ -122,12 +129,19 @@ def _dedupe_ids(items: list[GraphifyInput]) -> list[GraphifyInput]:
 
 
 def graphify_batch(
-    batch: pd.DataFrame, out_dir: str, probe_data: str = "", fallback_spec: str = "", activation: str = ""
+    batch: pd.DataFrame,
+    out_dir: str,
+    probe_data: str = "",
+    fallback_spec: str = "",
+    activation: str = "",
+    infer_probes: bool = True,
 ) -> pd.DataFrame:
     """Ray Data UDF: graphify a batch, write its good graphs as one shard, return one status row per input
-    (``fallback_spec``: the JSON spec of checkpoints without one; ``activation``: of inferred chains)."""
+    (``fallback_spec``: the JSON spec of checkpoints without one; ``activation``: of inferred chains;
+    ``infer_probes``: as :class:`GraphifyConfig`'s)."""
     graphs, rows = [], []
     probe_file = ProbeFile(probe_data) if probe_data else None  # read once per batch
+    catalogue = zoo_catalogue if infer_probes else None
     for item in batch.itertuples(index=False):
         row = {"model_id": item.model_id, "path": item.path, "status": "ok", "stage": "", "reason": "", "shard": ""}
         try:
@@ -135,7 +149,9 @@ def graphify_batch(
                 probes_for_metadata, probe_file=probe_file, dataset=item.dataset, input_norm=item.input_norm
             )
             graphs.append(
-                graphify_checkpoint(item.path, item.model_id, item.layer_spec, probes_for, fallback_spec, activation)
+                graphify_checkpoint(
+                    item.path, item.model_id, item.layer_spec, probes_for, fallback_spec, activation, catalogue
+                )
             )
         except GraphifyError as exc:
             row.update(status="error", stage=exc.stage, reason=exc.reason)
@@ -205,6 +221,7 @@ def graphify(
                 "probe_data": config.probe_data,
                 "fallback_spec": fallback_spec,
                 "activation": config.activation,
+                "infer_probes": config.infer_probes,
             },  # fmt: skip
         ).to_pandas()
         ok = status[status["status"] == "ok"]

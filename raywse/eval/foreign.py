@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from raywse.core.artifacts import ForeignFiles
 from raywse.eval.suite import ranked_relevance, scored
 from raywse.eval.view import ZooView
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
+from raywse.graph.probe_inference import INFERRED
 from raywse.graph.probes import ProbeFile
 from raywse.metrics import normalize
+from raywse.zoo.probe_catalogue import zoo_catalogue
 
 
 @dataclass
@@ -60,9 +63,9 @@ def foreign_labels(rows: list[dict], ids: list[str]) -> tuple[np.ndarray, np.nda
 
 
 def load_foreign(foreign_dir: str | os.PathLike, hinted: bool = False) -> ForeignZoo:
-    """Graphify every file of the foreign zoo (a file that fails is kept in ``errors`` with its reason); ``hinted``:
-    with each file's hidden activation from the manifest, probed on the foreign zoo's ``probes.npz`` if it has one
-    (else on Gaussian probes)."""
+    """Graphify every file of the foreign zoo as a user's files are (a file that fails is kept in ``errors`` with its
+    reason): probe set and activation inferred from the zoo's probe sets; ``hinted``: with each file's hidden
+    activation from the manifest, probed on the foreign zoo's ``probes.npz`` if it has one."""
     rows = read_foreign_manifest(foreign_dir)
     probe_file = Path(foreign_dir) / ForeignFiles.PROBES
     probes = ProbeFile(probe_file) if hinted and probe_file.is_file() else None
@@ -72,13 +75,41 @@ def load_foreign(foreign_dir: str | os.PathLike, hinted: bool = False) -> Foreig
         path = Path(foreign_dir) / row["file"]
         try:
             activation = row.get("activation", "") if hinted else ""
-            graphs.append(graphify_checkpoint(str(path), row["model_id"], probes_for=probes_for, activation=activation))
+            graphs.append(
+                graphify_checkpoint(
+                    str(path), row["model_id"], probes_for=probes_for, activation=activation, catalogue=zoo_catalogue
+                )
+            )
         except GraphifyError as exc:
             errors[str(path)] = f"{exc.stage}: {exc.reason}"
             continue
         ids.append(row["model_id"])
     descriptions = {r["model_id"]: f"{r['arch']}, {r['recipe']}, trained on {r['dataset']}" for r in rows}
     return ForeignZoo(ids, *foreign_labels(rows, ids), descriptions, graphs, errors)
+
+
+def foreign_counts(foreigns: dict[str, ForeignZoo], foreign_dir: str) -> dict | None:
+    """What the report says of the foreign sets (``""``: as they come, ``"_hinted"``): models, learned, tasks,
+    refusals, and how the files as they come were probed — their probe sources (the inferred activation left out),
+    the activations inferred, and for how many files the inferred activation is the manifest's."""
+    if not foreigns:
+        return None
+    foreign, hinted = foreigns[""], foreigns.get("_hinted")
+    stated = {r["model_id"]: r.get("activation", "") for r in read_foreign_manifest(foreign_dir)}
+    sources = [g.probe_source.partition(INFERRED) for g in foreign.graphs]
+    inferred = {m: rest.strip() for m, (_, sep, rest) in zip(foreign.ids, sources, strict=True) if sep and rest}
+    return {
+        "dir": str(foreign_dir),
+        "models": len(foreign.ids),
+        "learned": int(foreign.learned.sum()),
+        "tasks": sorted(set(foreign.task)),
+        "refused": foreign.errors,
+        "probe_sources": dict(Counter(source for source, _, _ in sources).most_common()),
+        "inferred_activations": dict(Counter(inferred.values()).most_common()),
+        "activation_as_stated": sum(a == stated.get(m) for m, a in inferred.items()) if all(stated.values()) else None,
+        "hinted_models": None if hinted is None else len(hinted.ids),
+        "hinted_refused": None if hinted is None else hinted.errors,
+    }
 
 
 def foreign_scores(

@@ -1,7 +1,9 @@
 """``probe_outputs``: the training-free functional reference row. Each network runs on a fixed probe set drawn from
 the *train* split of its dataset (:func:`raywse.zoo.datasets.probe_inputs`, under the model's recorded input
 normalisation); its softmax outputs, padded to the largest class count, are its embedding. Models of different
-datasets see different probes, so their vectors live in disjoint coordinate blocks (cosine 0).
+datasets see different probes, so their vectors live in disjoint coordinate blocks (cosine 0). A checkpoint outside
+the zoo (a foreign one) gets the softmax of its graph's output responses where its probes are a zoo dataset's rows
+(given by the user, or inferred: :mod:`raywse.graph.probe_inference`), and a zero vector where they are not.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from torch_geometric.data import Data
 from raywse.core.forward import forward
 from raywse.core.io import load_checkpoint
 from raywse.core.spec import ArchSpec
+from raywse.graph.probes import ZOO_ROWS_PREFIX, probe_rows
+from raywse.graph.schema import NodeKind
 from raywse.zoo.datasets import list_datasets, probe_inputs
 
 
@@ -30,8 +34,6 @@ class ProbeOutputsEmbedder:
     """
 
     name = "probe_outputs"
-    #: Foreign checkpoints carry no layer spec, so their activations (and function) are unknown: not embedded.
-    embeds_foreign = False
 
     def __init__(self, zoo_dir: str | os.PathLike, rows: list[dict], num_probes: int = 64, max_classes: int = 10):
         self.zoo_dir, self.num_probes, self.max_classes = Path(zoo_dir), num_probes, max_classes
@@ -46,13 +48,25 @@ class ProbeOutputsEmbedder:
         width = self.num_probes * self.max_classes
         out = np.zeros((len(graphs), width * len(self.blocks)), dtype=np.float32)
         for i, g in enumerate(graphs):
-            row = self.rows[g.model_id]
-            tensors, _ = load_checkpoint(self.zoo_dir / row["path"])
-            spec = ArchSpec.from_json(row["layer_spec"])
-            x = probe_inputs(row["dataset"], row.get("input_norm") or "unit", self.num_probes)
-            probs = torch.softmax(forward(spec, tensors, x.view(-1, *spec.input_shape)), -1)[:, : self.max_classes]
-            start = self.blocks[row["dataset"]] * width
-            padded = torch.zeros(len(x), self.max_classes)
+            dataset, logits = self._outputs(g)
+            if dataset not in self.blocks:
+                continue
+            probs = torch.softmax(logits, -1)[:, : self.max_classes]
+            start = self.blocks[dataset] * width
+            padded = torch.zeros(len(probs), self.max_classes)
             padded[:, : probs.shape[1]] = probs
             out[i, start : start + padded.numel()] = padded.reshape(-1).numpy()
         return out
+
+    def _outputs(self, graph: Data) -> tuple[str, torch.Tensor]:
+        """``(dataset, [P, C] logits)``: a zoo model run on its dataset's probes; another network's output responses,
+        with the dataset whose probe rows it was probed on (``""`` when they are not a zoo dataset's)."""
+        row = self.rows.get(graph.model_id)
+        if row is None:
+            rows = probe_rows(graph.probe_source)
+            dataset = rows[len(ZOO_ROWS_PREFIX) :] if rows.startswith(ZOO_ROWS_PREFIX) else ""
+            return dataset, graph.probe_act[graph.node_kind == NodeKind.OUTPUT].T[: self.num_probes]
+        tensors, _ = load_checkpoint(self.zoo_dir / row["path"])
+        spec = ArchSpec.from_json(row["layer_spec"])
+        x = probe_inputs(row["dataset"], row.get("input_norm") or "unit", self.num_probes)
+        return row["dataset"], forward(spec, tensors, x.view(-1, *spec.input_shape))

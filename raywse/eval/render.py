@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from raywse.core.artifacts import ReportFiles
 from raywse.eval.config import HARD, HELD_OUT, RAYWSE
+from raywse.eval.render_foreign import foreign_section
 from raywse.eval.summary import _fmt, summary_section
+from raywse.eval.tables import embedder_cell, markdown_table, split_tables
 
 #: What each embedder is, for the overview table (``{...}`` fields come from the evaluation config).
 DESCRIPTIONS = {
@@ -20,7 +22,8 @@ DESCRIPTIONS = {
     "first_layer_sketch": "reference row, training-free: a kernel sketch of the set of first-layer weight directions "
     "(exactly invariant to the symmetries), which fine-tuning keeps: the lineage reference",
     "probe_outputs": "reference row, training-free: softmax outputs of each network on 64 fixed inputs from the train "
-    "split of its dataset (its recorded input normalisation), compared by cosine",
+    "split of its dataset (its recorded input normalisation; a foreign file: its output responses on the probes it "
+    "was graphified with), compared by cosine",
     "weight_stats": "per-layer weight / bias statistics (Unterthiner et al. 2020), standardised",
     "weight_pca": "PCA of flattened weights (not permutation invariant)",
     "flat_mlp": "MLP on flattened weights, raywse's contrastive loss and batches, {baseline_train_steps} steps",
@@ -47,7 +50,7 @@ def render_report(metrics: dict) -> str:
         *_retrieval_section(scores, ks),
         *_accuracy_section(scores),
         *_structure_section(scores),
-        *_foreign_section(metrics.get("foreign"), scores),
+        *foreign_section(metrics.get("foreign"), scores),
         *_finetune_section(metrics["finetune"], metrics.get("finetune_overall", {}), cfg),
         *_caveats(scores),
         *_figures(),
@@ -59,33 +62,12 @@ def _pm(half_width: float | None) -> str:
     return "" if half_width is None else f" ± {half_width:.1f}"
 
 
-def _name(embedder: str) -> str:
-    return f"**{RAYWSE}**" if embedder == RAYWSE else embedder
-
-
 def _describe(name: str, metrics: dict) -> str:
     """The embedder's line, its fields read from the evaluation config (or from how it was trained as raywse)."""
     trained = metrics.get("trained_as_raywse", {}).get(name)
     if trained is not None:
         return DESCRIPTIONS[f"{name}_trained_as_raywse"].format(**trained)
     return DESCRIPTIONS[name].format(**metrics["config"]) if name in DESCRIPTIONS else name
-
-
-def _table(metrics: dict, split: str, columns: list[str]) -> list[str]:
-    """One row per embedder of ``metrics`` (embedder → split → metric), the ``columns`` of ``split``."""
-    lines = [f"| embedder | {' | '.join(columns)} |", "|---" * (len(columns) + 1) + "|"]
-    for name, scores in metrics.items():
-        vals = scores.get(split, {})
-        cells = [str(vals.get(c, "n/a")) if c == "queries" else _fmt(vals.get(c)) for c in columns]
-        lines.append(f"| {_name(name)} | {' | '.join(cells)} |")
-    return lines
-
-
-def _split_tables(scores: dict, splits: tuple[str, ...], columns: list[str]) -> list[str]:
-    lines = []
-    for split in splits:
-        lines += [f"**{split}**", "", *_table(scores, split, columns), ""]
-    return lines
 
 
 def _comparison_lines(scores: dict, rival: str, checks: list[tuple[str, str, str]]) -> list[str]:
@@ -178,7 +160,7 @@ def _hard_splits(scores: dict, ks: list[int]) -> list[str]:
             s.get("held_out", {}).get("acc_R2"),
             s.get("held_out", {}).get("acc_kendall_tau"),
         ]
-        lines.append(f"| {_name(name)} | {' | '.join(_fmt(c) for c in cells)} |")
+        lines.append(f"| {embedder_cell(name)} | {' | '.join(_fmt(c) for c in cells)} |")
     return [*lines, "", "Queries: " + ", ".join(f"{s} {scores[RAYWSE][s].get('queries', 0)}" for s in HARD) + "."]
 
 
@@ -227,7 +209,7 @@ def _retrieval_section(scores: dict, ks: list[int]) -> list[str]:
     ]
     directions = [s for s in scores[RAYWSE] if s.startswith("cross_family_")]
     for split in (*HELD_OUT, "held_out", "cross_arch", "same_family", *directions):
-        lines += ["", f"### {split}", "", *_table(scores, split, columns)]
+        lines += ["", f"### {split}", "", *markdown_table(scores, split, columns)]
     return lines
 
 
@@ -244,7 +226,7 @@ def _accuracy_section(scores: dict) -> list[str]:
         "equal accuracies skipped, constant predictions score 0), averaged over groups. `head_*`: the encoder's own "
         "accuracy head (when it has one).",
         "",
-        *_split_tables(scores, (*HELD_OUT, "held_out"), columns),
+        *split_tables(scores, (*HELD_OUT, "held_out"), columns),
     ]
 
 
@@ -257,46 +239,8 @@ def _structure_section(scores: dict) -> list[str]:
         "Spearman ρ between cosine distance and |test-accuracy gap| over same-task pairs (a query and every "
         "other model of its task).",
         "",
-        *_split_tables(scores, (*HELD_OUT, "held_out"), columns),
+        *split_tables(scores, (*HELD_OUT, "held_out"), columns),
     ]
-
-
-def _foreign_section(foreign: dict | None, scores: dict) -> list[str]:
-    """What a user who brings a checkpoint gets: the foreign zoo within itself and against the zoo."""
-    if not foreign:
-        return []
-    refused = foreign["refused"]
-    lines = [
-        "",
-        "## Foreign checkpoints",
-        "",
-        f"{foreign['models']} checkpoints written by `foreign/train_foreign.py` (plain PyTorch, its own module names, "
-        f"training loop, split and input normalisation, no layer spec; {foreign['learned']} learned), tasks "
-        f"{', '.join(foreign['tasks'])}; {len(refused)} refused by graphify"
-        + (f" ({'; '.join(f'{p}: {r}' for p, r in list(refused.items())[:3])})" if refused else "")
-        + ". `foreign`: learned foreign checkpoints as queries against the other foreign checkpoints; "
-        "`foreign_to_zoo`: those of a task the zoo has, against the whole zoo as an index stores it (the GNN "
-        "embedders' database form: a probed network with its first-layer moments too, which a query never run on "
-        "probes meets it on). Relevant = same task (learned). "
-        "`probe_outputs` cannot run a checkpoint whose activations are unknown, so it has no row here.",
-        "",
-    ]
-    columns = ["queries", "precision@1", "precision@10", "mAP"]
-    rows = {name: s for name, s in scores.items() if "foreign" in s}
-    lines += _split_tables(rows, ("foreign", "foreign_to_zoo"), columns)
-    if foreign.get("hinted_models") is None:
-        return lines
-    refused = foreign["hinted_refused"]
-    lines += [
-        "**As a user following the README passes them.** A checkpoint's tensors cannot show its hidden activation, so "
-        "the files above are graphified with it unknown and never run on probes (no probe features). Here the same "
-        "files come with what their owner knows: the activation (the manifest's `activation`, as `raywse search "
-        "--activation` states it) and, where the foreign code wrote its `probes.npz`, the zoo's own probe inputs "
-        "(`raywse probes`) under the foreign zoo's input normalisation (`--probe-data`); without one, Gaussian probes. "
-        f"{foreign['hinted_models']} graphified, {len(refused)} refused.",
-        "",
-    ]
-    return lines + _split_tables(rows, ("foreign_hinted", "foreign_to_zoo_hinted"), columns)
 
 
 def _finetune_section(finetune: dict, overall: dict, cfg: dict) -> list[str]:

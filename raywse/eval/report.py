@@ -32,6 +32,7 @@ from raywse.eval.config import GNN_NONEQUIVARIANT, PROBE_OUTPUTS, RAYWSE, EvalCo
 from raywse.eval.finetune import finetune_overall, finetune_task
 from raywse.eval.foreign import (
     ForeignZoo,
+    foreign_counts,
     foreign_labels,
     foreign_scores,
     load_foreign,
@@ -194,7 +195,7 @@ def _evaluate(
             "summary_goals": GOALS,
             "summary_not_measured": {} if foreign else NOT_MEASURED,
             "accuracy_reference": recorded_accuracy_reference(view),
-            "foreign": _foreign_counts(foreigns, config.foreign_dir),
+            "foreign": foreign_counts(foreigns, config.foreign_dir),
             "embedders": scores,
             "finetune": finetune,
             "finetune_overall": finetune_overall(finetune),
@@ -368,21 +369,6 @@ def _fit_and_embed(
     embeddings = embedder.embed(graphs[:limit])
     extra = getattr(embedder, "database", None), getattr(embedder, "kinship", None)
     return embeddings, *extra, time.perf_counter() - start
-
-
-def _foreign_counts(foreigns: dict[str, ForeignZoo], foreign_dir: str) -> dict | None:
-    if not foreigns:
-        return None
-    foreign, hinted = foreigns[""], foreigns.get("_hinted")
-    return {
-        "dir": str(foreign_dir),
-        "models": len(foreign.ids),
-        "learned": int(foreign.learned.sum()),
-        "tasks": sorted(set(foreign.task)),
-        "refused": foreign.errors,
-        "hinted_models": None if hinted is None else len(hinted.ids),
-        "hinted_refused": None if hinted is None else hinted.errors,
-    }
 
 
 def _counts(view: ZooView, rows: list[dict]) -> dict:

@@ -22,9 +22,10 @@ from torch_geometric.data import Data
 from raywse.core.config import ConfigError
 from raywse.core.io import CheckpointError, load_checkpoint
 from raywse.core.spec import ArchSpec, SpecError, with_zero_biases
-from raywse.graph.infer import ACTIVATION_HINT, infer_spec_and_tensors
+from raywse.graph.infer import ACTIVATION_HINT, infer_spec_and_tensors, with_hidden_activation
 from raywse.graph.neural_graph import to_neural_graph
-from raywse.graph.probes import ProbeChooser, gaussian_probes
+from raywse.graph.probe_inference import CANDIDATE_ACTIVATIONS, ProbeCatalogue, infer_probes
+from raywse.graph.probes import GAUSSIAN, ProbeChooser, gaussian_probes
 
 
 def read_spec_file(path: str | os.PathLike) -> str:
@@ -45,17 +46,21 @@ def graphify_checkpoint(
     probes_for: Callable[[Mapping[str, str]], ProbeChooser] | None = None,
     fallback_spec: str = "",
     activation: str = "",
+    catalogue: ProbeCatalogue | None = None,
 ) -> Data:
     """Read one checkpoint and build its neural graph, probed with ``probes_for(file metadata)`` (Gaussian probes by
     default); ``fallback_spec`` (JSON) is the spec of a file without one, ``activation`` the hidden activation of an
-    inferred chain (else unknown: no probe features). Raises :class:`GraphifyError` with stage and reason."""
+    inferred chain, ``catalogue`` the known probe sets tried where the input domain or the activation is unknown
+    (:func:`graphify_tensors`). Raises :class:`GraphifyError` with stage and reason."""
     try:
         tensors, metadata = load_checkpoint(path)
     except CheckpointError as exc:
         raise GraphifyError("read", str(exc)) from exc
     probes = probes_for(metadata) if probes_for is not None else gaussian_probes
     hints = model_config(Path(path).parent)
-    return graphify_tensors(tensors, metadata, model_id, layer_spec, probes, fallback_spec, hints, activation)
+    return graphify_tensors(
+        tensors, metadata, model_id, layer_spec, probes, fallback_spec, hints, activation, catalogue
+    )
 
 
 #: What spec inference reads from a Hugging Face ``config.json`` next to a checkpoint.
@@ -85,10 +90,14 @@ def graphify_tensors(
     fallback_spec: str = "",
     hints: Mapping[str, object] | None = None,
     activation: str = "",
+    catalogue: ProbeCatalogue | None = None,
 ) -> Data:
     """The neural graph of checkpoint tensors already read (e.g. an upload), the spec from ``layer_spec``, the
     file's metadata, ``fallback_spec`` or inference (given ``hints``: :func:`model_config`, and the user's
-    ``activation`` of an inferred chain). Raises :class:`GraphifyError` with stage and reason."""
+    ``activation`` of an inferred chain). Where ``probes`` are Gaussian (nothing known of the input domain) or the
+    hidden activation is unknown, the probe sets of ``catalogue`` are tried, with every runnable activation where it
+    is unknown, and the one the network answers most informatively is kept
+    (:mod:`raywse.graph.probe_inference`). Raises :class:`GraphifyError` with stage and reason."""
     hints = {**(hints or {}), **({ACTIVATION_HINT: activation} if activation else {})}
     spec_json = layer_spec or metadata.get("layer_spec", "") or fallback_spec
     try:
@@ -103,10 +112,33 @@ def graphify_tensors(
         spec.validate(tensors)
     except SpecError as exc:
         raise GraphifyError("validate", str(exc)) from exc
+    tensors = {k: v.float() for k, v in tensors.items()}
+    if catalogue is not None:
+        spec, probes = _inferred_probes(spec, tensors, probes, catalogue)
     try:
-        return to_neural_graph({k: v.float() for k, v in tensors.items()}, spec, model_id, probes)
+        return to_neural_graph(tensors, spec, model_id, probes)
     except (SpecError, RuntimeError, ValueError) as exc:
         raise GraphifyError("graph", str(exc)) from exc
+
+
+def _inferred_probes(
+    spec: ArchSpec, tensors: Mapping[str, Tensor], probes: ProbeChooser, catalogue: ProbeCatalogue
+) -> tuple[ArchSpec, ProbeChooser]:
+    """``spec`` and ``probes``, or the spec with an inferred activation and the catalogue's probes where the
+    activation or the input domain is unknown and a candidate of the catalogue runs."""
+    if any(layer.kind == "embedding" for layer in spec.layers):  # token ids: probed on random tokens, always
+        return spec, probes
+    unknown = any(layer.activation == "unknown" for layer in spec.layers)
+    given = probes(tuple(spec.input_shape))
+    if not unknown and not given.source.startswith(GAUSSIAN):
+        return spec, lambda _: given
+    found = infer_probes(
+        lambda a: with_hidden_activation(spec, a), tensors, tuple(spec.input_shape), catalogue,
+        CANDIDATE_ACTIVATIONS if unknown else ("",),
+    )  # fmt: skip
+    if found is None:
+        return spec, lambda _: given
+    return with_hidden_activation(spec, found.activation), lambda _: found.probes
 
 
 class GraphifyError(Exception):

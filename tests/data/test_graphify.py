@@ -20,6 +20,7 @@ from raywse.core.spec import ArchSpec, SpecError
 from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, load_graphs
 from raywse.graph.arrow import table_to_graphs
 from raywse.graph.neural_graph import graph_size
+from raywse.graph.probe_inference import CANDIDATE_ACTIVATIONS, INFERRED
 
 CONFIG = GraphifyConfig(batch_size=16, progress=False)
 
@@ -125,7 +126,8 @@ def test_missing_source_is_a_clear_error(tmp_path):
 
 def test_probes_per_checkpoint_zoo_dataset_metadata_file_or_gaussian(tiny_zoo, tmp_path):
     """Zoo models are probed on their dataset; a loose file naming a zoo task on that task's dataset; a file without
-    one on the user's probe file when its input size matches, else on Gaussian probes (said per graph)."""
+    one on the user's probe file when its input size matches, else on the zoo's probe set it answers most
+    informatively (its own dataset's rows), or, inference off, on Gaussian probes (said per graph)."""
     rows = _zoo_rows(tiny_zoo)
     graphs = load_graphs(graphify(tiny_zoo, tmp_path / "zoo", CONFIG).out_dir)
     by_id = {g.model_id: g for g in graphs}
@@ -142,12 +144,15 @@ def test_probes_per_checkpoint_zoo_dataset_metadata_file_or_gaussian(tiny_zoo, t
     batch = pd.DataFrame([{"path": str(loose / f"{n}.safetensors"), "model_id": n, "layer_spec": "", "dataset": "",
                            "input_norm": ""} for n in ("named", "plain")])  # fmt: skip
     out = tmp_path / "mine"
-    for probe_data, expected in ((str(tmp_path / "mine.npy"), "file:mine.npy"), ("", f"gaussian:{size}")):
-        status = graphify_batch(batch, str(out / expected), probe_data)
+    cases = (("file", str(tmp_path / "mine.npy"), True, "file:mine.npy"), ("inferred", "", True,
+             f"train:{row['dataset']}|"), ("gaussian", "", False, f"gaussian:{size}"))  # fmt: skip
+    for name, probe_data, infer, expected in cases:
+        status = graphify_batch(batch, str(out / name), probe_data, infer_probes=infer)
         assert (status["status"] == "ok").all()
-        made = {g.model_id: g for g in table_to_graphs(pq.read_table(next((out / expected).rglob("*.parquet"))))}
+        made = {g.model_id: g for g in table_to_graphs(pq.read_table(next((out / name).rglob("*.parquet"))))}
         assert made["named"].probe_source == by_id[row["model_id"]].probe_source
-        assert made["plain"].probe_source == expected
+        assert made["plain"].probe_source.startswith(expected)
+        assert (INFERRED in made["plain"].probe_source) == (name == "inferred")
 
 
 def test_a_spec_file_describes_foreign_checkpoints_that_names_cannot(tmp_path):
@@ -176,18 +181,21 @@ def test_a_spec_file_describes_foreign_checkpoints_that_names_cannot(tmp_path):
 
 
 def test_a_stated_activation_lets_inferred_chains_run_on_probes(tmp_path):
-    """Files without a spec are graphified without probe features, or probed with ``--activation``; an activation
-    raywse cannot evaluate fails before any work."""
+    """Files without a spec are probed on an inferred probe set with an inferred activation (or, inference off, not
+    at all), or with ``--activation``; an activation raywse cannot evaluate fails before any work."""
     source = tmp_path / "foreign"
     source.mkdir()
     tensors = {"net.0.weight": torch.randn(8, 4), "net.0.bias": torch.zeros(8), "net.2.weight": torch.randn(3, 8),
                "net.2.bias": torch.zeros(3)}  # fmt: skip
     save_file(tensors, source / "mlp.safetensors")
-    quiet = GraphifyConfig(progress=False)
+    quiet = GraphifyConfig(progress=False, infer_probes=False)
     bare = load_graphs(graphify(source, tmp_path / "bare", quiet).out_dir)[0]
     tanh = dataclasses.replace(quiet, activation="tanh")
     stated = load_graphs(graphify(source, tmp_path / "stated", tanh).out_dir)[0]
     assert bare.probe_source == "none" and stated.probe_source == "gaussian:4" and stated.probe_act.abs().sum() > 0
+    inferred = load_graphs(graphify(source, tmp_path / "inferred", GraphifyConfig(progress=False)).out_dir)[0]
+    source_rows, _, activation = inferred.probe_source.partition(INFERRED)
+    assert source_rows.startswith("train:iris|") and activation.strip() in CANDIDATE_ACTIVATIONS  # 4 inputs: iris
     with pytest.raises(SpecError, match="unsupported activation hint 'swish'"):
         graphify(source, tmp_path / "bad", dataclasses.replace(quiet, activation="swish"))
     assert not (tmp_path / "bad").exists()

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from raywse.eval.foreign import ForeignZoo, foreign_scores, load_foreign
+from raywse.eval.foreign import ForeignZoo, foreign_counts, foreign_scores, load_foreign, read_foreign_manifest
 from raywse.eval.view import ZooView
+from raywse.graph.probe_inference import INFERRED
 
 
 def test_foreign_zoo_code_is_independent_of_raywse():
@@ -21,6 +22,22 @@ def test_foreign_checkpoints_graphify_without_a_spec(tiny_foreign):
     assert len(foreign.ids) == 28 and not foreign.errors
     assert foreign.learned.mean() > 0.8
     assert all(g.model_id == m for g, m in zip(foreign.graphs, foreign.ids, strict=True))
+
+
+def test_foreign_checkpoints_are_probed_on_their_own_datasets_rows(tiny_foreign):
+    """Nothing states their normalisation or activation; inference finds each file's dataset among the zoo's probe
+    sets (iris, wine, breast cancer and digits differ in input size, so a wrong one cannot run) and, for most, the
+    input normalisation the foreign code used (digits scaled to [-1, 1]: ``signed``)."""
+    foreign = load_foreign(tiny_foreign)
+    rows = {r["model_id"]: r for r in read_foreign_manifest(tiny_foreign)}
+    datasets = [rows[m]["dataset"] for m in foreign.ids]
+    sources = [g.probe_source for g in foreign.graphs]
+    assert all(s.startswith(f"train:{d}|") and INFERRED in s for s, d in zip(sources, datasets, strict=True))
+    digits = [s for s, d in zip(sources, datasets, strict=True) if d == "digits"]
+    assert sum("|signed " in s for s in digits) > len(digits) / 2
+    counts = foreign_counts({"": foreign}, str(tiny_foreign))
+    assert sum(counts["probe_sources"].values()) == len(foreign.ids) == sum(counts["inferred_activations"].values())
+    assert 0 <= counts["activation_as_stated"] <= len(foreign.ids)
 
 
 def _view(tasks: list[str]) -> ZooView:

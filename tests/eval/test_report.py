@@ -83,7 +83,7 @@ def test_embeddings_carry_their_version(report_dir, exported_encoder):
 def test_report_numbers_equal_recomputation(report_dir, tiny_zoo, config):
     metrics = json.loads((report_dir / ReportFiles.METRICS).read_text())["embedders"]
     again = recompute_metrics(report_dir, tiny_zoo, config)
-    assert "foreign_to_zoo" in again[RAYWSE] and "foreign" not in again["probe_outputs"]
+    assert "foreign_to_zoo" in again[RAYWSE] and "foreign_to_zoo" in again["probe_outputs"]
     assert "foreign_to_zoo_hinted" in again[RAYWSE]  # the manifest states activations: the hinted set is scored
     assert set(again) == set(metrics)
     for name, scores in again.items():
@@ -103,10 +103,7 @@ def test_summary_equals_recomputation(report_dir, tiny_zoo, config):
     assert set(again) == set(summary)
     for name, row in summary.items():
         assert set(row) == set(SUMMARY_METRICS)  # metrics.json sorts keys
-        if name == "probe_outputs":  # it cannot run checkpoints without a layer spec: no foreign number
-            assert row["foreign_p10"] is None and row["foreign_to_zoo_p10"] is None
-        else:
-            assert 0 <= row["foreign_p10"] <= 1 and 0 <= row["foreign_to_zoo_p10"] <= 1
+        assert 0 <= row["foreign_p10"] <= 1 and 0 <= row["foreign_to_zoo_p10"] <= 1
         assert set(again[name]) == set(RETRIEVAL_SUMMARY)
         for metric in RETRIEVAL_SUMMARY:
             assert row[metric] == again[name][metric], (name, metric)

@@ -212,6 +212,7 @@ def test_the_search_command_prints_the_neighbours_and_a_one_line_error(tiny_zoo,
     assert found.returncode == 0, found.stderr
     rows = found.stdout.splitlines()
     assert len(rows) == 4 and rows[1].split()[:2] == ["1", record["model_id"]], found.stdout
+    assert f"probes: train:{record['dataset']}|" in found.stderr  # what it was run on, beside the table
     bad = search(tmp_path / "missing.safetensors")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "file not found" in bad.stderr
     silero = package_file(*SILERO_VAD)

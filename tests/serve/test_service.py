@@ -26,6 +26,7 @@ from safetensors.torch import save
 import raywse.index.embed as embed_mod
 from raywse.core.io import load_checkpoint
 from raywse.data.graphify import shard_paths
+from raywse.graph.probe_inference import INFERRED
 from raywse.index.embed import EmbedActor, build_index
 from raywse.models.checkpoint import export_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
@@ -178,9 +179,10 @@ def test_post_index_adds_checkpoints_that_the_next_search_finds(service, tiny_fo
     assert request(f"{service}/healthz")[1]["indexed"] == before + 2
     status, found = request(f"{service}/search?k=1", sources[1].read_bytes())
     assert status == 200 and found["neighbours"][0]["model_id"] == sources[1].stem
-    assert abs(found["neighbours"][0]["score"] - 1.0) < 1e-4 and found["probe_source"] == "none"
-    stated = request(f"{service}/search?k=1&activation=relu", sources[1].read_bytes())[1]  # now run on probes
-    assert stated["probe_source"].startswith("gaussian") and stated["neighbours"][0]["score"] < 1.0 - 1e-4
+    assert abs(found["neighbours"][0]["score"] - 1.0) < 1e-4  # indexed and searched on the same inferred probes
+    assert found["probe_source"].startswith("train:") and INFERRED in found["probe_source"], found["probe_source"]
+    stated = request(f"{service}/search?k=1&activation=relu", sources[1].read_bytes())[1]  # only the probes inferred
+    assert stated["probe_source"].startswith("train:") and stated["probe_source"].endswith(INFERRED)
     status, body = request(f"{service}/search?activation=swish", sources[1].read_bytes())
     assert status == 422 and "unsupported activation hint 'swish'" in body["error"]
     status, again = request(f"{service}/index", json.dumps({"paths": paths[:1]}).encode())

@@ -1,0 +1,40 @@
+"""The zoo's probe catalogue: each dataset's train-split probe rows, under every normalisation tried, at its size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raywse.graph.probes import probe_rows
+from raywse.zoo.datasets import STORED_UNITS, load_task, probe_inputs, stored_probe_inputs, train_inputs
+from raywse.zoo.probe_catalogue import INPUT_SIZES, zoo_catalogue
+
+
+@pytest.mark.parametrize("dataset", list(STORED_UNITS))
+def test_input_sizes_are_the_datasets(dataset):
+    assert train_inputs(dataset).shape[1] == INPUT_SIZES[dataset] == probe_inputs(dataset).reshape(64, -1).shape[1]
+
+
+def test_every_candidate_is_a_normalisation_of_the_train_probe_rows():
+    digits = zoo_catalogue(64)
+    assert {probe_rows(c.source) for c in digits} == {"train:digits"}
+    assert [c.source for c in digits] == ["train:digits|unit", "train:digits|standard", "train:digits|signed"]
+    raw = stored_probe_inputs("digits")
+    np.testing.assert_allclose(digits[0].inputs.numpy(), raw, atol=1e-6)
+    np.testing.assert_allclose(digits[2].inputs.numpy(), 2 * raw - 1, atol=1e-6)
+    train = train_inputs("wine")
+    for candidate in zoo_catalogue(13):  # each an affine per-feature map of the same rows: rank-preserving
+        order = np.argsort(candidate.inputs.numpy(), axis=0, kind="stable")
+        np.testing.assert_array_equal(order, np.argsort(stored_probe_inputs("wine"), axis=0, kind="stable"))
+    minmax = {c.source: c.inputs.numpy() for c in zoo_catalogue(13)}["train:wine|minmax"]
+    assert minmax.min() >= 0 and minmax.max() <= 1 and len(train) > len(minmax)
+    assert zoo_catalogue(5) == ()
+
+
+def test_catalogue_rows_never_come_from_the_test_split():
+    task = load_task("iris", "unit")
+    train = {tuple(r) for r in task.x_train.numpy().round(5)}
+    test = {tuple(r) for r in task.x_test.numpy().round(5)} - train
+    unit = {c.source: c.inputs.numpy() for c in zoo_catalogue(4)}["train:iris|unit"]
+    rows = {tuple(r) for r in unit.round(5)}
+    assert rows <= train and not rows & test
