@@ -108,7 +108,9 @@ def _normaliser(x_train: np.ndarray, input_norm: str, is_image: bool) -> Callabl
 
     ``unit``: images as stored (pixels in [0, 1]); other inputs min-max scaled per feature to [-1, 1].
     ``standard``: per-feature standardisation; the std is floored at 10% of the median feature std, so constant
-    pixels (always 0 in train) do not blow up on test inputs.
+    pixels (always 0 in train) do not blow up on test inputs. Probes only (:mod:`raywse.zoo.probe_catalogue`):
+    ``signed`` images scaled to [-1, 1]; ``minmax`` other inputs min-max scaled to [0, 1]; ``maxabs`` divided by the
+    largest absolute value per feature.
     """
     if input_norm == "unit":
         if is_image:
@@ -119,6 +121,14 @@ def _normaliser(x_train: np.ndarray, input_norm: str, is_image: bool) -> Callabl
         mean, std = x_train.mean(0), x_train.std(0)
         std = np.maximum(std, 0.1 * float(np.median(std[std > 0])))
         return lambda x: (x - mean) / std
+    if input_norm == "signed" and is_image:
+        return lambda x: 2 * x - 1
+    if input_norm == "minmax" and not is_image:
+        lo, span = x_train.min(0), np.maximum(x_train.max(0) - x_train.min(0), 1e-6)
+        return lambda x: (x - lo) / span
+    if input_norm == "maxabs" and not is_image:
+        scale = np.maximum(np.abs(x_train).max(0), 1e-6)
+        return lambda x: x / scale
     raise ValueError(f"unknown input_norm {input_norm!r} (choose from {', '.join(INPUT_NORMS)})")
 
 
@@ -255,11 +265,6 @@ def load_task(task_name: str, input_norm: str = "unit") -> TaskData:
 def list_datasets() -> list[str]:
     """Every dataset a task draws from, in task order."""
     return list(dict.fromkeys(t.dataset for t in list_tasks()))
-
-
-def train_inputs(dataset: str) -> np.ndarray:
-    """The train split of ``dataset``, flat ``[n, d]``, in its stored units (:data:`STORED_UNITS`)."""
-    return _load_dataset(dataset).x_train.reshape(len(_load_dataset(dataset).x_train), -1)
 
 
 # Bumped whenever probe_inputs would choose or normalise other rows, so no stale cached probe set is ever read.

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
-import torch
-
 from raywse.graph.probes import NORM_SEPARATOR, ZOO_ROWS_PREFIX, ProbeSet
-from raywse.zoo.datasets import STORED_UNITS, probe_inputs, stored_probe_inputs, train_inputs
+from raywse.zoo.datasets import STORED_UNITS, probe_inputs
 
 #: The flat input size of each dataset's networks (checked against the data by a test), so that a query loads only
 #: the datasets of its own size.
@@ -29,17 +26,9 @@ INPUT_SIZES = {"digits": 64, "mnist14": 196, "mnist1d": 40, "iris": 4, "wine": 1
 IMAGE_DATASETS = ("digits", "mnist14")
 
 
-def _candidates(dataset: str) -> list[tuple[str, np.ndarray]]:
-    """``(normalisation, flat probe inputs)`` of one dataset's probe rows, the zoo's normalisations first."""
-    zoo = [
-        (norm, probe_inputs(dataset, norm).reshape(-1, INPUT_SIZES[dataset]).numpy()) for norm in ("unit", "standard")
-    ]
-    raw = stored_probe_inputs(dataset)
-    if dataset in IMAGE_DATASETS:
-        return [*zoo, ("signed", 2 * raw - 1)]
-    train = train_inputs(dataset)
-    lo, span = train.min(0), np.maximum(train.max(0) - train.min(0), 1e-6)
-    return [*zoo, ("minmax", (raw - lo) / span), ("maxabs", raw / np.maximum(np.abs(train).max(0), 1e-6))]
+#: The normalisations tried, per kind of input: the zoo's own first (:func:`~raywse.zoo.datasets.probe_inputs`).
+IMAGE_NORMS = ("unit", "standard", "signed")
+OTHER_NORMS = ("unit", "standard", "minmax", "maxabs")
 
 
 @functools.cache
@@ -47,7 +36,7 @@ def zoo_catalogue(size: int) -> tuple[ProbeSet, ...]:
     """The zoo's probe sets of flat input size ``size`` under every normalisation above (none for another size)."""
     out = []
     for dataset in (d for d in STORED_UNITS if INPUT_SIZES[d] == size):
-        for norm, inputs in _candidates(dataset):
-            tensor = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
-            out.append(ProbeSet(tensor, f"{ZOO_ROWS_PREFIX}{dataset}{NORM_SEPARATOR}{norm}"))
+        for norm in IMAGE_NORMS if dataset in IMAGE_DATASETS else OTHER_NORMS:
+            inputs = probe_inputs(dataset, norm).reshape(-1, size)  # cached on disk: no dataset loaded after once
+            out.append(ProbeSet(inputs, f"{ZOO_ROWS_PREFIX}{dataset}{NORM_SEPARATOR}{norm}"))
     return tuple(out)

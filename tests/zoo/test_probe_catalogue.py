@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 
 from raywse.graph.probes import probe_rows
-from raywse.zoo.datasets import STORED_UNITS, load_task, probe_inputs, stored_probe_inputs, train_inputs
+from raywse.zoo.datasets import SPLIT_SEED, STORED_UNITS, TEST_FRACTION, load_task, probe_inputs, stored_probe_inputs
 from raywse.zoo.probe_catalogue import INPUT_SIZES, zoo_catalogue
 
 
 @pytest.mark.parametrize("dataset", list(STORED_UNITS))
 def test_input_sizes_are_the_datasets(dataset):
-    assert train_inputs(dataset).shape[1] == INPUT_SIZES[dataset] == probe_inputs(dataset).reshape(64, -1).shape[1]
+    assert (
+        stored_probe_inputs(dataset).shape[1] == INPUT_SIZES[dataset] == probe_inputs(dataset).reshape(64, -1).shape[1]
+    )
 
 
 def test_every_candidate_is_a_normalisation_of_the_train_probe_rows():
@@ -22,13 +24,24 @@ def test_every_candidate_is_a_normalisation_of_the_train_probe_rows():
     raw = stored_probe_inputs("digits")
     np.testing.assert_allclose(digits[0].inputs.numpy(), raw, atol=1e-6)
     np.testing.assert_allclose(digits[2].inputs.numpy(), 2 * raw - 1, atol=1e-6)
-    train = train_inputs("wine")
     for candidate in zoo_catalogue(13):  # each an affine per-feature map of the same rows: rank-preserving
         order = np.argsort(candidate.inputs.numpy(), axis=0, kind="stable")
         np.testing.assert_array_equal(order, np.argsort(stored_probe_inputs("wine"), axis=0, kind="stable"))
     minmax = {c.source: c.inputs.numpy() for c in zoo_catalogue(13)}["train:wine|minmax"]
-    assert minmax.min() >= 0 and minmax.max() <= 1 and len(train) > len(minmax)
+    maxabs = {c.source: c.inputs.numpy() for c in zoo_catalogue(13)}["train:wine|maxabs"]
+    assert minmax.min() >= 0 and minmax.max() <= 1 and np.abs(maxabs).max() <= 1
     assert zoo_catalogue(5) == ()
+
+
+def test_maxabs_divides_by_the_train_splits_largest_absolute_value():
+    from sklearn.datasets import load_wine
+    from sklearn.model_selection import train_test_split
+
+    d = load_wine()
+    x_train = train_test_split(d.data.astype(np.float32), d.target, test_size=TEST_FRACTION, stratify=d.target,
+                               random_state=SPLIT_SEED)[0]  # fmt: skip
+    maxabs = {c.source: c.inputs.numpy() for c in zoo_catalogue(13)}["train:wine|maxabs"]
+    np.testing.assert_allclose(maxabs, stored_probe_inputs("wine") / np.abs(x_train).max(0), rtol=1e-5)
 
 
 def test_catalogue_rows_never_come_from_the_test_split():
