@@ -23,8 +23,7 @@ from raywse.core.artifacts import ForeignFiles
 from raywse.eval.suite import ranked_relevance, scored
 from raywse.eval.view import ZooView
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint
-from raywse.graph.probe_inference import INFERRED
-from raywse.graph.probes import ProbeFile
+from raywse.graph.probes import INFERRED, ProbeFile
 from raywse.metrics import normalize
 from raywse.zoo.probe_catalogue import zoo_catalogue
 
@@ -65,7 +64,8 @@ def foreign_labels(rows: list[dict], ids: list[str]) -> tuple[np.ndarray, np.nda
 def load_foreign(foreign_dir: str | os.PathLike, hinted: bool = False) -> ForeignZoo:
     """Graphify every file of the foreign zoo as a user's files are (a file that fails is kept in ``errors`` with its
     reason): probe set and activation inferred from the zoo's probe sets; ``hinted``: with each file's hidden
-    activation from the manifest, probed on the foreign zoo's ``probes.npz`` if it has one."""
+    activation from the manifest, probed on the foreign zoo's ``probes.npz`` if it has one (else on inferred
+    probes)."""
     rows = read_foreign_manifest(foreign_dir)
     probe_file = Path(foreign_dir) / ForeignFiles.PROBES
     probes = ProbeFile(probe_file) if hinted and probe_file.is_file() else None

@@ -62,10 +62,12 @@ class ProbeOutputsEmbedder:
         """``(dataset, [P, C] logits)``: a zoo model run on its dataset's probes; another network's output responses,
         with the dataset whose probe rows it was probed on (``""`` when they are not a zoo dataset's)."""
         row = self.rows.get(graph.model_id)
-        if row is None:
+        if row is None:  # comparable when probed on a dataset's zoo rows, the same number as below
             rows = probe_rows(graph.probe_source)
-            dataset = rows[len(ZOO_ROWS_PREFIX) :] if rows.startswith(ZOO_ROWS_PREFIX) else ""
-            return dataset, graph.probe_act[graph.node_kind == NodeKind.OUTPUT].T[: self.num_probes]
+            zoo_rows = rows.startswith(ZOO_ROWS_PREFIX) and graph.probe_act.shape[1] == self.num_probes
+            return rows[len(ZOO_ROWS_PREFIX) :] if zoo_rows else "", graph.probe_act[
+                graph.node_kind == NodeKind.OUTPUT
+            ].T
         tensors, _ = load_checkpoint(self.zoo_dir / row["path"])
         spec = ArchSpec.from_json(row["layer_spec"])
         x = probe_inputs(row["dataset"], row.get("input_norm") or "unit", self.num_probes)

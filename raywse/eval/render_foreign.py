@@ -39,7 +39,7 @@ def foreign_section(foreign: dict | None, scores: dict) -> list[str]:
         "**As a user following the README passes them.** Here the same files come with what their owner knows: the "
         "activation (the manifest's `activation`, as `raywse search --activation` states it) and, where the foreign "
         "code wrote its `probes.npz`, the zoo's own probe inputs "
-        "(`raywse probes`) under the foreign zoo's input normalisation (`--probe-data`); without one, Gaussian probes. "
+        "(`raywse probes`) under the foreign zoo's input normalisation (`--probe-data`); without one, inferred probes. "
         f"{foreign['hinted_models']} graphified, {len(refused)} refused.",
         "",
     ]

@@ -250,7 +250,7 @@ def _embed_and_score(
     inputs = graphs + [g for zoo in foreigns.values() for g in zoo.graphs]
 
     def with_foreign(embedder: Embedder) -> bool:
-        return bool(foreigns) and getattr(embedder, "embeds_foreign", True)
+        return bool(foreigns)
 
     def finish(
         name: str, emb_all: np.ndarray, database: np.ndarray | None, kinship: np.ndarray | None, took: float

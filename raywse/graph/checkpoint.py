@@ -94,10 +94,11 @@ def graphify_tensors(
 ) -> Data:
     """The neural graph of checkpoint tensors already read (e.g. an upload), the spec from ``layer_spec``, the
     file's metadata, ``fallback_spec`` or inference (given ``hints``: :func:`model_config`, and the user's
-    ``activation`` of an inferred chain). Where ``probes`` are Gaussian (nothing known of the input domain) or the
-    hidden activation is unknown, the probe sets of ``catalogue`` are tried, with every runnable activation where it
-    is unknown, and the one the network answers most informatively is kept
-    (:mod:`raywse.graph.probe_inference`). Raises :class:`GraphifyError` with stage and reason."""
+    ``activation`` of an inferred chain). Given a ``catalogue``, where ``probes`` are Gaussian (nothing known of the
+    input domain) its probe sets are tried, and where the hidden activation is unknown every candidate activation
+    (:data:`~raywse.graph.probe_inference.CANDIDATE_ACTIVATIONS`) on those or the caller's probes; the candidate the
+    network answers most informatively is kept (:mod:`raywse.graph.probe_inference`). Raises
+    :class:`GraphifyError` with stage and reason."""
     hints = {**(hints or {}), **({ACTIVATION_HINT: activation} if activation else {})}
     spec_json = layer_spec or metadata.get("layer_spec", "") or fallback_spec
     try:
@@ -113,9 +114,9 @@ def graphify_tensors(
     except SpecError as exc:
         raise GraphifyError("validate", str(exc)) from exc
     tensors = {k: v.float() for k, v in tensors.items()}
-    if catalogue is not None:
-        spec, probes = _inferred_probes(spec, tensors, probes, catalogue)
     try:
+        if catalogue is not None:
+            spec, probes = _inferred_probes(spec, tensors, probes, catalogue)
         return to_neural_graph(tensors, spec, model_id, probes)
     except (SpecError, RuntimeError, ValueError) as exc:
         raise GraphifyError("graph", str(exc)) from exc
@@ -124,17 +125,19 @@ def graphify_tensors(
 def _inferred_probes(
     spec: ArchSpec, tensors: Mapping[str, Tensor], probes: ProbeChooser, catalogue: ProbeCatalogue
 ) -> tuple[ArchSpec, ProbeChooser]:
-    """``spec`` and ``probes``, or the spec with an inferred activation and the catalogue's probes where the
-    activation or the input domain is unknown and a candidate of the catalogue runs."""
+    """``spec`` and ``probes``, or, where the input domain (Gaussian ``probes``) or the activation is unknown, the
+    spec with the inferred activation and the inferred probes: the catalogue's where the domain is unknown, else the
+    caller's (only the activation is inferred). Unchanged when no candidate runs."""
     if any(layer.kind == "embedding" for layer in spec.layers):  # token ids: probed on random tokens, always
         return spec, probes
     unknown = any(layer.activation == "unknown" for layer in spec.layers)
     given = probes(tuple(spec.input_shape))
-    if not unknown and not given.source.startswith(GAUSSIAN):
+    gaussian = given.source.startswith(GAUSSIAN)
+    if not unknown and not gaussian:
         return spec, lambda _: given
     found = infer_probes(
-        lambda a: with_hidden_activation(spec, a), tensors, tuple(spec.input_shape), catalogue,
-        CANDIDATE_ACTIVATIONS if unknown else ("",),
+        lambda a: with_hidden_activation(spec, a), tensors, tuple(spec.input_shape),
+        catalogue if gaussian else lambda _: (given,), CANDIDATE_ACTIVATIONS if unknown else ("",),
     )  # fmt: skip
     if found is None:
         return spec, lambda _: given

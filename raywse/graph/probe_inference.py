@@ -26,13 +26,11 @@ from torch import Tensor
 
 from raywse.core.forward import forward
 from raywse.core.spec import RUNNABLE_ACTIVATIONS, ArchSpec, SpecError
-from raywse.graph.probes import ProbeSet
+from raywse.graph.probes import INFERRED, ProbeSet
 
 #: The known probe sets of one input size (flat ``[P, size]`` inputs, ``source`` naming their rows and normalisation);
 #: empty when none is known.
 ProbeCatalogue = Callable[[int], Sequence[ProbeSet]]
-#: What separates a candidate's source from the inference note in ``probe_source``.
-INFERRED = " inferred"
 #: Hidden activations tried when a network's is unknown (``none`` would make a deep chain one linear map).
 CANDIDATE_ACTIVATIONS = tuple(a for a in RUNNABLE_ACTIVATIONS if a != "none")
 

@@ -9,10 +9,11 @@ invariant.
 
 Where probes come from is the caller's choice and is recorded per graph (``probe_source``): the *train* split of the
 model's dataset for zoo models (:func:`raywse.zoo.datasets.probe_inputs`), a user's probe file for foreign
-checkpoints, or seeded Gaussian probes at the input shape; a network that reads token ids always gets seeded random
-token sequences (:func:`token_probes`), its input nodes (table rows) the share of positions that pick them. A
-network whose activations are unknown (an inferred spec) cannot be run: its responses are zeros and its source is
-:data:`NO_PROBES`.
+checkpoints, seeded Gaussian probes at the input shape, or probes (and a hidden activation) inferred from a
+catalogue of known probe sets (:mod:`raywse.graph.probe_inference`); a network that reads token ids always gets
+seeded random token sequences (:func:`token_probes`), its input nodes (table rows) the share of positions that pick
+them. A network whose activations are unknown and not inferred cannot be run: its responses are zeros and its
+source is :data:`NO_PROBES`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ GAUSSIAN = "gaussian:"
 NORM_SEPARATOR = "|"
 
 
+#: Ends a probe source whose probes or activation were inferred (``train:digits|signed inferred relu``):
+#: :mod:`raywse.graph.probe_inference`.
+INFERRED = " inferred"
 #: How a zoo probe set's source begins (``train:digits|unit``), and how a probe file names its copy of one.
 ZOO_ROWS_PREFIX = "train:"
 
@@ -48,8 +52,8 @@ ZOO_ROWS_PREFIX = "train:"
 def probe_rows(source: str) -> str:
     """The identity of the probe inputs behind ``source``, whatever their normalisation: responses of two networks
     are comparable exactly when their sources share it (``train:digits|unit`` and ``train:digits|standard`` do;
-    Gaussian probes of different input shapes do not)."""
-    return source.split(NORM_SEPARATOR)[0]
+    Gaussian probes of different input shapes do not; an inference note is not part of it)."""
+    return source.partition(INFERRED)[0].split(NORM_SEPARATOR)[0]
 
 
 @dataclass(frozen=True)

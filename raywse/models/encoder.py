@@ -76,8 +76,8 @@ class EncoderConfig:
     readout_classes: int = 10  # output neurons read in class order (more are dropped, fewer padded)
     fingerprint_dim: int = 256  # width of the response fingerprint (0: learned embedding only)
     fingerprint_weight: float = 0.8  # its share of the squared norm of the embedding
-    # a network never run on probes (e.g. a foreign file of unknown activation) has no responses: its fingerprint is
-    # then its first-layer moments (raywse.graph.lineage), this wide, in dimensions of its own (0: none)
+    # a network never run on probes (e.g. a foreign file of unknown activation, inference off) has no responses: its
+    # fingerprint is then its first-layer moments (raywse.graph.lineage), this wide, in dimensions of its own (0: none)
     sketch_dim: int = 256
     # share of the squared norm for how confidently the network answers its probes (pooling.confidence_statistics,
     # last in the embedding; 0: left out); the accuracy head reads these statistics either way

@@ -129,7 +129,8 @@ def _normaliser(x_train: np.ndarray, input_norm: str, is_image: bool) -> Callabl
     if input_norm == "maxabs" and not is_image:
         scale = np.maximum(np.abs(x_train).max(0), 1e-6)
         return lambda x: x / scale
-    raise ValueError(f"unknown input_norm {input_norm!r} (choose from {', '.join(INPUT_NORMS)})")
+    probes_only = "signed for images; minmax, maxabs for other inputs"
+    raise ValueError(f"unknown input_norm {input_norm!r} (choose from {', '.join(INPUT_NORMS)}; probes: {probes_only})")
 
 
 @functools.cache

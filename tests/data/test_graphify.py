@@ -20,7 +20,8 @@ from raywse.core.spec import ArchSpec, SpecError
 from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, load_graphs
 from raywse.graph.arrow import table_to_graphs
 from raywse.graph.neural_graph import graph_size
-from raywse.graph.probe_inference import CANDIDATE_ACTIVATIONS, INFERRED
+from raywse.graph.probe_inference import CANDIDATE_ACTIVATIONS
+from raywse.graph.probes import INFERRED
 
 CONFIG = GraphifyConfig(batch_size=16, progress=False)
 

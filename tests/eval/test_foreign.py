@@ -8,7 +8,7 @@ import numpy as np
 
 from raywse.eval.foreign import ForeignZoo, foreign_counts, foreign_scores, load_foreign, read_foreign_manifest
 from raywse.eval.view import ZooView
-from raywse.graph.probe_inference import INFERRED
+from raywse.graph.probes import INFERRED
 
 
 def test_foreign_zoo_code_is_independent_of_raywse():
@@ -37,7 +37,9 @@ def test_foreign_checkpoints_are_probed_on_their_own_datasets_rows(tiny_foreign)
     assert sum("|signed " in s for s in digits) > len(digits) / 2
     counts = foreign_counts({"": foreign}, str(tiny_foreign))
     assert sum(counts["probe_sources"].values()) == len(foreign.ids) == sum(counts["inferred_activations"].values())
-    assert 0 <= counts["activation_as_stated"] <= len(foreign.ids)
+    inferred = [s.partition(INFERRED)[2].strip() for s in sources]
+    stated = [rows[m]["activation"] for m in foreign.ids]
+    assert counts["activation_as_stated"] == sum(i == s for i, s in zip(inferred, stated, strict=True))
 
 
 def _view(tasks: list[str]) -> ZooView:

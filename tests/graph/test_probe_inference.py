@@ -11,8 +11,8 @@ from graph_nets import trained
 from raywse.core.spec import ArchSpec
 from raywse.graph.checkpoint import graphify_tensors
 from raywse.graph.infer import with_hidden_activation
-from raywse.graph.probe_inference import INFERRED, infer_probes, prediction_information
-from raywse.graph.probes import NO_PROBES, ProbeSet, gaussian_probes, probe_rows
+from raywse.graph.probe_inference import infer_probes, prediction_information
+from raywse.graph.probes import INFERRED, NO_PROBES, ProbeSet, gaussian_probes, probe_rows
 from raywse.zoo.datasets import probe_inputs
 
 
@@ -74,3 +74,9 @@ def test_graphify_infers_probes_only_where_nothing_is_known():
         probes=lambda shape: ProbeSet(probe_inputs("digits", "standard").reshape(-1, *shape), "mine"),
     )  # fmt: skip
     assert known.probe_source == "mine"  # the caller's probes stand
+    mine = graphify_tensors(
+        tensors, {}, "m", layer_spec=unknown, catalogue=_catalogue,
+        probes=lambda shape: ProbeSet(probe_inputs("digits", "unit").reshape(-1, *shape), "mine"),
+    )  # fmt: skip
+    assert mine.probe_source.startswith("mine" + INFERRED + " ")  # their probes stand, the activation is inferred
+    assert probe_rows(mine.probe_source) == "mine"

@@ -26,7 +26,7 @@ from safetensors.torch import save
 import raywse.index.embed as embed_mod
 from raywse.core.io import load_checkpoint
 from raywse.data.graphify import shard_paths
-from raywse.graph.probe_inference import INFERRED
+from raywse.graph.probes import INFERRED
 from raywse.index.embed import EmbedActor, build_index
 from raywse.models.checkpoint import export_encoder
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
