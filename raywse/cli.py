@@ -29,11 +29,13 @@ def _cmd_zoo(args: argparse.Namespace) -> None:
 
 def _cmd_graphify(args: argparse.Namespace) -> None:
     from raywse.core.artifacts import GraphFiles
-    from raywse.data.graphify import GraphifyConfig, graphify
+    from raywse.data.graphify import GraphifyConfig, graphify, probe_sources
 
     source = args.source[0] if len(args.source) == 1 else list(args.source)
     result = graphify(source, args.out, config_from_args(GraphifyConfig, args))
     say(f"graphs: {result.written} written, {result.skipped} already done, {result.total} in {result.out_dir}")
+    if sources := probe_sources(result.out_dir):
+        say(f"probes: {sources}")
     if result.errors:
         say(f"{len(result.errors)} checkpoints failed (also in {result.out_dir / GraphFiles.ERRORS}):")
         for err in result.errors:

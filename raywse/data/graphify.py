@@ -14,6 +14,7 @@ import functools
 import hashlib
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +167,17 @@ def graphify_batch(
             if row["status"] == "ok":
                 row["shard"] = shard
     return pd.DataFrame(rows)
+
+
+def probe_sources(out_dir: str | os.PathLike, most: int = 6) -> str:
+    """What the graphs in ``out_dir`` were probed on, for a person: the ``most`` commonest ``probe_source`` values
+    with their counts (``train:digits|signed inferred tanh 91, none 2``); empty when there are no graphs."""
+    manifest = Path(out_dir) / GraphFiles.MANIFEST
+    if not manifest.is_file():
+        return ""
+    counts = Counter(pq.read_table(manifest, columns=["probe_source"]).column("probe_source").to_pylist())
+    shown = ", ".join(f"{source} {n}" for source, n in counts.most_common(most))
+    return shown + (f", and {len(counts) - most} other sources" if len(counts) > most else "")
 
 
 def completed_model_ids(out_dir: str | os.PathLike) -> set[str]:

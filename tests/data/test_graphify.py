@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from raywse.core.artifacts import GraphFiles, ZooFiles
 from raywse.core.io import load_checkpoint
 from raywse.core.spec import ArchSpec, SpecError
-from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, load_graphs
+from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, load_graphs, probe_sources
 from raywse.graph.arrow import table_to_graphs
 from raywse.graph.neural_graph import graph_size
 from raywse.graph.probe_inference import CANDIDATE_ACTIVATIONS
@@ -197,6 +197,8 @@ def test_a_stated_activation_lets_inferred_chains_run_on_probes(tmp_path):
     inferred = load_graphs(graphify(source, tmp_path / "inferred", GraphifyConfig(progress=False)).out_dir)[0]
     source_rows, _, activation = inferred.probe_source.partition(INFERRED)
     assert source_rows.startswith("train:iris|") and activation.strip() in CANDIDATE_ACTIVATIONS  # 4 inputs: iris
+    assert probe_sources(tmp_path / "inferred") == f"{inferred.probe_source} 1"  # what `raywse graphify` prints
+    assert probe_sources(tmp_path / "bare") == "none 1" and probe_sources(tmp_path / "nothing") == ""
     with pytest.raises(SpecError, match="unsupported activation hint 'swish'"):
         graphify(source, tmp_path / "bad", dataclasses.replace(quiet, activation="swish"))
     assert not (tmp_path / "bad").exists()
