@@ -14,16 +14,13 @@ statistics or first-layer moments: a diagnostic of the parts, not a summary metr
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _machine import load, machine
+from _machine import load, run_argument, save_results
 from torch_geometric.data import Batch
 
 from raywse.core.artifacts import RunLayout, read_zoo_manifest
@@ -51,11 +48,9 @@ def parts(encoder: NeuralGraphEncoder, graphs: list) -> tuple[np.ndarray, np.nda
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, type=Path, help="a main-job output directory")
-    args = ap.parse_args()
+    run_dir = run_argument(__doc__)
     load_before = load()
-    run = RunLayout(args.run)
+    run = RunLayout(run_dir)
     rows = read_zoo_manifest(run.zoo)
     split, by_id = assign_splits(rows), {r["model_id"]: r for r in rows}
     graphs = [
@@ -76,10 +71,7 @@ def main() -> None:
                 for s in ("val", "test_seed")
             }
             print(name, w, results[f"{name}_fixed_share_{w}"], flush=True)
-    results |= {"run": str(args.run), "machine": machine(), "load_before": load_before, "load_after": load()}
-    results["date"] = datetime.now().isoformat(timespec="seconds")
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"-> {RESULTS}")
+    save_results(RESULTS, results, load_before, run=str(run_dir))
 
 
 if __name__ == "__main__":

@@ -21,14 +21,11 @@ It also counts, for ``inferred``, the probe sets chosen and how often the inferr
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
-from _machine import load, machine
+from _machine import load, run_argument, save_results
 
 from raywse.core.artifacts import ForeignFiles, ReportFiles, RunLayout, read_zoo_manifest
 from raywse.core.embeddings import read_embeddings, table_vectors
@@ -49,11 +46,9 @@ def zoo_norms_only(size: int) -> list:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, type=Path, help="a main-job output directory")
-    args = ap.parse_args()
+    run_dir = run_argument(__doc__)
     load_before = load()
-    run = RunLayout(args.run)
+    run = RunLayout(run_dir)
     rows = read_foreign_manifest(run.foreign)
     probes = ProbeFile(run.foreign / ForeignFiles.PROBES)
     database = read_embeddings(run.report / ReportFiles.DATABASE_EMBEDDINGS / "raywse.parquet")
@@ -93,10 +88,7 @@ def main() -> None:
             agree = Counter((stated[g.model_id], p[2].strip()) for g, p in zip(graphs, parts, strict=True))
             results[name]["stated_vs_inferred_activation"] = {f"{s} -> {i}": n for (s, i), n in agree.most_common()}
         print(name, results[name], flush=True)
-    results |= {"run": str(args.run), "machine": machine(), "load_before": load_before, "load_after": load()}
-    results["date"] = datetime.now().isoformat(timespec="seconds")
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"-> {RESULTS}")
+    save_results(RESULTS, results, load_before, run=str(run_dir))
 
 
 if __name__ == "__main__":
