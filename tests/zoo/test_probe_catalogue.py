@@ -20,7 +20,7 @@ def test_input_sizes_are_the_datasets(dataset):
 def test_every_candidate_is_a_normalisation_of_the_train_probe_rows():
     digits = zoo_catalogue(64)
     assert {probe_rows(c.source) for c in digits} == {"train:digits"}
-    assert [c.source for c in digits] == ["train:digits|unit", "train:digits|standard", "train:digits|signed"]
+    assert [c.source for c in digits] == [f"train:digits|{n}" for n in ("unit", "standard", "signed", "global")]
     raw = stored_probe_inputs("digits")
     np.testing.assert_allclose(digits[0].inputs.numpy(), raw, atol=1e-6)
     np.testing.assert_allclose(digits[2].inputs.numpy(), 2 * raw - 1, atol=1e-6)
@@ -50,3 +50,16 @@ def test_catalogue_rows_never_come_from_the_test_split():
     unit = {c.source: c.inputs.numpy() for c in zoo_catalogue(4)}["train:iris|unit"]
     rows = {tuple(r) for r in unit.round(5)}
     assert rows <= train
+
+
+def test_mnist28_rows_are_mnist14s_probe_images_at_full_size_and_named_so():
+    full = {c.source: c.inputs for c in zoo_catalogue(784)}
+    assert set(full) == {f"train:mnist14|{n} mnist28" for n in ("unit", "standard", "signed", "global")}
+    pooled = full["train:mnist14|unit mnist28"].reshape(-1, 14, 2, 14, 2).mean(dim=(2, 4)).reshape(64, -1)
+    np.testing.assert_allclose(pooled.numpy(), probe_inputs("mnist14", "unit").numpy(), atol=1e-5)
+
+
+def test_global_standardises_by_the_train_splits_pixel_mean_and_std():
+    x_train = load_task("digits/all10", "unit").x_train.numpy()
+    expected = (stored_probe_inputs("digits") - x_train.mean()) / x_train.std()
+    np.testing.assert_allclose(probe_inputs("digits", "global").numpy(), expected, rtol=1e-4, atol=1e-5)
