@@ -247,10 +247,7 @@ def _embed_and_score(
     embeddings: dict[str, np.ndarray] = {}
     scores: dict[str, dict] = {}
     seconds: dict[str, float] = {}
-    inputs = graphs + [g for zoo in foreigns.values() for g in zoo.graphs]
-
-    def with_foreign(embedder: Embedder) -> bool:
-        return bool(foreigns)
+    inputs = graphs + [g for zoo in foreigns.values() for g in zoo.graphs]  # every embedder embeds the foreign sets
 
     def finish(
         name: str, emb_all: np.ndarray, database: np.ndarray | None, kinship: np.ndarray | None, took: float
@@ -258,10 +255,9 @@ def _embed_and_score(
         emb_all = np.ascontiguousarray(emb_all, dtype=np.float32)
         embeddings[name], seconds[name] = emb_all[: len(graphs)], took
         tag = encoder_version if name == RAYWSE else name
-        scored_foreigns = foreigns if with_foreign(embedders[name]) else {}
         zoo = [None if v is None else np.ascontiguousarray(v[: len(graphs)], np.float32) for v in (database, kinship)]
         start = time.perf_counter()
-        scores[name] = _save_and_score(name, tag, emb_all, *zoo, view, scored_foreigns, out_dir, config)
+        scores[name] = _save_and_score(name, tag, emb_all, *zoo, view, foreigns, out_dir, config)
         seconds[f"{name} scoring"] = time.perf_counter() - start
         bar.update(1)
 
@@ -270,7 +266,7 @@ def _embed_and_score(
         bar.set_postfix_str(name)
         start = time.perf_counter()
         embedder.fit(train_graphs, labels[train])
-        emb_all = embedder.embed(inputs if with_foreign(embedder) else graphs)
+        emb_all = embedder.embed(inputs)
         extra = getattr(embedder, "database", None), getattr(embedder, "kinship", None)
         finish(name, emb_all, *extra, time.perf_counter() - start)
 
@@ -279,7 +275,7 @@ def _embed_and_score(
     for name in on_ray_train:
         fit_here(name)
     far = {n: e for n, e in embedders.items() if n in config.remote_fits and n not in on_ray_train}
-    remote = _fit_remotely(far, inputs, len(graphs), train, labels[train], with_foreign, config.remote_fit_cpus)
+    remote = _fit_remotely(far, inputs, train, labels[train], config.remote_fit_cpus)
     for name in embedders:  # the remote fits run meanwhile
         if name not in remote and name not in on_ray_train:
             fit_here(name)
@@ -335,14 +331,12 @@ def _save_and_score(
 def _fit_remotely(
     embedders: dict[str, Embedder],
     inputs: list,
-    n_zoo: int,
     train: np.ndarray,
     train_labels: np.ndarray,
-    with_foreign: Callable[[Embedder], bool],
     cpus: int,
 ) -> dict[str, ray.ObjectRef]:
     """Start one Ray task per embedder (``cpus`` CPUs and torch threads each, at most the cluster's) that fits it on
-    the train graphs and embeds ``inputs`` (only the first ``n_zoo`` when it does not embed foreign models); returns
+    the train graphs and embeds ``inputs``; returns
     ``{name: ref to (embeddings, database form or None, lineage queries or None, seconds)}``."""
     if not embedders:
         return {}
@@ -351,22 +345,21 @@ def _fit_remotely(
     graphs_ref = ray.put(inputs)  # one copy in the object store, shared by every task
     refs = {}
     for name, embedder in embedders.items():
-        limit = None if with_foreign(embedder) else n_zoo
         task = _fit_and_embed.options(num_cpus=cpus)
-        refs[name] = task.remote(embedder, graphs_ref, train, train_labels, limit, cpus)
+        refs[name] = task.remote(embedder, graphs_ref, train, train_labels, cpus)
     return refs
 
 
 @ray.remote
 def _fit_and_embed(
-    embedder: Embedder, graphs: list, train: np.ndarray, labels: np.ndarray, limit: int | None, threads: int
+    embedder: Embedder, graphs: list, train: np.ndarray, labels: np.ndarray, threads: int
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, float]:
-    """A Ray task: fit ``embedder`` on ``graphs[train]``, embed ``graphs[:limit]``; returns (embeddings, database
-    form or None, lineage queries or None, seconds)."""
+    """A Ray task: fit ``embedder`` on ``graphs[train]``, embed ``graphs``; returns (embeddings, database form or
+    None, lineage queries or None, seconds)."""
     torch.set_num_threads(threads)
     start = time.perf_counter()
     embedder.fit([graphs[i] for i in train], labels)
-    embeddings = embedder.embed(graphs[:limit])
+    embeddings = embedder.embed(graphs)
     extra = getattr(embedder, "database", None), getattr(embedder, "kinship", None)
     return embeddings, *extra, time.perf_counter() - start
 
