@@ -1,43 +1,35 @@
-"""``probe_outputs``: the training-free functional reference row. Each network runs on a fixed probe set drawn from
-the *train* split of its dataset (:func:`raywse.zoo.datasets.probe_inputs`, under the model's recorded input
-normalisation); its softmax outputs, padded to the largest class count, are its embedding. Models of different
-datasets see different probes, so their vectors live in disjoint coordinate blocks (cosine 0). A checkpoint outside
-the zoo (a foreign one) gets the softmax of its graph's output responses where its probes are a zoo dataset's rows
-(given by the user, or inferred: :mod:`raywse.graph.probe_inference`), and a zero vector where they are not.
+"""``probe_outputs``: the training-free functional reference row. Every network's output responses on its probe set
+(stored in its neural graph: each output node's ``probe_act``, the logits on the graph's probes), under a softmax and
+padded to the largest class count, are its embedding. A zoo model's probes are drawn from the *train* split of its
+dataset (:func:`raywse.zoo.datasets.probe_inputs`, under the model's recorded input normalisation); a checkpoint
+outside the zoo (a foreign one) is comparable where its probes are a zoo dataset's rows (given by the user, or
+inferred: :mod:`raywse.graph.probe_inference`), and a zero vector where they are not. Models of different datasets
+see different probes, so their vectors live in disjoint coordinate blocks (cosine 0).
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from raywse.core.forward import forward
-from raywse.core.io import load_checkpoint
-from raywse.core.spec import ArchSpec
 from raywse.graph.probes import ZOO_ROWS_PREFIX, probe_rows
 from raywse.graph.schema import NodeKind
-from raywse.zoo.datasets import list_datasets, probe_inputs
+from raywse.zoo.datasets import list_datasets
 
 
 class ProbeOutputsEmbedder:
-    """Softmax outputs of each zoo checkpoint on its dataset's probe set (``rows``: the zoo manifest rows).
+    """Softmax outputs of each network on its probe set, read from its graph's output responses.
 
     Args:
-        zoo_dir: the zoo directory (checkpoint paths in ``rows`` are relative to it).
-        rows: manifest rows; a model's ``dataset`` and ``input_norm`` pick its probe set.
-        num_probes: probe inputs per dataset.
+        num_probes: probe inputs per dataset (a graph probed on another number of rows is not comparable: zeros).
         max_classes: outputs per probe kept (padded with zeros).
     """
 
     name = "probe_outputs"
 
-    def __init__(self, zoo_dir: str | os.PathLike, rows: list[dict], num_probes: int = 64, max_classes: int = 10):
-        self.zoo_dir, self.num_probes, self.max_classes = Path(zoo_dir), num_probes, max_classes
-        self.rows = {r["model_id"]: r for r in rows}
+    def __init__(self, num_probes: int = 64, max_classes: int = 10):
+        self.num_probes, self.max_classes = num_probes, max_classes
         self.blocks = {name: i for i, name in enumerate(list_datasets())}
 
     def fit(self, graphs: list[Data], labels: np.ndarray | None = None) -> ProbeOutputsEmbedder:
@@ -48,9 +40,10 @@ class ProbeOutputsEmbedder:
         width = self.num_probes * self.max_classes
         out = np.zeros((len(graphs), width * len(self.blocks)), dtype=np.float32)
         for i, g in enumerate(graphs):
-            dataset, logits = self._outputs(g)
+            dataset = self._dataset(g)
             if dataset not in self.blocks:
                 continue
+            logits = g.probe_act[g.node_kind == NodeKind.OUTPUT].T.float()  # [P, C]
             probs = torch.softmax(logits, -1)[:, : self.max_classes]
             start = self.blocks[dataset] * width
             padded = torch.zeros(len(probs), self.max_classes)
@@ -58,17 +51,9 @@ class ProbeOutputsEmbedder:
             out[i, start : start + padded.numel()] = padded.reshape(-1).numpy()
         return out
 
-    def _outputs(self, graph: Data) -> tuple[str, torch.Tensor]:
-        """``(dataset, [P, C] logits)``: a zoo model run on its dataset's probes; another network's output responses,
-        with the dataset whose probe rows it was probed on (``""`` when they are not a zoo dataset's)."""
-        row = self.rows.get(graph.model_id)
-        if row is None:  # comparable when probed on a dataset's zoo rows, the same number as below
-            rows = probe_rows(graph.probe_source)
-            zoo_rows = rows.startswith(ZOO_ROWS_PREFIX) and graph.probe_act.shape[1] == self.num_probes
-            return rows[len(ZOO_ROWS_PREFIX) :] if zoo_rows else "", graph.probe_act[
-                graph.node_kind == NodeKind.OUTPUT
-            ].T
-        tensors, _ = load_checkpoint(self.zoo_dir / row["path"])
-        spec = ArchSpec.from_json(row["layer_spec"])
-        x = probe_inputs(row["dataset"], row.get("input_norm") or "unit", self.num_probes)
-        return row["dataset"], forward(spec, tensors, x.view(-1, *spec.input_shape))
+    def _dataset(self, graph: Data) -> str:
+        """The zoo dataset whose probe rows ``graph`` was probed on (``""`` when they are not one's)."""
+        rows = probe_rows(graph.probe_source)
+        if rows.startswith(ZOO_ROWS_PREFIX) and graph.probe_act.shape[1] == self.num_probes:
+            return rows[len(ZOO_ROWS_PREFIX) :]
+        return ""

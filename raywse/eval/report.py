@@ -116,7 +116,6 @@ def make_embedders(
     config: EvalConfig,
     encoder: NeuralGraphEncoder,
     rows: list[dict],
-    zoo_dir: str | os.PathLike,
     foreign_descriptions: dict[str, str] | None = None,
     gnn_trainer: EncoderTrainer | None = None,
 ) -> dict[str, Embedder]:
@@ -131,7 +130,7 @@ def make_embedders(
         seed=config.seed,
     )
     baselines = {
-        name: ProbeOutputsEmbedder(zoo_dir, rows) if name == PROBE_OUTPUTS else make_baseline(name, settings)
+        name: ProbeOutputsEmbedder() if name == PROBE_OUTPUTS else make_baseline(name, settings)
         for name in config.baselines
     }
     return {RAYWSE: GNNEmbedder(encoder)} | baselines
@@ -168,7 +167,7 @@ def _evaluate(
     foreign = foreigns.get("")
     gnn_run = out_dir / ReportFiles.BASELINE_RUNS / GNN_NONEQUIVARIANT
     trainer = partial(gnn_trainer, out_dir=gnn_run) if gnn_trainer else None
-    embedders = make_embedders(config, encoder, rows, zoo_dir, foreign.descriptions if foreign else None, trainer)
+    embedders = make_embedders(config, encoder, rows, foreign.descriptions if foreign else None, trainer)
 
     bar = console.progress(len(embedders) + len(config.finetune_tasks), "embedders and fine-tuning", "step")
     finetune: dict[str, dict] = {}

@@ -149,7 +149,7 @@ def test_remote_fits_equal_local_fits(report_dir, tiny_zoo, tiny_graphs, exporte
     train = np.flatnonzero(view.split == "train")
     encoder, _ = load_encoder(exported_encoder[0])
     for name in config.remote_fits:
-        local = make_embedders(config, encoder, rows, tiny_zoo)[name]
+        local = make_embedders(config, encoder, rows)[name]
         local.fit([graphs[i] for i in train], np.array([tasks.index(view.task[i]) for i in train]))
         saved = table_vectors(read_embeddings(report_dir / ReportFiles.EMBEDDINGS / f"{name}.parquet"))
         np.testing.assert_allclose(saved, local.embed(graphs), rtol=1e-5, atol=1e-6, err_msg=name)
