@@ -1,6 +1,7 @@
 """Training benchmark, one run: contrastive-encoder throughput in one process vs Ray Train with 1 and 2 workers.
 
-Usage: ``python bench/bench_train.py [--zoo DIR] [--graphs DIR] [--out /tmp/raywse_bench_train] [--epochs 4]``.
+Usage: ``python bench/bench_train.py [--zoo DIR] [--graphs DIR] [--out /tmp/raywse_bench_train] [--epochs 4]``
+(``--ray-only``: the Ray Train setups alone, e.g. to compare two checkouts, each run with its own environment).
 Defaults use the zoo cached by ``bench_graphify.py`` (``/tmp/raywse_bench_graphify/zoo_small``; built if missing)
 and graphify it into ``--out/graphs`` if no ``--graphs`` is given. Writes ``bench/results/train.json``.
 
@@ -153,6 +154,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/raywse_bench_train")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per setup (the first counts as warm-up)")
     ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "train.json"))
+    ap.add_argument("--ray-only", action="store_true", help="only the Ray Train setups (e.g. to compare checkouts)")
     args = ap.parse_args()
     out, zoo = Path(args.out), Path(args.zoo)
     config = TrainConfig(epochs=args.epochs)
@@ -176,7 +178,7 @@ def main() -> None:
     print("data:", json.dumps(result["data"]))
 
     result["single"] = []
-    for threads in (1, 2):
+    for threads in () if args.ray_only else (1, 2):
         run = single_process(config, train, val, threads, args.epochs)
         result["single"].append(run)
         print("single:", json.dumps(run))
