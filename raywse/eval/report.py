@@ -335,8 +335,8 @@ def _fit_remotely(
     cpus: int,
 ) -> dict[str, ray.ObjectRef]:
     """Start one Ray task per embedder (``cpus`` CPUs and torch threads each, at most the cluster's) that fits it on
-    the train graphs and embeds ``inputs``; returns
-    ``{name: ref to (embeddings, database form or None, lineage queries or None, seconds)}``."""
+    the train graphs and embeds ``inputs``; returns ``{name: ref to (embeddings, database form or None, lineage queries
+    or None, seconds)}``."""
     if not embedders:
         return {}
     ensure_ray()

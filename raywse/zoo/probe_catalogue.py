@@ -41,7 +41,7 @@ OTHER_NORMS = ("unit", "standard", "minmax", "maxabs")
 def zoo_catalogue(size: int) -> tuple[ProbeSet, ...]:
     """The zoo's probe sets of flat input size ``size`` under every normalisation above (none for another size)."""
     out = []
-    for dataset in (d for d in INPUT_SIZES if INPUT_SIZES[d] == size):
+    for dataset in (d for d, n in INPUT_SIZES.items() if n == size):
         rows, note = SAME_ROWS.get(dataset, dataset), f" {dataset}" if dataset in SAME_ROWS else ""
         for norm in IMAGE_NORMS if dataset in IMAGE_DATASETS else OTHER_NORMS:
             inputs = probe_inputs(dataset, norm).reshape(-1, size)  # cached on disk: no dataset loaded after once
