@@ -109,7 +109,8 @@ def main() -> None:
         torch.set_num_threads(1)
         inputs = inputs_from_source(Path(args.zoo))
         t, _ = best_of(args.repeats, lambda: serial_graphify(inputs))
-        print(json.dumps({"graphify_s": round(t, 3), "graphify_ckpt_per_s": round(len(inputs) / t, 1)}))
+        src = str(Path(sys.modules["raywse"].__file__).parent.parent)  # which checkout ran: the record says
+        print(json.dumps({"graphify_s": round(t, 3), "graphify_ckpt_per_s": round(len(inputs) / t, 1), "raywse": src}))
         return
     out = Path(args.out)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]

@@ -158,38 +158,12 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str) -> ArchSpec:
-        try:
-            raw = json.loads(text)
-            layers = tuple(Layer(**ly) for ly in raw["layers"])
-            return cls(input_shape=tuple(int(d) for d in raw["input_shape"]), layers=layers)
-        except SpecError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SpecError(f"malformed layer spec: {exc}") from exc
+        """The spec that :meth:`to_json` wrote; :class:`SpecError` when ``text`` is not one."""
+        return _spec_from_json(text)
 
     def tensor_names(self) -> list[str]:
         """Names of every tensor the spec expects, in layer order."""
-        names: list[str] = []
-        for layer in self.layers:
-            if layer.kind in AFFINE_KINDS:
-                names += [f"{layer.name}.weight", f"{layer.name}.bias"]
-            elif layer.kind in RECURRENT_GATES:
-                names += [f"{layer.name}.{p}" for p in recurrent_params(layer)]
-            elif layer.kind == "embedding":
-                names += [f"{layer.name}.{table}.weight" for table in EMBEDDING_TABLES]
-            elif layer.kind == "attention":
-                names += [f"{layer.name}.{p}.{w}" for p in ATTENTION_PROJECTIONS for w in ("weight", "bias")]
-            elif layer.kind == "patch_embedding":
-                names += [f"{layer.name}.{p}" for p in PATCH_PARAMS]
-            elif layer.kind in NORM_KINDS:
-                names += [f"{layer.name}.weight", f"{layer.name}.bias"]
-            elif layer.kind == "batchnorm":
-                names += [f"{layer.name}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
-            elif layer.kind == "prelu":
-                names.append(f"{layer.name}.weight")
-            elif layer.kind == "add" and layer.name:  # the projection of the residual connection
-                names += [f"{layer.name}.weight", f"{layer.name}.bias"]
-        return names
+        return list(_tensor_names(self))
 
     def validate(self, tensors: Mapping[str, torch.Tensor]) -> list[tuple[int, ...]]:
         """Raise :class:`SpecError` unless ``tensors`` have exactly the names, shapes and finite values the spec needs;
@@ -198,14 +172,14 @@ class ArchSpec:
         Shapes are checked layer by layer (:func:`layer_shapes`), so a conv/linear mismatch is caught here with the
         layer's name rather than deep inside a matmul.
         """
-        expected = set(self.tensor_names())
+        names = _tensor_names(self)
+        expected = set(names)
         missing = sorted(expected - set(tensors))
         if missing:
             raise SpecError(f"missing tensors: {', '.join(missing[:5])}")
         extra = sorted(set(tensors) - expected)
         if extra:
             raise SpecError(f"tensors not described by the spec: {', '.join(extra[:5])}")
-        names = self.tensor_names()
         for name in names:
             if not tensors[name].is_floating_point():
                 raise SpecError(f"tensor {name} has dtype {tensors[name].dtype}, expected a floating-point dtype")
@@ -215,6 +189,43 @@ class ArchSpec:
                 if not torch.isfinite(tensors[name]).all():
                     raise SpecError(f"tensor {name} contains NaN or Inf values")
         return layer_shapes(self, {name: tuple(tensors[name].shape) for name in expected})
+
+
+@functools.lru_cache(maxsize=1024)  # every checkpoint of a zoo group carries the same spec text
+def _spec_from_json(text: str) -> ArchSpec:
+    try:
+        raw = json.loads(text)
+        layers = tuple(Layer(**ly) for ly in raw["layers"])
+        return ArchSpec(input_shape=tuple(int(d) for d in raw["input_shape"]), layers=layers)
+    except SpecError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpecError(f"malformed layer spec: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=1024)
+def _tensor_names(spec: ArchSpec) -> tuple[str, ...]:
+    names: list[str] = []
+    for layer in spec.layers:
+        if layer.kind in AFFINE_KINDS:
+            names += [f"{layer.name}.weight", f"{layer.name}.bias"]
+        elif layer.kind in RECURRENT_GATES:
+            names += [f"{layer.name}.{p}" for p in recurrent_params(layer)]
+        elif layer.kind == "embedding":
+            names += [f"{layer.name}.{table}.weight" for table in EMBEDDING_TABLES]
+        elif layer.kind == "attention":
+            names += [f"{layer.name}.{p}.{w}" for p in ATTENTION_PROJECTIONS for w in ("weight", "bias")]
+        elif layer.kind == "patch_embedding":
+            names += [f"{layer.name}.{p}" for p in PATCH_PARAMS]
+        elif layer.kind in NORM_KINDS:
+            names += [f"{layer.name}.weight", f"{layer.name}.bias"]
+        elif layer.kind == "batchnorm":
+            names += [f"{layer.name}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+        elif layer.kind == "prelu":
+            names.append(f"{layer.name}.weight")
+        elif layer.kind == "add" and layer.name:  # the projection of the residual connection
+            names += [f"{layer.name}.weight", f"{layer.name}.bias"]
+    return tuple(names)
 
 
 def layer_shapes(spec: ArchSpec, shapes: Mapping[str, tuple[int, ...]]) -> list[tuple[int, ...]]:

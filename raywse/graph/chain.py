@@ -13,6 +13,7 @@ the class token's row and the position table's rows.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from raywse.core.spec import (
     ArchSpec,
     Layer,
     SpecError,
+    layer_shapes,
 )
 
 
@@ -88,7 +90,22 @@ class Chain:
 
 def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
     """Validate ``tensors`` against ``spec`` and split the spec into node layers; :class:`SpecError` if unsupported."""
-    outputs = spec.validate(tensors)
+    spec.validate(tensors)
+    return chain_of(spec, tensor_shapes(tensors))
+
+
+def tensor_shapes(tensors: Mapping[str, torch.Tensor]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``((name, shape), ...)`` of ``tensors``, sorted by name: what :func:`chain_of` reads of them."""
+    return tuple(sorted((name, tuple(t.shape)) for name, t in tensors.items()))
+
+
+@functools.lru_cache(maxsize=256)  # a zoo holds a few hundred architectures, each walked for every checkpoint
+def chain_of(spec: ArchSpec, shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> Chain:
+    """The chain of ``spec`` for tensors of ``shapes`` (:func:`tensor_shapes`), from the shapes alone: the tensors'
+    values are not checked (:func:`walk` checks them); :class:`SpecError` if unsupported or the shapes do not
+    chain."""
+    by_name = dict(shapes)
+    outputs = layer_shapes(spec, by_name)
     if len(spec.input_shape) not in (1, 2, 3):  # [L] token ids are one-dimensional too
         raise SpecError(f"input shape {list(spec.input_shape)} is none of [features], [C, L], [C, H, W]")
     x = tuple(spec.input_shape)  # the shape (no batch dim) each layer reads
@@ -97,7 +114,7 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
     if firsts and firsts != [0]:
         raise SpecError(f"{spec.layers[firsts[-1]].kind} layer {spec.layers[firsts[-1]].name!r} reads the network's "
                         "input: only the first layer can be one")  # fmt: skip
-    input_nodes = first_layer_inputs(spec, tensors) if firsts else input_nodes
+    input_nodes = first_layer_inputs(spec, by_name) if firsts else input_nodes
     leading: list[Layer] = []
     pending: list[dict] = []  # node layers still collecting followers
     block = (1, 1)  # spatial block carried by each channel after a flatten of a C×L or C×H×W map
@@ -106,14 +123,14 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
             if block != (1, 1) and layer.kind != "linear":
                 raise SpecError(f"{layer.kind} layer {layer.name!r} after a flatten is not supported")
             if layer.kind in AFFINE_KINDS:
-                w = tensors[f"{layer.name}.weight"]
+                w = by_name[f"{layer.name}.weight"]
                 if layer.kind == "linear":
-                    in_block, in_nodes = block, int(w.shape[1]) // (block[0] * block[1])
+                    in_block, in_nodes = block, int(w[1]) // (block[0] * block[1])
                 else:  # a conv's kernel: 1×k for a 1-D conv
-                    in_block, in_nodes = tuple(int(d) for d in (1, 1, *w.shape[2:])[-2:]), int(w.shape[1])
+                    in_block, in_nodes = tuple(int(d) for d in (1, 1, *w[2:])[-2:]), int(w[1])
             else:
                 in_block, in_nodes = (1, 1), (input_nodes if layer.kind in FIRST_ONLY_KINDS else x[0])
-            qk = int(tensors[f"{layer.name}.query.weight"].shape[0]) if layer.kind == "attention" else 0
+            qk = int(by_name[f"{layer.name}.query.weight"][0]) if layer.kind == "attention" else 0
             pending.append({"layer": layer, "in_nodes": in_nodes, "out": shape[0], "block": in_block, "f": [],
                             "skips": [], "qk": qk})  # fmt: skip
             block = (1, 1)
@@ -148,13 +165,13 @@ def walk(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> Chain:
     return Chain(input_nodes, tuple(leading), nodes)
 
 
-def first_layer_inputs(spec: ArchSpec, tensors: Mapping[str, torch.Tensor]) -> int:
+def first_layer_inputs(spec: ArchSpec, shapes: Mapping[str, tuple[int, ...]]) -> int:
     """Input nodes of a first ``embedding`` (its tables' rows) or ``patch_embedding`` (the image channels, the class
-    token's row and the position table's rows)."""
+    token's row and the position table's rows), from the tensors' ``shapes``."""
     first = spec.layers[0]
     if first.kind == "embedding":
-        return sum(int(tensors[f"{first.name}.{t}.weight"].shape[0]) for t in EMBEDDING_TABLES)
-    return int(spec.input_shape[0]) + 1 + int(tensors[f"{first.name}.position_embeddings"].shape[0])
+        return sum(int(shapes[f"{first.name}.{t}.weight"][0]) for t in EMBEDDING_TABLES)
+    return int(spec.input_shape[0]) + 1 + int(shapes[f"{first.name}.position_embeddings"][0])
 
 
 def split_layers(spec: ArchSpec) -> list[tuple[Layer, tuple[Layer, ...]]]:

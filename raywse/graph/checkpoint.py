@@ -117,7 +117,7 @@ def graphify_tensors(
     try:
         if catalogue is not None:
             spec, probes = _inferred_probes(spec, tensors, probes, catalogue)
-        return to_neural_graph(tensors, spec, model_id, probes)
+        return to_neural_graph(tensors, spec, model_id, probes, validated=True)
     except (SpecError, RuntimeError, ValueError) as exc:
         raise GraphifyError("graph", str(exc)) from exc
 

@@ -7,6 +7,7 @@ order of the weight. Kernels are edge features fitted to at most 3×3 (:mod:`ray
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 
@@ -27,7 +28,7 @@ from raywse.core.spec import (
     Layer,
     SpecError,
 )
-from raywse.graph.chain import Chain, NodeLayer, walk
+from raywse.graph.chain import Chain, NodeLayer, chain_of, tensor_shapes, walk
 from raywse.graph.kernels import center_pad_kernels, fit_kernels
 from raywse.graph.probes import ProbeChooser, gaussian_probes, responses_or_none, token_probes
 from raywse.graph.schema import NodeKind, NodeType
@@ -47,10 +48,10 @@ def fold_bn_params(
 def fold_batchnorm(tensors: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple[dict[str, torch.Tensor], ArchSpec]:
     """Fold every batch norm into the linear/conv layer right before it; the BN's activation becomes that layer's.
 
-    Returns new tensors (the batch-norm tensors dropped, folded weights in the original dtype) and the BN-free spec.
-    Raises :class:`SpecError` for a batch norm that does not directly follow a linear/conv layer without activation.
+    ``tensors`` must match ``spec`` (:meth:`~raywse.core.spec.ArchSpec.validate`). Returns new tensors (the
+    batch-norm tensors dropped, folded weights in the original dtype) and the BN-free spec. Raises
+    :class:`SpecError` for a batch norm that does not directly follow a linear/conv layer without activation.
     """
-    spec.validate(tensors)
     out = dict(tensors)
     layers: list[Layer] = []
     for layer in spec.layers:
@@ -252,20 +253,55 @@ def _recurrent_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor], act: str
 
 def _dense_block(kernels: torch.Tensor, src_start: int, dst_start: int) -> tuple[torch.Tensor, ...]:
     n_out, n_src = kernels.shape[:2]
-    sources = src_start + torch.arange(n_src).repeat(n_out)
-    targets = dst_start + torch.arange(n_out).repeat_interleave(n_src)
+    sources, targets = _grid(n_out, n_src, src_start, dst_start)
     return sources, targets, kernels.reshape(n_out * n_src, *kernels.shape[2:])
 
 
+@functools.lru_cache(maxsize=4096)  # the same few layer shapes recur in every checkpoint of an architecture
+def _grid(n_out: int, n_src: int, src_start: int, dst_start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sources, targets)`` of the dense ``n_src → n_out`` edges, target-major (shared: never written to)."""
+    return src_start + torch.arange(n_src).repeat(n_out), dst_start + torch.arange(n_out).repeat_interleave(n_src)
+
+
+@functools.lru_cache(maxsize=1024)
+def _node_layout(n_in: int, sets: tuple[tuple[int, str, int], ...], outputs: int) -> torch.Tensor:
+    """``[5, N]`` node_layer, node_kind, node_pos, node_act and node_type of a graph whose ``n_in`` inputs are
+    followed by node ``sets`` of ``(size, activation, node type)``, the last ``outputs`` of them its outputs (shared:
+    callers copy it)."""
+
+    def node_set(n: int, layer: int, kind: int, pos: torch.Tensor, act: str, ntype: int) -> torch.Tensor:
+        values = (layer, kind, None, ACTIVATIONS.index(act), ntype)
+        return torch.stack([pos if v is None else torch.full((n,), int(v)) for v in values])
+
+    columns, out_pos = [node_set(n_in, 0, NodeKind.INPUT, torch.arange(n_in), "none", NodeType.INPUT)], 0
+    for index, (n_out, act, ntype) in enumerate(sets, start=1):
+        if index > len(sets) - outputs:
+            columns.append(node_set(n_out, index, NodeKind.OUTPUT, out_pos + torch.arange(n_out), act, ntype))
+            out_pos += n_out
+        else:
+            columns.append(node_set(n_out, index, NodeKind.HIDDEN, torch.full((n_out,), -1), act, ntype))
+    return torch.cat(columns, dim=1)
+
+
 def to_neural_graph(
-    tensors: Mapping[str, torch.Tensor], spec: ArchSpec, model_id: str = "", probes: ProbeChooser = gaussian_probes
+    tensors: Mapping[str, torch.Tensor],
+    spec: ArchSpec,
+    model_id: str = "",
+    probes: ProbeChooser = gaussian_probes,
+    validated: bool = False,
 ) -> Data:
     """Build the neural graph of a checkpoint (batch norm folded first); :class:`SpecError` if unsupported.
 
     ``probes`` picks the probe inputs from the input shape (:mod:`raywse.graph.probes`; seeded Gaussian by default).
+    ``validated``: the caller has already checked ``tensors`` against ``spec``
+    (:meth:`~raywse.core.spec.ArchSpec.validate`), so they are not checked again.
     """
+    if not validated:
+        spec.validate(tensors)
     folded, folded_spec = fold_batchnorm(tensors, spec)
-    chain = walk(folded_spec, folded)
+    if folded_spec != spec:  # folding can overflow float32: check the folded weights too
+        folded_spec.validate(folded)
+    chain = chain_of(folded_spec, tensor_shapes(folded))
     first = chain.node_layers[0].layer
     if first.kind == "embedding":  # token ids: random token sequences, whatever the chooser
         probe_set = token_probes(len(folded[f"{first.name}.word_embeddings.weight"]), spec.input_shape[0])
@@ -282,36 +318,20 @@ def to_neural_graph(
     blocks = _weight_blocks(chain, folded, starts)
     kh = max(k.shape[1] for _, _, k in blocks)
     kw = max(k.shape[2] for _, _, k in blocks)
-
-    x = [torch.zeros(n_in)]
-    node_layer = [torch.zeros(n_in, dtype=torch.long)]
-    node_kind = [torch.full((n_in,), int(NodeKind.INPUT))]
-    node_pos = [torch.arange(n_in)]
-    node_act = [torch.zeros(n_in, dtype=torch.long)]
-    act_slope = [torch.ones(n_in)]
-    node_type = [torch.full((n_in,), int(NodeType.INPUT))]
     sets = [node_set for nl in chain.node_layers for node_set in _node_sets(nl, folded)]
-    outputs, out_pos = chain.node_layers[-1].directions, 0  # a bidirectional last layer hands on two hidden sets
-    for index, (bias, act, slope, ntype) in enumerate(sets, start=1):
-        n_out = len(bias)
-        kind = NodeKind.OUTPUT if index > len(sets) - outputs else NodeKind.HIDDEN
-        x.append(bias)
-        node_layer.append(torch.full((n_out,), index))
-        node_kind.append(torch.full((n_out,), int(kind)))
-        node_pos.append(out_pos + torch.arange(n_out) if kind == NodeKind.OUTPUT else torch.full((n_out,), -1))
-        out_pos += n_out if kind == NodeKind.OUTPUT else 0
-        node_act.append(torch.full((n_out,), ACTIVATIONS.index(act)))
-        act_slope.append(slope)
-        node_type.append(torch.full((n_out,), int(ntype)))
-    attrs = [center_pad_kernels(k, (kh, kw)).reshape(len(k), kh * kw) for _, _, k in blocks]
+    outputs = chain.node_layers[-1].directions  # a bidirectional last layer hands on two hidden sets
+    layout = _node_layout(n_in, tuple((b.shape[0], act, int(t)) for b, act, _, t in sets), outputs)
+    node_layer, node_kind, node_pos, node_act, node_type = layout.clone()
+    attrs = [(k if k.shape[1:] == (kh, kw) else center_pad_kernels(k, (kh, kw))).reshape(k.shape[0], kh * kw)
+             for _, _, k in blocks]  # fmt: skip
     return Data(
-        x=torch.cat(x).float().unsqueeze(1),
-        node_layer=torch.cat(node_layer).long(),
-        node_kind=torch.cat(node_kind).long(),
-        node_pos=torch.cat(node_pos).long(),
-        node_act=torch.cat(node_act).long(),
-        node_type=torch.cat(node_type).long(),
-        act_slope=torch.cat(act_slope).float(),
+        x=torch.cat([torch.zeros(n_in), *(bias for bias, _, _, _ in sets)]).float().unsqueeze(1),
+        node_layer=node_layer,
+        node_kind=node_kind,
+        node_pos=node_pos,
+        node_act=node_act,
+        node_type=node_type,
+        act_slope=torch.cat([torch.ones(n_in), *(slope for _, _, slope, _ in sets)]).float(),
         edge_index=torch.stack([torch.cat([b[0] for b in blocks]), torch.cat([b[1] for b in blocks])]).long(),
         edge_attr=torch.cat(attrs).contiguous(),
         probe_act=probe_act.float(),

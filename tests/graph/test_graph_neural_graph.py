@@ -166,6 +166,28 @@ def test_unsupported_specs_raise_spec_error():
         to_neural_graph({"layers.0.weight": tensors["layers.0.weight"]}, spec)
 
 
+def test_graphs_of_one_architecture_share_no_tensor_so_editing_one_leaves_the_next_intact():
+    """The structure of an architecture is computed once and reused; every graph still owns its tensors."""
+    spec, tensors = mlp([5, 7, 2])
+    first = to_neural_graph(tensors, spec)
+    expected = {key: value.clone() for key, value in first if isinstance(value, torch.Tensor)}
+    for key in expected:
+        first[key].fill_(7)
+    second = to_neural_graph(tensors, spec)
+    for key, value in expected.items():
+        assert torch.equal(second[key], value), key
+    assert torch.equal(second.edge_index, to_neural_graph(tensors, spec, validated=True).edge_index)
+
+
+def test_a_batch_norm_whose_folded_weights_overflow_float32_is_refused():
+    spec, tensors = trained("cnn_bn", "relu", steps=0)
+    bn = next(ly.name for ly in spec.layers if ly.kind == "batchnorm")
+    tensors = {**tensors, f"{bn}.running_var": torch.full_like(tensors[f"{bn}.running_var"], 1e-38)}
+    tensors[f"{bn}.weight"] = torch.full_like(tensors[f"{bn}.weight"], 3e38)
+    with pytest.raises(SpecError, match="NaN or Inf"):
+        to_neural_graph(tensors, spec)
+
+
 def test_graph_of_trained_net_matches_reference_semantics():
     spec, tensors = trained("mlp", "tanh")
     g = to_neural_graph(tensors, spec)
