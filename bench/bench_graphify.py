@@ -10,7 +10,8 @@ Measured, every checkpoint of the zoo each time (page cache warmed by one untime
     process;
 (b) serial: ``graphify_checkpoint`` on every file in one process (probed as graphify probes: a zoo model on its
     dataset's probe set), then Arrow conversion (``graphs_to_table``) and
-    Parquet writes in shards of the default batch size;
+    Parquet writes in shards of the default batch size (graphify's writer options, and pyarrow's defaults beside
+    them);
 (c) Ray Data: ``graphify(zoo, fresh_dir, GraphifyConfig(batch_size=b))`` end to end on a local Ray with 2 CPUs.
     Ray start-up (``ensure_ray(num_cpus=2)``) and a first full ``graphify`` at the default batch size (cold worker
     processes importing torch etc.) are timed separately; the driver-side manifest rebuild is re-timed on the output
@@ -49,7 +50,7 @@ from _machine import load, machine
 from raywse.core.io import load_checkpoint, write_parquet_atomic
 from raywse.core.ray_session import ensure_ray
 from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, inputs_from_source, write_graph_manifest
-from raywse.graph.arrow import graphs_to_table
+from raywse.graph.arrow import PARQUET_OPTIONS, graphs_to_table
 from raywse.graph.checkpoint import graphify_checkpoint
 from raywse.zoo.build import build_zoo
 from raywse.zoo.datasets import probes_for_metadata
@@ -75,18 +76,19 @@ def serial_graphify(inputs: list) -> list:
     ]  # fmt: skip
 
 
-def serial_arrow(graphs: list, out: Path, shard_size: int) -> tuple[float, float]:
-    """Seconds to convert ``graphs`` to Arrow tables and to write them as Parquet shards of ``shard_size``."""
+def serial_arrow(graphs: list, out: Path, shard_size: int, options: dict) -> tuple[float, float, int]:
+    """Seconds to convert ``graphs`` to Arrow tables and to write them as Parquet shards of ``shard_size`` with the
+    writer ``options``, and the bytes written."""
     shutil.rmtree(out, ignore_errors=True)
     convert = write = 0.0
     for i, start in enumerate(range(0, len(graphs), shard_size)):
         t0 = time.perf_counter()
         table = graphs_to_table(graphs[start : start + shard_size])
         t1 = time.perf_counter()
-        write_parquet_atomic(table, out / f"shard-{i:05d}.parquet")
+        write_parquet_atomic(table, out / f"shard-{i:05d}.parquet", **options)
         convert += t1 - t0
         write += time.perf_counter() - t1
-    return convert, write
+    return convert, write, sum(p.stat().st_size for p in out.iterdir())
 
 
 #: graphify's own batch UDF as a plain Ray task (no Ray Data): graphify a chunk, write it as one shard.
@@ -150,16 +152,23 @@ def main() -> None:
 
     # (b) serial graphify + Arrow conversion + Parquet writes
     t_graph, graphs = best_of(args.repeats, lambda: serial_graphify(inputs))
-    convert, write = min(
-        (serial_arrow(graphs, out / "serial_shards", GraphifyConfig().batch_size) for _ in range(args.repeats)),
-        key=sum,
-    )
+
+    def arrow_passes(built: list, options: dict) -> tuple[float, float, int]:  # the best by convert + write
+        shards = GraphifyConfig().batch_size
+        passes = [serial_arrow(built, out / "serial_shards", shards, options) for _ in range(args.repeats)]
+        return min(passes, key=lambda p: p[0] + p[1])
+
+    _, write_default, bytes_default = arrow_passes(graphs, {})  # pyarrow's defaults, beside graphify's own
+    convert, write, shard_bytes = arrow_passes(graphs, PARQUET_OPTIONS)
     serial_total = t_graph + convert + write
     result["serial"] = {
         "graphify_s": round(t_graph, 3),
         "graphify_ckpt_per_s": round(n / t_graph, 1),
         "arrow_convert_s": round(convert, 3),
         "parquet_write_s": round(write, 3),
+        "parquet_bytes": shard_bytes,
+        "parquet_write_pyarrow_defaults_s": round(write_default, 3),
+        "parquet_bytes_pyarrow_defaults": bytes_default,
         "shard_size": GraphifyConfig().batch_size,
         "total_s": round(serial_total, 3),
         "total_ckpt_per_s": round(n / serial_total, 1),

@@ -46,9 +46,10 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, **options) -> None:
+    """Write ``table`` as Parquet atomically; ``options`` go to :func:`pyarrow.parquet.write_table`."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **options)
 
 
 def write_json_atomic(obj, path: str | os.PathLike) -> None:

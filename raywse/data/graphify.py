@@ -28,7 +28,7 @@ from raywse.core.artifacts import GraphFiles, ZooFiles
 from raywse.core.io import write_parquet_atomic
 from raywse.core.ray_session import ensure_ray
 from raywse.core.records import GraphifyFailure, records_to_table
-from raywse.graph.arrow import graphs_to_table, table_to_graphs
+from raywse.graph.arrow import PARQUET_OPTIONS, graphs_to_table, table_to_graphs
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, read_spec_file
 from raywse.graph.infer import check_activation_hint
 from raywse.graph.names import natural_key
@@ -162,7 +162,7 @@ def graphify_batch(
     if graphs:
         ids = sorted(g.model_id for g in graphs)
         shard = GraphFiles.shard(hashlib.sha1("".join(ids).encode()).hexdigest()[:16])
-        write_parquet_atomic(graphs_to_table(graphs), Path(out_dir) / GraphFiles.SHARDS / shard)
+        write_parquet_atomic(graphs_to_table(graphs), Path(out_dir) / GraphFiles.SHARDS / shard, **PARQUET_OPTIONS)
         for row in rows:
             if row["status"] == "ok":
                 row["shard"] = shard

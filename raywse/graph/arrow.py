@@ -34,6 +34,11 @@ GRAPH_SCHEMA = pa.schema(
 )
 
 
+#: How graph tables are written to Parquet: only the strings are dictionary-encoded (weights, responses and edge lists
+#: hardly repeat, and trying dictionaries on them made writing ~3× slower and the files larger: bench/README.md).
+PARQUET_OPTIONS = {"use_dictionary": ["model_id", "probe_source"]}
+
+
 def _columns(data: Data) -> dict[str, np.ndarray | int | str]:
     """A graph's row values as numpy arrays / scalars."""
     kh, kw = data.kernel_shape
