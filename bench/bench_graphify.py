@@ -23,10 +23,11 @@ Measured, every checkpoint of the zoo each time (page cache warmed by one untime
 (a) and (b) take the best of ``--repeats`` passes, each Ray Data batch size the best of ``--ray-repeats`` runs (the
 machine is shared, so the load average is recorded beside every figure).
 
-``--baseline-src DIR`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/base <commit>``) also times (b)'s
-serial ``graphify_checkpoint`` pass with that checkout's ``raywse`` (a subprocess with ``PYTHONPATH=DIR``), right
-after this tree's, on the same zoo: the speed-up is measured side by side in one run. ``--serial-only`` prints that
-one pass's JSON and exits.
+``--baseline-src DIR`` (a checkout of an earlier commit, e.g. ``git archive <commit> | tar -x -C DIR``) also times
+(b)'s serial ``graphify_checkpoint`` pass with that checkout's ``raywse`` and with this tree's, alternated for
+``--ab-rounds`` rounds (subprocesses with ``PYTHONPATH`` set to one checkout each, run from ``/`` so the working
+directory cannot shadow it; each pass checks which ``raywse`` it imported): the speed-up is the median ratio of the
+rounds, measured side by side in one run. ``--serial-only`` prints one pass's JSON and exits.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ import ray
 import torch
 from _machine import load, machine
 
+import raywse.graph.arrow as graph_arrow  # its PARQUET_OPTIONS are newer than some --baseline-src checkouts
 from raywse.core.io import load_checkpoint, write_parquet_atomic
 from raywse.core.ray_session import ensure_ray
 from raywse.data.graphify import GraphifyConfig, graphify, graphify_batch, inputs_from_source, write_graph_manifest
-from raywse.graph.arrow import PARQUET_OPTIONS, graphs_to_table
 from raywse.graph.checkpoint import graphify_checkpoint
 from raywse.zoo.build import build_zoo
 from raywse.zoo.datasets import probes_for_metadata
@@ -83,12 +84,33 @@ def serial_arrow(graphs: list, out: Path, shard_size: int, options: dict) -> tup
     convert = write = 0.0
     for i, start in enumerate(range(0, len(graphs), shard_size)):
         t0 = time.perf_counter()
-        table = graphs_to_table(graphs[start : start + shard_size])
+        table = graph_arrow.graphs_to_table(graphs[start : start + shard_size])
         t1 = time.perf_counter()
         write_parquet_atomic(table, out / f"shard-{i:05d}.parquet", **options)
         convert += t1 - t0
         write += time.perf_counter() - t1
     return convert, write, sum(p.stat().st_size for p in out.iterdir())
+
+
+def side_by_side(zoo: Path, baseline: Path, rounds: int) -> dict:
+    """Serial graphify passes of this tree and of the ``baseline`` checkout, alternated for ``rounds`` rounds (each
+    pass a subprocess importing one checkout's ``raywse``), so both see the same spells of load; the speed-up is the
+    median of the rounds' ratios."""
+    this_tree = Path(__file__).resolve().parents[1]
+    passes: dict[str, list[float]] = {"this_tree": [], "baseline": []}
+    for _ in range(rounds):
+        for name, src in (("this_tree", this_tree), ("baseline", baseline.resolve())):
+            cmd = [sys.executable, __file__, "--serial-only", "--zoo", str(zoo), "--repeats", "1"]
+            done = subprocess.run(cmd, env=os.environ | {"PYTHONPATH": str(src)}, check=True, capture_output=True,
+                                  text=True, cwd="/")  # fmt: skip
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            if Path(run["raywse"]) != src:
+                raise RuntimeError(f"the {name} pass imported raywse from {run['raywse']}, not {src}")
+            passes[name].append(run["graphify_s"])
+    ratios = sorted(b / t for t, b in zip(passes["this_tree"], passes["baseline"], strict=True))
+    return {"src": str(baseline), "rounds": rounds, "this_tree_s": passes["this_tree"],
+            "baseline_s": passes["baseline"], "speedup_per_round": [round(r, 3) for r in ratios],
+            "speedup": round(ratios[len(ratios) // 2], 2), "load": load()}  # fmt: skip
 
 
 #: graphify's own batch UDF as a plain Ray task (no Ray Data): graphify a chunk, write it as one shard.
@@ -105,6 +127,7 @@ def main() -> None:
     ap.add_argument("--ray-repeats", type=int, default=2, help="runs per Ray Data batch size; the best counts")
     ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "graphify.json"))
     ap.add_argument("--baseline-src", help="checkout of an earlier commit whose serial graphify is timed alongside")
+    ap.add_argument("--ab-rounds", type=int, default=3, help="alternated passes of each tree with --baseline-src")
     ap.add_argument("--serial-only", action="store_true", help="time the serial graphify pass of --zoo, print JSON")
     args = ap.parse_args()
     if args.serial_only:
@@ -159,7 +182,7 @@ def main() -> None:
         return min(passes, key=lambda p: p[0] + p[1])
 
     _, write_default, bytes_default = arrow_passes(graphs, {})  # pyarrow's defaults, beside graphify's own
-    convert, write, shard_bytes = arrow_passes(graphs, PARQUET_OPTIONS)
+    convert, write, shard_bytes = arrow_passes(graphs, graph_arrow.PARQUET_OPTIONS)
     serial_total = t_graph + convert + write
     result["serial"] = {
         "graphify_s": round(t_graph, 3),
@@ -179,12 +202,7 @@ def main() -> None:
     print("serial:", json.dumps(result["serial"]))
     del graphs
     if args.baseline_src:
-        cmd = [sys.executable, __file__, "--serial-only", "--zoo", str(zoo), "--repeats", str(args.repeats)]
-        env = os.environ | {"PYTHONPATH": str(Path(args.baseline_src).resolve())}
-        done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-        base = json.loads(done.stdout.strip().splitlines()[-1])
-        result["baseline"] = {"src": args.baseline_src, **base, "speedup": round(base["graphify_s"] / t_graph, 2),
-                              "load": load()}  # fmt: skip
+        result["baseline"] = side_by_side(zoo, Path(args.baseline_src), args.ab_rounds)
         print("baseline:", json.dumps(result["baseline"]))
 
     # (c) Ray Data, 2 CPUs
