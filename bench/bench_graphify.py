@@ -38,6 +38,7 @@ import functools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -94,23 +95,23 @@ def serial_arrow(graphs: list, out: Path, shard_size: int, options: dict) -> tup
 
 def side_by_side(zoo: Path, baseline: Path, rounds: int) -> dict:
     """Serial graphify passes of this tree and of the ``baseline`` checkout, alternated for ``rounds`` rounds (each
-    pass a subprocess importing one checkout's ``raywse``), so both see the same spells of load; the speed-up is the
-    median of the rounds' ratios."""
-    this_tree = Path(__file__).resolve().parents[1]
-    passes: dict[str, list[float]] = {"this_tree": [], "baseline": []}
-    for _ in range(rounds):
-        for name, src in (("this_tree", this_tree), ("baseline", baseline.resolve())):
+    pass a subprocess importing one checkout's ``raywse``; which goes first alternates too), so both see the same
+    spells of load; the speed-up is the median of the rounds' ratios."""
+    trees = {"this_tree": Path(__file__).resolve().parents[1], "baseline": baseline.resolve()}
+    passes: dict[str, list[float]] = {name: [] for name in trees}
+    for round_ in range(rounds):
+        for name in sorted(trees, reverse=round_ % 2 == 1):
             cmd = [sys.executable, __file__, "--serial-only", "--zoo", str(zoo), "--repeats", "1"]
-            done = subprocess.run(cmd, env=os.environ | {"PYTHONPATH": str(src)}, check=True, capture_output=True,
-                                  text=True, cwd="/")  # fmt: skip
+            done = subprocess.run(cmd, env=os.environ | {"PYTHONPATH": str(trees[name])}, check=True,
+                                  capture_output=True, text=True, cwd="/")  # fmt: skip
             run = json.loads(done.stdout.strip().splitlines()[-1])
-            if Path(run["raywse"]) != src:
-                raise RuntimeError(f"the {name} pass imported raywse from {run['raywse']}, not {src}")
+            if Path(run["raywse"]) != trees[name]:
+                raise RuntimeError(f"the {name} pass imported raywse from {run['raywse']}, not {trees[name]}")
             passes[name].append(run["graphify_s"])
-    ratios = sorted(b / t for t, b in zip(passes["this_tree"], passes["baseline"], strict=True))
+    ratios = [b / t for t, b in zip(passes["this_tree"], passes["baseline"], strict=True)]
     return {"src": str(baseline), "rounds": rounds, "this_tree_s": passes["this_tree"],
             "baseline_s": passes["baseline"], "speedup_per_round": [round(r, 3) for r in ratios],
-            "speedup": round(ratios[len(ratios) // 2], 2), "load": load()}  # fmt: skip
+            "speedup": round(statistics.median(ratios), 2), "load": load()}  # fmt: skip
 
 
 #: graphify's own batch UDF as a plain Ray task (no Ray Data): graphify a chunk, write it as one shard.

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
@@ -113,11 +114,12 @@ def graphify_tensors(
         spec.validate(tensors)
     except SpecError as exc:
         raise GraphifyError("validate", str(exc)) from exc
+    as_float32 = all(v.dtype == torch.float32 for v in tensors.values())  # else converting can overflow: check again
     tensors = {k: v.float() for k, v in tensors.items()}
     try:
         if catalogue is not None:
             spec, probes = _inferred_probes(spec, tensors, probes, catalogue)
-        return to_neural_graph(tensors, spec, model_id, probes, validated=True)
+        return to_neural_graph(tensors, spec, model_id, probes, validated=as_float32)
     except (SpecError, RuntimeError, ValueError) as exc:
         raise GraphifyError("graph", str(exc)) from exc
 

@@ -253,21 +253,27 @@ def _recurrent_sets(nl: NodeLayer, tensors: Mapping[str, torch.Tensor], act: str
 
 def _dense_block(kernels: torch.Tensor, src_start: int, dst_start: int) -> tuple[torch.Tensor, ...]:
     n_out, n_src = kernels.shape[:2]
-    sources, targets = _grid(n_out, n_src, src_start, dst_start)
+    grid = _cached_grid if n_out * n_src <= CACHED_SIZE else _grid
+    sources, targets = grid(n_out, n_src, src_start, dst_start)
     return sources, targets, kernels.reshape(n_out * n_src, *kernels.shape[2:])
 
 
-@functools.lru_cache(maxsize=4096)  # the same few layer shapes recur in every checkpoint of an architecture
+#: The largest dense block (edges) and graph (nodes) whose index structure is cached and reused across checkpoints of
+#: one architecture: zoo-sized layers; a large model's (MiniLM's 12M-edge embedding) is rebuilt, not held.
+CACHED_SIZE = 1 << 14
+
+
 def _grid(n_out: int, n_src: int, src_start: int, dst_start: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(sources, targets)`` of the dense ``n_src → n_out`` edges, target-major (shared: never written to)."""
+    """``(sources, targets)`` of the dense ``n_src → n_out`` edges, target-major."""
     return src_start + torch.arange(n_src).repeat(n_out), dst_start + torch.arange(n_out).repeat_interleave(n_src)
 
 
-@functools.lru_cache(maxsize=1024)
+_cached_grid = functools.lru_cache(maxsize=1024)(_grid)  # shared: never written to (at most 256 MiB)
+
+
 def _node_layout(n_in: int, sets: tuple[tuple[int, str, int], ...], outputs: int) -> torch.Tensor:
     """``[5, N]`` node_layer, node_kind, node_pos, node_act and node_type of a graph whose ``n_in`` inputs are
-    followed by node ``sets`` of ``(size, activation, node type)``, the last ``outputs`` of them its outputs (shared:
-    callers copy it)."""
+    followed by node ``sets`` of ``(size, activation, node type)``, the last ``outputs`` of them its outputs."""
 
     def node_set(n: int, layer: int, kind: int, pos: torch.Tensor, act: str, ntype: int) -> torch.Tensor:
         values = (layer, kind, None, ACTIVATIONS.index(act), ntype)
@@ -281,6 +287,9 @@ def _node_layout(n_in: int, sets: tuple[tuple[int, str, int], ...], outputs: int
         else:
             columns.append(node_set(n_out, index, NodeKind.HIDDEN, torch.full((n_out,), -1), act, ntype))
     return torch.cat(columns, dim=1)
+
+
+_cached_node_layout = functools.lru_cache(maxsize=256)(_node_layout)  # shared: callers copy it (at most 160 MiB)
 
 
 def to_neural_graph(
@@ -320,8 +329,11 @@ def to_neural_graph(
     kw = max(k.shape[2] for _, _, k in blocks)
     sets = [node_set for nl in chain.node_layers for node_set in _node_sets(nl, folded)]
     outputs = chain.node_layers[-1].directions  # a bidirectional last layer hands on two hidden sets
-    layout = _node_layout(n_in, tuple((b.shape[0], act, int(t)) for b, act, _, t in sets), outputs)
-    node_layer, node_kind, node_pos, node_act, node_type = layout.clone()
+    sizes = tuple((b.shape[0], act, int(t)) for b, act, _, t in sets)
+    layout = (_cached_node_layout if n_in + sum(n for n, _, _ in sizes) <= CACHED_SIZE else _node_layout)(
+        n_in, sizes, outputs
+    )
+    node_layer, node_kind, node_pos, node_act, node_type = (column.clone() for column in layout)
     attrs = [(k if k.shape[1:] == (kh, kw) else center_pad_kernels(k, (kh, kw))).reshape(k.shape[0], kh * kw)
              for _, _, k in blocks]  # fmt: skip
     return Data(

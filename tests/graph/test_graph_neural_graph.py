@@ -9,6 +9,7 @@ from torch import nn
 
 from raywse.core.forward import forward
 from raywse.core.spec import ACTIVATIONS, ArchSpec, Layer, SpecError
+from raywse.graph.checkpoint import GraphifyError, graphify_tensors
 from raywse.graph.kernels import fit_kernels, pad_edge_features
 from raywse.graph.neural_graph import fold_batchnorm, graph_size, to_neural_graph
 
@@ -186,6 +187,15 @@ def test_a_batch_norm_whose_folded_weights_overflow_float32_is_refused():
     tensors[f"{bn}.weight"] = torch.full_like(tensors[f"{bn}.weight"], 3e38)
     with pytest.raises(SpecError, match="NaN or Inf"):
         to_neural_graph(tensors, spec)
+
+
+def test_a_float64_checkpoint_whose_weights_overflow_float32_is_refused():
+    spec, tensors = mlp([5, 7, 2])
+    tensors = {k: v.double() for k, v in tensors.items()}
+    tensors["layers.0.weight"][0, 0] = 1e300  # finite as float64, infinite as the float32 graphify computes in
+    with pytest.raises(GraphifyError, match="NaN or Inf") as info:
+        graphify_tensors(tensors, {}, "m", spec.to_json())
+    assert info.value.stage == "graph"
 
 
 def test_graph_of_trained_net_matches_reference_semantics():
