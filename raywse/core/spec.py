@@ -114,6 +114,10 @@ class Layer:
     bidirectional: bool = False  # lstm / gru only: a second cell reads the sequence backwards (hidden states joined)
 
     def __post_init__(self) -> None:
+        if not all(isinstance(v, str) for v in (self.kind, self.name, self.activation, self.source)):
+            raise SpecError(f"layer {self.name!r}: kind, name, activation and source are strings")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, int | float) or not 0 <= self.eps < math.inf:
+            raise SpecError(f"{self.kind} layer {self.name!r}: eps is a finite number >= 0, got {self.eps!r}")
         if self.kind not in LAYER_KINDS:
             raise SpecError(f"unsupported layer kind {self.kind!r} (supported: {', '.join(LAYER_KINDS)})")
         if self.activation not in ACTIVATIONS or self.activation == "prelu":
