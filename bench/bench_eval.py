@@ -13,7 +13,10 @@ relevant = same task, learned), side by side:
 
 They agree but where two similarities differ in the last float32 bit (``queries_identical``: the share of queries
 whose ranked relevance is identical). Then (c): the whole ``retrieval_suite`` of the embedder, which
-ranks the same queries in 14 settings (a's sorts are shared between them; b would sort again in each).
+ranks the same queries in 14 settings (a's sorts are shared between them; b would sort again in each). And (d): the
+structure probe's k-means of every held-out split as :func:`~raywse.metrics.clustering_metrics` runs it (float64,
+without the columns zero in every row) against the reference it replaced (the float32 rows as they are, which
+scikit-learn upcasts block by block), with the share of splits whose clusters are identical.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import numpy as np
 from raywse.core.artifacts import read_zoo_manifest
 from raywse.core.embeddings import read_embeddings, table_vectors
 from raywse.eval.config import POOLED
+from raywse.eval.probes import held_masks
 from raywse.eval.suite import ranked_relevance, retrieval_suite, tie_keys
 from raywse.eval.view import zoo_view
-from raywse.metrics import normalize
+from raywse.metrics import clustering_metrics, normalize
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import load, machine  # noqa: E402
@@ -46,6 +50,38 @@ def reference_ranked_relevance(z, queries, database, relevant, seed=0):
         keys = tie_keys(seed, q, len(z))[candidates]
         out.append(relevant(q, candidates[np.lexsort((keys, -(z[candidates] @ z[q])))]))
     return out
+
+
+def reference_kmeans(z, labels, seed=0):
+    """The k-means of the structure probe before session 23: the float32 rows, every column."""
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=len(np.unique(labels)), n_init=10, random_state=seed).fit_predict(normalize(z))
+
+
+def time_clustering(z, view) -> dict:
+    """(d) of the module docstring: seconds of each way over the held-out splits, and the share of splits whose
+    scores (ARI, NMI, purity) agree exactly."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from raywse.metrics import purity
+
+    splits = [np.flatnonzero(mask) for _, mask in held_masks(view)]
+    start = time.perf_counter()
+    now = [clustering_metrics(z[idx], view.task[idx]) for idx in splits]
+    t_now = time.perf_counter() - start
+    start = time.perf_counter()
+    before = [reference_kmeans(z[idx], view.task[idx]) for idx in splits]
+    t_before = time.perf_counter() - start
+    same = [
+        scores == {"ARI": adjusted_rand_score(view.task[idx], c),
+                   "NMI": normalized_mutual_info_score(view.task[idx], c), "purity": purity(view.task[idx], c)}
+        for scores, idx, c in zip(now, splits, before, strict=True)
+    ]  # fmt: skip
+    return {
+        "kmeans_s": round(t_now, 2), "kmeans_reference_s": round(t_before, 2),
+        "kmeans_ratio": round(t_before / t_now, 2), "kmeans_splits_identical": round(float(np.mean(same)), 4),
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -80,7 +116,7 @@ def main() -> None:
             "models": len(z), "dims": int(z.shape[1]), "queries": len(held),
             "held_out_shared_s": round(t_shared, 3), "held_out_reference_s": round(t_reference, 3),
             "ratio": round(t_reference / t_shared, 2), "queries_identical": round(same, 4),
-            "suite_s": round(t_suite, 2),
+            "suite_s": round(t_suite, 2), **time_clustering(z, view),
         }  # fmt: skip
         print(path.stem, results["embedders"][path.stem], flush=True)
     results["load_after"] = load()

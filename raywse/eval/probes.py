@@ -66,6 +66,7 @@ def accuracy_metrics(emb: np.ndarray, view: ZooView, seed: int = 0) -> dict[str,
     train, val = view.split == "train", view.split == "val"
     if train.sum() < 3:
         return {}
+    emb = emb[:, np.any(emb != 0, axis=0)]  # a column zero in every row informs neither regressor: not read
     out: dict[str, dict] = {}
     val_tau = {}
     for name, make in REGRESSORS.items():

@@ -66,3 +66,13 @@ def test_clustering_separable_blobs():
     x = np.concatenate([c + rng.normal(size=(10, 3)) * 0.1 for c in centres])
     m = clustering_metrics(x, np.repeat([0, 1, 2], 10))
     assert m["ARI"] == pytest.approx(1.0) and m["NMI"] == pytest.approx(1.0) and m["purity"] == 1.0
+
+
+def test_clustering_ignores_empty_columns():
+    """Columns that are zero in every row (a block-sparse embedding's unused blocks) change no cluster."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, size=60)
+    wide = np.zeros((60, 40), dtype=np.float32)
+    wide[:, 5:13] = x
+    assert clustering_metrics(wide, labels, seed=3) == clustering_metrics(x, labels, seed=3)
