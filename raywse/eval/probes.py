@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 from raywse.eval.config import HELD_OUT
 from raywse.eval.view import ZooView
-from raywse.metrics import clustering_metrics, kendall_tau, normalize, r2_score, spearman
+from raywse.metrics import clustering_metrics, kendall_tau, nonzero_columns, normalize, r2_score, spearman
 
 
 def held_masks(view: ZooView) -> list[tuple[str, np.ndarray]]:
@@ -66,7 +66,7 @@ def accuracy_metrics(emb: np.ndarray, view: ZooView, seed: int = 0) -> dict[str,
     train, val = view.split == "train", view.split == "val"
     if train.sum() < 3:
         return {}
-    emb = emb[:, np.any(emb != 0, axis=0)]  # a column zero in every row informs neither regressor: not read
+    emb = nonzero_columns(emb)  # a column zero in every row informs neither regressor: not read
     out: dict[str, dict] = {}
     val_tau = {}
     for name, make in REGRESSORS.items():

@@ -7,6 +7,7 @@
 from raywse.metrics.clustering import clustering_metrics, purity
 from raywse.metrics.correlation import kendall_tau, r2_score, spearman
 from raywse.metrics.retrieval import (
+    nonzero_columns,
     normalize,
     precision_curve,
     ranked_neighbours,
@@ -18,6 +19,7 @@ from raywse.metrics.retrieval import (
 __all__ = [
     "clustering_metrics",
     "kendall_tau",
+    "nonzero_columns",
     "normalize",
     "precision_curve",
     "purity",

@@ -17,6 +17,13 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12))
 
 
+def nonzero_columns(x: np.ndarray) -> np.ndarray:
+    """``[n, d]`` vectors without their columns that are zero in every row (one column kept if all are): nothing a
+    distance, a linear model or a tree could use is dropped."""
+    keep = np.any(x != 0, axis=0)
+    return x[:, keep] if keep.any() else x[:, :1]
+
+
 def ranked_neighbours(
     queries: np.ndarray, database: np.ndarray, exclude_self: np.ndarray | None = None
 ) -> list[np.ndarray]:

@@ -303,6 +303,11 @@ def test_probes(view):
     structure = structure_metrics(task_embeddings(view), view, seed=0)
     assert structure["held_out"]["kmeans_ARI"] == pytest.approx(1.0)
     assert structure["held_out"]["kmeans_purity"] == pytest.approx(1.0)
+    padded = np.zeros((len(emb), 7), dtype=np.float32)  # columns zero in every row (unused blocks) change nothing
+    padded[:, [2, 5]] = emb
+    assert accuracy_metrics(padded, view)["held_out"]["acc_kendall_tau"] == acc["held_out"]["acc_kendall_tau"]
+    blank = accuracy_metrics(np.zeros_like(emb), view)["held_out"]  # nothing to read: scored, not refused
+    assert blank["ridge_kendall_tau"] == 0.0 or math.isnan(blank["ridge_kendall_tau"])
 
 
 def test_recorded_train_accuracy_is_scored_as_the_summary_scores_accuracy(view):

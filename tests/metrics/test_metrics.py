@@ -7,6 +7,7 @@ import pytest
 
 from raywse.metrics import (
     clustering_metrics,
+    nonzero_columns,
     precision_curve,
     purity,
     ranked_neighbours,
@@ -76,3 +77,15 @@ def test_clustering_ignores_empty_columns():
     wide = np.zeros((60, 40), dtype=np.float32)
     wide[:, 5:13] = x
     assert clustering_metrics(wide, labels, seed=3) == clustering_metrics(x, labels, seed=3)
+
+
+def test_nonzero_columns():
+    x = np.array([[0.0, 1.0, 0.0], [0.0, -2.0, 3.0]])
+    np.testing.assert_array_equal(nonzero_columns(x), x[:, 1:])
+    assert nonzero_columns(np.zeros((4, 3))).shape == (4, 1)  # all-zero vectors keep one column
+
+
+def test_clustering_of_all_zero_embeddings_scores_chance():
+    """An embedder that returns zeros (nothing to cluster) is scored, not refused."""
+    m = clustering_metrics(np.zeros((12, 5), dtype=np.float32), np.repeat([0, 1, 2], 4))
+    assert m["ARI"] == pytest.approx(0.0) and m["purity"] == pytest.approx(1 / 3)
