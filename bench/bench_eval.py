@@ -16,7 +16,7 @@ whose ranked relevance is identical). Then (c): the whole ``retrieval_suite`` of
 ranks the same queries in 14 settings (a's sorts are shared between them; b would sort again in each). And (d): the
 structure probe's k-means of every held-out split as :func:`~raywse.metrics.clustering_metrics` runs it (float64,
 without the columns zero in every row) against the reference it replaced (the float32 rows as they are, which
-scikit-learn upcasts block by block), with the share of splits whose clusters are identical.
+scikit-learn upcasts block by block), with the share of splits whose scores (ARI, NMI, purity) agree exactly.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from raywse.eval.config import POOLED
 from raywse.eval.probes import held_masks
 from raywse.eval.suite import ranked_relevance, retrieval_suite, tie_keys
 from raywse.eval.view import zoo_view
-from raywse.metrics import clustering_metrics, normalize
+from raywse.metrics import cluster_scores, clustering_metrics, normalize
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import load, machine  # noqa: E402
@@ -61,11 +61,7 @@ def reference_kmeans(z, labels, seed=0):
 
 def time_clustering(z, view) -> dict:
     """(d) of the module docstring: seconds of each way over the held-out splits, and the share of splits whose
-    scores (ARI, NMI, purity) agree exactly."""
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    from raywse.metrics import purity
-
+    scores agree exactly."""
     splits = [np.flatnonzero(mask) for _, mask in held_masks(view)]
     start = time.perf_counter()
     now = [clustering_metrics(z[idx], view.task[idx]) for idx in splits]
@@ -73,11 +69,7 @@ def time_clustering(z, view) -> dict:
     start = time.perf_counter()
     before = [reference_kmeans(z[idx], view.task[idx]) for idx in splits]
     t_before = time.perf_counter() - start
-    same = [
-        scores == {"ARI": adjusted_rand_score(view.task[idx], c),
-                   "NMI": normalized_mutual_info_score(view.task[idx], c), "purity": purity(view.task[idx], c)}
-        for scores, idx, c in zip(now, splits, before, strict=True)
-    ]  # fmt: skip
+    same = [scores == cluster_scores(view.task[idx], c) for scores, idx, c in zip(now, splits, before, strict=True)]
     return {
         "kmeans_s": round(t_now, 2), "kmeans_reference_s": round(t_before, 2),
         "kmeans_ratio": round(t_before / t_now, 2), "kmeans_splits_identical": round(float(np.mean(same)), 4),

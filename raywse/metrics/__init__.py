@@ -4,7 +4,7 @@
 ``correlation`` (Kendall τ, Spearman ρ, R²). Train, tune and eval all score embeddings with these.
 """
 
-from raywse.metrics.clustering import clustering_metrics, purity
+from raywse.metrics.clustering import cluster_scores, clustering_metrics, purity
 from raywse.metrics.correlation import kendall_tau, r2_score, spearman
 from raywse.metrics.retrieval import (
     nonzero_columns,
@@ -17,6 +17,7 @@ from raywse.metrics.retrieval import (
 )
 
 __all__ = [
+    "cluster_scores",
     "clustering_metrics",
     "kendall_tau",
     "nonzero_columns",

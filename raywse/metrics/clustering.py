@@ -25,7 +25,6 @@ def clustering_metrics(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0
     ``bench/bench_eval.py``)."""
     from sklearn.cluster import KMeans  # sklearn is slow to import; only clustering needs it
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     labels = np.asarray(labels)
     k = len(np.unique(labels))
@@ -35,6 +34,13 @@ def clustering_metrics(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0
         warnings.simplefilter("ignore", ConvergenceWarning)
         z = nonzero_columns(normalize(embeddings)).astype(np.float64)
         clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(z)
+    return cluster_scores(labels, clusters)
+
+
+def cluster_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    """ARI, NMI and purity of a clustering against the labels."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     return {
         "ARI": float(adjusted_rand_score(labels, clusters)),
         "NMI": float(normalized_mutual_info_score(labels, clusters)),
