@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _machine import load, machine
+from bench_lineage import embed
 from torch import Tensor
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
@@ -39,7 +40,6 @@ from raywse.core.artifacts import read_zoo_manifest
 from raywse.eval.suite import _lineage
 from raywse.eval.symmetries import randomised_graphs
 from raywse.eval.view import zoo_view
-from raywse.graph.kernels import kernel_shape_batches
 from raywse.graph.lineage import EDGE_CHUNK, SIGMA, _project, first_layer_sketch
 from raywse.graph.structure import structure_codes
 
@@ -69,14 +69,6 @@ def second_layer_sketch(batch: Batch, dim: int, seed: int, width: int, sigma: fl
     return F.normalize(sketch, dim=1)
 
 
-def embed(graphs: list, fn, dim: int, **kwargs) -> np.ndarray:
-    """``fn(batch, dim, **kwargs)`` over ``graphs`` in batches of one kernel shape."""
-    out = np.zeros((len(graphs), dim), dtype=np.float32)
-    for rows in kernel_shape_batches(graphs, 128):
-        out[rows] = fn(Batch.from_data_list([graphs[i] for i in rows]), dim, **kwargs).numpy()
-    return out
-
-
 class Zoo:
     """One zoo's randomised graphs, view, first-layer sketches and structure codes."""
 
@@ -88,8 +80,8 @@ class Zoo:
         self.first = embed(self.graphs, first_layer_sketch, 1024, seed=seed)
         self.codes = embed(self.graphs, lambda batch, dim, seed: structure_codes(batch, dim, seed), 128, seed=seed)
         self.seconds = round(time.perf_counter() - start, 1)
-        held = np.flatnonzero(self.view.held_out)
-        self.children = np.array([q for q in held if self.view.parent[q] in set(self.view.ids)], dtype=np.int64)
+        held, known = np.flatnonzero(self.view.held_out), set(self.view.ids)
+        self.children = np.array([q for q in held if self.view.parent[q] in known], dtype=np.int64)
 
     def lineage(self, second: np.ndarray | None, share: float, seed: int) -> dict:
         """Lineage mAP (overall, per family of the child) of the lineage part with ``second`` at ``share``."""
