@@ -5,7 +5,8 @@ Usage: ``python bench/bench_lineage_rerank.py --select /tmp/zval --measure /tmp/
 rebuilt with its symmetries randomised as the evaluation randomises them and scored with the evaluation's own lineage
 setting (fine-tuned children against every model outside their run; relevant = the parent's run and the siblings).
 
-The experiment (session 25; not yet part of the library): the lineage part as it stands
+The experiment (session 25; the chosen setting is now :mod:`raywse.graph.first_layer_match`, whose first layers
+and ``kernel`` similarity this script calls): the lineage part as it stands
 (:meth:`~raywse.models.encoder.NeuralGraphEncoder.kinship_form`: the first-layer sketch joined with the structure
 code) ranks every model; its first ``depth`` are then re-scored as ``(1 − share) · cosine + share · matched``, where
 ``matched`` compares the two networks' first layers neuron by neuron. A first-layer neuron's unit incoming weights
@@ -32,16 +33,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from _machine import load, machine
 from bench_lineage import embed
 from scipy.optimize import linear_sum_assignment
-from torch_geometric.data import Data
 
 from raywse.core.artifacts import read_zoo_manifest
 from raywse.eval.suite import Rankings, _lineage, scored
 from raywse.eval.symmetries import randomised_graphs
 from raywse.eval.view import zoo_view
+from raywse.graph.first_layer_match import FirstLayer, first_layer_of, matched_similarity
 from raywse.graph.lineage import first_layer_sketch
 from raywse.graph.structure import structure_codes
 
@@ -49,32 +49,18 @@ STRUCTURE_SHARE = 0.2  # the encoder's kinship_structure_weight
 KS, CURVE_K = (1, 5, 10), 20  # the evaluation's lineage setting
 
 
-def first_layer(graph: Data) -> tuple[tuple[int, int], np.ndarray]:
-    """``((input width, kernel cells), [neurons, width * cells + 1])``: the unit incoming weights and bias of every
-    first-layer neuron, one column per input node (by position) and kernel cell, then the bias."""
-    layer, (src, dst) = graph.node_layer, graph.edge_index
-    neurons = torch.nonzero(layer == 1).view(-1)
-    first = (layer[src] == 0) & (layer[dst] == 1)
-    width, cells = int((layer == 0).sum()), graph.edge_attr.shape[1]
-    row = torch.full((len(layer),), -1, dtype=torch.long)
-    row[neurons] = torch.arange(len(neurons))
-    directions = torch.zeros(len(neurons), width * cells + 1)
-    columns = graph.node_pos[src[first]].unsqueeze(1) * cells + torch.arange(cells)
-    directions[row[dst[first]].unsqueeze(1).expand(-1, cells), columns] = graph.edge_attr[first].float()
-    directions[:, -1] = graph.x.view(-1)[neurons].float()
-    return (width, cells), F.normalize(directions, dim=1).numpy()
-
-
-def matched(a: tuple, b: tuple, kind: str) -> float:
-    """The neuron-matched similarity of two :func:`first_layer` results (the module docstring); 0 if their inputs
-    differ or either has no first layer."""
-    (key_a, u), (key_b, v) = a, b
-    if key_a != key_b or not len(u) or not len(v):
+def matched(a: FirstLayer | None, b: FirstLayer | None, kind: str) -> float:
+    """The neuron-matched similarity of two first layers (the module docstring); 0 if either is missing. ``kernel`` is
+    the library's :func:`~raywse.graph.first_layer_match.matched_similarity`."""
+    if a is None or b is None:
         return 0.0
-    cos = np.abs(u @ v.T)
+    if kind == "kernel":
+        return matched_similarity(a, b)
+    if (a.width, a.cells) != (b.width, b.cells):
+        return 0.0
+    cos = np.abs(a.directions @ b.directions.T)
     rows, cols = linear_sum_assignment(cos, maximize=True)
-    paired = cos[rows, cols] if kind == "mean_cos" else np.exp(-9.0 * (1.0 - cos[rows, cols]))
-    return float(paired.sum() / max(len(u), len(v)))
+    return float(cos[rows, cols].sum() / max(len(a.directions), len(b.directions)))
 
 
 class Zoo:
@@ -94,7 +80,7 @@ class Zoo:
         self.children = np.array([q for q in held if self.view.parent[q] in known], dtype=np.int64)
         self.rankings, self.seed = Rankings(self.kin, seed), seed
         self.rankings.prepare(self.children)
-        self._first: dict[int, tuple] = {}
+        self._first: dict[int, FirstLayer | None] = {}
         self._matched: dict[tuple[int, int, str], float] = {}
 
     def candidates(self, q: int) -> np.ndarray:
@@ -106,7 +92,7 @@ class Zoo:
         if (q, c, kind) not in self._matched:
             for i in (q, c):
                 if i not in self._first:
-                    self._first[i] = first_layer(self.graphs[i])
+                    self._first[i] = first_layer_of(self.graphs[i])
             self._matched[q, c, kind] = matched(self._first[q], self._first[c], kind)
         return self._matched[q, c, kind]
 

@@ -62,6 +62,7 @@ class IndexFiles:
     IDS = "ids.parquet"
     META = "meta.json"
     EMBEDDINGS = "embeddings.parquet"
+    FIRST_LAYERS = "first_layers.parquet"  # each model's first layer, which lineage searches re-score with
 
 
 class ForeignFiles:
@@ -82,6 +83,7 @@ class ReportFiles:
     KINSHIP_EMBEDDINGS = "embeddings/kinship"  # the zoo's lineage queries, where they differ (the GNN embedders)
     FOREIGN_EMBEDDINGS = "embeddings/foreign"  # the foreign zoo's, one <embedder>.parquet each
     FOREIGN_HINTED_EMBEDDINGS = "embeddings/foreign_hinted"  # the same, graphified with their stated activations
+    FIRST_LAYERS = "first_layers.parquet"  # every zoo model's first layer, as the lineage setting re-scores with it
     BASELINE_RUNS = "baselines"  # a baseline trained as raywse was: its training run, one directory each
     PROJECTION = "pca_raywse.png"
     PRECISION_CURVES = "precision_at_k.png"

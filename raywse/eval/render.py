@@ -141,9 +141,11 @@ def _hard_splits(scores: dict, ks: list[int]) -> list[str]:
         "binary digits tasks, digits all10/shift1); the database holds only the query's group; relevant = same task.",
         "- **lineage**: fine-tuned children as queries against all other models; relevant = parent and siblings. The "
         "GNN embedders (raywse and the GNN rows) answer with their lineage queries, as `raywse search --relation "
-        "lineage` does: the first-layer sketch with a code of the layer structure, against the index — training-free "
-        "and the same for the three, so their lineage column says nothing of training; the structure's share (0.2) "
-        "was picked on these children. Every other row ranks with its one embedding.",
+        "lineage` does: the first-layer sketch with a code of the layer structure, against the index, its first "
+        "50 answers then re-scored by pairing the two networks' first-layer neurons one to one "
+        "(`raywse.graph.first_layer_match`; chosen on a second zoo) — training-free and the same for the three, so "
+        "their lineage column says nothing of training; the structure's share (0.2) was picked on these children. "
+        "Every other row ranks with its one embedding.",
         "",
         f"| embedder | cross-family P@{ks[-1]} | cross-family mAP | label-map P@1 | label-map mAP | lineage MRR | "
         "lineage mAP | acc. R² (held-out) | acc. Kendall τ (held-out) |",
@@ -161,6 +163,9 @@ def _hard_splits(scores: dict, ks: list[int]) -> list[str]:
             s.get("held_out", {}).get("acc_kendall_tau"),
         ]
         lines.append(f"| {embedder_cell(name)} | {' | '.join(_fmt(c) for c in cells)} |")
+    alone = scores[RAYWSE].get("lineage_embedding_only", {}).get("mAP")
+    if alone is not None:
+        lines += ["", f"raywse's lineage mAP without the re-scoring (its embedding alone): {_fmt(alone)}."]
     return [*lines, "", "Queries: " + ", ".join(f"{s} {scores[RAYWSE][s].get('queries', 0)}" for s in HARD) + "."]
 
 

@@ -47,6 +47,7 @@ from raywse.eval.suite import retrieval_suite
 from raywse.eval.summary import GOALS, NOT_MEASURED, RETRIEVAL_SUMMARY, summarize
 from raywse.eval.symmetries import RESCALE_RANGE, randomised_graphs
 from raywse.eval.view import ZooView, zoo_view
+from raywse.graph.first_layer_match import first_layer_of, first_layers_table, read_first_layers, write_first_layers
 from raywse.models.baselines import BaselineSettings, make_baseline
 from raywse.models.checkpoint import load_encoder
 from raywse.models.embedder import Embedder, EncoderTrainer, GNNEmbedder, RunTrainer
@@ -79,6 +80,7 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
     config = config or EvalConfig()
     rows = read_zoo_manifest(zoo_dir)
     foreign_rows = read_foreign_manifest(config.foreign_dir) if config.foreign_dir else []
+    first = read_first_layers(Path(out_dir) / ReportFiles.FIRST_LAYERS)
     out = {}
     for path in sorted((Path(out_dir) / ReportFiles.EMBEDDINGS).glob("*.parquet")):
         table = read_embeddings(path)
@@ -88,7 +90,8 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
         z_database = table_vectors(read_embeddings(database)) if database.exists() else z
         kinship = Path(out_dir) / ReportFiles.KINSHIP_EMBEDDINGS / path.name
         kin = (table_vectors(read_embeddings(kinship)), z_database) if kinship.exists() else None
-        out[path.stem] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed, kin)
+        firsts = [first.get(m) for m in view.ids] if kin else None
+        out[path.stem] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed, kin, firsts)
         for suffix, sub in FOREIGN_SETS.items():
             foreign_path = Path(out_dir) / sub / path.name
             if foreign_rows and foreign_path.exists():
@@ -238,6 +241,8 @@ def _embed_and_score(
     split → metric; seconds: fitting and embedding, and as ``"<name> scoring"`` saving and scoring)."""
     tasks = sorted(set(view.task))
     labels = np.array([tasks.index(t) for t in view.task])
+    first_layers = [first_layer_of(g) for g in graphs]  # the lineage searches re-score with these
+    write_first_layers(first_layers_table(view.ids, first_layers), out_dir / ReportFiles.FIRST_LAYERS)
     train = np.flatnonzero(view.split == "train")
     train_graphs = [graphs[i] for i in train]
     emb_dirs = (ReportFiles.EMBEDDINGS, ReportFiles.DATABASE_EMBEDDINGS, ReportFiles.KINSHIP_EMBEDDINGS)
@@ -256,7 +261,7 @@ def _embed_and_score(
         tag = encoder_version if name == RAYWSE else name
         zoo = [None if v is None else np.ascontiguousarray(v[: len(graphs)], np.float32) for v in (database, kinship)]
         start = time.perf_counter()
-        scores[name] = _save_and_score(name, tag, emb_all, *zoo, view, foreigns, out_dir, config)
+        scores[name] = _save_and_score(name, tag, emb_all, *zoo, view, foreigns, out_dir, config, first_layers)
         seconds[f"{name} scoring"] = time.perf_counter() - start
         bar.update(1)
 
@@ -300,19 +305,21 @@ def _save_and_score(
     foreigns: dict[str, ForeignZoo],
     out_dir: Path,
     config: EvalConfig,
+    first_layers: list,
 ) -> dict[str, dict]:
     """Save one embedder's embeddings (the zoo's rows first, then each foreign set's, in ``foreigns``' order), tagged
     ``tag``, and score them: retrieval, each foreign set (its splits suffixed), accuracy and structure probes.
     ``database``: the zoo's rows as an index stores them, where that differs from ``emb_all`` (the database the
     foreign queries search; zoo queries rank zoo models alike in either form); ``kinship``: the zoo's lineage
-    queries, where they differ from ``emb_all`` (the lineage setting ranks them against ``database``)."""
+    queries, where they differ from ``emb_all`` (the lineage setting ranks them against ``database`` and re-scores
+    the first answers with ``first_layers``, as a lineage search does)."""
     emb = emb_all[: len(view.ids)]
     for vectors, sub in ((emb, ReportFiles.EMBEDDINGS), (database, ReportFiles.DATABASE_EMBEDDINGS),
                          (kinship, ReportFiles.KINSHIP_EMBEDDINGS)):  # fmt: skip
         if vectors is not None:
             write_embeddings(embeddings_table(view.ids, vectors, tag), out_dir / sub / f"{name}.parquet")
     kin = None if kinship is None else (kinship, emb if database is None else database)
-    scores = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed, kin)
+    scores = retrieval_suite(emb, view, config.ks, config.curve_k, config.seed, kin, first_layers if kin else None)
     start = len(view.ids)
     for suffix, zoo in foreigns.items():
         part, start = emb_all[start : start + len(zoo.ids)], start + len(zoo.ids)

@@ -3,21 +3,24 @@
 Each setting ranks a database by cosine similarity to a query and flags the relevant items; see the report for each
 setting's definition. Exact score ties are broken in a random order drawn from ``(seed, query)`` (:func:`tie_keys`),
 never by manifest order, so an embedder that cannot tell models apart scores what a random ranking scores, and a
-recomputation with the same seed gives the same numbers.
+recomputation with the same seed gives the same numbers. An embedder with a lineage part answers the lineage setting
+as its search does: its first answers re-scored by matching first layers (:mod:`raywse.graph.first_layer_match`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from raywse.eval.config import HELD_OUT, POOLED
 from raywse.eval.view import ZooView
+from raywse.graph.first_layer_match import RERANK_DEPTH, FirstLayer, rerank
 from raywse.metrics import normalize, precision_curve, relevance_metrics
 
 Database = Callable[[int], np.ndarray]  # query index -> boolean mask of the database
 Relevant = Callable[[int, np.ndarray], np.ndarray]  # (query index, ranked database indices) -> relevance flags
+Rescore = Callable[[int, np.ndarray, np.ndarray], np.ndarray]  # (query, first answers, their cosines) -> new scores
 
 
 def tie_keys(seed: int, query: int, n: int) -> np.ndarray:
@@ -74,6 +77,11 @@ class Rankings:
             for q, scores in zip(block, cosines(self.z64, block, self.q64), strict=True):
                 self._orders[int(q)] = order_by(scores, int(q), self.seed).astype(np.int32)
 
+    def cosines(self, query: int, idx: np.ndarray) -> np.ndarray:
+        """``query``'s cosines to the models ``idx``, as the ranking computed them."""
+        q64 = self.z64 if self.q64 is None else self.q64
+        return (q64[int(query)] @ self.z64[np.asarray(idx, dtype=np.int64)].T).astype(np.float32)
+
     def order(self, query: int) -> np.ndarray:
         """Every model's index, best first for ``query`` (the query itself included)."""
         if int(query) not in self._orders:
@@ -82,12 +90,18 @@ class Rankings:
 
 
 def ranked_relevance(
-    z: np.ndarray | Rankings, queries: np.ndarray, database: Database, relevant: Relevant, seed: int = 0
+    z: np.ndarray | Rankings,
+    queries: np.ndarray,
+    database: Database,
+    relevant: Relevant,
+    seed: int = 0,
+    rescore: Rescore | None = None,
 ) -> list[np.ndarray]:
     """Ranked relevance flags per query: ``database(q)`` is a boolean mask, ``relevant(q, idx)`` flags indices.
 
     ``z`` holds unit vectors (or is their :class:`Rankings`, shared between calls); the query itself never enters its
-    database; ties are broken as :func:`rank` breaks them.
+    database; ties are broken as :func:`rank` breaks them. ``rescore`` re-orders each query's first
+    :data:`~raywse.graph.first_layer_match.RERANK_DEPTH` answers by the scores it gives them.
     """
     rankings = z if isinstance(z, Rankings) else Rankings(z, seed)
     rankings.prepare(queries)
@@ -96,8 +110,19 @@ def ranked_relevance(
         order = rankings.order(q)
         keep = np.asarray(database(q), dtype=bool).copy()
         keep[q] = False
-        out.append(relevant(q, order[keep[order]]))
+        order = order[keep[order]]
+        if rescore is not None:
+            top = order[:RERANK_DEPTH]
+            scores = rescore(int(q), top, rankings.cosines(q, top))
+            order = np.concatenate([top[np.argsort(-scores, kind="stable")], order[RERANK_DEPTH:]])
+        out.append(relevant(q, order))
     return out
+
+
+def first_layer_rescore(layers: Sequence[FirstLayer | None]) -> Rescore:
+    """Re-scores answers as a lineage search does (:func:`~raywse.graph.first_layer_match.rerank`), ``layers`` being
+    every model's first layer by index."""
+    return lambda q, top, cosines: rerank(layers[q], [layers[i] for i in top], cosines)
 
 
 def scored(relevance: list[np.ndarray], ks: tuple[int, ...], curve_k: int) -> dict:
@@ -118,11 +143,13 @@ def retrieval_suite(
     curve_k: int = 20,
     seed: int = 0,
     kinship: tuple[np.ndarray, np.ndarray] | None = None,
+    first_layers: Sequence[FirstLayer | None] | None = None,
 ) -> dict:
     """Every retrieval metric of one embedder: split → metric (see the report for each setting's definition);
     ``seed`` draws the tie-break order. ``kinship``: ``(lineage queries, database)`` of an embedder that answers
     lineage queries with other vectors (:meth:`~raywse.models.encoder.NeuralGraphEncoder.kinship_form` against the
-    database form, compared as the index compares them); the ``lineage`` setting then ranks with those.
+    database form, compared as the index compares them); the ``lineage`` setting then ranks with those, and with
+    ``first_layers`` (every model's, by index) re-scores its first answers as a lineage search does.
 
     Task settings query with held-out models that learned their task (pooled settings: every held-out split but
     ``test_lineage``, and no fine-tuned child); a model that did not learn is never relevant. A query's own run and
@@ -145,7 +172,11 @@ def retrieval_suite(
     out.update(_cross_family(z, view, held, same_task, ks, curve_k, seed))
     out["label_map"] = score(held[view.group[held] != ""], lambda q: (view.group == view.group[q]) & view.unrelated(q))
     kin = z if kinship is None else Rankings(kinship[1], seed, queries=kinship[0])
-    out["lineage"] = _lineage(kin, view, held_all, lambda q: view.run != view.run[q], ks, curve_k, seed)
+    other_runs: Database = lambda q: view.run != view.run[q]  # noqa: E731
+    if first_layers is not None:  # the same queries without the re-scoring, for the record
+        out["lineage_embedding_only"] = _lineage(kin, view, held_all, other_runs, ks, curve_k, seed)
+    rescore = None if first_layers is None else first_layer_rescore(first_layers)
+    out["lineage"] = _lineage(kin, view, held_all, other_runs, ks, curve_k, seed, rescore)
     return out
 
 
@@ -167,7 +198,14 @@ def _cross_family(
 
 
 def _lineage(
-    z: Rankings, view: ZooView, held: np.ndarray, database: Database, ks: tuple[int, ...], curve_k: int, seed: int
+    z: Rankings,
+    view: ZooView,
+    held: np.ndarray,
+    database: Database,
+    ks: tuple[int, ...],
+    curve_k: int,
+    seed: int,
+    rescore: Rescore | None = None,
 ) -> dict:
     """Held-out children whose parent was evaluated, as queries; relevant = the parent's run (every snapshot of it)
     and the parent's other children."""
@@ -177,4 +215,4 @@ def _lineage(
     def is_kin(q: int, idx: np.ndarray) -> np.ndarray:
         return (view.parent[idx] == view.parent[q]) | (view.run[idx] == view.parent_run[q])
 
-    return scored(ranked_relevance(z, children, database, is_kin, seed), ks, curve_k)
+    return scored(ranked_relevance(z, children, database, is_kin, seed, rescore), ks, curve_k)

@@ -30,6 +30,7 @@ from raywse.core.ray_session import cluster_cpus, cluster_gpus, ensure_ray, loca
 from raywse.core.spec import SpecError
 from raywse.data.graphify import shard_paths
 from raywse.graph.arrow import table_to_graphs
+from raywse.graph.first_layer_match import FIRST_LAYERS_SCHEMA, first_layer_of, first_layers_table
 from raywse.index.faiss_index import (
     EmbeddingIndex,
     IndexConfig,
@@ -37,6 +38,7 @@ from raywse.index.faiss_index import (
     grown,
     has_index,
     index_embeddings,
+    index_first_layers,
     read_meta,
     writer_lock,
 )
@@ -46,8 +48,11 @@ from raywse.models.encode import encode
 #: Blocks per embedding actor (more than one, so a fast actor takes over the rest of a slow one's work).
 BLOCKS_PER_ACTOR = 4
 
-#: What the actors return: the embeddings plus ``error`` (null when the row embedded; ``vector`` null when not).
-RESULT_SCHEMA = EMBEDDINGS_SCHEMA.append(pa.field("error", pa.string()))
+#: What the actors return: the embeddings plus ``error`` (null when the row embedded; ``vector`` null when not), and
+#: each graph's first layer (:data:`~raywse.graph.first_layer_match.FIRST_LAYERS_SCHEMA`'s columns; null without one).
+RESULT_SCHEMA = pa.schema(
+    [*EMBEDDINGS_SCHEMA, pa.field("error", pa.string()), *(f for f in FIRST_LAYERS_SCHEMA if f.name != "model_id")]
+)
 
 
 class EmbedActor:
@@ -69,12 +74,15 @@ class EmbedActor:
         encoded = encode(self.encoder, graphs, batch_size=len(graphs) or 1, device=self.device, database=True)
         vectors = iter(encoded.database)
         column = [None if m in errors else next(vectors).tolist() for m in ids]
+        first = {g.model_id: first_layer_of(g) for g in graphs}
+        first_layers = first_layers_table(ids, [first.get(m) for m in ids], keep_missing=True)
         return pa.table(
             {
                 "model_id": pa.array(ids, pa.string()),
                 "vector": pa.array(column, pa.list_(pa.float32())),
                 "encoder_version": pa.array([self.version] * len(ids), pa.string()),
                 "error": pa.array([errors.get(m) for m in ids], pa.string()),
+                **{name: first_layers.column(name) for name in FIRST_LAYERS_SCHEMA.names if name != "model_id"},
             },
             schema=RESULT_SCHEMA,
         )
@@ -176,11 +184,11 @@ def build_index(
     with writer_lock(index_dir):  # from reading the live version to saving the new one: one writer at a time
         _, version = load_encoder(encoder_dir)
         all_ids = pq.read_table(graphs_dir / GraphFiles.MANIFEST, columns=["model_id"]).column("model_id").to_pylist()
-        index, old = None, EMBEDDINGS_SCHEMA.empty_table()
+        index, old, old_first = None, EMBEDDINGS_SCHEMA.empty_table(), FIRST_LAYERS_SCHEMA.empty_table()
         if has_index(index_dir) and not rebuild:
             check_encoder_version(read_meta(index_dir), version, index_dir)
             index = EmbeddingIndex.load(index_dir, expected_encoder_version=version, config=config)
-            old = index_embeddings(index_dir)
+            old, old_first = index_embeddings(index_dir), index_first_layers(index_dir)
         todo = [m for m in all_ids if index is None or m not in index]
 
         device, use_gpu = "", config.use_gpu
@@ -193,7 +201,9 @@ def build_index(
         )
         failed = pc.is_valid(result.column("error"))
         errors = dict(zip(*result.filter(failed).select(["model_id", "error"]).to_pydict().values(), strict=True))
-        new = result.filter(pc.invert(failed)).select(EMBEDDINGS_SCHEMA.names)
+        embedded = result.filter(pc.invert(failed))
+        new = embedded.select(EMBEDDINGS_SCHEMA.names)
+        new_first = embedded.filter(pc.is_valid(embedded.column("directions"))).select(FIRST_LAYERS_SCHEMA.names)
 
         if index is None and not new.num_rows:
             example = next(iter(errors.items()), None)
@@ -204,7 +214,7 @@ def build_index(
         else:
             index = grown(index, new.column("model_id").to_pylist(), table_vectors(new), config)
         if saved:
-            index.save(index_dir, embeddings=pa.concat_tables([old, new]))
+            index.save(index_dir, pa.concat_tables([old, new]), pa.concat_tables([old_first, new_first]))
     summary = IndexBuildSummary(
         index_dir=str(index_dir),
         encoder_version=version,

@@ -7,7 +7,8 @@ exact ``IndexFlatIP``; above ``exact_threshold`` an ``IndexIVFFlat`` (inner-prod
 With a GPU the index is built and searched on it (``index_cpu_to_all_gpus``) and copied back to CPU to save.
 
 On disk an index directory holds ``CURRENT`` (the name of the live version) and ``versions/<n>/`` with
-``index.faiss``, ``ids.parquet``, ``meta.json`` and optionally ``embeddings.parquet``. A save writes a complete new
+``index.faiss``, ``ids.parquet``, ``meta.json`` and optionally ``embeddings.parquet`` and ``first_layers.parquet``
+(what lineage searches re-score with, :mod:`raywse.graph.first_layer_match`). A save writes a complete new
 version directory, then atomically replaces ``CURRENT``; a save killed midway leaves the previous version live.
 """
 
@@ -39,6 +40,7 @@ except ImportError as exc:  # FAISS is an extra: exactly one build per environme
 from raywse.core.artifacts import IndexFiles
 from raywse.core.embeddings import read_embeddings, write_embeddings
 from raywse.core.io import atomic_path, write_json_atomic, write_parquet_atomic
+from raywse.graph.first_layer_match import FIRST_LAYERS_SCHEMA, write_first_layers
 from raywse.metrics import normalize
 
 IVF_TRAIN_PER_LIST = 64  # k-means sample per inverted list (FAISS advises 30-256; 256 made 1M CPU builds slow)
@@ -191,8 +193,11 @@ class EmbeddingIndex:
     def cpu_index(self) -> faiss.Index:
         return faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
 
-    def save(self, index_dir: str | os.PathLike, embeddings: pa.Table | None = None) -> Path:
-        """Write a new version (plus ``embeddings.parquet`` when given) and switch ``CURRENT`` to it atomically."""
+    def save(
+        self, index_dir: str | os.PathLike, embeddings: pa.Table | None = None, first_layers: pa.Table | None = None
+    ) -> Path:
+        """Write a new version (plus ``embeddings.parquet`` and ``first_layers.parquet`` when given) and switch
+        ``CURRENT`` to it atomically."""
         index_dir = Path(index_dir)
         versions = index_dir / IndexFiles.VERSIONS
         versions.mkdir(parents=True, exist_ok=True)
@@ -206,6 +211,8 @@ class EmbeddingIndex:
         write_parquet_atomic(pa.table({"model_id": pa.array(self.ids, pa.string())}), vdir / IndexFiles.IDS)
         if embeddings is not None:
             write_embeddings(embeddings, vdir / IndexFiles.EMBEDDINGS)
+        if first_layers is not None:
+            write_first_layers(first_layers, vdir / IndexFiles.FIRST_LAYERS)
         meta = {
             "encoder_version": self.encoder_version,
             "count": len(self.ids),
@@ -286,6 +293,12 @@ def live_version(index_dir: str | os.PathLike) -> str | None:
 def index_embeddings(index_dir: str | os.PathLike) -> pa.Table:
     """The live version's embeddings (an empty table when the index was saved without them)."""
     return read_embeddings(current_version_dir(index_dir) / IndexFiles.EMBEDDINGS)
+
+
+def index_first_layers(index_dir: str | os.PathLike) -> pa.Table:
+    """The live version's first layers (an empty table when the index was saved without them)."""
+    path = current_version_dir(index_dir) / IndexFiles.FIRST_LAYERS
+    return pq.read_table(path).cast(FIRST_LAYERS_SCHEMA) if path.exists() else FIRST_LAYERS_SCHEMA.empty_table()
 
 
 def current_version_dir(index_dir: str | os.PathLike) -> Path:

@@ -20,6 +20,14 @@ from raywse.core.io import CheckpointError
 from raywse.core.records import RELATIONS
 from raywse.core.spec import SpecError
 from raywse.graph.checkpoint import GraphifyError, graphify_checkpoint, read_spec_file
+from raywse.graph.first_layer_match import (
+    RERANK_DEPTH,
+    FirstLayer,
+    first_layer_of,
+    first_layers_table,
+    rerank,
+    table_first_layers,
+)
 from raywse.graph.probes import ProbeFile
 from raywse.index.faiss_index import (
     EmbeddingIndex,
@@ -27,6 +35,7 @@ from raywse.index.faiss_index import (
     IndexVersionError,
     grown,
     index_embeddings,
+    index_first_layers,
     live_version,
     writer_lock,
 )
@@ -42,7 +51,7 @@ logger = logging.getLogger(__name__)
 class Neighbor:
     rank: int  # 1-based
     model_id: str
-    score: float  # cosine of the parts of the embedding the query has (1: the same network)
+    score: float  # cosine of the parts of the embedding the query has (1: the same network); lineage: re-scored
     task: str = ""  # metadata columns are empty / NaN without a zoo manifest or for ids not in it
     family: str = ""
     test_acc: float = math.nan
@@ -71,6 +80,13 @@ class Searcher:
         self.index_version = live_version(index_dir)
         self.index = EmbeddingIndex.load(index_dir, expected_encoder_version=self.version)
         self.meta = _zoo_metadata(zoo_manifest) if zoo_manifest is not None else {}
+        self._first_layers: tuple[str | None, dict[str, FirstLayer]] | None = None  # (index version, first layers)
+
+    def first_layers(self) -> dict[str, FirstLayer]:
+        """The indexed models' first layers (what lineage searches re-score with), read once per index version."""
+        if self._first_layers is None or self._first_layers[0] != self.index_version:
+            self._first_layers = (self.index_version, table_first_layers(index_first_layers(self.index_dir)))
+        return self._first_layers[1]
 
     def refresh(self) -> bool:
         """Serve the live version if a writer saved another one since (one small file read when nothing changed).
@@ -102,6 +118,7 @@ class Searcher:
                 embedded.append((graph.model_id, encode(self.encoder, [graph], database=True).database[0]))
             except SpecError as exc:
                 errors[graph.model_id] = f"cannot encode: {exc}"
+        first = {g.model_id: first_layer_of(g) for g in graphs}
         with writer_lock(self.index_dir, lock_timeout_s):
             live = EmbeddingIndex.load(self.index_dir, expected_encoder_version=self.version)  # a copy to extend
             fresh = [(m, v) for m, v in embedded if m not in live]
@@ -111,8 +128,9 @@ class Searcher:
                 table = pa.concat_tables(
                     [index_embeddings(self.index_dir), embeddings_table(ids, vectors, self.version)]
                 )
+                layers = [index_first_layers(self.index_dir), first_layers_table(ids, [first[m] for m in ids])]
                 live = grown(live, ids, vectors, config or live.config)
-                live.save(self.index_dir, embeddings=table)
+                live.save(self.index_dir, table, pa.concat_tables(layers))
             self.index, self.index_version = live, live_version(self.index_dir)
         return [m for m, _ in fresh], errors
 
@@ -134,11 +152,13 @@ class Searcher:
             raise CheckpointError(f"cannot encode {graph.model_id}: {exc}") from exc
         # a lineage query lies in the lineage part only: an IVF index's lists, trained on the stored vectors, say
         # little of where its relatives are, so it visits every list
-        ids, scores = self.index.search(encoded.kinship if lineage else encoded.embeddings, k, exhaustive=lineage)
+        depth = max(k, RERANK_DEPTH) if lineage else k
+        ids, scores = self.index.search(encoded.kinship if lineage else encoded.embeddings, depth, exhaustive=lineage)
+        found = [(m, float(s)) for m, s in zip(ids[0], scores[0], strict=True) if m is not None]  # IVF: maybe < k
+        if lineage:
+            found = self._rescored(graph, found)
         neighbours = []
-        for rank, (model_id, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1):
-            if model_id is None:  # IVF found fewer than k candidates
-                break
+        for rank, (model_id, score) in enumerate(found[:k], start=1):
             row = self.meta.get(model_id, {})
             neighbours.append(
                 Neighbor(
@@ -151,6 +171,17 @@ class Searcher:
                 )
             )
         return neighbours
+
+    def _rescored(self, graph: Data, found: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """A lineage search's first :data:`~raywse.graph.first_layer_match.RERANK_DEPTH` answers re-scored by
+        matching first layers (:func:`~raywse.graph.first_layer_match.rerank`), best first, then the rest."""
+        top, rest = found[:RERANK_DEPTH], found[RERANK_DEPTH:]
+        if not top:
+            return found
+        stored = self.first_layers()
+        scores = rerank(first_layer_of(graph), [stored.get(m) for m, _ in top], np.array([s for _, s in top]))
+        order = np.argsort(-scores, kind="stable")
+        return [(top[i][0], float(scores[i])) for i in order] + rest
 
 
 def query_graph(

@@ -436,3 +436,31 @@ def test_task_databases_leave_out_the_query_lineage(view):
     view.parent[10], view.parent_run[10] = "m1", "r1"  # m10 becomes m9's sibling
     assert not view.unrelated(9)[10] and not view.unrelated(10)[9]
     assert view.unrelated(9).sum() == len(view.ids) - 3
+
+
+def test_the_lineage_setting_re_scores_its_first_answers_with_first_layers():
+    """Two candidates for one child: the stranger's vector is closer, the parent's first layer is the child's. The
+    embedding alone ranks the stranger first; re-scored as a lineage search does, the parent comes first."""
+    from raywse.graph.first_layer_match import FirstLayer
+
+    view = ZooView(
+        ids=["p", "s", "c"],
+        task=np.array(["t0", "t0", "t1"]),
+        family=np.array(["mlp"] * 3),
+        split=np.array(["train", "train", "test_lineage"]),
+        parent=np.array(["", "", "p"]),
+        test_acc=np.array([0.9, 0.9, 0.9]),
+        group=np.array([""] * 3),
+        arch=np.array(["a"] * 3),
+        run=np.array(["rp", "rs", "rc"]),
+        parent_run=np.array(["", "", "rp"]),
+        learned=np.ones(3, dtype=bool),
+    )
+    z = normalize(np.array([[1.0, 0.3], [1.0, 0.05], [1.0, 0.0]]))
+    rows = [np.random.default_rng(seed).standard_normal((4, 5)) for seed in (0, 1)]
+    mine, other = (FirstLayer(4, 1, (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)) for m in rows)
+    plain = retrieval_suite(z, view, kinship=(z, z))
+    rescored = retrieval_suite(z, view, kinship=(z, z), first_layers=[mine, other, mine])
+    assert plain["lineage"]["MRR"] == pytest.approx(0.5)
+    assert rescored["lineage"]["MRR"] == pytest.approx(1.0)
+    assert rescored["lineage_embedding_only"] == plain["lineage"]

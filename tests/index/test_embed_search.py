@@ -25,7 +25,7 @@ from raywse.core.io import CheckpointError
 from raywse.data.graphify import load_graphs, shard_paths
 from raywse.graph.checkpoint import graphify_checkpoint, read_spec_file
 from raywse.index.embed import EmbedActor, build_index
-from raywse.index.faiss_index import EmbeddingIndex, IndexVersionError, index_embeddings
+from raywse.index.faiss_index import EmbeddingIndex, IndexVersionError, index_embeddings, index_first_layers
 from raywse.index.search import Searcher, search_checkpoint
 from raywse.models.checkpoint import export_encoder, load_encoder
 from raywse.models.encode import encode
@@ -260,8 +260,10 @@ def test_a_searcher_adds_graphs_as_a_new_version_and_another_searcher_picks_it_u
     assert added == [g.model_id for g in new] and not errors
     assert writer.index_version != version and len(writer.index) == len(indexed) + 3
     assert set(index_embeddings(tmp_path / "index")["model_id"].to_pylist()) == indexed | set(added)
+    assert set(index_first_layers(tmp_path / "index")["model_id"].to_pylist()) == indexed | set(added)
     assert reader.refresh() and not reader.refresh()  # reloads once, then nothing changed
     assert reader.search_graph(new[0], k=1)[0].model_id == new[0].model_id
+    assert new[0].model_id in reader.first_layers()  # read again for the version now in service
     assert writer.add_graphs(new[:1]) == ([], {new[0].model_id: "already in the index"})
 
 
@@ -290,9 +292,11 @@ def test_a_lineage_search_finds_a_fine_tuned_childs_relatives_in_an_ivf_index(
     """Every fine-tuned child of the tiny zoo, its hidden neurons randomly permuted, rescaled and flipped as the
     evaluation does, queried by lineage: the best model outside its own run is its parent's run or a sibling for
     nearly all, the search over an IVF index visiting one list of three returns what a brute-force ranking of the
-    stored vectors does, and an unknown relation is refused."""
+    stored vectors does, its first answers re-scored with the first layers the index stored, and an unknown relation
+    is refused."""
     from raywse.core.artifacts import read_zoo_manifest
     from raywse.eval.symmetries import randomised_graphs
+    from raywse.graph.first_layer_match import RERANK_DEPTH, first_layer_of, rerank, table_first_layers
     from raywse.index.faiss_index import IndexConfig
 
     monkeypatch.setattr(embed_mod, "embed_graphs", in_process_embed)
@@ -301,6 +305,8 @@ def test_a_lineage_search_finds_a_fine_tuned_childs_relatives_in_an_ivf_index(
     assert searcher.index.kind == "ivf"
     table = index_embeddings(tmp_path / "index")
     ids, stored = table.column("model_id").to_pylist(), table_vectors(table)
+    layers = table_first_layers(index_first_layers(tmp_path / "index"))
+    assert set(layers) == set(ids)  # every tiny-zoo model has a first layer reading its inputs
     rows = read_zoo_manifest(tiny_zoo)
     run_of = {r["model_id"]: r.get("run_id") or r["model_id"] for r in rows}
     parent_of = {r["model_id"]: r.get("parent_id") or "" for r in rows}
@@ -310,8 +316,10 @@ def test_a_lineage_search_finds_a_fine_tuned_childs_relatives_in_an_ivf_index(
     for row, graph in zip(children, randomised_graphs(tiny_zoo, children, seed=0), strict=True):
         found = searcher.search_graph(graph, k=len(ids), relation="lineage")
         query = encode(searcher.encoder, [graph], kinship=True).kinship[0]
-        assert [n.model_id for n in found[:5]] == [ids[i] for i in np.argsort(-(stored @ query))[:5]]
-        assert found[0].score <= 1.0 + 1e-4  # the cosine of two first-layer sketches
+        top = np.argsort(-(stored @ query))[:RERANK_DEPTH]
+        rescored = rerank(first_layer_of(graph), [layers[ids[i]] for i in top], (stored @ query)[top])
+        assert [n.model_id for n in found[:5]] == [ids[top[i]] for i in np.argsort(-rescored, kind="stable")[:5]]
+        assert found[0].score <= 1.0 + 1e-4  # a cosine and a matched similarity, both at most 1
         best = next(n.model_id for n in found if run_of[n.model_id] != run_of[row["model_id"]])
         kin.append(run_of[best] == run_of[row["parent_id"]] or parent_of[best] == row["parent_id"])
     print(f"lineage search: best other-run model is kin for {np.mean(kin):.0%} of {len(children)} children")
