@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from _machine import load, machine
 from torch_geometric.data import Batch
 
@@ -46,6 +47,50 @@ def embed(graphs: list, fn, dim: int, **kwargs) -> np.ndarray:
     for rows in kernel_shape_batches(graphs, 256):
         out[rows] = fn(Batch.from_data_list([graphs[i] for i in rows]), dim, **kwargs).numpy()
     return out
+
+
+#: The encoder's ``kinship_structure_weight``: the structure code's share of the lineage part's squared norm.
+STRUCTURE_SHARE = 0.2
+
+
+class LineageZoo:
+    """One zoo's graphs with their symmetries randomised as the evaluation randomises them, its view, first-layer
+    sketches, structure codes and fine-tuned children (those whose parent is in the zoo), for the experiments that
+    choose a setting on one zoo and measure it on another."""
+
+    def __init__(self, path: str, seed: int) -> None:
+        rows = read_zoo_manifest(Path(path))
+        self.path, self.view = path, zoo_view(rows, [r["model_id"] for r in rows])
+        start = time.perf_counter()
+        self.graphs = randomised_graphs(path, rows, seed)
+        self.first = embed(self.graphs, first_layer_sketch, 1024, seed=seed)
+        self.codes = embed(self.graphs, lambda batch, dim, seed: structure_codes(batch, dim, seed), 128, seed=seed)
+        self.seconds = round(time.perf_counter() - start, 1)
+        held, known = np.flatnonzero(self.view.held_out), set(self.view.ids)
+        self.children = np.array([q for q in held if self.view.parent[q] in known], dtype=np.int64)
+
+    def record(self) -> dict:
+        return {"path": self.path, "models": len(self.graphs), "children": len(self.children), "build_s": self.seconds}
+
+
+def two_zoo_parser(description: str, results: str) -> argparse.ArgumentParser:
+    """The arguments every select-then-measure experiment takes (``results``: its file under ``results/``)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--select", required=True, help="the zoo the setting is chosen on")
+    ap.add_argument("--measure", required=True, help="the zoo it is then measured on")
+    ap.add_argument("--seed", type=int, default=0, help="the evaluation's seed (symmetries and tie-breaks)")
+    ap.add_argument("--results", default=str(Path(__file__).parent / "results" / results))
+    return ap
+
+
+def two_zoos(zoo_class: type[LineageZoo], args: argparse.Namespace, command: str) -> tuple:
+    """``(select zoo, measure zoo, result)``: torch on two threads, both zoos built, the result record begun
+    (machine, load, ``command``, the zoos)."""
+    torch.set_num_threads(2)
+    result = {"machine": machine(), "load_at_start": load(), "command": command}
+    select, measure = zoo_class(args.select, args.seed), zoo_class(args.measure, args.seed)
+    result["zoos"] = {"select": select.record(), "measure": measure.record()}
+    return select, measure, result
 
 
 def lineage(z: np.ndarray, view, seed: int) -> dict:

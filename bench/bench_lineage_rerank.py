@@ -25,27 +25,19 @@ all is then scored once on the ``--measure`` zoo, beside the lineage part as it 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from _machine import load, machine
-from bench_lineage import embed
+from _machine import load
+from bench_lineage import STRUCTURE_SHARE, LineageZoo, two_zoo_parser, two_zoos
 from scipy.optimize import linear_sum_assignment
 
-from raywse.core.artifacts import read_zoo_manifest
 from raywse.eval.suite import Rankings, _lineage, scored
-from raywse.eval.symmetries import randomised_graphs
-from raywse.eval.view import zoo_view
 from raywse.graph.first_layer_match import FirstLayer, first_layer_of, matched_similarity
-from raywse.graph.lineage import first_layer_sketch
-from raywse.graph.structure import structure_codes
 
-STRUCTURE_SHARE = 0.2  # the encoder's kinship_structure_weight
 KS, CURVE_K = (1, 5, 10), 20  # the evaluation's lineage setting
 
 
@@ -63,21 +55,13 @@ def matched(a: FirstLayer | None, b: FirstLayer | None, kind: str) -> float:
     return float(cos[rows, cols].sum() / max(len(a.directions), len(b.directions)))
 
 
-class Zoo:
+class Zoo(LineageZoo):
     """One zoo's randomised graphs, view, lineage part and fine-tuned children."""
 
     def __init__(self, path: str, seed: int) -> None:
-        rows = read_zoo_manifest(Path(path))
-        self.view = zoo_view(rows, [r["model_id"] for r in rows])
-        start = time.perf_counter()
-        self.graphs = randomised_graphs(path, rows, seed)
-        first = embed(self.graphs, first_layer_sketch, 1024, seed=seed)
-        codes = embed(self.graphs, lambda batch, dim, seed: structure_codes(batch, dim, seed), 128, seed=seed)
+        super().__init__(path, seed)
         a = STRUCTURE_SHARE
-        self.kin = np.hstack([math.sqrt(1 - a) * first, math.sqrt(a) * codes]).astype(np.float32)
-        self.seconds = round(time.perf_counter() - start, 1)
-        held, known = np.flatnonzero(self.view.held_out), set(self.view.ids)
-        self.children = np.array([q for q in held if self.view.parent[q] in known], dtype=np.int64)
+        self.kin = np.hstack([math.sqrt(1 - a) * self.first, math.sqrt(a) * self.codes]).astype(np.float32)
         self.rankings, self.seed = Rankings(self.kin, seed), seed
         self.rankings.prepare(self.children)
         self._first: dict[int, FirstLayer | None] = {}
@@ -89,6 +73,7 @@ class Zoo:
         return order[self.view.run[order] != self.view.run[q]]
 
     def similarity(self, q: int, c: int, kind: str) -> float:
+        """:func:`matched` of models ``q`` and ``c`` (first layers read and pairs matched once)."""
         if (q, c, kind) not in self._matched:
             for i in (q, c):
                 if i not in self._first:
@@ -117,6 +102,7 @@ class Zoo:
         return {"all": score(self.children), **{f: score(self.children[family == f]) for f in sorted(set(family))}}
 
     def forget(self) -> None:
+        """Drop the first layers and pairings computed so far (so that a timing starts from scratch)."""
         self._first.clear()
         self._matched.clear()
 
@@ -128,25 +114,15 @@ class Zoo:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--select", required=True, help="the zoo the setting is chosen on")
-    ap.add_argument("--measure", required=True, help="the zoo it is then measured on")
+    ap = two_zoo_parser(__doc__.split("\n\n")[0], "lineage_rerank.json")
     ap.add_argument("--kinds", nargs="+", default=["mean_cos", "kernel"])
     ap.add_argument("--shares", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
     ap.add_argument("--depths", type=int, nargs="+", default=[20, 50, 100])
-    ap.add_argument("--seed", type=int, default=0, help="the evaluation's seed (symmetries and tie-breaks)")
-    ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "lineage_rerank.json"))
     args = ap.parse_args()
-    torch.set_num_threads(2)
     command = (f"python bench/bench_lineage_rerank.py --select {args.select} --measure {args.measure} --kinds "
                f"{' '.join(args.kinds)} --shares {' '.join(map(str, args.shares))} --depths "
                f"{' '.join(map(str, args.depths))} --seed {args.seed}")  # fmt: skip
-    result = {"machine": machine(), "load_at_start": load(), "command": command}
-    select, measure = Zoo(args.select, args.seed), Zoo(args.measure, args.seed)
-    result["zoos"] = {
-        name: {"path": path, "models": len(z.graphs), "children": len(z.children), "build_s": z.seconds}
-        for name, path, z in (("select", args.select, select), ("measure", args.measure, measure))
-    }
+    select, measure, result = two_zoos(Zoo, args, command)
     for zoo in (select, measure):
         assert zoo.lineage("mean_cos", 0.0, 50)["all"] == zoo.as_it_stands()
     grid = []

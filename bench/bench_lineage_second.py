@@ -21,29 +21,21 @@ for ``--draws`` draws of the random directions, beside the lineage part as it st
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _machine import load, machine
-from bench_lineage import embed
+from _machine import load
+from bench_lineage import STRUCTURE_SHARE, LineageZoo, embed, two_zoo_parser, two_zoos
 from torch import Tensor
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
-from raywse.core.artifacts import read_zoo_manifest
 from raywse.eval.suite import _lineage
-from raywse.eval.symmetries import randomised_graphs
-from raywse.eval.view import zoo_view
-from raywse.graph.lineage import EDGE_CHUNK, SIGMA, _project, first_layer_sketch
-from raywse.graph.structure import structure_codes
-
-STRUCTURE_SHARE = 0.2  # the encoder's kinship_structure_weight
+from raywse.graph.lineage import EDGE_CHUNK, SIGMA, _project
 
 
 def second_layer_sketch(batch: Batch, dim: int, seed: int, width: int, sigma: float) -> Tensor:
@@ -69,19 +61,8 @@ def second_layer_sketch(batch: Batch, dim: int, seed: int, width: int, sigma: fl
     return F.normalize(sketch, dim=1)
 
 
-class Zoo:
+class Zoo(LineageZoo):
     """One zoo's randomised graphs, view, first-layer sketches and structure codes."""
-
-    def __init__(self, path: str, seed: int) -> None:
-        rows = read_zoo_manifest(Path(path))
-        self.view = zoo_view(rows, [r["model_id"] for r in rows])
-        start = time.perf_counter()
-        self.graphs = randomised_graphs(path, rows, seed)
-        self.first = embed(self.graphs, first_layer_sketch, 1024, seed=seed)
-        self.codes = embed(self.graphs, lambda batch, dim, seed: structure_codes(batch, dim, seed), 128, seed=seed)
-        self.seconds = round(time.perf_counter() - start, 1)
-        held, known = np.flatnonzero(self.view.held_out), set(self.view.ids)
-        self.children = np.array([q for q in held if self.view.parent[q] in known], dtype=np.int64)
 
     def lineage(self, second: np.ndarray | None, share: float, seed: int) -> dict:
         """Lineage mAP (overall, per family of the child) of the lineage part with ``second`` at ``share``."""
@@ -100,27 +81,17 @@ class Zoo:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--select", required=True, help="the zoo the setting is chosen on")
-    ap.add_argument("--measure", required=True, help="the zoo it is then measured on")
+    ap = two_zoo_parser(__doc__.split("\n\n")[0], "lineage_second.json")
     ap.add_argument("--sigmas", type=float, nargs="+", default=[2.0, 3.0])
     ap.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.6, 0.8])
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--draws", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0, help="the evaluation's seed (symmetries and tie-breaks)")
-    ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "lineage_second.json"))
     args = ap.parse_args()
-    torch.set_num_threads(2)
     command = (f"python bench/bench_lineage_second.py --select {args.select} --measure {args.measure} --sigmas "
                f"{' '.join(map(str, args.sigmas))} --shares {' '.join(map(str, args.shares))} --width {args.width} "
                f"--dim {args.dim} --draws {args.draws} --seed {args.seed}")  # fmt: skip
-    result = {"machine": machine(), "load_at_start": load(), "command": command}
-    select, measure = Zoo(args.select, args.seed), Zoo(args.measure, args.seed)
-    result["zoos"] = {
-        name: {"path": path, "models": len(z.graphs), "children": len(z.children), "build_s": z.seconds}
-        for name, path, z in (("select", args.select, select), ("measure", args.measure, measure))
-    }
+    select, measure, result = two_zoos(Zoo, args, command)
     sketch = {"width": args.width, "dim": args.dim}
 
     def second(zoo: Zoo, sigma: float, draw: int) -> np.ndarray:

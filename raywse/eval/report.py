@@ -90,7 +90,7 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
         z_database = table_vectors(read_embeddings(database)) if database.exists() else z
         kinship = Path(out_dir) / ReportFiles.KINSHIP_EMBEDDINGS / path.name
         kin = (table_vectors(read_embeddings(kinship)), z_database) if kinship.exists() else None
-        firsts = [first.get(m) for m in view.ids] if kin else None
+        firsts = [first.get(m) for m in view.ids] if kin and first else None  # none saved: a report from before
         out[path.stem] = retrieval_suite(z, view, config.ks, config.curve_k, config.seed, kin, firsts)
         for suffix, sub in FOREIGN_SETS.items():
             foreign_path = Path(out_dir) / sub / path.name

@@ -295,9 +295,10 @@ def index_embeddings(index_dir: str | os.PathLike) -> pa.Table:
     return read_embeddings(current_version_dir(index_dir) / IndexFiles.EMBEDDINGS)
 
 
-def index_first_layers(index_dir: str | os.PathLike) -> pa.Table:
-    """The live version's first layers (an empty table when the index was saved without them)."""
-    path = current_version_dir(index_dir) / IndexFiles.FIRST_LAYERS
+def index_first_layers(index_dir: str | os.PathLike, version: str | None = None) -> pa.Table:
+    """The first layers of ``version`` (default: the live one; an empty table when it was saved without them)."""
+    vdir = current_version_dir(index_dir) if version is None else Path(index_dir) / IndexFiles.VERSIONS / version
+    path = vdir / IndexFiles.FIRST_LAYERS
     return pq.read_table(path).cast(FIRST_LAYERS_SCHEMA) if path.exists() else FIRST_LAYERS_SCHEMA.empty_table()
 
 

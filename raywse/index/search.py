@@ -83,9 +83,16 @@ class Searcher:
         self._first_layers: tuple[str | None, dict[str, FirstLayer]] | None = None  # (index version, first layers)
 
     def first_layers(self) -> dict[str, FirstLayer]:
-        """The indexed models' first layers (what lineage searches re-score with), read once per index version."""
+        """The indexed models' first layers (what lineage searches re-score with), read once per index version in
+        service (an index saved before they were kept has none: its answers keep their cosines)."""
         if self._first_layers is None or self._first_layers[0] != self.index_version:
-            self._first_layers = (self.index_version, table_first_layers(index_first_layers(self.index_dir)))
+            table = index_first_layers(self.index_dir, self.index_version)
+            self._first_layers = (self.index_version, table_first_layers(table))
+            missing = len(self.index) - len(table)
+            if missing > 0:
+                logger.warning("%d of %d indexed models have no first layer stored (an index built before they "
+                               "were kept, or too large a first layer): lineage search keeps their cosines; "
+                               "`raywse index --rebuild` stores them", missing, len(self.index))  # fmt: skip
         return self._first_layers[1]
 
     def refresh(self) -> bool:
@@ -173,15 +180,13 @@ class Searcher:
         return neighbours
 
     def _rescored(self, graph: Data, found: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """A lineage search's first :data:`~raywse.graph.first_layer_match.RERANK_DEPTH` answers re-scored by
-        matching first layers (:func:`~raywse.graph.first_layer_match.rerank`), best first, then the rest."""
-        top, rest = found[:RERANK_DEPTH], found[RERANK_DEPTH:]
-        if not top:
+        """A lineage search's answers (its first ``max(k, RERANK_DEPTH)``, the query itself among them when it is
+        indexed) re-scored by matching first layers (:func:`~raywse.graph.first_layer_match.rerank`), best first."""
+        if not found:
             return found
         stored = self.first_layers()
-        scores = rerank(first_layer_of(graph), [stored.get(m) for m, _ in top], np.array([s for _, s in top]))
-        order = np.argsort(-scores, kind="stable")
-        return [(top[i][0], float(scores[i])) for i in order] + rest
+        scores = rerank(first_layer_of(graph), [stored.get(m) for m, _ in found], np.array([s for _, s in found]))
+        return [(found[i][0], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
 
 def query_graph(

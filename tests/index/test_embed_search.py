@@ -316,7 +316,7 @@ def test_a_lineage_search_finds_a_fine_tuned_childs_relatives_in_an_ivf_index(
     for row, graph in zip(children, randomised_graphs(tiny_zoo, children, seed=0), strict=True):
         found = searcher.search_graph(graph, k=len(ids), relation="lineage")
         query = encode(searcher.encoder, [graph], kinship=True).kinship[0]
-        top = np.argsort(-(stored @ query))[:RERANK_DEPTH]
+        top = np.argsort(-(stored @ query))[: max(len(ids), RERANK_DEPTH)]  # k answers fetched, all re-scored
         rescored = rerank(first_layer_of(graph), [layers[ids[i]] for i in top], (stored @ query)[top])
         assert [n.model_id for n in found[:5]] == [ids[top[i]] for i in np.argsort(-rescored, kind="stable")[:5]]
         assert found[0].score <= 1.0 + 1e-4  # a cosine and a matched similarity, both at most 1
