@@ -47,7 +47,13 @@ from raywse.eval.suite import retrieval_suite
 from raywse.eval.summary import GOALS, NOT_MEASURED, RETRIEVAL_SUMMARY, summarize
 from raywse.eval.symmetries import RESCALE_RANGE, randomised_graphs
 from raywse.eval.view import ZooView, zoo_view
-from raywse.graph.first_layer_match import first_layer_of, first_layers_table, read_first_layers, write_first_layers
+from raywse.graph.first_layer_match import (
+    first_layer_of,
+    first_layers_table,
+    read_first_layers,
+    table_first_layers,
+    write_first_layers,
+)
 from raywse.models.baselines import BaselineSettings, make_baseline
 from raywse.models.checkpoint import load_encoder
 from raywse.models.embedder import Embedder, EncoderTrainer, GNNEmbedder, RunTrainer
@@ -80,7 +86,7 @@ def recompute_metrics(out_dir: str | os.PathLike, zoo_dir: str | os.PathLike, co
     config = config or EvalConfig()
     rows = read_zoo_manifest(zoo_dir)
     foreign_rows = read_foreign_manifest(config.foreign_dir) if config.foreign_dir else []
-    first = read_first_layers(Path(out_dir) / ReportFiles.FIRST_LAYERS)
+    first = table_first_layers(read_first_layers(Path(out_dir) / ReportFiles.FIRST_LAYERS))
     out = {}
     for path in sorted((Path(out_dir) / ReportFiles.EMBEDDINGS).glob("*.parquet")):
         table = read_embeddings(path)

@@ -140,6 +140,7 @@ def write_first_layers(table: pa.Table, path: str | os.PathLike) -> None:
     write_parquet_atomic(table.cast(FIRST_LAYERS_SCHEMA), path)
 
 
-def read_first_layers(path: str | os.PathLike) -> dict[str, FirstLayer]:
-    """The first layers saved at ``path`` (empty when there is no such file: an index saved before they were kept)."""
-    return table_first_layers(pq.read_table(path)) if os.path.exists(path) else {}
+def read_first_layers(path: str | os.PathLike) -> pa.Table:
+    """The first-layer rows saved at ``path`` (an empty table when there is no such file: saved before they were
+    kept)."""
+    return pq.read_table(path).cast(FIRST_LAYERS_SCHEMA) if os.path.exists(path) else FIRST_LAYERS_SCHEMA.empty_table()

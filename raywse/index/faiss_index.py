@@ -40,7 +40,7 @@ except ImportError as exc:  # FAISS is an extra: exactly one build per environme
 from raywse.core.artifacts import IndexFiles
 from raywse.core.embeddings import read_embeddings, write_embeddings
 from raywse.core.io import atomic_path, write_json_atomic, write_parquet_atomic
-from raywse.graph.first_layer_match import FIRST_LAYERS_SCHEMA, write_first_layers
+from raywse.graph.first_layer_match import read_first_layers, write_first_layers
 from raywse.metrics import normalize
 
 IVF_TRAIN_PER_LIST = 64  # k-means sample per inverted list (FAISS advises 30-256; 256 made 1M CPU builds slow)
@@ -298,8 +298,7 @@ def index_embeddings(index_dir: str | os.PathLike) -> pa.Table:
 def index_first_layers(index_dir: str | os.PathLike, version: str | None = None) -> pa.Table:
     """The first layers of ``version`` (default: the live one; an empty table when it was saved without them)."""
     vdir = current_version_dir(index_dir) if version is None else Path(index_dir) / IndexFiles.VERSIONS / version
-    path = vdir / IndexFiles.FIRST_LAYERS
-    return pq.read_table(path).cast(FIRST_LAYERS_SCHEMA) if path.exists() else FIRST_LAYERS_SCHEMA.empty_table()
+    return read_first_layers(vdir / IndexFiles.FIRST_LAYERS)
 
 
 def current_version_dir(index_dir: str | os.PathLike) -> Path:
